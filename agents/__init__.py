@@ -1,0 +1,1 @@
+"""Split-point agents; importable as ``splitrl.agents``."""

@@ -1,0 +1,1 @@
+"""Split-point environments (Gymnasium); importable as ``splitrl.envs``."""

@@ -1,0 +1,218 @@
+"""The ``splitrl`` command line: generate, ppl, info.
+
+Bad arguments (split out of range, unknown model, missing corpus) exit with status 2 and one
+line on stderr saying what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Sequence
+
+import torch
+
+from splitrl.models.loader import DEFAULT_MODEL, NAMED_MODELS
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        torch.set_num_threads(n)
+
+
+def _parse_cuts(text: str, num_layers: int) -> list[int]:
+    try:
+        cuts = [int(x) for x in str(text).split(",") if x.strip() != ""]
+    except ValueError:
+        raise CLIError(f"--split must be an integer 0..{num_layers} or comma-separated cut points, got {text!r}")
+    if not cuts:
+        raise CLIError(f"--split must be an integer 0..{num_layers}")
+    return cuts
+
+
+def _load(args):
+    from splitrl.models import ModelNotFoundError, UnsupportedModelError, load_model
+
+    try:
+        return load_model(args.model, cache_dir=args.cache_dir)
+    except (ModelNotFoundError, UnsupportedModelError) as e:
+        raise CLIError(str(e))
+
+
+def _partition(runtime, text: str | None):
+    from splitrl.runtime import InvalidPartitionError
+
+    L = runtime.num_layers
+    cuts = _parse_cuts(text if text is not None else str(L // 2), L)
+    try:
+        return runtime.partition(cuts)
+    except InvalidPartitionError as e:
+        raise CLIError(f"--split: {e}")
+
+
+def cmd_generate(args) -> int:
+    from splitrl.runtime import SamplingConfig, SplitRuntime
+
+    loaded = _load(args)
+    runtime = SplitRuntime(loaded)
+    partition = _partition(runtime, args.split)
+    try:
+        sampling = SamplingConfig(
+            do_sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
+        )
+    except ValueError as e:
+        raise CLIError(str(e))
+    if args.max_new_tokens < 1:
+        raise CLIError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    tok = loaded.tokenizer
+    printed: list[int] = []
+    shown = [""]
+
+    def stream(token_id: int) -> None:
+        printed.append(token_id)
+        text = tok.decode(printed, skip_special_tokens=True)
+        sys.stdout.write(text[len(shown[0]):])
+        sys.stdout.flush()
+        shown[0] = text
+
+    if not args.json:
+        sys.stdout.write(args.prompt)
+    try:
+        result = runtime.generate(
+            args.prompt, partition, max_new_tokens=args.max_new_tokens, sampling=sampling,
+            on_token=None if args.json else stream,
+        )
+    except ValueError as e:
+        raise CLIError(str(e))
+    if args.json:
+        print(json.dumps({"text": result.text, "token_ids": result.token_ids, "report": result.report.to_dict()}))
+    else:
+        print("\n")
+        print(result.report.format())
+    return 0
+
+
+def cmd_ppl(args) -> int:
+    from splitrl.eval import CorpusError, PerplexityConfig, PerplexityEvaluator
+
+    loaded = _load(args)
+    try:
+        config = PerplexityConfig(
+            tokens=args.tokens, window=args.window, stride=args.stride or args.window // 2,
+            corpus_path=args.corpus, corpus_source=args.corpus_source,
+        )
+        evaluator = PerplexityEvaluator(loaded, config, progress=not args.json)
+    except (CorpusError, ValueError) as e:
+        raise CLIError(str(e))
+    partition = _partition(evaluator.runtime, args.split)
+    result = evaluator.evaluate(partition)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(f"split {result.split}: perplexity {result.ppl:.4f} over {result.scored_tokens} scored tokens "
+              f"(window {result.window}, stride {result.stride}) in {result.seconds:.2f} s")
+    return 0
+
+
+def cmd_info(args) -> int:
+    loaded = _load(args)
+    summary = loaded.view.summary(context_length=args.context)
+    summary["source"] = loaded.source
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{loaded.name}  ({summary['model_type']}, {summary['family']} family)  from {loaded.source}")
+    print(f"layers {summary['num_layers']}  hidden {summary['hidden_size']}  vocab {summary['vocab_size']}  "
+          f"params {summary['params_total']:,d}  head {summary['head_flops_per_token'] / 1e6:.1f} MFLOP/token")
+    print(f"{'layer':>5} {'params':>12} {f'MFLOP/tok@{args.context}':>16} {'bytes/tok at cut after':>24}")
+    for row in summary["layers"]:
+        print(f"{row['index']:>5} {row['params']:>12,d} {row['flops_per_token'] / 1e6:>16.2f} {row['bytes_per_token_at_cut_after']:>24,d}")
+    print(f"cut 0 sends token ids ({summary['bytes_per_token_at_cut'][0]} B/token); cut {summary['num_layers']} sends nothing")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"model name ({', '.join(NAMED_MODELS)}), local HF directory, .gguf file, or hub id")
+    p.add_argument("--cache-dir", default=None, help="cache for dequantised GGUF models (default $SPLITRL_CACHE or ~/.cache/splitrl)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+COMMANDS: dict[str, tuple[Callable, Callable[[argparse.ArgumentParser], None], str]] = {}
+
+
+def register(name: str, help_text: str):
+    """Decorator-style registry so other modules can add subcommands (sweep, plot, ...)."""
+
+    def wrap(builder):
+        def deco(fn):
+            COMMANDS[name] = (fn, builder, help_text)
+            return fn
+
+        return deco
+
+    return wrap
+
+
+def _build_generate(p):
+    _common(p)
+    p.add_argument("--split", default=None, help="split point s in 0..L, or comma-separated cut points (default L/2)")
+    p.add_argument("--prompt", default="The history of wireless communication", help="prompt text")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _build_ppl(p):
+    _common(p)
+    p.add_argument("--split", default=None, help="split point s in 0..L, or comma-separated cut points (default L/2)")
+    p.add_argument("--tokens", type=int, default=1024, help="corpus tokens to score")
+    p.add_argument("--window", type=int, default=512, help="context window per forward pass")
+    p.add_argument("--stride", type=int, default=None, help="tokens between windows (default window/2)")
+    p.add_argument("--corpus", default=None, help="path of WikiText-2 wiki.test.raw (default ../shared/data/...)")
+    p.add_argument("--corpus-source", default="file", choices=["file", "datasets"])
+
+
+def _build_info(p):
+    _common(p)
+    p.add_argument("--context", type=int, default=128, help="context length for per-token FLOPs")
+
+
+register("generate", "generate text through a split model and print the request report")(_build_generate)(cmd_generate)
+register("ppl", "perplexity of a split model on WikiText-2")(_build_ppl)(cmd_ppl)
+register("info", "layers, sizes, per-layer FLOPs and bytes at each cut")(_build_info)(cmd_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="splitrl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (fn, builder, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        builder(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _threads(getattr(args, "threads", None))
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as e:
+        print(f"splitrl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

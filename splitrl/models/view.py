@@ -1,0 +1,206 @@
+"""A uniform view of a decoder-only causal LM, so the runtime can cut it anywhere.
+
+`DecoderView` hides the differences between the LLaMA family (LLaMA, SmolLM2, Mistral, Qwen2:
+pre-norm blocks, rotary position embeddings passed into every layer) and the GPT-2 family
+(learned absolute position embeddings added at the input): embeddings, the list of decoder
+layers, the head (final norm + lm_head), and an analytic cost model per layer (parameters,
+FLOPs per token as a function of context, bytes crossing each cut).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.cache_utils import Cache
+from transformers.masking_utils import create_causal_mask
+
+LLAMA_FAMILY = ("llama", "mistral", "qwen2")
+GPT2_FAMILY = ("gpt2",)
+SUPPORTED_MODEL_TYPES = LLAMA_FAMILY + GPT2_FAMILY
+
+
+class UnsupportedModelError(ValueError):
+    """The model's architecture is not one the runtime knows how to cut."""
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Analytic costs of one decoder layer.
+
+    Attributes:
+        params: parameter count.
+        flops_per_token_base: FLOPs per token that do not depend on context (projections, MLP).
+        flops_per_token_per_ctx: FLOPs per token per context position (QK^T and AV).
+    """
+
+    params: int
+    flops_per_token_base: int
+    flops_per_token_per_ctx: int
+
+    def flops_per_token(self, context_length: int) -> int:
+        """FLOPs (multiply-add = 2) to process one token attending over ``context_length`` positions."""
+        return self.flops_per_token_base + self.flops_per_token_per_ctx * int(context_length)
+
+
+class DecoderView:
+    """Uniform access to a Hugging Face causal LM's pieces; holds references, never copies weights."""
+
+    def __init__(self, model: nn.Module) -> None:
+        config = model.config
+        self.model_type: str = getattr(config, "model_type", "?")
+        if self.model_type in LLAMA_FAMILY:
+            self.family = "llama"
+            base = model.model
+            self.embed_tokens: nn.Module = base.embed_tokens
+            self.layers: list[nn.Module] = list(base.layers[: config.num_hidden_layers])
+            self.final_norm: nn.Module = base.norm
+            self.rotary_emb: nn.Module | None = base.rotary_emb
+            self.position_embed: nn.Module | None = None
+            self.embed_dropout: nn.Module | None = None
+        elif self.model_type in GPT2_FAMILY:
+            self.family = "gpt2"
+            base = model.transformer
+            self.embed_tokens = base.wte
+            self.position_embed = base.wpe
+            self.embed_dropout = base.drop
+            self.layers = list(base.h)
+            self.final_norm = base.ln_f
+            self.rotary_emb = None
+        else:
+            raise UnsupportedModelError(
+                f"model_type {self.model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+            )
+        self.model = model
+        self.config = config
+        self.lm_head: nn.Module = model.lm_head
+        self.num_layers: int = len(self.layers)
+        self.hidden_size: int = int(config.hidden_size)
+        self.vocab_size: int = int(config.vocab_size)
+        self.max_positions: int = int(
+            getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 0) or 0
+        )
+
+    # ---- computation ---------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids ``[B, T]`` -> hidden states ``[B, T, H]`` at cut 0."""
+        hidden = self.embed_tokens(input_ids)
+        if self.position_embed is not None:
+            hidden = hidden + self.position_embed(position_ids)
+        if self.embed_dropout is not None:
+            hidden = self.embed_dropout(hidden)
+        return hidden
+
+    def layer_context(
+        self, hidden: torch.Tensor, position_ids: torch.Tensor, cache: Cache | None, first_layer: int
+    ) -> dict:
+        """Per-call keyword arguments shared by the layers of one segment (mask, rotary angles).
+
+        The mask is sized against ``first_layer`` of ``cache`` because a segment's cache holds
+        only its own layers.
+        """
+        mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=hidden,
+            attention_mask=None,
+            past_key_values=cache,
+            position_ids=position_ids,
+            layer_idx=first_layer if cache is not None else None,
+        )
+        ctx: dict = {"attention_mask": mask, "position_ids": position_ids}
+        if self.rotary_emb is not None:
+            ctx["position_embeddings"] = self.rotary_emb(hidden, position_ids=position_ids)
+        return ctx
+
+    def run_layers(
+        self,
+        hidden: torch.Tensor,
+        start: int,
+        stop: int,
+        position_ids: torch.Tensor,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        """Run layers ``[start, stop)`` on ``hidden``; with a cache, append to it (KV reuse)."""
+        if start >= stop:
+            return hidden
+        ctx = self.layer_context(hidden, position_ids, cache, start)
+        use_cache = cache is not None
+        for layer in self.layers[start:stop]:
+            hidden = layer(hidden, past_key_values=cache, use_cache=use_cache, **ctx)
+            if isinstance(hidden, tuple):  # transformers <5 returned tuples
+                hidden = hidden[0]
+        return hidden
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm + lm_head: hidden ``[..., H]`` -> logits ``[..., V]``."""
+        return self.lm_head(self.final_norm(hidden))
+
+    # ---- analytic costs -----------------------------------------------------------------
+    def layer_cost(self, index: int) -> LayerCost:
+        """Parameters and FLOPs per token of decoder layer ``index``."""
+        if not 0 <= index < self.num_layers:
+            raise ValueError(f"layer index {index} out of range [0, {self.num_layers - 1}]")
+        c = self.config
+        h = self.hidden_size
+        params = sum(p.numel() for p in self.layers[index].parameters())
+        if self.family == "llama":
+            n_heads = c.num_attention_heads
+            head_dim = getattr(c, "head_dim", None) or h // n_heads
+            n_kv = getattr(c, "num_key_value_heads", None) or n_heads
+            q, kv = n_heads * head_dim, n_kv * head_dim
+            proj = h * q + 2 * h * kv + q * h
+            mlp = 3 * h * c.intermediate_size
+            attn_per_ctx = 2 * n_heads * head_dim  # QK^T + AV, per context position
+        else:
+            inner = getattr(c, "n_inner", None) or 4 * h
+            proj = 4 * h * h
+            mlp = 2 * h * inner
+            attn_per_ctx = 2 * h
+        return LayerCost(params=int(params), flops_per_token_base=2 * (proj + mlp), flops_per_token_per_ctx=2 * attn_per_ctx)
+
+    def head_flops_per_token(self) -> int:
+        return 2 * self.hidden_size * self.vocab_size
+
+    def cut_bytes_per_token(self, cut: int, bytes_per_element: int = 4) -> int:
+        """Bytes per token crossing cut ``cut`` (0..L): token id at 0, nothing at L, hidden otherwise."""
+        from splitrl.runtime.link import token_id_bytes
+
+        if not 0 <= cut <= self.num_layers:
+            raise ValueError(f"cut {cut} out of range [0, {self.num_layers}]")
+        if cut == 0:
+            return token_id_bytes(self.vocab_size)
+        if cut == self.num_layers:
+            return 0
+        return self.hidden_size * bytes_per_element
+
+    def summary(self, context_length: int = 128) -> dict:
+        """Sizes and per-layer costs as a JSON-friendly dict (used by ``splitrl info``)."""
+        return {
+            "model_type": self.model_type,
+            "family": self.family,
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "vocab_size": self.vocab_size,
+            "params_total": int(sum(p.numel() for p in self.model.parameters())),
+            "embed_params": int(self.embed_tokens.weight.numel()),
+            "head_flops_per_token": self.head_flops_per_token(),
+            "context_length": context_length,
+            "layers": [
+                {
+                    "index": i,
+                    "params": (lc := self.layer_cost(i)).params,
+                    "flops_per_token": lc.flops_per_token(context_length),
+                    "bytes_per_token_at_cut_after": self.cut_bytes_per_token(i + 1),
+                }
+                for i in range(self.num_layers)
+            ],
+            "bytes_per_token_at_cut": [self.cut_bytes_per_token(s) for s in range(self.num_layers + 1)],
+        }
