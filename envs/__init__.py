@@ -1,1 +1,26 @@
-"""Split-point environments (Gymnasium); importable as ``splitrl.envs``."""
+"""Split-point environments (Gymnasium); importable as ``splitrl.envs``.
+
+Importing ``splitrl`` registers:
+
+* ``splitrl/SplitPoint-v0`` — reward from a real perplexity evaluation each step.
+* ``splitrl/SplitPointTable-v0`` — the same MDP backed by the measured sweep table.
+* ``splitrl/ChenLayerSplit-v0`` — the Chen et al. reference MDP, reproduced on our runtime.
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+
+_REGISTRY = {
+    "splitrl/SplitPoint-v0": ("splitrl.envs.split_point:SplitPointEnv", 64),
+    "splitrl/SplitPointTable-v0": ("splitrl.envs.split_point:SplitPointTableEnv", 256),
+}
+
+
+def register_envs() -> None:
+    """Register the environments with Gymnasium (idempotent)."""
+    for env_id, (entry_point, steps) in _REGISTRY.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point, max_episode_steps=steps)
+
+
+register_envs()

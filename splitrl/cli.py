@@ -80,15 +80,25 @@ def cmd_generate(args) -> int:
         sys.stdout.flush()
         shown[0] = text
 
+    link = _make_link(args, loaded.view.vocab_size)
     if not args.json:
         sys.stdout.write(args.prompt)
     try:
         result = runtime.generate(
             args.prompt, partition, max_new_tokens=args.max_new_tokens, sampling=sampling,
+            links=link,
             on_token=None if args.json else stream,
         )
     except ValueError as e:
         raise CLIError(str(e))
+    if len(partition.cuts) == 1:
+        from splitrl.cost import CostModel, emulate_report
+
+        try:
+            codec = _codec_for(args.link)
+            emulate_report(result.report, CostModel(loaded.view, args.ue, args.edge, args.link_profile, codec=codec), args.snr)
+        except ValueError as e:
+            raise CLIError(str(e))
     if args.json:
         print(json.dumps({"text": result.text, "token_ids": result.token_ids, "report": result.report.to_dict()}))
     else:
@@ -110,7 +120,7 @@ def cmd_ppl(args) -> int:
     except (CorpusError, ValueError) as e:
         raise CLIError(str(e))
     partition = _partition(evaluator.runtime, args.split)
-    result = evaluator.evaluate(partition)
+    result = evaluator.evaluate(partition, _make_link(args, loaded.view.vocab_size))
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -169,7 +179,38 @@ def _build_generate(p):
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling and for link noise")
+    _link_args(p)
+
+
+def _link_args(p):
+    p.add_argument("--link", default="identity",
+                   help="what crosses the cut: identity, fp16, int8, int4, awgn, int8-biterr, int8-erasure, dropout, ...")
+    p.add_argument("--snr", type=float, default=20.0, help="channel SNR in dB (sets BER/BLER for digital links)")
+    p.add_argument("--modulation", default="qpsk", help="modulation mapping SNR to BER for digital links")
+    p.add_argument("--dropout", type=float, default=0.0, help="element dropout probability for --link dropout")
+    p.add_argument("--ue", default="phone-midrange", help="UE profile for the emulated latency/energy (name or YAML)")
+    p.add_argument("--edge", default="edge-a100", help="edge profile (name or YAML)")
+    p.add_argument("--link-profile", default="nr-sub6-20mhz", help="radio link profile (name or YAML)")
+
+
+def _make_link(args, vocab_size: int):
+    """The link named by --link at the channel state given by --snr (None for a lossless link)."""
+    from splitrl.link import link_at
+
+    if args.link == "identity":
+        return None
+    try:
+        return link_at(args.link, seed=args.seed, snr_db=args.snr, dropout_p=args.dropout,
+                       modulation=args.modulation, vocab_size=vocab_size)
+    except ValueError as e:
+        raise CLIError(f"--link: {e}")
+
+
+def _codec_for(link: str) -> str:
+    from splitrl.envs.split_point import codec_for_transport
+
+    return codec_for_transport(link)
 
 
 def _build_ppl(p):
@@ -180,6 +221,8 @@ def _build_ppl(p):
     p.add_argument("--stride", type=int, default=None, help="tokens between windows (default window/2)")
     p.add_argument("--corpus", default=None, help="path of WikiText-2 wiki.test.raw (default ../shared/data/...)")
     p.add_argument("--corpus-source", default="file", choices=["file", "datasets"])
+    p.add_argument("--seed", type=int, default=0, help="seed for link noise")
+    _link_args(p)
 
 
 def _build_info(p):
@@ -190,6 +233,68 @@ def _build_info(p):
 register("generate", "generate text through a split model and print the request report")(_build_generate)(cmd_generate)
 register("ppl", "perplexity of a split model on WikiText-2")(_build_ppl)(cmd_ppl)
 register("info", "layers, sizes, per-layer FLOPs and bytes at each cut")(_build_info)(cmd_info)
+
+
+def _build_sweep(p):
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--splits", default="all", help="'all', a range 'a-b', or a list 'a,b,c'")
+    p.add_argument("--levels", default="0:30:5", help="channel levels: 'start:stop:step' or 'a,b,c'")
+    p.add_argument("--level-kind", default="snr", choices=["snr", "ber", "dropout"])
+    p.add_argument("--transports", default="awgn,int8-biterr", help="comma-separated link names")
+    p.add_argument("--seeds", type=int, default=3, help="repeat draws per cell")
+    p.add_argument("--base-seed", type=int, default=0)
+    p.add_argument("--modulation", default="qpsk")
+    p.add_argument("--tokens", type=int, default=1024)
+    p.add_argument("--window", type=int, default=1024)
+    p.add_argument("--stride", type=int, default=None, help="default: window")
+    p.add_argument("--corpus", default=None)
+    p.add_argument("--out", default="sweep.csv", help="CSV table, appended cell by cell (resumes if present)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_sweep(args) -> int:
+    from splitrl.eval import CorpusError
+    from splitrl.sweep import SweepConfig, parse_levels, parse_range, run_sweep
+
+    loaded = _load(args)
+    try:
+        config = SweepConfig(
+            model=args.model, splits=parse_range(args.splits, loaded.view.num_layers), levels=parse_levels(args.levels),
+            level_kind=args.level_kind, transports=[t for t in args.transports.split(",") if t], seeds=args.seeds,
+            base_seed=args.base_seed, modulation=args.modulation, tokens=args.tokens, window=args.window,
+            stride=args.stride or args.window, corpus_path=args.corpus,
+        )
+        path = run_sweep(config, args.out, progress=not args.no_progress, loaded=loaded)
+    except (ValueError, CorpusError) as e:
+        raise CLIError(str(e))
+    print(f"sweep table: {path}")
+    return 0
+
+
+def _build_plot(p):
+    p.add_argument("table", help="sweep CSV written by `splitrl sweep`")
+    p.add_argument("--out", default=None, help="PNG path (default: next to the table)")
+
+
+def cmd_plot(args) -> int:
+    from splitrl.sweep import plot_sweep
+
+    if not os.path.isfile(args.table):
+        raise CLIError(f"no sweep table at {args.table}")
+    try:
+        print(f"heatmap: {plot_sweep(args.table, args.out)}")
+    except (ValueError, KeyError) as e:
+        raise CLIError(f"{args.table}: {e}")
+    return 0
+
+
+from splitrl.cost.cli import register_cli as _register_profile  # noqa: E402
+
+_register_profile(register)
+register("sweep", "perplexity over split points x channel levels x transports x seeds (resumable CSV)")(_build_sweep)(cmd_sweep)
+register("plot", "heatmap PNG of a sweep table")(_build_plot)(cmd_plot)
 
 
 def build_parser() -> argparse.ArgumentParser:

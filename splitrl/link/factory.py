@@ -23,7 +23,7 @@ from splitrl.link.codec import CODEC_NAMES
 from splitrl.link.digital import CodecLink, DigitalLink
 from splitrl.link.dropout import DropoutLink
 
-__all__ = ["LINK_NAMES", "make_link"]
+__all__ = ["LINK_NAMES", "link_at", "make_link", "state_for"]
 
 LINK_NAMES: tuple[str, ...] = (
     ("identity",)
@@ -51,3 +51,55 @@ def make_link(name: str, **kwargs: Any) -> ChannelLink:
     if name == "dropout":
         return DropoutLink(**kwargs)
     raise ValueError(f"unknown link name {name!r}; allowed: {', '.join(LINK_NAMES)}")
+
+
+def state_for(
+    name: str,
+    *,
+    snr_db: float | None = None,
+    ber: float | None = None,
+    modulation: str = "qpsk",
+    erasure_block_bytes: int = 128,
+):
+    """The `ChannelState` a link named ``name`` sees at ``snr_db`` (or at a raw ``ber``).
+
+    Digital links get the uncoded bit error rate of ``modulation`` over AWGN at the slot's SNR
+    (or ``ber`` directly); erasure links a block error rate ``1 - (1 - ber)^(8 * block bytes)``.
+    """
+    from splitrl.channel.modulation import ber_awgn
+    from splitrl.channel.state import ChannelState
+
+    if ber is None:
+        if snr_db is None:
+            raise ValueError(f"link {name!r} needs snr_db or ber")
+        ber = float(ber_awgn(float(snr_db), modulation))
+    if not 0.0 <= ber <= 0.5:
+        raise ValueError(f"ber must be in [0, 0.5], got {ber}")
+    bler = 1.0 - (1.0 - ber) ** (8 * int(erasure_block_bytes))
+    return ChannelState(snr_db=float("nan") if snr_db is None else float(snr_db), ber=float(ber), bler=float(bler))
+
+
+def link_at(
+    name: str,
+    *,
+    seed: int,
+    snr_db: float | None = None,
+    ber: float | None = None,
+    dropout_p: float = 0.0,
+    modulation: str = "qpsk",
+    erasure_block_bytes: int = 128,
+    vocab_size: int = 65536,
+) -> ChannelLink:
+    """Build link ``name`` already set to its channel state — what sweeps, envs and the CLI use.
+
+    Deterministic links (``identity`` and plain codecs) ignore ``seed``; ``dropout`` uses ``dropout_p``.
+    """
+    if name not in LINK_NAMES:
+        raise ValueError(f"unknown link name {name!r}; allowed: {', '.join(LINK_NAMES)}")
+    if name == "identity" or name in CODEC_NAMES:
+        return make_link(name, vocab_size=vocab_size)
+    if name == "dropout":
+        return make_link("dropout", p=float(dropout_p), seed=seed, vocab_size=vocab_size)
+    link = make_link(name, seed=seed, vocab_size=vocab_size)
+    link.set_state(state_for(name, snr_db=snr_db, ber=ber, modulation=modulation, erasure_block_bytes=erasure_block_bytes))
+    return link

@@ -1,0 +1,96 @@
+"""The ``splitrl profile`` subcommand: time this machine and write a UE profile YAML.
+
+Owns the argparse builder and the handler, shaped for the registry in `splitrl.cli`
+(``register(name, help)(builder)(handler)``); `register_cli` does that in one call, and
+`add_profile_subcommand` adds the subparser to any ``add_subparsers()`` object. The handler
+returns an exit code: 0 on success, 2 with one line on stderr for a bad argument or model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+__all__ = ["PROFILE_HELP", "add_profile_subcommand", "build_profile_parser", "cmd_profile", "register_cli"]
+
+PROFILE_HELP = "time each layer on this machine, fit its FLOP/s and write a UE profile YAML"
+
+
+def build_profile_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``splitrl profile``."""
+    from splitrl.models.loader import DEFAULT_MODEL, NAMED_MODELS
+
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"model to time ({', '.join(NAMED_MODELS)}, local HF directory, .gguf file, or hub id)")
+    p.add_argument("--cache-dir", default=None, help="cache for dequantised GGUF models")
+    p.add_argument("--contexts", default="64,128,256", help="comma-separated prefill lengths to time")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (median kept)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before each measurement")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads during the measurement")
+    p.add_argument("--out", default="this-machine.yaml", help="where to write the UE profile YAML")
+    p.add_argument("--name", default="this-machine", help="profile name written into the YAML")
+    p.add_argument("--power-like", default="phone-midrange",
+                   help="UE profile whose power/radio figures are copied (they cannot be measured here)")
+    p.add_argument("--no-bandwidth", action="store_true", help="skip the memory-bandwidth measurement")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _parse_contexts(text: str) -> list[int]:
+    try:
+        ctxs = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--contexts must be comma-separated integers >= 1, got {text!r}") from None
+    if not ctxs or any(c < 1 for c in ctxs):
+        raise ValueError(f"--contexts must be comma-separated integers >= 1, got {text!r}")
+    return ctxs
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Handler of ``splitrl profile``; returns the exit code."""
+    from splitrl.cost.measure import measure_layer_times
+    from splitrl.cost.profiles import load_profile
+    from splitrl.models import ModelNotFoundError, UnsupportedModelError, load_model
+
+    try:
+        ctxs = _parse_contexts(args.contexts)
+        if args.repeats < 1:
+            raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        power_like = load_profile("ue", args.power_like)
+        loaded = load_model(args.model, cache_dir=args.cache_dir)
+        result = measure_layer_times(
+            loaded, ctxs, args.repeats, warmup=args.warmup, threads=args.threads,
+            measure_bandwidth=not args.no_bandwidth, out=args.out, name=args.name, power_like=power_like,
+        )
+    except (ModelNotFoundError, UnsupportedModelError, ValueError, OSError) as e:
+        print(f"splitrl profile: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"out": str(args.out), **result.to_profile_dict(name=args.name, power_like=power_like)}))
+        return 0
+    print(f"{result.model} ({result.dtype}, {result.num_layers} layers) on {result.machine.get('processor')}, "
+          f"{result.threads} threads")
+    print(f"{'T':>6} {'median layer ms':>16} {'head ms':>10}")
+    for T, row, th in zip(result.context_lengths, result.layer_times_s, result.head_times_s):
+        print(f"{T:>6} {sorted(row)[len(row) // 2] * 1e3:>16.3f} {th * 1e3:>10.3f}")
+    print(f"fitted {result.flops_per_s / 1e9:.2f} GFLOP/s + {result.layer_overhead_s * 1e6:.1f} us/layer "
+          f"(R^2 {result.fit_r2:.3f}; through origin {result.flops_per_s_through_origin / 1e9:.2f} GFLOP/s)")
+    if result.memory_bandwidth_bytes_per_s is not None:
+        print(f"memory bandwidth {result.memory_bandwidth_bytes_per_s / 1e9:.2f} GB/s")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def add_profile_subcommand(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``profile`` to an ``ArgumentParser.add_subparsers()`` object; ``func`` is the handler."""
+    p = subparsers.add_parser("profile", help=PROFILE_HELP)
+    build_profile_parser(p)
+    p.set_defaults(func=cmd_profile)
+    return p
+
+
+def register_cli(register: Callable[[str, str], Any]) -> None:
+    """Register ``profile`` with `splitrl.cli.register` (``register(name, help)(builder)(handler)``)."""
+    register("profile", PROFILE_HELP)(build_profile_parser)(cmd_profile)

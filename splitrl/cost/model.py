@@ -1,0 +1,686 @@
+"""Analytic latency / energy / memory / traffic of a UE-edge split, for one channel state.
+
+Owns `CostModel` (and the `CostEstimate` / `CostTable` it returns) and `emulate_report`, which
+attaches the model's figures to a real `RequestReport`. It is built once per (model, UE, edge,
+link, codec) and then queried per (split, SNR, prompt length, output length) in O(1) numpy work:
+per-layer costs are reduced to cumulative per-split arrays at construction, and no torch code runs
+in `estimate` / `estimate_all`.
+
+What one request costs at split ``s`` (UE: embeddings + layers ``[0, s)``; edge: layers ``[s, L)``
++ head; ``s = L`` keeps everything, head included, on the UE), mirroring `SplitRuntime.generate`:
+
+* Prefill: the UE runs the ``T`` prompt tokens in one pass, token ``i`` attending to ``i``
+  positions (attention FLOPs ``per_ctx * T (T + 1) / 2``); the activations ``[1, T, H]`` cross the
+  uplink (the codec's exact frame bytes, header included; token ids at ``s = 0``: 2 or 4 bytes each,
+  no frame); the edge runs its layers and the head on the last position; the sampled token id
+  returns on the downlink. TTFT is the sum of these four terms (sequential, no pipelining).
+* Decode step ``k = 1 .. N-1`` processes one token attending to ``T + k`` positions, with the same
+  four terms; TPOT is their mean over the ``N - 1`` steps (for ``N = 1`` or ``None``: the next step,
+  at context ``T + 1``, so an RL environment always gets a meaningful per-token figure).
+* Compute time of a pass on a device is a roofline plus dispatch overhead:
+  ``max(FLOPs / flops_per_s, bytes / memory_bandwidth) + n_layers * layer_overhead_s``; bytes are
+  the weights streamed once per pass (the whole lm_head when the head runs), the embedding rows
+  read, and the KV cache read/written. Batch-1 decode is bandwidth-bound on every shipped UE.
+* Transfers use the closed-form expected latency of `splitrl.channel.LatencyModel` (serialisation
+  at the rate of the SNR, propagation, protocol overhead, HARQ retransmissions at the BLER),
+  evaluated for all splits at once. Nothing is sent at ``s = L``. The downlink runs at
+  ``snr_db + link.downlink_snr_offset_db``. On CQI-table links the modulation and coding scheme
+  of each payload is the latency-minimising admissible CQI by default (see ``link_adaptation``).
+* UE energy = idle power x request duration (baseline) + compute power x UE compute time
+  + radio transmit power x uplink air time (first attempts + retransmissions; the HARQ waits are
+  not air time) + receive power x downlink air time. The radio transmit power is
+  ``link.tx_power_w / ue.pa_efficiency + ue.tx_circuit_power_w``.
+* UE memory = weights it holds (embeddings for ``s >= 1``, its layers, the final norm and an untied
+  lm_head at ``s = L``) at the UE's weight dtype + its KV cache at the final context ``T + N - 1``.
+
+The SNR is held for the whole request: callers with a time-varying channel query per step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from splitrl.channel.fading import SPEED_OF_LIGHT_MPS
+from splitrl.link.codec import Codec, get_codec
+from splitrl.models.view import DecoderView
+from splitrl.cost.profiles import EdgeProfile, LinkProfile, UEProfile, load_profile
+
+__all__ = [
+    "LINK_ADAPTATIONS", "CostEstimate", "CostModel", "CostTable", "ModelCosts", "emulate_report", "sum_max_linear",
+]
+
+LINK_ADAPTATIONS: tuple[str, ...] = ("min_latency", "target_bler")
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ModelCosts:
+    """Analytic costs of a model, extracted once from a `DecoderView` (no torch afterwards).
+
+    Attributes:
+        num_layers, hidden_size, vocab_size: model sizes.
+        layer_params: parameters per decoder layer ``[L]``.
+        layer_flops_base: context-independent FLOPs per token per layer ``[L]``.
+        layer_flops_per_ctx: FLOPs per token per attended position per layer ``[L]``.
+        layer_kv_elements: K + V elements cached per token per layer ``[L]``.
+        embed_params: token (+ learned position) embedding parameters.
+        embed_row_elements: embedding elements read per token (``H``, or ``2H`` with learned positions).
+        embed_flops_per_token: FLOPs of the embedding stage per token (the position add).
+        head_params_resident: final norm + lm_head parameters NOT shared with the embeddings.
+        head_params_read: final norm + lm_head parameters streamed when the head runs.
+        head_flops_per_token: FLOPs of the head per token.
+        token_id_bytes: bytes of one token id on the air.
+    """
+
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    layer_params: FloatArray
+    layer_flops_base: FloatArray
+    layer_flops_per_ctx: FloatArray
+    layer_kv_elements: FloatArray
+    embed_params: int
+    embed_row_elements: int
+    embed_flops_per_token: int
+    head_params_resident: int
+    head_params_read: int
+    head_flops_per_token: int
+    token_id_bytes: int
+
+    @classmethod
+    def from_view(cls, view: DecoderView) -> ModelCosts:
+        L, H = view.num_layers, view.hidden_size
+        costs = [view.layer_cost(i) for i in range(L)]
+        c = view.config
+        if view.family == "llama":
+            n_heads = int(c.num_attention_heads)
+            head_dim = int(getattr(c, "head_dim", None) or H // n_heads)
+            n_kv = int(getattr(c, "num_key_value_heads", None) or n_heads)
+            kv_per_layer = 2 * n_kv * head_dim
+        else:  # gpt2: full multi-head attention over n_embd
+            kv_per_layer = 2 * int(getattr(c, "n_embd", H))
+        embed_w = view.embed_tokens.weight
+        embed_params = int(embed_w.numel())
+        row = H
+        pos_flops = 0
+        if view.position_embed is not None:
+            embed_params += int(view.position_embed.weight.numel())
+            row += H
+            pos_flops = H  # the learned position vector is added to every token
+        norm_params = int(sum(p.numel() for p in view.final_norm.parameters()))
+        head_w = view.lm_head.weight
+        head_params = int(sum(p.numel() for p in view.lm_head.parameters()))
+        tied = head_w.data_ptr() == embed_w.data_ptr()
+        return cls(
+            num_layers=L, hidden_size=H, vocab_size=view.vocab_size,
+            layer_params=np.array([lc.params for lc in costs], dtype=np.float64),
+            layer_flops_base=np.array([lc.flops_per_token_base for lc in costs], dtype=np.float64),
+            layer_flops_per_ctx=np.array([lc.flops_per_token_per_ctx for lc in costs], dtype=np.float64),
+            layer_kv_elements=np.full(L, float(kv_per_layer)),
+            embed_params=embed_params,
+            embed_row_elements=row,
+            embed_flops_per_token=pos_flops,
+            head_params_resident=norm_params + (0 if tied else head_params),
+            head_params_read=norm_params + head_params,
+            head_flops_per_token=int(view.head_flops_per_token()),
+            token_id_bytes=int(view.cut_bytes_per_token(0)),
+        )
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Expected cost of one request at one split and SNR (all times in seconds, energy in joules).
+
+    TTFT decomposition: ``ttft_s == ue_prefill_s + uplink_prefill_s + edge_prefill_s + downlink_s``.
+    Per-token decomposition: ``tpot_s == ue_decode_s + uplink_decode_s + edge_decode_s + downlink_s``.
+    ``e2e_latency_s == ttft_s + (new_tokens - 1) * tpot_s``.
+    UE energy: ``ue_energy_j == ue_compute_energy_j + ue_radio_energy_j + ue_idle_energy_j``
+    (whole request) and ``ue_energy_j_per_token == ue_energy_j / new_tokens``.
+    Bytes: ``prompt_bytes`` (uplink, prefill), ``bytes_per_token`` (uplink per decode step: 2 at
+    split 0 with a <=65536-token vocabulary, 0 at split L), ``downlink_bytes_per_token`` (token ids
+    back to the UE), ``bytes_on_air`` (whole request, both directions).
+    ``uplink_rate_bps`` / ``uplink_bler``: the rate and BLER used for the prompt's uplink transfer
+    (see ``link_adaptation`` of `CostModel`; at split L, where nothing is sent, the link
+    adaptation's choice); ``downlink_*`` likewise for the returned token id.
+    ``uplink_loss_probability``: probability some uplink payload of the request is still lost after
+    all retransmissions. Infinite latencies mean the rate is zero at this SNR (CQI 0).
+    """
+
+    split: int
+    snr_db: float
+    prompt_tokens: int
+    new_tokens: int
+    ttft_s: float
+    tpot_s: float
+    e2e_latency_s: float
+    ue_prefill_s: float
+    uplink_prefill_s: float
+    edge_prefill_s: float
+    downlink_s: float
+    ue_decode_s: float
+    uplink_decode_s: float
+    edge_decode_s: float
+    uplink_rate_bps: float
+    uplink_bler: float
+    downlink_rate_bps: float
+    downlink_bler: float
+    uplink_loss_probability: float
+    prompt_bytes: int
+    bytes_per_token: int
+    downlink_bytes_per_token: int
+    bytes_on_air: int
+    ue_flops_prefill: float
+    edge_flops_prefill: float
+    ue_compute_energy_j: float
+    ue_radio_energy_j: float
+    ue_idle_energy_j: float
+    ue_energy_j: float
+    ue_energy_prefill_j: float
+    ue_energy_decode_j_per_token: float
+    ue_energy_j_per_token: float
+    edge_energy_j_per_token: float
+    ue_weight_bytes: int
+    ue_kv_bytes: int
+    ue_memory_bytes: int
+    fits_ue_memory: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """`CostEstimate` for every split ``0..L`` at once: same fields, arrays indexed by split."""
+
+    split: NDArray[np.int64]
+    snr_db: float
+    prompt_tokens: int
+    new_tokens: int
+    ttft_s: FloatArray
+    tpot_s: FloatArray
+    e2e_latency_s: FloatArray
+    ue_prefill_s: FloatArray
+    uplink_prefill_s: FloatArray
+    edge_prefill_s: FloatArray
+    downlink_s: FloatArray
+    ue_decode_s: FloatArray
+    uplink_decode_s: FloatArray
+    edge_decode_s: FloatArray
+    uplink_rate_bps: FloatArray
+    uplink_bler: FloatArray
+    downlink_rate_bps: FloatArray
+    downlink_bler: FloatArray
+    uplink_loss_probability: FloatArray
+    prompt_bytes: NDArray[np.int64]
+    bytes_per_token: NDArray[np.int64]
+    downlink_bytes_per_token: NDArray[np.int64]
+    bytes_on_air: NDArray[np.int64]
+    ue_flops_prefill: FloatArray
+    edge_flops_prefill: FloatArray
+    ue_compute_energy_j: FloatArray
+    ue_radio_energy_j: FloatArray
+    ue_idle_energy_j: FloatArray
+    ue_energy_j: FloatArray
+    ue_energy_prefill_j: FloatArray
+    ue_energy_decode_j_per_token: FloatArray
+    ue_energy_j_per_token: FloatArray
+    edge_energy_j_per_token: FloatArray
+    ue_weight_bytes: NDArray[np.int64]
+    ue_kv_bytes: NDArray[np.int64]
+    ue_memory_bytes: NDArray[np.int64]
+    fits_ue_memory: NDArray[np.bool_]
+
+    def row(self, split: int) -> CostEstimate:
+        """The `CostEstimate` of one split."""
+        kw: dict[str, Any] = {}
+        for name, kind in _ROW_SPEC:
+            v = getattr(self, name)
+            kw[name] = v if kind is None else kind(v[split])
+        return CostEstimate(**kw)
+
+
+# How each CostEstimate field is read from a CostTable: as is (request-level scalars) or one
+# element converted to the field's Python type.
+_REQUEST_FIELDS = frozenset({"snr_db", "prompt_tokens", "new_tokens"})
+_ROW_SPEC: tuple[tuple[str, Any], ...] = tuple(
+    (f.name, None if f.name in _REQUEST_FIELDS else {"int": int, "bool": bool}.get(str(f.type), float))
+    for f in dataclasses.fields(CostEstimate)
+)
+
+
+def _sum_linear(a: FloatArray, b: FloatArray, p: Any, q: Any) -> FloatArray:
+    """Sum of ``a + b c`` over integers ``c`` in ``[p, q)``."""
+    n = q - p
+    return n * a + b * n * (p + q - 1) / 2.0
+
+
+@dataclass(frozen=True)
+class _MaxOfLines:
+    """``max(a1 + b1 c, a2 + b2 c)`` split at the crossing: ``before`` line for ``c < k``, ``after`` from ``k`` on.
+
+    Two lines cross at most once, so a sum of the max over any range of ``c`` is two arithmetic
+    series; the crossing depends only on the coefficients, so it is found once, not per query.
+    """
+
+    a_before: FloatArray
+    b_before: FloatArray
+    a_after: FloatArray
+    b_after: FloatArray
+    k: FloatArray  # first integer c at which the `after` line is the max (may be +-inf)
+
+    @classmethod
+    def of(cls, a1: Any, b1: Any, a2: Any, b2: Any) -> _MaxOfLines:
+        a1, b1, a2, b2 = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in (a1, b1, a2, b2)))
+        da, db = a1 - a2, b1 - b2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cross = -da / db
+        up, down = db > 0, db < 0  # line 1 wins for c >= cross / c <= cross
+        flat1 = (db == 0) & (da >= 0)  # parallel: line 1 everywhere, or line 2 everywhere
+        first_is_1 = down | flat1
+        k = np.where(up, np.ceil(cross), np.where(down, np.floor(cross) + 1, np.inf))
+        return cls(
+            a_before=np.where(first_is_1, a1, a2), b_before=np.where(first_is_1, b1, b2),
+            a_after=np.where(first_is_1, a2, a1), b_after=np.where(first_is_1, b2, b1), k=k,
+        )
+
+    def sum(self, c0: int, m: int) -> FloatArray:
+        """``sum_{c=c0}^{c0+m-1} max(...)``, elementwise."""
+        end = float(c0 + m)
+        k = np.minimum(np.maximum(self.k, float(c0)), end)
+        return _sum_linear(self.a_before, self.b_before, float(c0), k) + _sum_linear(self.a_after, self.b_after, k, end)
+
+
+def sum_max_linear(a1: Any, b1: Any, a2: Any, b2: Any, c0: int, m: int) -> FloatArray:
+    """Closed form of ``sum_{c=c0}^{c0+m-1} max(a1 + b1 c, a2 + b2 c)``, elementwise over arrays."""
+    return _MaxOfLines.of(a1, b1, a2, b2).sum(c0, m)
+
+
+@dataclass(frozen=True)
+class _Device:
+    """Per-split arrays of one side (UE or edge), precomputed from `ModelCosts` and a profile."""
+
+    flops_token: FloatArray      # FLOPs per token without attention and without the head
+    flops_ctx: FloatArray        # attention FLOPs per token per attended position
+    flops_head: FloatArray       # head FLOPs per pass (head runs on the last position only)
+    weight_read: FloatArray      # weight bytes streamed per pass
+    row_read: FloatArray         # embedding bytes read per token
+    kv_token: FloatArray         # KV-cache bytes per token of context
+    overhead: FloatArray         # dispatch overhead per pass (s)
+    weight_resident: FloatArray  # weight bytes held
+    flops_per_s: float
+    bandwidth: float | None
+    compute_power_w: float
+    decode: _MaxOfLines          # per-step time at context c: max(compute line, memory line)
+
+    def prefill_s(self, T: int) -> tuple[FloatArray, FloatArray]:
+        flops = T * self.flops_token + self.flops_ctx * (T * (T + 1) / 2.0) + self.flops_head
+        t = flops / self.flops_per_s
+        if self.bandwidth is not None:
+            t = np.maximum(t, (self.weight_read + T * (self.row_read + self.kv_token)) / self.bandwidth)
+        return t + self.overhead, flops
+
+    def decode_sum_s(self, c0: int, m: int) -> FloatArray:
+        """Total compute time of ``m`` single-token passes at contexts ``c0 .. c0+m-1``."""
+        return self.decode.sum(c0, m) + m * self.overhead
+
+
+def _device_arrays(mc: ModelCosts, profile: UEProfile | EdgeProfile, side: str) -> _Device:
+    L = mc.num_layers
+    s = np.arange(L + 1)
+    cum = lambda x: np.concatenate([[0.0], np.cumsum(x)])  # noqa: E731  cum(x)[s] = sum_{i<s} x_i
+    c_params, c_base = cum(mc.layer_params), cum(mc.layer_flops_base)
+    c_ctx, c_kv = cum(mc.layer_flops_per_ctx), cum(mc.layer_kv_elements)
+    if side == "ue":
+        has_embed, has_head = (s > 0), (s == L)
+        params, base, ctx, kv = c_params, c_base, c_ctx, c_kv
+        n_layers = s.astype(np.float64)
+    else:
+        has_embed, has_head = (s == 0), (s < L)
+        params, base, ctx, kv = (c_params[L] - c_params, c_base[L] - c_base, c_ctx[L] - c_ctx, c_kv[L] - c_kv)
+        n_layers = (L - s).astype(np.float64)
+    wb, kvb = profile.weight_bytes_per_param, profile.kv_bytes_per_element
+    he, hh = has_embed.astype(np.float64), has_head.astype(np.float64)
+    R, bw = float(profile.flops_per_s), profile.memory_bandwidth_bytes_per_s  # type: ignore[arg-type]
+    flops_token = base + he * mc.embed_flops_per_token
+    flops_head = hh * mc.head_flops_per_token
+    weight_read = (params + hh * mc.head_params_read) * wb
+    row_read = he * mc.embed_row_elements * wb
+    kv_token = kv * kvb
+    # Decode step at context c: compute line (F_token + F_head + F_ctx c) / R against memory line
+    # (weights + embedding row + KV of c positions) / bandwidth; no memory line without a bandwidth.
+    zero = np.zeros(L + 1)
+    decode = _MaxOfLines.of(
+        (flops_token + flops_head) / R, ctx / R,
+        zero if bw is None else (weight_read + row_read) / bw, zero if bw is None else kv_token / bw,
+    )
+    return _Device(
+        flops_token=flops_token, flops_ctx=ctx, flops_head=flops_head, weight_read=weight_read,
+        row_read=row_read, kv_token=kv_token,
+        overhead=(n_layers + hh) * profile.layer_overhead_s,
+        weight_resident=(he * mc.embed_params + params + hh * mc.head_params_resident) * wb,
+        flops_per_s=R, bandwidth=bw, compute_power_w=profile.compute_power_w, decode=decode,
+    )
+
+
+@dataclass(frozen=True)
+class _Transfer:
+    latency: FloatArray  # expected transfer latency per split (0 where nothing crosses)
+    air: FloatArray      # expected transmitter-on time: first attempts + retransmissions
+    loss: FloatArray     # probability the payload is still lost after all retransmissions
+    rate: FloatArray     # rate (bit/s) of the modulation and coding scheme used, per split
+    bler: FloatArray     # its block error rate
+
+
+def _expected_retransmissions(p: FloatArray, k_max: int) -> FloatArray:
+    """Vectorised `splitrl.channel.latency.expected_retransmissions`: sum_{k=1}^{K} p^k."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ek = p * (1.0 - p**k_max) / (1.0 - p)
+    return np.where(p >= 1.0, float(k_max), ek)
+
+
+class CostModel:
+    """Latency, energy, memory and traffic of every split of one model on one UE/edge/link.
+
+    Args:
+        view: the model (`DecoderView` or a `LoadedModel`); read once at construction.
+        ue, edge, link_profile: profiles, shipped profile names, or YAML paths.
+        codec: activation codec at the cut (``fp32``, ``fp16``, ``bf16``, ``int8``, ``int4``) or a
+            `Codec`; its exact frame size (header included) is what crosses the uplink.
+        link_adaptation: CQI-table links only. ``"target_bler"``: the highest CQI meeting the
+            BLER target after the back-off, i.e. `splitrl.channel.CqiRate.select_cqi`, what a
+            `ChannelState` from the channel emulator reports. ``"min_latency"`` (default): among
+            those admissible CQIs (1..select_cqi), the one with the lowest expected latency for
+            each payload. The highest admissible CQI is not always the fastest: just above a
+            switching SNR it runs at the target BLER, and the HARQ round trips of a multi-block
+            payload can outweigh its higher rate, so with ``"target_bler"`` latency can rise by a
+            few % as the SNR improves. ``"min_latency"`` is non-increasing in SNR by construction
+            (a growing admissible set of CQIs whose BLER each fall with SNR).
+        cache_size: how many ``estimate_all`` results (keyed by SNR, prompt and output length) are
+            kept; 0 disables the cache. Results are immutable, so sharing them is safe.
+    """
+
+    def __init__(
+        self,
+        view: Any,
+        ue: UEProfile | str,
+        edge: EdgeProfile | str,
+        link_profile: LinkProfile | str,
+        codec: str | Codec = "fp32",
+        *,
+        link_adaptation: str = "min_latency",
+        cache_size: int = 4096,
+    ) -> None:
+        view = getattr(view, "view", view)  # accept a LoadedModel
+        if not isinstance(view, DecoderView):
+            raise TypeError(f"view must be a DecoderView or LoadedModel, got {type(view).__name__}")
+        self.ue: UEProfile = load_profile("ue", ue)  # type: ignore[assignment]
+        self.edge: EdgeProfile = load_profile("edge", edge)  # type: ignore[assignment]
+        self.link: LinkProfile = load_profile("link", link_profile)  # type: ignore[assignment]
+        self.codec: Codec = get_codec(codec)
+        self.costs = ModelCosts.from_view(view)
+        self.num_layers = self.costs.num_layers
+        L = self.num_layers
+        self._splits = np.arange(L + 1)
+        self._crosses = self._splits < L
+        self._is_tokens = self._splits == 0
+        self._is_hidden = (self._splits > 0) & (self._splits < L)
+        self._ue = _device_arrays(self.costs, self.ue, "ue")
+        self._edge = _device_arrays(self.costs, self.edge, "edge")
+        self._ue_kv_token = self._ue.kv_token
+        self._rate_model = self.link.rate_model()
+        self._shannon = self.link.rate.mode == "shannon"
+        if link_adaptation not in LINK_ADAPTATIONS:
+            raise ValueError(f"link_adaptation = {link_adaptation!r}: must be one of {', '.join(LINK_ADAPTATIONS)}")
+        self.link_adaptation = link_adaptation
+        if not self._shannon:
+            # Rates of CQI 1..15 at this bandwidth and overhead (index q-1).
+            self._cqi_rates = np.asarray(self._rate_model.rate_bps(0.0, np.arange(1, 16)), dtype=np.float64)
+            self._cqi_index = np.arange(1, 16)
+        self._prop_s = self.link.distance_m / SPEED_OF_LIGHT_MPS
+        self.radio_tx_power_w = self.ue.radio_tx_power_w(self.link.tx_power_w)
+        tok = self.costs.token_id_bytes
+        self._dl_bytes = np.where(self._crosses, tok, 0).astype(np.int64)
+        self._decode_bytes = self._uplink_bytes(1)
+        self._prompt_bytes_cache: dict[int, NDArray[np.int64]] = {}
+        self.cache_size = int(cache_size)
+        self._cache: dict[tuple[float, int, int], CostTable] = {}
+
+    # ---- pieces -------------------------------------------------------------------------------
+    def _uplink_bytes(self, tokens: int) -> NDArray[np.int64]:
+        """Uplink bytes per split for one pass of ``tokens`` tokens: ids at 0, a frame inside, 0 at L."""
+        frame = self.codec.nbytes((1, tokens, self.costs.hidden_size))
+        out = np.where(self._is_tokens, tokens * self.costs.token_id_bytes, 0)
+        return np.where(self._is_hidden, frame, out).astype(np.int64)
+
+    def prompt_bytes(self, prompt_tokens: int) -> NDArray[np.int64]:
+        """Uplink bytes of the prefill for every split (cached per prompt length)."""
+        b = self._prompt_bytes_cache.get(prompt_tokens)
+        if b is None:
+            if len(self._prompt_bytes_cache) > 4096:  # bounded: prompt lengths are few in practice
+                self._prompt_bytes_cache.clear()
+            b = self._prompt_bytes_cache[prompt_tokens] = self._uplink_bytes(prompt_tokens)
+        return b
+
+    def rate(self, snr_db: float, direction: str = "uplink") -> tuple[float, float]:
+        """(rate in bit/s, BLER) the link adaptation targets at ``snr_db`` (the downlink adds its offset).
+
+        CQI links: the highest admissible CQI (`CqiRate.select_cqi`), whatever ``link_adaptation``
+        says; Shannon links: the capacity rate with the profile's ``residual_bler``.
+        """
+        if direction == "downlink":
+            snr_db = snr_db + self.link.downlink_snr_offset_db
+        rate = float(self._rate_model.rate_bps(snr_db))
+        if self._shannon:
+            return rate, self.link.rate.residual_bler
+        return rate, float(self._rate_model.bler(snr_db))  # type: ignore[arg-type]
+
+    def _options(self, snr_db: float, direction: str) -> tuple[FloatArray, FloatArray]:
+        """Candidate (rates, BLERs) for a transfer: one for Shannon / target_bler, the admissible CQIs otherwise."""
+        if direction == "downlink":
+            snr_db = snr_db + self.link.downlink_snr_offset_db
+        if self._shannon:
+            return np.array([float(self._rate_model.rate_bps(snr_db))]), np.array([self.link.rate.residual_bler])
+        q_max = int(self._rate_model.select_cqi(snr_db))  # type: ignore[union-attr]
+        if q_max == 0:  # CQI 0: out of range, nothing can be sent
+            return np.zeros(1), np.ones(1)
+        q = self._cqi_index[q_max - 1:q_max] if self.link_adaptation == "target_bler" else self._cqi_index[:q_max]
+        bler = np.asarray(self._rate_model.bler_curve(snr_db, q), dtype=np.float64)  # type: ignore[union-attr]
+        return self._cqi_rates[q - 1], bler
+
+    def _transfer(
+        self, nbytes: NDArray[np.int64], options: tuple[FloatArray, FloatArray], overhead_s: float
+    ) -> _Transfer:
+        """Expected latency, air time and loss per split (closed form of `LatencyModel.expected`).
+
+        With several candidate (rate, BLER) options, each split's payload uses the one with the
+        lowest expected latency; with one option this is exactly `LatencyModel.expected`.
+        """
+        rates, blers = options
+        h = self.link.harq
+        ek = _expected_retransmissions(blers, h.max_retransmissions)[:, None]  # [Q, 1]
+        n_blocks = np.ceil(nbytes / h.transport_block_bytes)                   # [S]
+        r = rates[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ser = np.where(r > 0, 8.0 * nbytes / r, np.where(nbytes > 0, np.inf, 0.0))  # [Q, S]
+        latency = ser + self._prop_s + overhead_s + ek * (ser + n_blocks * h.harq_rtt_s)
+        air = ser * (1.0 + ek)
+        if len(rates) > 1:
+            # Splits that send nothing report the link adaptation's own (highest admissible) choice.
+            pick = np.where(nbytes > 0, np.argmin(latency, axis=0), len(rates) - 1)
+            cols = np.arange(latency.shape[1])
+            latency, air, ser = latency[pick, cols], air[pick, cols], ser[pick, cols]
+            rate, bler = rates[pick], blers[pick]
+        else:
+            latency, air = latency[0], air[0]
+            rate, bler = np.full(nbytes.shape, rates[0]), np.full(nbytes.shape, blers[0])
+        residual = bler ** (h.max_retransmissions + 1)
+        loss = 1.0 - (1.0 - residual) ** n_blocks
+        c = self._crosses
+        return _Transfer(
+            latency=np.where(c, latency, 0.0), air=np.where(c, air, 0.0), loss=np.where(c, loss, 0.0),
+            rate=rate, bler=bler,
+        )
+
+    # ---- public API ---------------------------------------------------------------------------
+    def estimate_all(self, snr_db: float, prompt_tokens: int, new_tokens: int | None = None) -> CostTable:
+        """Costs of every split ``0..L`` at uplink SNR ``snr_db`` (see the module docstring)."""
+        snr_db, T, N = self._check(snr_db, prompt_tokens, new_tokens)
+        key = (snr_db, T, N)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        m = N - 1               # decode steps actually run
+        m_eff = max(m, 1)       # steps averaged for the per-token figures
+        ue, edge = self._ue, self._edge
+
+        ue_pre, ue_flops = ue.prefill_s(T)
+        edge_pre, edge_flops = edge.prefill_s(T)
+        ue_dec = ue.decode_sum_s(T + 1, m_eff) / m_eff
+        edge_dec = edge.decode_sum_s(T + 1, m_eff) / m_eff
+
+        ul_opts, dl_opts = self._options(snr_db, "uplink"), self._options(snr_db, "downlink")
+        prompt_bytes = self.prompt_bytes(T)
+        ul_pre = self._transfer(prompt_bytes, ul_opts, self.link.uplink_overhead_s)
+        ul_dec = self._transfer(self._decode_bytes, ul_opts, self.link.uplink_overhead_s)
+        dl = self._transfer(self._dl_bytes, dl_opts, self.link.downlink_overhead_s)
+
+        ttft = ue_pre + ul_pre.latency + edge_pre + dl.latency
+        tpot = ue_dec + ul_dec.latency + edge_dec + dl.latency
+
+        def over_steps(x: FloatArray) -> FloatArray:
+            # m * x, except that no steps cost nothing even where x is inf (0 * inf would be nan).
+            return m * x if m else np.zeros_like(x)
+
+        e2e = ttft + over_steps(tpot)
+
+        p = self.ue
+        ptx, prx = self.radio_tx_power_w, p.rx_power_w
+        e_pre_compute = p.compute_power_w * ue_pre
+        e_pre_radio = ptx * ul_pre.air + prx * dl.air
+        e_pre = e_pre_compute + e_pre_radio + p.idle_power_w * ttft
+        e_step_compute = p.compute_power_w * ue_dec
+        e_step_radio = ptx * ul_dec.air + prx * dl.air
+        e_step = e_step_compute + e_step_radio + p.idle_power_w * tpot
+        e_compute = e_pre_compute + over_steps(e_step_compute)
+        e_radio = e_pre_radio + over_steps(e_step_radio)
+        e_idle = p.idle_power_w * e2e
+        e_total = e_compute + e_radio + e_idle
+
+        kv_bytes = np.round(self._ue_kv_token * (T + N - 1)).astype(np.int64)
+        w_bytes = np.round(ue.weight_resident).astype(np.int64)
+        mem = w_bytes + kv_bytes
+        on_air = prompt_bytes + m * self._decode_bytes + N * self._dl_bytes
+        with np.errstate(invalid="ignore"):
+            ul_loss = 1.0 - (1.0 - ul_pre.loss) * (1.0 - ul_dec.loss) ** m
+        edge_energy = edge.compute_power_w * (edge_pre + over_steps(edge_dec)) / N
+        table = CostTable(
+            split=self._splits.copy(), snr_db=snr_db, prompt_tokens=T, new_tokens=N,
+            ttft_s=ttft, tpot_s=tpot, e2e_latency_s=e2e,
+            ue_prefill_s=ue_pre, uplink_prefill_s=ul_pre.latency, edge_prefill_s=edge_pre, downlink_s=dl.latency,
+            ue_decode_s=ue_dec, uplink_decode_s=ul_dec.latency, edge_decode_s=edge_dec,
+            uplink_rate_bps=ul_pre.rate, uplink_bler=ul_pre.bler,
+            downlink_rate_bps=dl.rate, downlink_bler=dl.bler,
+            uplink_loss_probability=ul_loss,
+            prompt_bytes=prompt_bytes.copy(), bytes_per_token=self._decode_bytes.copy(),
+            downlink_bytes_per_token=self._dl_bytes.copy(), bytes_on_air=on_air.astype(np.int64),
+            ue_flops_prefill=ue_flops, edge_flops_prefill=edge_flops,
+            ue_compute_energy_j=e_compute, ue_radio_energy_j=e_radio, ue_idle_energy_j=e_idle,
+            ue_energy_j=e_total, ue_energy_prefill_j=e_pre, ue_energy_decode_j_per_token=e_step,
+            ue_energy_j_per_token=e_total / N, edge_energy_j_per_token=edge_energy,
+            ue_weight_bytes=w_bytes, ue_kv_bytes=kv_bytes, ue_memory_bytes=mem,
+            fits_ue_memory=mem <= p.memory_budget_bytes,
+        )
+        # Tables are shared through the cache (an RL env revisits the same quantised states), so
+        # their arrays are made read-only: a caller cannot corrupt another caller's result.
+        for name, kind in _ROW_SPEC:
+            if kind is not None:
+                getattr(table, name).flags.writeable = False
+        table.split.flags.writeable = False
+        if self.cache_size > 0:
+            if len(self._cache) >= self.cache_size:
+                self._cache.pop(next(iter(self._cache)))  # drop the oldest entry (FIFO)
+            self._cache[key] = table
+        return table
+
+    def estimate(self, split: int, snr_db: float, prompt_tokens: int, new_tokens: int | None = None) -> CostEstimate:
+        """Costs of one split (see `CostEstimate`); ``new_tokens=None`` means one new token."""
+        if isinstance(split, bool) or not isinstance(split, (int, np.integer)) or not 0 <= split <= self.num_layers:
+            raise ValueError(f"split = {split!r}: must be an integer in [0, {self.num_layers}]")
+        # All splits cost the same handful of vector ops as one (L+1 is small), so one code path
+        # serves both and `estimate(s)` can never drift from `estimate_all()[s]`.
+        return self.estimate_all(snr_db, prompt_tokens, new_tokens).row(int(split))
+
+    def ue_memory_bytes(self, context_tokens: int) -> NDArray[np.int64]:
+        """UE memory (weights + KV cache of ``context_tokens`` positions) for every split."""
+        if isinstance(context_tokens, bool) or not isinstance(context_tokens, (int, np.integer)) or context_tokens < 0:
+            raise ValueError(f"context_tokens = {context_tokens!r}: must be an integer >= 0")
+        return (np.round(self._ue.weight_resident) + np.round(self._ue_kv_token * context_tokens)).astype(np.int64)
+
+    def feasible_splits(self, context_tokens: int) -> NDArray[np.int64]:
+        """Splits whose UE memory at ``context_tokens`` fits the UE's memory budget."""
+        return np.flatnonzero(self.ue_memory_bytes(context_tokens) <= self.ue.memory_budget_bytes)
+
+    def _check(self, snr_db: float, prompt_tokens: int, new_tokens: int | None) -> tuple[float, int, int]:
+        try:
+            snr = float(snr_db)
+        except (TypeError, ValueError):
+            raise ValueError(f"snr_db = {snr_db!r}: must be a finite number") from None
+        if not math.isfinite(snr):
+            raise ValueError(f"snr_db = {snr_db!r}: must be a finite number")
+        if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, (int, np.integer)) or prompt_tokens < 1:
+            raise ValueError(f"prompt_tokens = {prompt_tokens!r}: must be an integer >= 1")
+        n = 1 if new_tokens is None else new_tokens
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"new_tokens = {new_tokens!r}: must be None or an integer >= 1")
+        return snr, int(prompt_tokens), int(n)
+
+    def __repr__(self) -> str:
+        return (f"CostModel(L={self.num_layers}, ue={self.ue.name!r}, edge={self.edge.name!r}, "
+                f"link={self.link.name!r}, codec={self.codec.name!r})")
+
+
+def emulate_report(report: Any, cost_model: CostModel, snr_db: float) -> dict[str, Any]:
+    """Emulated figures for a request the runtime actually ran; also stored in ``report.emulated``.
+
+    Uses the report's prompt/new token counts and its split (``report.cuts``: one cut point, or
+    several equal ones). Returns ``ttft_s``, ``tpot_s``, ``e2e_latency_s``, ``ue_energy_j_per_token``,
+    ``ue_memory_bytes``, ``fits_ue_memory``, ``bytes_on_air`` (uplink + downlink), ``uplink_bytes``,
+    ``downlink_bytes``, ``split``, ``snr_db`` and the profile/codec names.
+    """
+    cuts = list(report.cuts)
+    if not cuts or len(set(cuts)) != 1:
+        raise ValueError(
+            f"emulate_report models one UE/edge split; the report has cut points {cuts} "
+            "(multi-hop partitions are not covered by CostModel)"
+        )
+    split = int(cuts[0])
+    if split > cost_model.num_layers:
+        raise ValueError(f"report split {split} exceeds the cost model's {cost_model.num_layers} layers")
+    est = cost_model.estimate(split, snr_db, int(report.prompt_tokens), int(report.new_tokens))
+    uplink = est.prompt_bytes + (est.new_tokens - 1) * est.bytes_per_token
+    downlink = est.new_tokens * est.downlink_bytes_per_token
+    out: dict[str, Any] = {
+        "split": split,
+        "snr_db": est.snr_db,
+        "ttft_s": est.ttft_s,
+        "tpot_s": est.tpot_s,
+        "e2e_latency_s": est.e2e_latency_s,
+        "ue_energy_j_per_token": est.ue_energy_j_per_token,
+        "ue_memory_bytes": est.ue_memory_bytes,
+        "fits_ue_memory": est.fits_ue_memory,
+        "bytes_on_air": est.bytes_on_air,
+        "uplink_bytes": int(uplink),
+        "downlink_bytes": int(downlink),
+        "ue_profile": cost_model.ue.name,
+        "edge_profile": cost_model.edge.name,
+        "link_profile": cost_model.link.name,
+        "codec": cost_model.codec.name,
+    }
+    report.emulated.update(out)
+    return out

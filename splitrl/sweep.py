@@ -1,0 +1,296 @@
+"""The split × channel × transport × seed sweep: perplexity per cell, appended to a CSV, resumable.
+
+Each cell evaluates WikiText-2 perplexity with the model cut at ``split`` and the activations
+crossing through a link (``awgn``, ``int8-biterr``, ``dropout``, ... — see `splitrl.link`) at one
+channel level (SNR in dB, a raw BER, or a dropout probability). The prefix cache means a cell
+runs only layers ``[split, L)``. Rows are appended and fsynced one by one; a restarted sweep
+reads what is there (dropping a half-written last line), skips finished cells and goes on, so an
+interrupted sweep loses and duplicates nothing. Every cell's noise seed derives from the base
+seed and the cell's coordinates, so a resumed sweep writes exactly what an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import signal
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from splitrl.channel.state import ChannelState
+from splitrl.link.factory import link_at, state_for
+
+LEVEL_KINDS = ("snr", "ber", "dropout")
+COLUMNS = [
+    "model", "transport", "level_kind", "level", "snr_db", "ber", "bler", "split", "seed_index", "seed",
+    "ppl", "nll", "clean_ppl", "log_ppl_ratio", "scored_tokens", "bytes_per_token", "seconds",
+]
+
+
+@dataclass
+class SweepConfig:
+    """One sweep grid.
+
+    Attributes:
+        model: model name or path (see `splitrl.models.load_model`).
+        splits: split points to evaluate (each in 0..L).
+        levels: channel levels (SNR dB for ``snr``, bit error rate for ``ber``, probability for ``dropout``).
+        level_kind: ``snr``, ``ber`` or ``dropout``.
+        transports: link names (`splitrl.link.LINK_NAMES`), e.g. ``awgn``, ``int8-biterr``.
+        seeds: repeat draws of the corruption per cell (>= 1).
+        base_seed: root of every cell's seed.
+        modulation: maps SNR to BER for ``*-biterr``/``*-erasure`` transports (uncoded, AWGN).
+        erasure_block_bytes: block size turning BER into block error rate for ``*-erasure``.
+        tokens, window, stride: perplexity setup (see `PerplexityConfig`).
+        corpus_path: WikiText-2 file (None: default location).
+    """
+
+    model: str = "smollm2-135m"
+    splits: list[int] = field(default_factory=list)
+    levels: list[float] = field(default_factory=lambda: [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0])
+    level_kind: str = "snr"
+    transports: list[str] = field(default_factory=lambda: ["awgn", "int8-biterr"])
+    seeds: int = 3
+    base_seed: int = 0
+    modulation: str = "qpsk"
+    erasure_block_bytes: int = 128
+    tokens: int = 1024
+    window: int = 1024
+    stride: int = 1024
+    corpus_path: str | None = None
+
+    def __post_init__(self) -> None:
+        from splitrl.link import LINK_NAMES
+
+        if self.level_kind not in LEVEL_KINDS:
+            raise ValueError(f"level_kind must be one of {', '.join(LEVEL_KINDS)}, got {self.level_kind!r}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        bad = [t for t in self.transports if t not in LINK_NAMES]
+        if bad or not self.transports:
+            raise ValueError(f"transports {bad or '[]'} not allowed; choose from {', '.join(LINK_NAMES)}")
+        if self.level_kind == "dropout" and any(not 0 <= p < 1 for p in self.levels):
+            raise ValueError("dropout levels must be probabilities in [0, 1)")
+        if self.level_kind == "ber" and any(not 0 <= p <= 0.5 for p in self.levels):
+            raise ValueError("ber levels must be in [0, 0.5]")
+
+    def identity(self) -> dict:
+        """Fields that must match for rows to be appended to an existing table."""
+        d = asdict(self)
+        for k in ("splits", "levels", "transports", "seeds"):  # the grid may grow between runs
+            d.pop(k)
+        return d
+
+
+@dataclass(frozen=True)
+class Cell:
+    transport: str
+    split: int
+    level: float
+    seed_index: int
+
+    @property
+    def key(self) -> tuple:
+        return (self.transport, self.split, _level_key(self.level), self.seed_index)
+
+
+def _level_key(level: float) -> str:
+    return f"{float(level):.6g}"
+
+
+def cell_seed(base_seed: int, cell: Cell) -> int:
+    """A 32-bit seed determined by the base seed and the cell's coordinates (order independent)."""
+    ss = np.random.SeedSequence(
+        [base_seed, zlib.crc32(cell.transport.encode()), cell.split, zlib.crc32(_level_key(cell.level).encode()), cell.seed_index]
+    )
+    return int(ss.generate_state(1)[0])
+
+
+def channel_state(config: SweepConfig, transport: str, level: float) -> ChannelState:
+    """The per-cell channel state the link sees (recorded in the table)."""
+    if config.level_kind == "dropout":
+        return ChannelState(snr_db=float("nan"))
+    kw = {"snr_db": float(level)} if config.level_kind == "snr" else {"ber": float(level)}
+    return state_for(transport, modulation=config.modulation, erasure_block_bytes=config.erasure_block_bytes, **kw)
+
+
+def build_link(config: SweepConfig, transport: str, level: float, seed: int, vocab_size: int):
+    """The cell's link, set to the cell's channel level."""
+    kw: dict = {"dropout_p": float(level)} if config.level_kind == "dropout" else (
+        {"snr_db": float(level)} if config.level_kind == "snr" else {"ber": float(level)})
+    return link_at(transport, seed=seed, modulation=config.modulation,
+                   erasure_block_bytes=config.erasure_block_bytes, vocab_size=vocab_size, **kw)
+
+
+def cells(config: SweepConfig) -> list[Cell]:
+    return [
+        Cell(t, s, float(lv), r)
+        for s in config.splits for t in config.transports for lv in config.levels for r in range(config.seeds)
+    ]
+
+
+def read_done(path: Path) -> set[tuple]:
+    """Keys of complete rows; a half-written last line (killed mid-write) is cut off the file."""
+    if not path.exists() or path.stat().st_size == 0:
+        return set()
+    raw = path.read_bytes()
+    if not raw.endswith(b"\n"):
+        cut = raw.rfind(b"\n") + 1
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+        raw = raw[:cut]
+    reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
+    if reader.fieldnames and reader.fieldnames != COLUMNS:
+        raise ValueError(f"{path} has columns {reader.fieldnames}, expected {COLUMNS}; write to a new file")
+    return {(r["transport"], int(r["split"]), _level_key(float(r["level"])), int(r["seed_index"])) for r in reader}
+
+
+def run_sweep(
+    config: SweepConfig,
+    out: str | os.PathLike,
+    *,
+    progress: bool = True,
+    annotate: Callable[[dict], dict] | None = None,
+    loaded=None,
+) -> Path:
+    """Run (or resume) the sweep, appending one CSV row per finished cell. Returns the CSV path.
+
+    ``annotate(row) -> extra`` may add emulated figures; its keys must already be in `COLUMNS`.
+    """
+    from splitrl.eval import PerplexityConfig, PerplexityEvaluator
+    from splitrl.models import load_model
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta_path = path.with_suffix(path.suffix + ".meta.json")
+    if meta_path.exists():
+        previous = json.loads(meta_path.read_text())
+        if previous != config.identity():
+            raise ValueError(
+                f"{path} was written by a different sweep setup ({meta_path}); "
+                f"differences: {sorted(k for k in previous if previous.get(k) != config.identity().get(k))}. "
+                "Write to a new file."
+            )
+    else:
+        meta_path.write_text(json.dumps(config.identity(), indent=2))
+    done = read_done(path)
+    todo = [c for c in cells(config) if c.key not in done]
+    loaded = loaded or load_model(config.model)
+    L = loaded.view.num_layers
+    bad = [s for s in config.splits if not 0 <= s <= L]
+    if bad:
+        raise ValueError(f"split points {bad} out of range: allowed 0..{L} for {config.model}")
+    kill_after = int(os.environ.get("SPLITRL_SWEEP_KILL_AFTER", "0"))  # test hook: a real SIGKILL mid-sweep
+    if not todo:
+        return path
+    evaluator = PerplexityEvaluator(
+        loaded, PerplexityConfig(tokens=config.tokens, window=config.window, stride=config.stride, corpus_path=config.corpus_path)
+    )
+    clean = evaluator.evaluate(L).ppl
+    new_file = not path.exists() or path.stat().st_size == 0
+    bar = tqdm(total=len(cells(config)), initial=len(cells(config)) - len(todo), desc="sweep", unit="cell",
+               disable=not progress, smoothing=0.05)
+    written = 0
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new_file:
+            writer.writeheader()
+        for cell in todo:
+            seed = cell_seed(config.base_seed, cell)
+            link = build_link(config, cell.transport, cell.level, seed, loaded.view.vocab_size)
+            state = channel_state(config, cell.transport, cell.level)
+            r = evaluator.evaluate(cell.split, link)
+            n_tok = evaluator.input_ids.shape[1]
+            row = {
+                "model": config.model, "transport": cell.transport, "level_kind": config.level_kind,
+                "level": cell.level, "snr_db": state.snr_db, "ber": state.ber, "bler": state.bler,
+                "split": cell.split, "seed_index": cell.seed_index, "seed": seed,
+                "ppl": r.ppl, "nll": r.nll, "clean_ppl": clean, "log_ppl_ratio": math.log(r.ppl / clean),
+                "scored_tokens": r.scored_tokens, "bytes_per_token": link.bytes_total / max(1, n_tok),
+                "seconds": r.seconds,
+            }
+            if annotate is not None:
+                row.update(annotate(row))
+            writer.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+            written += 1
+            bar.update(1)
+            bar.set_postfix(split=cell.split, ppl=f"{r.ppl:.3g}")
+            if kill_after and written >= kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
+    return path
+
+
+def parse_range(text: str, upper: int | None = None) -> list[int]:
+    """``all`` | ``a-b`` | ``a,b,c`` -> sorted ints."""
+    if text == "all":
+        if upper is None:
+            raise ValueError("'all' needs the number of layers")
+        return list(range(upper + 1))
+    out: set[int] = set()
+    for part in text.split(","):
+        if "-" in part.strip()[1:]:
+            a, b = part.split("-", 1)
+            out.update(range(int(a), int(b) + 1))
+        elif part.strip():
+            out.add(int(part))
+    return sorted(out)
+
+
+def parse_levels(text: str) -> list[float]:
+    """``start:stop:step`` (inclusive) or comma-separated values."""
+    if ":" in text:
+        a, b, st = (float(x) for x in text.split(":"))
+        if st <= 0:
+            raise ValueError("level step must be > 0")
+        n = int(math.floor((b - a) / st + 1e-9)) + 1
+        return [round(a + i * st, 10) for i in range(n)]
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Heatmap of mean perplexity over split × level, one panel per transport, log colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.colors import LogNorm
+
+    df = pd.read_csv(csv_path)
+    if df.empty:
+        raise ValueError(f"{csv_path} has no rows")
+    transports = list(dict.fromkeys(df["transport"]))
+    fig, axes = plt.subplots(1, len(transports), figsize=(6.5 * len(transports), 4.6), squeeze=False)
+    vmin, vmax = df["ppl"].min(), df.groupby(["transport", "split", "level"])["ppl"].mean().max()
+    for ax, t in zip(axes[0], transports):
+        grid = df[df.transport == t].groupby(["level", "split"])["ppl"].mean().unstack("split").sort_index()
+        im = ax.imshow(grid.values, aspect="auto", origin="lower", cmap="viridis",
+                       norm=LogNorm(vmin=max(vmin, 1e-3), vmax=max(vmax, vmin * 1.0001)),
+                       extent=(grid.columns.min() - 0.5, grid.columns.max() + 0.5, -0.5, len(grid.index) - 0.5))
+        ax.set_yticks(range(len(grid.index)), [f"{v:g}" for v in grid.index])
+        ax.set_xlabel("split point s (layers on the UE)")
+        kind = df["level_kind"].iloc[0]
+        ax.set_ylabel({"snr": "SNR (dB)", "ber": "bit error rate", "dropout": "dropout p"}[kind])
+        ax.set_title(f"{t}: perplexity (clean {df['clean_ppl'].iloc[0]:.2f})")
+        fig.colorbar(im, ax=ax, label="perplexity (log scale)")
+    fig.suptitle(f"{df['model'].iloc[0]} on WikiText-2 — split × channel sweep, mean over seeds")
+    fig.tight_layout()
+    out_path = Path(out) if out else Path(csv_path).with_suffix(".png")
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path
+
+
+def iter_rows(path: str | os.PathLike) -> Iterator[dict]:
+    with open(path, newline="") as f:
+        yield from csv.DictReader(f)
