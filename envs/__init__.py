@@ -13,6 +13,8 @@ import gymnasium as gym
 _REGISTRY = {
     "splitrl/SplitPoint-v0": ("splitrl.envs.split_point:SplitPointEnv", 64),
     "splitrl/SplitPointTable-v0": ("splitrl.envs.split_point:SplitPointTableEnv", 256),
+    # The Chen env cuts its own 5-step episodes (ChenConfig.episode_steps): no TimeLimit on top.
+    "splitrl/ChenLayerSplit-v0": ("splitrl.envs.chen:ChenLayerSplitEnv", None),
 }
 
 

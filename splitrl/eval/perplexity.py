@@ -263,11 +263,11 @@ class PerplexityEvaluator:
         )
 
     def _single_link(self, partition: Partition, link: Link | Sequence[Link]) -> Link:
-        return link if isinstance(link, Link) else self.runtime._links(partition, link)[0]
+        return link if isinstance(link, Link) else self.runtime.links_for(partition, link)[0]
 
     def _run_partition(self, partition: Partition, link, w: Window, pos: torch.Tensor) -> torch.Tensor:
         """Final hidden states (before the head) of one window through every segment and link."""
-        links = self.runtime._links(partition, link)
+        links = self.runtime.links_for(partition, link)
         payload = self.input_ids[:, w.begin:w.end]
         for spec in partition.segments():
             if not spec.is_empty:

@@ -105,7 +105,8 @@ class SplitRuntime:
     def segments(self, partition: Partition) -> list[Segment]:
         return [Segment(self.view, spec) for spec in partition.segments()]
 
-    def _links(self, partition: Partition, links: Link | Sequence[Link] | None) -> list[Link]:
+    def links_for(self, partition: Partition, links: Link | Sequence[Link] | None) -> list[Link]:
+        """One link per cut: None gives lossless links, a single link serves every cut."""
         n = len(partition.cuts)
         if links is None:
             return [IdentityLink(self.view.vocab_size) for _ in range(n)]
@@ -138,7 +139,7 @@ class SplitRuntime:
         partition = self.partition(cuts)
         segs = self.segments(partition)
         logits, _ = self._run(
-            segs, partition, self._links(partition, links), input_ids,
+            segs, partition, self.links_for(partition, links), input_ids,
             phase="eval", step=0, use_cache=False, logits_last_only=False,
         )
         return logits
@@ -177,7 +178,7 @@ class SplitRuntime:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         partition = self.partition(cuts)
-        link_list = self._links(partition, links)
+        link_list = self.links_for(partition, links)
         for link in {id(l): l for l in link_list}.values():
             link.reset_stats()
         input_ids = self.encode(prompt) if isinstance(prompt, str) else prompt
