@@ -1,14 +1,12 @@
 #!/usr/bin/env python
-"""Train split-point agents (issue 5): `python train.py --agent ... --env ...`.
+"""Train split-point agents: ``python train.py --agent KIND --env ID --config FILE.yaml --seed N``.
 
-The agents are not built yet; this entry point lists what exists and exits non-zero rather than
-pretending to train.
+See `splitrl.training.cli` for the options (``--help``), ``configs/`` for the defaults and
+`splitrl.agents.registry` for the agent kinds.
 """
 import sys
 
-from splitrl.agents import __doc__ as agents_doc
+from splitrl.training.cli import main
 
 if __name__ == "__main__":
-    print("train.py: no trainable agents exist yet (they arrive with the agents issue). "
-          f"Package: {agents_doc.strip()}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(main())

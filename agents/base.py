@@ -40,6 +40,14 @@ class Agent(ABC):
     def reset(self) -> None:
         """Forget per-episode state (called at every env reset); stateless agents need nothing."""
 
+    def feedback(self, info: dict[str, Any]) -> bool:
+        """The outcome of the last action (the env step's ``info``), offered after every step.
+
+        An agent may *use* the measured quality in ``info`` only by paying a real evaluation
+        (counted in ``real_evaluations``); it returns True when it did. The default ignores it.
+        """
+        return False
+
     def learn(self, env: gym.Env, total_steps: int, *, callback: StepCallback | None = None) -> "Agent":
         """Improve from ``total_steps`` env steps; exact baselines need none and return at once."""
         return self

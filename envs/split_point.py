@@ -60,6 +60,8 @@ class SplitPointConfig:
         reward: reward weights and references.
         include_ue_state: add battery level and compute load to the observation.
         battery_capacity_j: UE battery energy budget of an episode, joules (> 0).
+        request_timeout_s: a request whose emulated latency exceeds this times out and is charged
+            this latency (a dead link has infinite latency; the reward stays finite), > 0.
         initial_split: split in place at reset (None: drawn uniformly from the allowed splits).
         eval_tokens, eval_window: WikiText-2 tokens and window per real evaluation (SplitPoint-v0).
         table: sweep CSV backing SplitPointTable-v0 (None: the committed SmolLM2 sweep).
@@ -82,6 +84,7 @@ class SplitPointConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     include_ue_state: bool = False
     battery_capacity_j: float = 2000.0
+    request_timeout_s: float = 10.0
     initial_split: int | None = None
     eval_tokens: int = 256
     eval_window: int = 256
@@ -107,6 +110,8 @@ class SplitPointConfig:
                 raise ValueError(f"{name} must be >= {1 + (name in ('eval_tokens', 'eval_window'))}, got {getattr(self, name)}")
         if not self.decision_interval_s > 0:
             raise ValueError(f"decision_interval_s must be > 0, got {self.decision_interval_s}")
+        if not self.request_timeout_s > 0:
+            raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
         if not self.battery_capacity_j > 0:
             raise ValueError(f"battery_capacity_j must be > 0, got {self.battery_capacity_j}")
 
@@ -157,7 +162,7 @@ class SplitPointBaseEnv(gym.Env):
 
     ## Info
     ``split, previous_split, snr_db, ppl, ppl_clean, log_ppl_ratio, latency_s, ttft_s, tpot_s,
-    energy_j, bytes_on_air, reward_terms, real_evaluations`` (running count, within the episode,
+    energy_j, bytes_on_air, timed_out, reward_terms, real_evaluations`` (running count, within the episode,
     of real perplexity evaluations — or of measured table cells consumed). The lifetime total is
     ``env.unwrapped.real_evaluations`` (kept out of ``info`` so that equal seeds give equal infos).
 
@@ -215,6 +220,9 @@ class SplitPointBaseEnv(gym.Env):
         self.latency_ref_s = c.reward.latency_ref_s or float(getattr(ue_only, metric))
         self.energy_ref_j = c.reward.energy_ref_j or float(ue_only.ue_energy_j_per_token)
         self.bandwidth_mhz = float(self.link_profile.bandwidth_hz) / 1e6
+        ue = self.cost_model.ue
+        busy_w = ue.compute_power_w + ue.radio_tx_power_w(self.link_profile.tx_power_w)
+        self._timeout_energy_per_token = busy_w * c.request_timeout_s / max(1, c.new_tokens)
 
     def _setup_channel(self) -> None:
         from splitrl.channel import make_channel
@@ -297,7 +305,11 @@ class SplitPointBaseEnv(gym.Env):
         ue_extra = {"ttft_s": table.ue_prefill_s[i], "tpot_s": table.ue_decode_s[i],
                     "e2e_latency_s": table.ue_prefill_s[i] + table.ue_decode_s[i] * max(0, self.config.new_tokens - 1)}
         latency = float(getattr(table, self._latency_field)[i] + (slow - 1.0) * ue_extra[self._latency_field])
+        timed_out = not latency <= self.config.request_timeout_s
+        latency = min(latency, self.config.request_timeout_s)
         energy = float(table.ue_energy_j_per_token[i])
+        if timed_out:  # the UE computed and transmitted until the timeout, for nothing
+            energy = min(energy, self._timeout_energy_per_token)
         terms = reward_terms(
             self.config.reward, log_ppl_ratio=log_ratio, latency_s=latency, energy_j=energy, split=split,
             previous_split=self._split, latency_ref_s=self.latency_ref_s, energy_ref_j=self.energy_ref_j,
@@ -307,6 +319,7 @@ class SplitPointBaseEnv(gym.Env):
             "split": split, "previous_split": self._split, "snr_db": snr, "ppl": ppl, "ppl_clean": self.ppl_clean,
             "log_ppl_ratio": log_ratio, "latency_s": latency, "ttft_s": float(table.ttft_s[i]),
             "tpot_s": float(table.tpot_s[i]), "energy_j": energy, "bytes_on_air": int(table.bytes_on_air[i]),
+            "timed_out": timed_out,
             "reward_terms": {k: float(v) for k, v in terms.items() if k != "reward"},
             "real_evaluations": self.real_evaluations - self._episode_evaluations,
         }

@@ -1,0 +1,315 @@
+"""Exact (non-learning) split-point baselines, all implementing `splitrl.agents.base.Agent`.
+
+Each is built from the env it will act in (``Agent(env, config, seed=...)``): it reads the env's
+configuration, cost model and — for the oracle — its sweep table, and then acts from observations
+alone, so it may act in any env instance of the same configuration (e.g. a separate evaluation
+env). Every baseline works in both action modes: it decides on a target *split* and turns it into
+an action with `action_towards` (absolute: the action selecting that split; relative: the move
+towards it from the split in place, read from the observation, clipped to ``max_move``).
+
+=================  ==========================================================================
+``oracle``         true best split per state: maximises the expected reward (the sweep table's
+                   mean quality over seeds + the analytic latency/energy + the switching cost from
+                   the split in place) over the splits reachable this step. Greedy: with switching
+                   costs, a policy that plans ahead can occasionally do better; see `OracleAgent`.
+``fixed``          one split for every state: the one with the best mean reward over rollouts on
+                   training seeds (``FixedSplitConfig``), or a given split.
+``all-on-ue``      s = L: everything on the UE, nothing crosses the link.
+``min-ue``         s = s_min: as little as allowed on the UE.
+``latency-only``   Neurosurgeon-style: the split with the smallest latency (the reward's latency
+                   metric) at the observed SNR by the cost model, ignoring quality and energy.
+``random``         a uniformly random allowed split each step (seeded).
+=================  ==========================================================================
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from splitrl.agents.base import Agent
+from splitrl.agents.config import documented, param, validate
+from splitrl.reward import reward_terms
+
+__all__ = [
+    "BaselineConfig", "FixedSplitConfig", "OracleAgent", "FixedSplitAgent", "AllOnUEAgent", "MinUEAgent",
+    "LatencyOnlyAgent", "RandomAgent", "split_point_env", "current_split", "action_towards", "reachable_splits",
+    "quality_table", "latency_per_split", "expected_rewards",
+]
+
+
+# --- helpers shared by the baselines (and usable by planners) ---------------------------------
+def split_point_env(env: gym.Env):
+    """The `SplitPointBaseEnv` under ``env``'s wrappers (TypeError for any other env)."""
+    from splitrl.envs.split_point import SplitPointBaseEnv
+
+    base = getattr(env, "unwrapped", env)
+    if not isinstance(base, SplitPointBaseEnv):
+        raise TypeError(f"exact baselines need a split-point env (SplitPointBaseEnv), got {type(base).__name__}")
+    return base
+
+
+def _index(env, name: str) -> int:
+    k = env.config.history
+    return {"snr": 0, "bandwidth": k + 1, "split": k + 2, "battery": k + 3, "load": k + 4}[name]
+
+
+def current_split(env, obs: np.ndarray) -> int:
+    """The split in place, as observed."""
+    return int(round(float(np.asarray(obs)[_index(env, "split")])))
+
+
+def observed_load(env, obs: np.ndarray) -> float | None:
+    """The UE compute load from the observation (None without ``include_ue_state``)."""
+    return float(np.asarray(obs)[_index(env, "load")]) if env.config.include_ue_state else None
+
+
+def action_towards(env, split: int, obs: np.ndarray) -> int:
+    """The action that selects ``split`` (absolute mode) or moves towards it from the observed split
+    in place (relative mode, at most ``max_move`` layers). Equals ``env.action_for_split(split)``
+    when ``obs`` is the env's current observation, but needs no env state."""
+    c = env.config
+    split = int(np.clip(split, c.s_min, env.L))
+    if c.action_mode == "absolute":
+        return int(split - c.s_min)
+    move = int(np.clip(split - current_split(env, obs), -c.max_move, c.max_move))
+    return move + c.max_move
+
+
+def reachable_splits(env, obs: np.ndarray) -> np.ndarray:
+    """The splits one action can select from the state in ``obs``."""
+    if env.config.action_mode == "absolute":
+        return env.splits
+    cur = current_split(env, obs)
+    m = env.config.max_move
+    return env.splits[(env.splits >= cur - m) & (env.splits <= cur + m)]
+
+
+def quality_table(env):
+    """The sweep table behind the env's quality (its own for the table env, else the configured one)."""
+    table = getattr(env, "table", None)
+    if table is not None:
+        return table
+    from splitrl.envs.split_point import DEFAULT_TABLE, SweepTable
+
+    cached = getattr(env, "_baseline_sweep_table", None)
+    if cached is None:
+        cached = SweepTable(env.config.table or DEFAULT_TABLE, env.config.transport, env.splits)
+        env._baseline_sweep_table = cached
+    return cached
+
+
+def latency_per_split(env, snr_db: float, load: float | None = None, costs=None) -> np.ndarray:
+    """The reward's latency (``env._latency_field``) of every allowed split at ``snr_db``, including
+    the UE slow-down under ``load`` exactly as the env charges it (before the request timeout: a
+    dead link is ``inf`` here)."""
+    t = costs if costs is not None else env.costs_at(snr_db)
+    s = env.splits
+    lat = np.asarray(getattr(t, env._latency_field), dtype=float)[s]
+    if env.config.include_ue_state and load is not None:
+        slow = 1.0 / (1.0 - 0.5 * float(load))
+        extra = {"ttft_s": t.ue_prefill_s, "tpot_s": t.ue_decode_s,
+                 "e2e_latency_s": t.ue_prefill_s + t.ue_decode_s * max(0, env.config.new_tokens - 1)}[env._latency_field]
+        lat = lat + (slow - 1.0) * np.asarray(extra, dtype=float)[s]
+    return lat
+
+
+def expected_rewards(env, snr_db: float, previous_split: int, *, load: float | None = None, table=None) -> np.ndarray:
+    """Expected reward of every allowed split (``env.splits`` order) at ``snr_db`` coming from
+    ``previous_split``: the table's mean log-ppl ratio over seeds plus the env's exact cost terms."""
+    table = table if table is not None else quality_table(env)
+    t = env.costs_at(snr_db)
+    s = env.splits
+    quality = table.mean_table(snr_db, s)
+    latency = latency_per_split(env, snr_db, load, costs=t)
+    energy = np.asarray(t.ue_energy_j_per_token, dtype=float)[s]
+    timeout = getattr(env.config, "request_timeout_s", None)
+    if timeout is not None:  # a request slower than the timeout is charged the timeout (as the env does)
+        timed_out = ~(latency <= timeout)
+        latency = np.minimum(latency, timeout)
+        energy = np.where(timed_out, np.minimum(energy, getattr(env, "_timeout_energy_per_token", np.inf)), energy)
+    terms = reward_terms(
+        env.config.reward, log_ppl_ratio=quality, latency_s=latency, energy_j=energy, split=s,
+        previous_split=int(previous_split), latency_ref_s=env.latency_ref_s, energy_ref_j=env.energy_ref_j,
+    )
+    return np.asarray(terms["reward"], dtype=float)
+
+
+# --- configs ----------------------------------------------------------------------------------
+@documented
+@dataclass
+class BaselineConfig:
+    """Baselines without settings (oracle, all-on-ue, min-ue, latency-only, random)."""
+
+
+@documented
+@dataclass
+class FixedSplitConfig:
+    """How `FixedSplitAgent` picks its split."""
+
+    split: int | None = param(None, "the split to use (None: the best mean reward over rollouts on training seeds)", low=0)
+    episodes: int = param(4, "rollout episodes per candidate split (training seeds seed, seed+1, ...)", low=1)
+    episode_steps: int | None = param(None, "steps per rollout episode (None: the env's episode limit, else 256)", low=1)
+    reward_floor: float = param(-100.0, "rewards count as at least this in the comparison (a guard against non-finite rewards)")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+# --- agents -----------------------------------------------------------------------------------
+class _Baseline(Agent):
+    """Shared plumbing: the split-point env, a target split per observation, `action_towards`."""
+
+    learns = False  # learn() is a no-op: the trainer only rolls the agent out
+    config_cls: type = BaselineConfig
+
+    def __init__(self, env: gym.Env, config: Any = None, *, seed: int = 0) -> None:
+        super().__init__()
+        self.env = split_point_env(env)
+        self.config = config if config is not None else self.config_cls()
+        self.seed = int(seed)
+
+    def target_split(self, obs: np.ndarray) -> int:
+        raise NotImplementedError
+
+    def act(self, obs: np.ndarray, *, deterministic: bool = True) -> int:
+        return action_towards(self.env, self.target_split(obs), obs)
+
+
+class OracleAgent(_Baseline):
+    """The best split per state by the true expected reward (table mean quality + exact costs).
+
+    Maximises ``reward_terms`` at the observed SNR (and UE load) *including* the switching cost
+    from the split in place (read from the observation), over the splits reachable in one action.
+    It knows the quality table, so its regret is the price of not knowing it. It is greedy: the
+    channel's future is not planned for, so with non-zero switching costs a far-sighted policy
+    can occasionally beat it by avoiding back-and-forth moves (then ``eval/regret_vs_oracle`` is
+    slightly negative); without switching costs it is the optimal policy.
+    """
+
+    kind = "oracle"
+
+    def __init__(self, env: gym.Env, config: Any = None, *, seed: int = 0) -> None:
+        super().__init__(env, config, seed=seed)
+        self.table = quality_table(self.env)
+
+    def target_split(self, obs: np.ndarray) -> int:
+        obs = np.asarray(obs)
+        rewards = expected_rewards(self.env, float(obs[0]), current_split(self.env, obs),
+                                   load=observed_load(self.env, obs), table=self.table)
+        reach = reachable_splits(self.env, obs)
+        r = rewards[reach - self.env.config.s_min]
+        return int(reach[int(np.argmax(r))])
+
+
+class AllOnUEAgent(_Baseline):
+    """s = L: the whole model on the UE; nothing crosses the link."""
+
+    kind = "all-on-ue"
+
+    def target_split(self, obs: np.ndarray) -> int:
+        return int(self.env.L)
+
+
+class MinUEAgent(_Baseline):
+    """s = s_min: as little of the model on the UE as allowed."""
+
+    kind = "min-ue"
+
+    def target_split(self, obs: np.ndarray) -> int:
+        return int(self.env.config.s_min)
+
+
+class LatencyOnlyAgent(_Baseline):
+    """Neurosurgeon-style: the fastest split at the observed SNR by the cost model.
+
+    Uses the reward's latency metric (``ttft``/``tpot``/``e2e``) with the UE slow-down under the
+    observed load; quality, energy and switching are ignored. Ties go to the smaller split.
+    """
+
+    kind = "latency-only"
+
+    def target_split(self, obs: np.ndarray) -> int:
+        obs = np.asarray(obs)
+        lat = latency_per_split(self.env, float(obs[0]), observed_load(self.env, obs))
+        return int(self.env.splits[int(np.argmin(lat))])
+
+
+class FixedSplitAgent(_Baseline):
+    """One split for every state: ``config.split``, or the split with the best mean reward over
+    rollouts on training seeds.
+
+    The rollouts (``episodes`` per candidate split, seeds ``seed, seed + 1, ...``, in the env given
+    at construction, unwrapped) happen at construction; the table cells they consume are counted in
+    ``real_evaluations``. They reset that env, so build the agent before resetting it for training.
+    """
+
+    kind = "fixed"
+    config_cls = FixedSplitConfig
+
+    def __init__(self, env: gym.Env, config: FixedSplitConfig | None = None, *, seed: int = 0) -> None:
+        super().__init__(env, config, seed=seed)
+        c = self.config
+        self.scores: dict[int, float] = {}
+        if c.split is not None:
+            if not self.env.config.s_min <= c.split <= self.env.L:
+                raise ValueError(f"FixedSplitConfig.split must be in {self.env.config.s_min}..{self.env.L}, got {c.split}")
+            self.split = int(c.split)
+        else:
+            spec = getattr(env, "spec", None)
+            steps = c.episode_steps or (spec.max_episode_steps if spec is not None and spec.max_episode_steps else 256)
+            self.split = self._select(int(steps))
+
+    def _select(self, steps: int) -> int:
+        env = self.env
+        before = env.real_evaluations
+        for s in env.splits:
+            total = 0.0
+            for e in range(self.config.episodes):
+                obs, _ = env.reset(seed=self.seed + e)
+                for _ in range(steps):
+                    obs, r, terminated, _, _ = env.step(action_towards(env, int(s), obs))
+                    r = float(r)
+                    total += r if r >= self.config.reward_floor else self.config.reward_floor
+                    if terminated:
+                        break
+            self.scores[int(s)] = total / (self.config.episodes * steps)
+        self.real_evaluations += env.real_evaluations - before
+        return int(max(self.scores, key=lambda k: (self.scores[k], -k)))
+
+    def target_split(self, obs: np.ndarray) -> int:
+        return self.split
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "split": self.split, "scores": {str(k): v for k, v in self.scores.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "split" in state:
+            self.split = int(state["split"])
+        self.scores = {int(k): float(v) for k, v in state.get("scores", {}).items()}
+
+
+class RandomAgent(_Baseline):
+    """A uniformly random allowed split each step, from its own generator seeded with ``seed``
+    (relative mode: a move towards it). ``deterministic`` is ignored. The generator's state is part
+    of `state_dict`, so a reloaded agent continues the same sequence."""
+
+    kind = "random"
+
+    def __init__(self, env: gym.Env, config: Any = None, *, seed: int = 0) -> None:
+        super().__init__(env, config, seed=seed)
+        self.rng = np.random.default_rng(self.seed)
+
+    def target_split(self, obs: np.ndarray) -> int:
+        return int(self.rng.choice(self.env.splits))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "rng" in state:
+            self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,335 @@
+"""The model-based agent: learn a quality surrogate and a channel model, plan on them.
+
+* **Quality model**: a `splitrl.surrogate.Surrogate` of log(ppl/ppl_clean) over (split, SNR),
+  fitted from the real evaluations the agent chooses to make — during learning by active
+  acquisition (`splitrl.surrogate.propose`: among the splits whose optimistic reward can still
+  beat the best pessimistic one at the observed SNR, the one the surrogate is least sure of).
+* **Channel model**: `AR1ChannelModel` of the observed SNRs (free to observe), with forgetting so
+  it follows a channel whose statistics change.
+* **Planning**: receding-horizon, exact over the discrete splits — dynamic programming over
+  ``horizon`` steps of predicted SNR (Gauss-Hermite quadrature over the forecast's spread), with
+  the switching cost between consecutive splits. Latency/energy come from the analytic cost model.
+  The surrogate's predictions and the costs are precomputed on an SNR grid at every refit, so a
+  decision is a table interpolation plus an O(horizon · S²) DP — tens of microseconds.
+* **When to pay for a real evaluation** (deployment, via `feedback`): when the surrogate's
+  uncertainty at the chosen split (in reward units) exceeds ``eval_threshold`` times the decision
+  margin to the runner-up, or when the SNR is outside what the surrogate has seen — then the
+  measured outcome is added and the surrogate refitted, within ``online_budget_fraction``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from splitrl.agents.base import Agent, StepCallback
+from splitrl.agents.channel_model import AR1ChannelModel
+from splitrl.reward import switch_cost
+
+SNR_GRID = np.arange(-20.0, 50.0 + 1e-9, 0.5)
+
+
+@dataclass
+class MBRLConfig:
+    """Model-based agent settings.
+
+    Attributes:
+        surrogate_kind: `splitrl.surrogate.SURROGATE_KINDS` key (``extratrees``, ``gbr``, ``gp``, ``mlp``).
+        horizon: planning horizon in decisions (1 = greedy with switching cost), 1..32.
+        discount: discount of future steps in the plan, in (0, 1].
+        quadrature: Gauss-Hermite nodes over the forecast SNR spread, 1..9.
+        warmup_evaluations: random-split evaluations before the first fit (>= 2).
+        refit_every: refit the surrogate after this many new evaluations (>= 1).
+        beta: width (in stds) of the confidence bounds used by active acquisition, >= 0.
+        explore: ``active`` (uncertainty × reward at stake) or ``random`` acquisition while learning.
+        eval_threshold: at deployment, pay a real evaluation when w_q·std at the chosen split exceeds
+            this times the margin to the runner-up (>= 0; 0 disables online evaluations).
+        online_budget_fraction: cap on online evaluations as a fraction of decisions, in [0, 1].
+        channel_forgetting: forgetting factor of the channel model, in (0, 1].
+    """
+
+    surrogate_kind: str = "extratrees"
+    horizon: int = 4
+    discount: float = 0.95
+    quadrature: int = 5
+    warmup_evaluations: int = 20
+    refit_every: int = 10
+    beta: float = 2.0
+    explore: str = "active"
+    eval_threshold: float = 1.0
+    online_budget_fraction: float = 0.05
+    channel_forgetting: float = 0.98
+
+    def __post_init__(self) -> None:
+        from splitrl.surrogate import SURROGATE_KINDS
+
+        checks = [
+            ("surrogate_kind", self.surrogate_kind in SURROGATE_KINDS, ", ".join(SURROGATE_KINDS)),
+            ("horizon", 1 <= self.horizon <= 32, "1..32"),
+            ("discount", 0 < self.discount <= 1, "(0, 1]"),
+            ("quadrature", 1 <= self.quadrature <= 9, "1..9"),
+            ("warmup_evaluations", self.warmup_evaluations >= 2, ">= 2"),
+            ("refit_every", self.refit_every >= 1, ">= 1"),
+            ("beta", self.beta >= 0, ">= 0"),
+            ("explore", self.explore in ("active", "random"), "active, random"),
+            ("eval_threshold", self.eval_threshold >= 0, ">= 0"),
+            ("online_budget_fraction", 0 <= self.online_budget_fraction <= 1, "[0, 1]"),
+            ("channel_forgetting", 0 < self.channel_forgetting <= 1, "(0, 1]"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"MBRLConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
+
+
+class MBRLAgent(Agent):
+    """Plans the split on a learned quality surrogate and a learned channel model (see module doc)."""
+
+    kind = "mbrl"
+    learns = True
+
+    def __init__(self, env: gym.Env, config: MBRLConfig | None = None, *, seed: int = 0) -> None:
+        super().__init__()
+        from splitrl.surrogate.features import spec_for
+
+        self.config = config or MBRLConfig()
+        self.seed = int(seed)
+        self.env = env.unwrapped
+        e = self.env
+        self.L, self.transport = e.L, e.config.transport
+        self.splits = np.asarray(e.splits)
+        self.reward_cfg = e.config.reward
+        self.history = e.config.history
+        self.spec = spec_for(self.L, [self.transport], ppl_clean={self.transport: float(e.ppl_clean)})
+        self.rng = np.random.default_rng(self.seed)
+        self.channel = AR1ChannelModel(forgetting=self.config.channel_forgetting)
+        self.cells: list[tuple[str, int, float]] = []
+        self.targets: list[float] = []
+        self.surrogate = None
+        self.decisions = 0
+        self.online_evaluations = 0
+        self._since_fit = 0
+        self._pending: dict | None = None
+        self._last_obs: list[float] | None = None
+        self._base_grid = self._precompute_costs()
+        self._q_grid: np.ndarray | None = None
+        self._sd_grid: np.ndarray | None = None
+        self._seen_snr = (np.inf, -np.inf)
+        nodes, weights = np.polynomial.hermite_e.hermegauss(self.config.quadrature)
+        self._gh = (nodes, weights / weights.sum())
+        S = self.splits
+        self._switch = self.reward_cfg.w_switch * switch_cost(self.reward_cfg, S[None, :], S[:, None])  # [prev, next]
+
+    # --- models -----------------------------------------------------------------------------
+    def _precompute_costs(self) -> np.ndarray:
+        """Reward at zero quality loss, [snr grid, allowed split], from the analytic cost model."""
+        e = self.env
+        rc = self.reward_cfg
+        out = np.empty((len(SNR_GRID), len(self.splits)))
+        for i, snr in enumerate(SNR_GRID):
+            t = e.costs_at(float(snr))
+            lat = getattr(t, e._latency_field)[self.splits]
+            out[i] = -(rc.w_latency * lat / e.latency_ref_s + rc.w_energy * t.ue_energy_j_per_token[self.splits] / e.energy_ref_j)
+        # A dead link (rate 0) has infinite latency; a large finite penalty keeps interpolation NaN-free.
+        return np.nan_to_num(out, neginf=-1e6, posinf=1e6)
+
+    def _fit(self) -> None:
+        from splitrl.surrogate import make_surrogate
+
+        self.surrogate = make_surrogate(self.config.surrogate_kind, self.spec, seed=self.seed)
+        self.surrogate.fit(self.cells, np.asarray(self.targets))
+        self._refresh_grids()
+        self._since_fit = 0
+
+    def _refresh_grids(self) -> None:
+        """Tabulate the surrogate over SNR_GRID so decisions never call scikit-learn."""
+        n = len(SNR_GRID)
+        grid = ([self.transport] * (n * len(self.splits)), np.tile(self.splits, n), np.repeat(SNR_GRID, len(self.splits)))
+        mu, sd = self.surrogate.predict_with_uncertainty(grid)
+        self._q_grid = np.asarray(mu).reshape(n, len(self.splits))
+        self._sd_grid = np.asarray(sd).reshape(n, len(self.splits))
+        snrs = np.array([c[2] for c in self.cells])
+        self._seen_snr = (float(snrs.min()), float(snrs.max()))
+
+    def _add(self, split: int, snr: float, log_ratio: float) -> None:
+        self.cells.append((self.transport, int(split), float(snr)))
+        self.targets.append(float(log_ratio))
+        self.real_evaluations += 1
+        self._since_fit += 1
+        if len(self.cells) >= 2 and (self.surrogate is None or self._since_fit >= self.config.refit_every):
+            self._fit()
+
+    def _interp(self, grid: np.ndarray, snr: np.ndarray) -> np.ndarray:
+        """Rows of ``grid`` (over SNR_GRID) linearly interpolated at each ``snr`` -> [len(snr), S]."""
+        x = np.clip(np.asarray(snr, float), SNR_GRID[0], SNR_GRID[-1])
+        pos = (x - SNR_GRID[0]) / (SNR_GRID[1] - SNR_GRID[0])
+        lo = np.minimum(np.floor(pos).astype(int), len(SNR_GRID) - 2)
+        w = (pos - lo)[:, None]
+        return (1 - w) * grid[lo] + w * grid[lo + 1]
+
+    def expected_rewards(self, snr_now: float) -> np.ndarray:
+        """Expected reward (before switching) of each allowed split at steps 0..horizon-1."""
+        H = self.config.horizon
+        mean, std = self.channel.forecast(snr_now, H)
+        nodes, weights = self._gh
+        snrs = (mean[:, None] + std[:, None] * nodes[None, :]).ravel()  # [H * Q]
+        base = self._interp(self._base_grid, snrs)
+        q = self._interp(self._q_grid, snrs) if self._q_grid is not None else 0.0
+        r = (base - self.reward_cfg.w_quality * q).reshape(H, len(nodes), len(self.splits))
+        return np.einsum("hqs,q->hs", r, weights)
+
+    def plan(self, snr_now: float, current_split: int) -> tuple[int, np.ndarray]:
+        """(best split now, value of each first split) by exact DP over the horizon."""
+        r = self.expected_rewards(snr_now)
+        S = self.splits
+        gamma = self.config.discount
+        V = np.zeros(len(S))
+        for h in range(len(r) - 1, 0, -1):
+            V = np.max(r[h][None, :] - self._switch + gamma * V[None, :], axis=1)
+        i = int(np.clip(np.searchsorted(S, current_split), 0, len(S) - 1))
+        if S[i] == current_split:
+            switch_now = self._switch[i]
+        else:  # the split in place is outside the allowed range (e.g. a reset state): pay for moving
+            switch_now = self.reward_cfg.w_switch * switch_cost(self.reward_cfg, S, current_split)
+        first = r[0] - switch_now + gamma * V
+        return int(S[int(np.argmax(first))]), first
+
+    # --- Agent interface ---------------------------------------------------------------------
+    def _parse(self, obs: np.ndarray) -> tuple[float, int]:
+        return float(obs[0]), int(round(float(obs[self.history + 2])))
+
+    def act(self, obs: np.ndarray, *, deterministic: bool = True) -> int:
+        """Plan at the observed SNR (fed to the channel model: acting is online)."""
+        snr, current = self._parse(obs)
+        self.channel.observe(snr)
+        split, values = self.plan(snr, current)
+        self.decisions += 1
+        self._pending = None
+        if self._sd_grid is not None and self.config.eval_threshold > 0:
+            i = int(np.searchsorted(self.splits, split))
+            sd = float(self._interp(self._sd_grid, np.array([snr]))[0, i]) * self.reward_cfg.w_quality
+            ranked = np.sort(values)
+            margin = float(ranked[-1] - ranked[-2]) if len(ranked) > 1 else np.inf
+            unseen = not (self._seen_snr[0] - 1.0 <= snr <= self._seen_snr[1] + 1.0)
+            if unseen or sd > self.config.eval_threshold * max(margin, 1e-9):
+                self._pending = {"split": split, "snr": snr}
+        return int(self.env.action_for_split(split)) if self.env.config.action_mode == "absolute" else \
+            int(np.clip(split - current, -self.env.config.max_move, self.env.config.max_move) + self.env.config.max_move)
+
+    def feedback(self, info: dict[str, Any]) -> bool:
+        """Pay for the measured outcome when the last decision was flagged as worth it."""
+        if self._pending is None or "log_ppl_ratio" not in info:
+            return False
+        budget = self.config.online_budget_fraction * max(self.decisions, 1)
+        if self.online_evaluations + 1 > max(1.0, budget):
+            return False
+        self.online_evaluations += 1
+        self._add(int(info["split"]), float(info["snr_db"]), float(info["log_ppl_ratio"]))
+        self._pending = None
+        return True
+
+    def reset(self) -> None:
+        self.channel.reset_episode()
+        self._pending = None
+
+    def learn(self, env: gym.Env, total_steps: int, *, callback: StepCallback | None = None) -> "MBRLAgent":
+        """Spend ``total_steps`` real evaluations choosing informative splits, refitting as it goes.
+
+        Follows the trainer's callback contract (`splitrl.agents.hooks`): one call per env step,
+        a consistent boundary after every step (refits are synchronous), diagnostics after refits.
+        A resumed agent continues from the observation it stopped at instead of resetting the env.
+        """
+        from splitrl.agents.hooks import at_boundary, log_scalars
+        from splitrl.surrogate import propose
+
+        e = env.unwrapped
+        if self._last_obs is None:
+            obs, _ = env.reset(seed=int(self.rng.integers(2**31 - 1)))
+            self.channel.reset_episode()
+        else:
+            obs = np.asarray(self._last_obs, dtype=np.float32)
+        completed = True
+        for _ in range(int(total_steps)):
+            snr, current = self._parse(obs)
+            self.channel.observe(snr)
+            if self.surrogate is None or len(self.cells) < self.config.warmup_evaluations or self.config.explore == "random":
+                split = int(self.rng.choice(self.splits))
+            else:
+                cand = [(self.transport, int(s), snr) for s in self.splits]
+                i = propose(self.surrogate, cand, lambda tr, q: self._full_base(q), 1, beta=self.config.beta,
+                            w_quality=self.reward_cfg.w_quality, allowed_splits=self.splits,
+                            seed=int(self.rng.integers(2**31 - 1)))[0]
+                split = int(self.splits[int(i)])
+            action = e.action_for_split(split) if e.config.action_mode == "absolute" else int(
+                np.clip(split - current, -e.config.max_move, e.config.max_move) + e.config.max_move)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            self.env_steps += 1
+            refits_before = self.surrogate
+            self._add(int(info["split"]), float(info["snr_db"]), float(info["log_ppl_ratio"]))
+            done = bool(terminated or truncated)
+            if done:
+                next_obs, _ = env.reset()
+                self.channel.reset_episode()
+            self._last_obs = np.asarray(next_obs, dtype=np.float32).tolist()
+            if callback is not None:
+                if self.surrogate is not refits_before and self._sd_grid is not None:
+                    mu, phi, sigma = self.channel.params
+                    log_scalars(callback, {"surrogate/train_points": float(len(self.cells)),
+                                           "surrogate/mean_std": float(self._sd_grid.mean()),
+                                           "channel/model_mean_db": mu, "channel/model_phi": phi,
+                                           "channel/model_sigma_db": sigma}, self.env_steps)
+                keep = callback({"step": self.env_steps, "obs": obs, "action": action, "reward": reward,
+                                 "next_obs": next_obs, "terminated": terminated, "truncated": truncated,
+                                 "done": done, "info": info, "real_evaluations": self.real_evaluations})
+                if keep is False or not at_boundary(callback, self.env_steps):
+                    completed = False
+                    break
+            obs = next_obs
+        # Fit on everything once the budget is spent (not at an interruption: a resumed run must
+        # make exactly the refits an uninterrupted one makes).
+        if completed and self.cells and self._since_fit:
+            self._fit()
+        return self
+
+    def _full_base(self, snr: float) -> np.ndarray:
+        """Zero-loss reward of every split 0..L at ``snr`` (what `propose` expects)."""
+        out = np.full(self.L + 1, -np.inf)
+        out[self.splits] = self._interp(self._base_grid, np.array([snr]))[0]
+        return out
+
+    # --- persistence -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        d = super().state_dict()
+        d.update({"config": asdict(self.config), "seed": self.seed, "decisions": self.decisions,
+                  "online_evaluations": self.online_evaluations, "channel": self.channel.state_dict(),
+                  "rng": self.rng.bit_generator.state, "since_fit": self._since_fit, "last_obs": self._last_obs})
+        return d
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.config = MBRLConfig(**state["config"])
+        self.seed = int(state["seed"])
+        self.decisions = int(state["decisions"])
+        self.online_evaluations = int(state["online_evaluations"])
+        self.channel.load_state_dict(state["channel"])
+        self.rng.bit_generator.state = state["rng"]
+        self._since_fit = int(state.get("since_fit", 0))
+        self._last_obs = state.get("last_obs")
+
+    def save_artifacts(self, directory: Path) -> None:
+        (directory / "evaluations.json").write_text(json.dumps({"cells": self.cells, "targets": self.targets}))
+        if self.surrogate is not None:
+            self.surrogate.save(directory / "surrogate")
+
+    def load_artifacts(self, directory: Path) -> None:
+        data = json.loads((directory / "evaluations.json").read_text())
+        self.cells = [(str(t), int(s), float(q)) for t, s, q in data["cells"]]
+        self.targets = [float(v) for v in data["targets"]]
+        if (directory / "surrogate.json").exists():
+            from splitrl.surrogate import load_surrogate
+
+            self.surrogate = load_surrogate(directory / "surrogate", expected_spec=self.spec)
+            self._refresh_grids()

@@ -1,0 +1,130 @@
+"""``train.py``: train (or roll out) a split-point agent with logging, evaluation and checkpoints.
+
+    python train.py --agent {ppo,a2c,dqn,oracle,fixed,all-on-ue,min-ue,latency-only,random}
+                    [--env ID] [--config FILE.yaml] [--seed N] [--total-steps N] [--run NAME]
+                    [--set KEY=VALUE ...] [--stop-at STEP] [--runs-dir DIR] [--checkpoints-dir DIR]
+                    [--no-progress]
+    python train.py --resume RUN [--total-steps N] [--stop-at STEP] [--runs-dir DIR] [--checkpoints-dir DIR]
+    python train.py --agent KIND --list-config
+
+Defaults come from ``configs/<agent>.yaml``; ``--set`` overrides any field (see
+`splitrl.training.config`): ``agent.learning_rate=1e-4``, ``env.transport=int8-biterr``,
+``env.reward.w_switch=2``, ``train.eval_every=2000``, ``seed=3``; a bare ``FIELD=VALUE`` is an
+agent field. TensorBoard logs go to ``<runs-dir>/<run>``, checkpoints to
+``<checkpoints-dir>/<run>/latest``. Bad arguments exit with status 2 and one line saying what is
+allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class _ArgError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from splitrl.agents.registry import AGENTS
+
+    p = argparse.ArgumentParser(prog="train.py", description="Train a split-point agent (see splitrl.training).")
+    p.add_argument("--agent", choices=list(AGENTS), help="agent kind")
+    p.add_argument("--env", dest="env_id", help="Gymnasium env id (default: the config's env_id, splitrl/SplitPointTable-v0)")
+    p.add_argument("--config", help="YAML config (default: configs/<agent>.yaml)")
+    p.add_argument("--seed", type=int, help="run seed (default: the config's, 0)")
+    p.add_argument("--total-steps", type=int, help="env steps to train for (overrides train.total_steps)")
+    p.add_argument("--run", help="run name (default: <agent>-<env>-s<seed>-<UTC time>)")
+    p.add_argument("--resume", metavar="RUN", help="continue run RUN from its latest checkpoint")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config fields: agent.FIELD, env.FIELD, env.reward.FIELD, train.FIELD, seed, env_id")
+    p.add_argument("--stop-at", type=int, metavar="STEP",
+                   help="stop at the first checkpointable point at/after STEP env steps, after checkpointing (resume later)")
+    p.add_argument("--runs-dir", default="runs", help="TensorBoard root (default: runs)")
+    p.add_argument("--checkpoints-dir", default="checkpoints", help="checkpoint root (default: checkpoints)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list-config", action="store_true", help="list the agent's overridable fields and exit")
+    return p
+
+
+def _default_run(kind: str, env_id: str, seed: int) -> str:
+    env = re.sub(r"[^A-Za-z0-9]+", "-", env_id.split("/")[-1]).strip("-")
+    return f"{kind}-{env}-s{seed}-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+
+
+def _run(args) -> int:
+    from splitrl.training.config import describe_kind, load_run_config
+    from splitrl.training.trainer import Trainer
+
+    if args.total_steps is not None and args.total_steps < 1:
+        raise _ArgError(f"--total-steps must be >= 1, got {args.total_steps}")
+    if args.stop_at is not None and args.stop_at < 1:
+        raise _ArgError(f"--stop-at must be >= 1, got {args.stop_at}")
+    if args.resume:
+        given = [f for f, v in (("--agent", args.agent), ("--env", args.env_id), ("--config", args.config),
+                                ("--seed", args.seed), ("--run", args.run), ("--set", args.overrides or None)) if v]
+        if given:
+            raise _ArgError(f"--resume continues a run with its saved config; drop {', '.join(given)} "
+                            "(allowed with --resume: --total-steps, --stop-at, --runs-dir, --checkpoints-dir, --no-progress)")
+        if not _RUN_NAME.match(args.resume):
+            raise _ArgError(f"--resume: bad run name {args.resume!r}")
+        trainer = Trainer.resume(args.resume, runs_dir=args.runs_dir, checkpoints_dir=args.checkpoints_dir,
+                                 total_steps=args.total_steps, progress=not args.no_progress)
+        if trainer.step > trainer.config.train.total_steps:
+            raise _ArgError(f"--total-steps {trainer.config.train.total_steps} is below the run's {trainer.step} steps")
+        run = args.resume
+    else:
+        if not args.agent:
+            raise _ArgError("--agent is required (or --resume RUN)")
+        config = load_run_config(args.agent, args.config, args.overrides, seed=args.seed,
+                                 total_steps=args.total_steps, env_id=args.env_id)
+        if args.list_config:
+            print(describe_kind(args.agent))
+            print("\nresolved config (file + --set + options):\n" + config.to_yaml())
+            return 0
+        run = args.run or _default_run(config.kind, config.env_id, config.seed)
+        if not _RUN_NAME.match(run):
+            raise _ArgError(f"--run must match {_RUN_NAME.pattern} (letters, digits, '.', '_', '-'), got {run!r}")
+        for d in (Path(args.runs_dir) / run, Path(args.checkpoints_dir) / run):
+            if d.exists():
+                raise _ArgError(f"run {run!r} exists ({d}); pick another --run or continue it with --resume {run}")
+        trainer = Trainer(config, run, runs_dir=args.runs_dir, checkpoints_dir=args.checkpoints_dir,
+                          progress=not args.no_progress)
+    try:
+        result = trainer.train(stop_at=args.stop_at)
+    finally:
+        trainer.close()
+    ev = result.last_eval or {}
+    regret = ev.get("eval/regret_vs_oracle")
+    status = "done" if result.completed else "stopped (checkpointed)"
+    msg = f"{run}: {status} at step {result.steps}"
+    if regret is not None:
+        msg += (f"; eval at step {trainer.last_eval_step}: regret vs oracle {regret:.4g} per episode "
+                f"(return {ev.get('eval/return', float('nan')):.4g})")
+    print(msg)
+    print(f"  tensorboard: {Path(args.runs_dir) / run}   checkpoint: {Path(args.checkpoints_dir) / run / 'latest'}")
+    if not result.completed:
+        print(f"  continue with: python train.py --resume {run}" +
+              ("" if args.checkpoints_dir == "checkpoints" else f" --checkpoints-dir {args.checkpoints_dir}") +
+              ("" if args.runs_dir == "runs" else f" --runs-dir {args.runs_dir}"))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from splitrl.agents.config import ConfigError
+    from splitrl.training.checkpoint import CheckpointError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (_ArgError, ConfigError, CheckpointError) as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
