@@ -117,6 +117,7 @@ class MBRLAgent(Agent):
         self._base_grid = self._precompute_costs()
         self._q_grid: np.ndarray | None = None
         self._sd_grid: np.ndarray | None = None
+        self._r_grid: np.ndarray | None = None
         self._seen_snr = (np.inf, -np.inf)
         nodes, weights = np.polynomial.hermite_e.hermegauss(self.config.quadrature)
         self._gh = (nodes, weights / weights.sum())
@@ -151,6 +152,7 @@ class MBRLAgent(Agent):
         mu, sd = self.surrogate.predict_with_uncertainty(grid)
         self._q_grid = np.asarray(mu).reshape(n, len(self.splits))
         self._sd_grid = np.asarray(sd).reshape(n, len(self.splits))
+        self._r_grid = None  # rebuilt lazily from the new quality grid
         snrs = np.array([c[2] for c in self.cells])
         self._seen_snr = (float(snrs.min()), float(snrs.max()))
 
@@ -176,9 +178,10 @@ class MBRLAgent(Agent):
         mean, std = self.channel.forecast(snr_now, H)
         nodes, weights = self._gh
         snrs = (mean[:, None] + std[:, None] * nodes[None, :]).ravel()  # [H * Q]
-        base = self._interp(self._base_grid, snrs)
-        q = self._interp(self._q_grid, snrs) if self._q_grid is not None else 0.0
-        r = (base - self.reward_cfg.w_quality * q).reshape(H, len(nodes), len(self.splits))
+        if self._r_grid is None:  # reward before switching on the SNR grid: one interpolation per decision
+            q = self._q_grid if self._q_grid is not None else 0.0
+            self._r_grid = self._base_grid - self.reward_cfg.w_quality * q
+        r = self._interp(self._r_grid, snrs).reshape(H, len(nodes), len(self.splits))
         return np.einsum("hqs,q->hs", r, weights)
 
     def plan(self, snr_now: float, current_split: int) -> tuple[int, np.ndarray]:

@@ -22,6 +22,7 @@ from splitrl.agents.baselines import (
     RandomAgent,
 )
 from splitrl.agents.mbrl import MBRLAgent, MBRLConfig
+from splitrl.agents.ppo_surrogate import PPOSurrogateAgent, PPOSurrogateConfig
 from splitrl.agents.sb3 import A2CAgent, A2CConfig, DQNAgent, DQNConfig, PPOAgent, PPOConfig
 
 __all__ = ["AGENTS", "register", "make_agent"]
@@ -31,6 +32,7 @@ AGENTS: dict[str, tuple[type[Agent], type]] = {
     "a2c": (A2CAgent, A2CConfig),
     "dqn": (DQNAgent, DQNConfig),
     "mbrl": (MBRLAgent, MBRLConfig),
+    "ppo-surrogate": (PPOSurrogateAgent, PPOSurrogateConfig),
     "oracle": (OracleAgent, BaselineConfig),
     "fixed": (FixedSplitAgent, FixedSplitConfig),
     "all-on-ue": (AllOnUEAgent, BaselineConfig),

@@ -293,6 +293,9 @@ def cmd_plot(args) -> int:
 from splitrl.cost.cli import register_cli as _register_profile  # noqa: E402
 
 _register_profile(register)
+from splitrl.control import register_cli as _register_control  # noqa: E402
+
+_register_control(register)
 register("sweep", "perplexity over split points x channel levels x transports x seeds (resumable CSV)")(_build_sweep)(cmd_sweep)
 register("plot", "heatmap PNG of a sweep table")(_build_plot)(cmd_plot)
 

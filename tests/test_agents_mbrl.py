@@ -57,6 +57,7 @@ def test_planner_with_exact_quality_matches_the_greedy_oracle(table, llama_tiny)
     from splitrl.agents.mbrl import SNR_GRID
 
     agent._q_grid = np.stack([env.table.mean_table(float(s), env.splits) for s in SNR_GRID])
+    agent._r_grid = None
     for snr in (0.0, 7.5, 15.0, 30.0):
         for prev in (1, 4, 6):
             assert agent.plan(snr, prev)[0] == _oracle_split(env, snr, prev)
@@ -122,46 +123,10 @@ def test_same_seed_same_learning(table, llama_tiny):
     assert a.cells == b.cells and a.targets == b.targets
 
 
-SLOW_UE = """kind: ue
-name: slow-ue
-description: a UE so slow that offloading pays whenever the link is clean (test profile)
-peak_flops_per_s: 2.0e+6
-utilization: 1.0
-memory_bandwidth_bytes_per_s: 2.0e+7
-layer_overhead_s: 5.0e-3
-weight_dtype: fp16
-memory_budget_bytes: 1.5e+9
-compute_power_w: 3.0
-idle_power_w: 0.8
-pa_efficiency: 0.35
-tx_circuit_power_w: 1.0
-rx_power_w: 1.0
-"""
-
-
-def _synthetic_table(path, clean=20.0):
-    """A sweep table with known structure: activations crossing below 15 dB lose quality fast."""
-    import pandas as pd
-
-    from splitrl.sweep import COLUMNS
-
-    rows = []
-    for s in range(7):
-        for lv in (0.0, 10.0, 20.0, 30.0):
-            for seed in range(2):
-                q = 0.0 if s in (0, 6) else max(0.0, (15.0 - lv) / 5.0) * (1 + 0.05 * seed)
-                rows.append({"model": "llama-tiny", "transport": "awgn", "level_kind": "snr", "level": lv, "snr_db": lv,
-                             "ber": 0.0, "bler": 0.0, "split": s, "seed_index": seed, "seed": seed, "ppl": clean * np.exp(q),
-                             "nll": 0.0, "clean_ppl": clean, "log_ppl_ratio": q, "scored_tokens": 63,
-                             "bytes_per_token": 256.0, "seconds": 0.0})
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(path, index=False)
-    return path
-
-
 def test_split_moves_deeper_when_the_trace_snr_drops(llama_tiny, tmp_path):
-    table = _synthetic_table(tmp_path / "synthetic.csv")
-    ue = tmp_path / "slow-ue.yaml"
-    ue.write_text(SLOW_UE)
+    from test_agents_support import assets
+
+    table, ue = assets()["table"], assets()["ue_profile"]
     trace = tmp_path / "drop.csv"
     snrs = [28.0] * 40 + [0.5] * 40
     trace.write_text("time,snr_db\n" + "".join(f"{i * 0.5},{s}\n" for i, s in enumerate(snrs)))
