@@ -296,6 +296,9 @@ _register_profile(register)
 from splitrl.control import register_cli as _register_control  # noqa: E402
 
 _register_control(register)
+from splitrl.evaluate import register_cli as _register_evaluate  # noqa: E402
+
+_register_evaluate(register)
 register("sweep", "perplexity over split points x channel levels x transports x seeds (resumable CSV)")(_build_sweep)(cmd_sweep)
 register("plot", "heatmap PNG of a sweep table")(_build_plot)(cmd_plot)
 

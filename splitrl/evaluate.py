@@ -1,0 +1,388 @@
+"""Compare trained agents and exact baselines on held-out channel episodes (``splitrl evaluate``).
+
+Every agent is rolled out deterministically on the *same* episodes: ``episodes`` resets of the
+evaluation env with seeds ``seed, seed + 1, ...`` (default 2000000: never a training seed — the
+trainer evaluates on 1000000+ and trains on small seeds), ``steps`` steps each. The oracle
+(`splitrl.agents.baselines.OracleAgent`) and the random baseline are always run as references.
+
+Metrics per agent (keys of the JSON rows):
+
+``reward_per_step``        mean reward per step over all episodes (rewards below ``reward_floor``
+                           count as ``reward_floor``, the trainer's guard).
+``fraction_of_oracle``     the *normalised score* (R − R_random) / (R_oracle − R_random): 1 for the
+                           oracle and 0 for the random baseline by construction; rewards are
+                           negative costs, so a plain ratio would not read as "fraction".
+``reward_ratio_to_oracle`` the raw ratio R / R_oracle. Rewards are negative, so this is a *cost*
+                           ratio: 1 is the oracle, 1.25 means 25 % more cost (lower is better).
+``regret_pct``             100 · (R_oracle − R) / |R_oracle|: the extra cost in % of the oracle's.
+``real_evaluations``       real evaluations (measured table cells / perplexity runs) the agent
+                           consumed before evaluation: its training counter from the checkpoint
+                           (``agent.json``), or what an exact baseline spent at construction
+                           (``fixed`` rolls out every split on training seeds), else 0.
+``online_evaluations``     real evaluations paid during evaluation through `Agent.feedback`
+                           (only with ``feedback=True``; 0 otherwise).
+``decision_latency_us``    median wall time of one ``agent.act`` call, microseconds.
+
+A checkpoint is an agent folder (``agent.json`` + artefacts, `Agent.save`), a trainer checkpoint
+(``step-*/`` with ``agent/`` and ``config.yaml``; the agent's config is read from it) or a run
+folder (its ``latest`` checkpoint). Exact baselines need none (``KIND`` alone). Outputs:
+``<out>/evaluation.json``, ``evaluation.md`` and ``evaluation.png`` (reward per step against real
+evaluations consumed, log x; agents with 0 real evaluations are drawn as horizontal lines).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_SEED", "DEFINITIONS", "AgentSpec", "parse_agent_spec", "load_agent", "rollout_timed", "evaluate_agents",
+    "scores", "write_outputs", "markdown_table", "plot_reward_vs_evaluations", "build_evaluate_parser",
+    "cmd_evaluate", "register_cli", "main",
+]
+
+DEFAULT_SEED = 2_000_000
+EVALUATE_HELP = "compare agents/baselines on held-out channel episodes: fraction of oracle, regret, evaluations, latency"
+DEFINITIONS = {
+    "reward_per_step": "mean reward per step over all held-out episodes (rewards floored at reward_floor)",
+    "fraction_of_oracle": "normalised score (R - R_random) / (R_oracle - R_random): oracle 1, random 0",
+    "reward_ratio_to_oracle": "raw ratio R / R_oracle; rewards are negative costs, so 1.25 = 25% more cost than the oracle",
+    "regret_pct": "100 * (R_oracle - R) / |R_oracle|",
+    "real_evaluations": "real evaluations (measured cells) consumed before evaluation (training / construction)",
+    "online_evaluations": "real evaluations paid during evaluation via Agent.feedback (feedback=True only)",
+    "decision_latency_us": "median wall time of one agent.act call, microseconds",
+}
+
+
+@dataclass
+class AgentSpec:
+    """``KIND`` or ``KIND=CHECKPOINT``; ``label`` names the row."""
+
+    kind: str
+    checkpoint: Path | None = None
+    label: str | None = None
+
+
+def parse_agent_spec(text: str) -> AgentSpec:
+    """``KIND`` or ``KIND=CHECKPOINT_DIR`` (ValueError for an unknown kind or an empty part)."""
+    from splitrl.agents.registry import AGENTS
+
+    kind, sep, path = str(text).partition("=")
+    kind = kind.strip()
+    if kind not in AGENTS:
+        raise ValueError(f"unknown agent {kind!r} in {text!r}; choose from {', '.join(AGENTS)}")
+    if sep and not path.strip():
+        raise ValueError(f"{text!r}: empty checkpoint path after '='")
+    return AgentSpec(kind, Path(path.strip()) if sep else None)
+
+
+def _resolve_checkpoint(path: Path) -> tuple[Path, dict | None]:
+    """(agent folder, raw run config or None) of an agent / trainer checkpoint / run folder."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if (path / "agent.json").is_file():
+        cfg = path.parent / "config.yaml"
+        return path, (yaml.safe_load(cfg.read_text()) if cfg.is_file() and path.name == "agent" else None)
+    if (path / "agent" / "agent.json").is_file():
+        cfg = path / "config.yaml"
+        return path / "agent", (yaml.safe_load(cfg.read_text()) if cfg.is_file() else None)
+    from splitrl.training.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(path)  # CheckpointError names what is missing
+    return _resolve_checkpoint(ckpt)
+
+
+def load_agent(kind: str, env: Any, checkpoint: str | Path | None = None, *, seed: int = 0):
+    """An agent of ``kind`` acting in ``env``: built fresh (exact baselines, or an untrained agent)
+    or loaded from ``checkpoint`` with the config saved beside it (run ``config.yaml``, else the
+    ``config`` in ``agent.json``'s state, else the defaults)."""
+    from splitrl.agents.config import build
+    from splitrl.agents.registry import AGENTS, make_agent
+
+    if kind not in AGENTS:
+        raise ValueError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
+    if checkpoint is None:
+        return make_agent(kind, env, seed=seed)
+    agent_dir, run_cfg = _resolve_checkpoint(Path(checkpoint))
+    meta = json.loads((agent_dir / "agent.json").read_text())
+    if meta.get("kind") != kind:
+        raise ValueError(f"{checkpoint} holds a {meta.get('kind')!r} agent, not {kind!r}")
+    _, config_cls = AGENTS[kind]
+    config = None
+    if run_cfg is not None and isinstance(run_cfg.get("agent"), dict):
+        config = build(config_cls, run_cfg["agent"], where="agent.")
+        seed = int(run_cfg.get("seed", seed))
+    elif isinstance(meta.get("state", {}).get("config"), dict):
+        config = build(config_cls, meta["state"]["config"], where="agent.")
+    seed = int(meta.get("state", {}).get("seed", seed))
+    agent = make_agent(kind, env, config, seed=seed)
+    return agent.load(agent_dir)
+
+
+def rollout_timed(agent: Any, env: Any, seeds: Sequence[int], steps: int, *, reward_floor: float = -100.0,
+                  feedback: bool = False) -> dict[str, Any]:
+    """Roll ``agent`` out (deterministically) on ``env.reset(seed=s)`` for each seed, timing every
+    ``act``; returns rewards per episode, the act times (ns), the online evaluations paid."""
+    returns, lat = [], []
+    online = 0
+    n = 0
+    for s in seeds:
+        obs, _ = env.reset(seed=int(s))
+        agent.reset()
+        total = 0.0
+        for _ in range(int(steps)):
+            t0 = time.perf_counter_ns()
+            a = agent.act(obs, deterministic=True)
+            lat.append(time.perf_counter_ns() - t0)
+            obs, r, terminated, _, info = env.step(a)
+            if feedback and agent.feedback(info):
+                online += 1
+            r = float(r)
+            total += r if r >= reward_floor else reward_floor
+            n += 1
+            if terminated:
+                break
+        returns.append(total)
+    return {"returns": returns, "steps": n, "act_ns": lat, "online_evaluations": online}
+
+
+def scores(reward: float, oracle: float, random: float) -> dict[str, float]:
+    """fraction_of_oracle (normalised), reward_ratio_to_oracle (raw) and regret_pct of ``reward``."""
+    span = oracle - random
+    return {
+        "fraction_of_oracle": float((reward - random) / span) if span != 0 else float("nan"),
+        "reward_ratio_to_oracle": float(reward / oracle) if oracle != 0 else float("nan"),
+        "regret_pct": float(100.0 * (oracle - reward) / abs(oracle)) if oracle != 0 else float("nan"),
+    }
+
+
+def _make_eval_env(env_id: str, env_overrides: Sequence[str], models: dict | None):
+    from splitrl.training.config import load_run_config
+    from splitrl.training.trainer import make_env
+
+    rc = load_run_config("oracle", env_id=env_id, overrides=[s if s.startswith("env.") else f"env.{s}" for s in env_overrides])
+    return make_env(rc, models=models), rc
+
+
+def evaluate_agents(specs: Sequence[AgentSpec | str], *, env_id: str = "splitrl/SplitPointTable-v0", episodes: int = 8,
+                    seed: int = DEFAULT_SEED, steps: int | None = None, env_overrides: Sequence[str] = (),
+                    feedback: bool = False, reward_floor: float = -100.0, agent_seed: int = 0, env: Any = None,
+                    models: dict | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Evaluate each spec on the same held-out episodes; returns the result document (module doc).
+
+    ``env``: an env to evaluate in (default: ``env_id`` built from ``configs/base.yaml``'s env plus
+    ``env_overrides`` such as ``"transport=int8-biterr"``). ``steps`` None: the env's episode limit.
+    """
+    specs = [parse_agent_spec(s) if isinstance(s, str) else s for s in specs]
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if env is None:
+        env, _ = _make_eval_env(env_id, env_overrides, models)
+    spec_steps = getattr(getattr(env, "spec", None), "max_episode_steps", None)
+    steps = int(steps or spec_steps or 256)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    u = env.unwrapped
+    seeds = [int(seed) + i for i in range(int(episodes))]
+
+    def run(agent) -> dict[str, Any]:
+        res = rollout_timed(agent, u, seeds, steps, reward_floor=reward_floor, feedback=feedback)
+        res["reward_per_step"] = float(np.sum(res["returns"]) / max(1, res["steps"]))
+        return res
+
+    from splitrl.agents.registry import make_agent
+
+    ref = {k: run(make_agent(k, u, seed=agent_seed))["reward_per_step"] for k in ("oracle", "random")}
+    rows: dict[str, dict[str, Any]] = {}
+    for sp in specs:
+        if progress:
+            progress(f"evaluating {sp.kind}" + (f" from {sp.checkpoint}" if sp.checkpoint else ""))
+        before_cells = u.real_evaluations
+        agent = load_agent(sp.kind, u, sp.checkpoint, seed=agent_seed)
+        trained_evals = int(getattr(agent, "real_evaluations", 0))
+        if sp.checkpoint is None and trained_evals == 0:  # e.g. fixed: its selection rollouts
+            trained_evals = int(u.real_evaluations - before_cells)
+        res = run(agent)
+        label = sp.label or sp.kind
+        k = 2
+        while label in rows:
+            label = f"{sp.label or sp.kind}#{k}"
+            k += 1
+        rows[label] = {
+            "kind": sp.kind, "checkpoint": str(sp.checkpoint) if sp.checkpoint else None,
+            "reward_per_step": res["reward_per_step"], **scores(res["reward_per_step"], ref["oracle"], ref["random"]),
+            "real_evaluations": trained_evals, "online_evaluations": int(res["online_evaluations"]),
+            "decision_latency_us": float(np.median(res["act_ns"]) / 1e3) if res["act_ns"] else float("nan"),
+            "env_steps": int(getattr(agent, "env_steps", 0)),
+        }
+    return {
+        "env_id": getattr(getattr(env, "spec", None), "id", None) or env_id, "transport": u.config.transport,
+        "episodes": int(episodes), "steps": steps, "seeds": [seeds[0], seeds[-1]], "feedback": bool(feedback),
+        "reward_floor": reward_floor, "oracle_reward_per_step": ref["oracle"], "random_reward_per_step": ref["random"],
+        "definitions": DEFINITIONS, "agents": rows,
+    }
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{nd}f}"
+    return str(v)
+
+
+def markdown_table(result: dict[str, Any], *, title: str = "Agent evaluation") -> str:
+    """The result document as a markdown table (+ the definitions)."""
+    lines = [f"# {title}", "",
+             f"env `{result.get('env_id')}` ({result.get('transport')}), {result.get('episodes')} held-out episodes x "
+             f"{result.get('steps')} steps, seeds {result.get('seeds')}; feedback={result.get('feedback')}; "
+             f"oracle {_fmt(result.get('oracle_reward_per_step'), 4)}, random {_fmt(result.get('random_reward_per_step'), 4)} reward/step.",
+             "", "| agent | reward/step | fraction of oracle | R/R_oracle | regret % | real evaluations | online evals | act µs (median) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in result["agents"].items():
+        lines.append(f"| {name} | {_fmt(r.get('reward_per_step'), 4)} | {_fmt(r.get('fraction_of_oracle'))} | "
+                     f"{_fmt(r.get('reward_ratio_to_oracle'))} | {_fmt(r.get('regret_pct'), 1)} | {r.get('real_evaluations')} | "
+                     f"{r.get('online_evaluations', 0)} | {_fmt(r.get('decision_latency_us'), 1)} |")
+    lines += ["", "Definitions:", ""] + [f"* `{k}`: {v}" for k, v in result.get("definitions", DEFINITIONS).items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_reward_vs_evaluations(result: dict[str, Any], path: str | Path, *, curves: dict[str, list[tuple[int, float]]] | None = None,
+                               title: str | None = None) -> Path:
+    """Reward per step against real evaluations consumed (log x): a marker per agent row, a line
+    per ``curves`` entry (name -> [(real evaluations, reward per step)]), agents with 0 real
+    evaluations as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "osD^v<>pPXh*"
+    i = 0
+    for name, pts in (curves or {}).items():
+        pts = [(x, y) for x, y in pts if x > 0]
+        if pts:
+            xs, ys = zip(*sorted(pts))
+            ax.plot(xs, ys, marker=markers[i % len(markers)], color=colors[i % len(colors)], label=name)
+            i += 1
+    for name, r in result["agents"].items():
+        if curves and (name in curves or r.get("kind") in curves):
+            continue
+        x, y = r.get("real_evaluations", 0), r["reward_per_step"]
+        c = colors[i % len(colors)]
+        if x and x > 0:
+            ax.plot([x], [y], marker=markers[i % len(markers)], ls="", ms=9, color=c, label=f"{name}")
+        else:
+            ax.axhline(y, color=c, ls="--", lw=1, label=f"{name} (no real evaluations)")
+        i += 1
+    ax.set_xscale("log")
+    ax.set_xlabel("real evaluations consumed (measured table cells), log scale")
+    ax.set_ylabel("mean reward per step (held-out episodes)")
+    ax.set_title(title or f"{result.get('env_id')} ({result.get('transport')}): reward vs real evaluations")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(result: dict[str, Any], out_dir: str | Path, *, name: str = "evaluation") -> dict[str, Path]:
+    """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` into ``out_dir``."""
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    paths = {"json": d / f"{name}.json", "md": d / f"{name}.md", "png": d / f"{name}.png"}
+    paths["json"].write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
+    paths["md"].write_text(markdown_table(result))
+    plot_reward_vs_evaluations(result, paths["png"])
+    return paths
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+def build_evaluate_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``splitrl evaluate`` (values are checked by the handler: one-line errors)."""
+    p.add_argument("--agents", nargs="+", default=None, metavar="KIND[=CHECKPOINT]",
+                   help="agents to compare: KIND (exact baselines, untrained) or KIND=CHECKPOINT_DIR "
+                        "(agent folder, trainer checkpoint or run folder)")
+    p.add_argument("--env", default="splitrl/SplitPointTable-v0", help="evaluation env id")
+    p.add_argument("--episodes", default="8", help="held-out episodes (>= 1)")
+    p.add_argument("--seed", default=str(DEFAULT_SEED), help="seed of the first held-out episode (then +1, ...)")
+    p.add_argument("--steps", default=None, help="steps per episode (default: the env's episode limit)")
+    p.add_argument("--set", dest="env_set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="env config override, e.g. --set transport=int8-biterr (repeatable)")
+    p.add_argument("--feedback", action="store_true", help="offer Agent.feedback(info) (online evaluations are counted)")
+    p.add_argument("--out", default="evaluation", help="output folder for evaluation.json/.md/.png")
+
+
+def _int_arg(name: str, text: Any, low: int) -> int:
+    try:
+        v = int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"{name} must be an integer >= {low}, got {text!r}") from None
+    if v < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {text!r}")
+    return v
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Handler of ``splitrl evaluate``: 0 on success, 2 with one line on stderr for a bad argument."""
+    from splitrl.agents.config import ConfigError
+    from splitrl.training.checkpoint import CheckpointError
+
+    try:
+        if not args.agents:
+            raise ValueError("--agents needs at least one KIND or KIND=CHECKPOINT_DIR")
+        specs = [parse_agent_spec(s) for s in args.agents]
+        for sp in specs:
+            if sp.checkpoint is not None and not sp.checkpoint.exists():
+                raise ValueError(f"checkpoint {sp.checkpoint} (for {sp.kind}) does not exist")
+        episodes = _int_arg("--episodes", args.episodes, 1)
+        seed = _int_arg("--seed", args.seed, 0)
+        steps = _int_arg("--steps", args.steps, 1) if args.steps is not None else None
+        import gymnasium as gym
+
+        import splitrl  # noqa: F401  (registers the envs)
+
+        if args.env not in gym.registry:
+            raise ValueError(f"unknown env {args.env!r}; registered splitrl envs: "
+                             f"{', '.join(k for k in gym.registry if k.startswith('splitrl/'))}")
+        result = evaluate_agents(specs, env_id=args.env, episodes=episodes, seed=seed, steps=steps,
+                                 env_overrides=args.env_set, feedback=args.feedback,
+                                 progress=lambda m: print(m, file=sys.stderr))
+        paths = write_outputs(result, args.out)
+    except (ValueError, ConfigError, CheckpointError, FileNotFoundError, TypeError) as e:
+        print(f"splitrl evaluate: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    print(markdown_table(result).split("\nDefinitions:")[0].rstrip())
+    print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+    return 0
+
+
+def register_cli(register: Callable[[str, str], Any]) -> None:
+    """Register ``evaluate`` with `splitrl.cli.register` (``register(name, help)(builder)(handler)``)."""
+    register("evaluate", EVALUATE_HELP)(build_evaluate_parser)(cmd_evaluate)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m splitrl.evaluate ...`` (the same as ``splitrl evaluate ...``)."""
+    p = argparse.ArgumentParser(prog="splitrl evaluate", description=EVALUATE_HELP)
+    build_evaluate_parser(p)
+    return cmd_evaluate(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,610 @@
+"""``splitrl surrogate-report``: how well, how cheaply and from how few real evaluations the
+surrogate predicts quality — and whether it picks the same split as the measured table.
+
+Protocol (`surrogate_report`), repeated for each seed in ``seeds``:
+
+1. Cells are ``(transport, split, SNR level)`` of the sweep table at its measured SNR levels, for
+   the splits an agent may choose except ``L`` (``s_min..L-1``; at ``L`` nothing crosses the link
+   and the loss is structurally 0, so it is excluded from every metric). A random ``holdout``
+   fraction of the cells (all their seeds) is HELD OUT; the rest is the acquisition pool.
+2. Starting from ``initial`` random pool cells, ``budget`` real evaluations in total are spent,
+   in batches of ``batch``, chosen by ``active`` acquisition (`splitrl.surrogate.acquisition.propose`)
+   or uniformly at ``random``. One real evaluation = one measured seed of one cell, drawn at
+   random (`table_oracle`); a cell is measured at most once. The same initial draw and holdout
+   are used for both strategies and every surrogate kind at a given seed.
+3. After every ``eval_every`` evaluations the surrogate is scored:
+   * ``r2_log_ppl``: R^2 of the predicted mean against the held-out cells' mean over seeds;
+   * ``spearman_per_snr``: Spearman rank correlation over the held-out splits of each
+     (transport, SNR level), averaged over the groups with >= 3 held-out splits and a
+     non-constant truth (``..._nonflat``: only groups whose truth spans >= 0.05, i.e. >= 5% in ppl —
+     at high SNR the int8 link's losses differ by ~0.01 between splits, noise-level for a ranking;
+     ``spearman_grid``: over all splits on the 1 dB grid, vs table interpolation);
+   * ``best_split_agreement``: on a 1 dB SNR grid over the measured range (0..30 dB: 31 SNRs x
+     transports), the split maximising the env's reward (default `RewardConfig`, analytic costs of
+     `SplitPointTableEnv.costs_at`) with the surrogate's mean quality, compared with the split
+     maximising it with the table's quality (mean over seeds, linearly interpolated over SNR as
+     `SweepTable.lookup` does); agreement = the surrogate's split is the true best split or its
+     true reward is within ``tolerance`` (1%) of the true best reward (``..._exact``: identical
+     split). ``best_split_agreement_levels`` does the same at the measured levels only.
+4. Learning curves are these metrics against the number of real evaluations, mean and std over
+   seeds. The default kind is the one with the best final ``best_split_agreement`` (active),
+   ties broken by ``r2_log_ppl``.
+
+Costs: ``query_seconds_per_1000`` is the median wall time of one `predict` call on 1,000 random
+cells (featurisation included); one real evaluation is the median wall time of a
+`SplitPointEnv.step` on the model with default eval settings (256 WikiText-2 tokens, prefix cache
+warm), ``real_repeats`` repeats after one warm-up step. ``query_speedup_vs_real`` = real step /
+(query time per prediction); ``single_query_speedup_vs_real`` uses one `predict` call for one cell.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from splitrl.surrogate.acquisition import STRATEGIES, RewardModel, run_acquisition, table_oracle
+from splitrl.surrogate.base import SURROGATE_KINDS, Surrogate, make_surrogate
+from splitrl.surrogate.features import FeatureSpec, cut_statistics
+
+__all__ = ["REPORT_HELP", "add_surrogate_report_subcommand", "build_report_parser", "cmd_surrogate_report",
+           "plot_report", "register_cli", "surrogate_report"]
+
+REPORT_HELP = "fit quality surrogates on a sweep table (random vs active acquisition) and report accuracy and speed"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+TARGET_AGREEMENT = 0.90
+TARGET_SPEEDUP = 1e4
+METRICS = ("best_split_agreement", "best_split_agreement_exact", "best_split_agreement_levels", "r2_log_ppl",
+           "rmse_log_ppl", "spearman_per_snr", "spearman_per_snr_nonflat", "spearman_grid")
+FLAT_LOG_PPL = 0.05  # a (transport, SNR) whose held-out splits span less than this is "flat" (< 5% ppl)
+
+
+def _r2(y: np.ndarray, p: np.ndarray) -> float:
+    ss = float(np.sum((y - y.mean()) ** 2))
+    return float(1.0 - np.sum((y - p) ** 2) / ss) if ss > 0 else float("nan")
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or np.ptp(a) <= 1e-12 or np.ptp(b) <= 1e-12:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def _nanmean(xs) -> float:
+    xs = [x for x in xs if x == x]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+class _Truth:
+    """The table's truth, held-out cells and decision grid shared by every run."""
+
+    def __init__(self, tables: dict, rewards: RewardModel, splits: np.ndarray, levels: np.ndarray,
+                 grid: np.ndarray, tolerance: float) -> None:
+        self.tables, self.rewards, self.splits, self.levels, self.grid = tables, rewards, splits, levels, grid
+        self.tolerance = tolerance
+        self.transports = list(tables)
+        # Cells: transport x split (s_min..L-1) x level, with the mean over seeds.
+        rows = []
+        for t, tab in tables.items():
+            for s in splits:
+                for li, lv in enumerate(levels):
+                    rows.append((t, int(s), float(lv), float(np.mean(tab.log_ratio[s, li]))))
+        self.cells = [(t, s, lv) for t, s, lv, _ in rows]
+        self.mean = np.array([m for *_, m in rows])
+        # Decisions: (transport, snr) on the grid and at the measured levels.
+        self.decisions = {}
+        for name, snrs in (("grid", grid), ("levels", levels)):
+            out = []
+            for t in self.transports:
+                allowed = rewards.allowed(t)
+                for snr in snrs:
+                    true_q = tables[t].mean_table(float(snr), allowed)
+                    true_r = rewards.reward(t, float(snr), true_q, allowed)
+                    out.append((t, float(snr), allowed, true_q, true_r))
+            self.decisions[name] = out
+
+    def _decision_cells(self, which: str):
+        """All (transport, split, snr) cells of the decisions, concatenated, and each decision's slice."""
+        key = "_cells_" + which
+        if not hasattr(self, key):
+            t, s, q, slices, k = [], [], [], [], 0
+            for tr, snr, allowed, _, _ in self.decisions[which]:
+                t += [tr] * len(allowed)
+                s.append(allowed)
+                q.append(np.full(len(allowed), snr))
+                slices.append(slice(k, k + len(allowed)))
+                k += len(allowed)
+            setattr(self, key, ((t, np.concatenate(s), np.concatenate(q)), slices))
+        return getattr(self, key)
+
+    def predicted_quality(self, predict: Callable[[Any], np.ndarray], which: str = "grid") -> list[np.ndarray]:
+        """The predicted log ppl ratio of every allowed split, per decision (one batched call)."""
+        cells, slices = self._decision_cells(which)
+        p = np.asarray(predict(cells), dtype=float)
+        return [p[sl] for sl in slices]
+
+    def agreement(self, predicted: list[np.ndarray], which: str = "grid") -> tuple[float, float, list]:
+        hits, exact, detail = [], [], []
+        for (t, snr, allowed, true_q, true_r), q in zip(self.decisions[which], predicted):
+            pred_r = self.rewards.reward(t, snr, q, allowed)
+            i, j = int(np.argmax(pred_r)), int(np.argmax(true_r))
+            best = float(true_r[j])
+            ok = bool(true_r[i] >= best - self.tolerance * abs(best))
+            hits.append(ok)
+            exact.append(i == j)
+            detail.append({"transport": t, "snr_db": snr, "chosen": int(allowed[i]), "best": int(allowed[j]), "agree": ok})
+        return float(np.mean(hits)), float(np.mean(exact)), detail
+
+    def metrics(self, sur: Surrogate, holdout: np.ndarray) -> dict[str, Any]:
+        held = [self.cells[i] for i in np.flatnonzero(holdout)]
+        y = self.mean[holdout]
+        p = sur.predict(held)
+        groups: dict[tuple, list[int]] = {}
+        for k, (t, _, lv) in enumerate(held):
+            groups.setdefault((t, lv), []).append(k)
+        rho = _nanmean(_spearman(y[ix], p[ix]) for ix in groups.values())
+        rho_nonflat = _nanmean(_spearman(y[ix], p[ix]) for ix in groups.values() if np.ptp(y[ix]) >= FLAT_LOG_PPL)
+        grid_q = self.predicted_quality(sur.predict, "grid")
+        agree, exact, _ = self.agreement(grid_q, "grid")
+        agree_lv, _, _ = self.agreement(self.predicted_quality(sur.predict, "levels"), "levels")
+        rho_grid = []
+        for (t, snr, allowed, true_q, _), q in zip(self.decisions["grid"], grid_q):
+            m = np.isin(allowed, self.splits)
+            rho_grid.append(_spearman(true_q[m], q[m]))
+        return {"best_split_agreement": agree, "best_split_agreement_exact": exact,
+                "best_split_agreement_levels": agree_lv, "r2_log_ppl": _r2(y, p),
+                "rmse_log_ppl": float(np.sqrt(np.mean((y - p) ** 2))), "spearman_per_snr": rho,
+                "spearman_per_snr_nonflat": rho_nonflat,
+                "spearman_grid": _nanmean(rho_grid)}
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    ts = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def measure_real_step(loaded, model: str, transport: str, repeats: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Median wall time of one `SplitPointEnv.step` (one real evaluation, default eval settings)."""
+    from splitrl.envs.split_point import SplitPointConfig, SplitPointEnv
+
+    env = SplitPointEnv(SplitPointConfig(model=model, transport=transport), loaded=loaded)
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    env.step(int(rng.integers(env.action_space.n)))  # warm-up: fills the prefix cache
+    ts = []
+    for _ in range(max(1, repeats)):
+        a = int(rng.integers(env.action_space.n))
+        t0 = time.perf_counter()
+        env.step(a)
+        ts.append(time.perf_counter() - t0)
+    return {"median_s": float(np.median(ts)), "all_s": [float(t) for t in ts], "repeats": len(ts),
+            "eval_tokens": env.config.eval_tokens, "transport": transport}
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"[surrogate-report {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def surrogate_report(
+    table_path: str | Path,
+    *,
+    model: str = "smollm2-135m",
+    loaded=None,
+    kinds: Sequence[str] = tuple(SURROGATE_KINDS),
+    strategies: Sequence[str] = STRATEGIES,
+    budget: int = 200,
+    initial: int = 20,
+    batch: int = 10,
+    holdout: float = 0.3,
+    seeds: Sequence[int] = (0, 1, 2),
+    beta: float = 2.0,
+    tolerance: float = 0.01,
+    grid_step_db: float = 1.0,
+    eval_every: int = 20,
+    use_cut_stats: bool = True,
+    stats_tokens: int = 256,
+    ablation: bool = True,
+    measure_real: bool = True,
+    real_repeats: int = 5,
+    query_repeats: int = 7,
+    kind_params: dict[str, dict] | None = None,
+    out_json: str | Path | None = None,
+    out_png: str | Path | None = None,
+    out_md: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run the protocol of the module docstring on a sweep table; return (and optionally write) the report.
+
+    ``loaded`` is the model (`splitrl.models.load_model(model)` if None): its shape feeds the cost
+    model, its clean activations the cut statistics, and it runs the real-evaluation timing.
+    """
+    import pandas as pd
+
+    from splitrl.envs.split_point import SplitPointConfig, SplitPointTableEnv
+    from splitrl.models import load_model
+
+    t_start = time.perf_counter()
+    table_path = Path(table_path)
+    if not table_path.is_file():
+        raise FileNotFoundError(f"no sweep table at {table_path}")
+    unknown = [k for k in kinds if k not in SURROGATE_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"unknown surrogate kinds {unknown}; choose from {', '.join(SURROGATE_KINDS)}")
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not strategies:
+        raise ValueError(f"unknown strategies {bad}; choose from {', '.join(STRATEGIES)}")
+    if not 0 < holdout < 1:
+        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+    df = pd.read_csv(table_path)
+    transports = list(dict.fromkeys(df["transport"]))
+    loaded = loaded or load_model(model)
+    view = loaded.view
+    L = view.num_layers
+    envs = {t: SplitPointTableEnv(SplitPointConfig(model=model, transport=t, table=str(table_path)), view=view)
+            for t in transports}
+    tables = {t: e.table for t, e in envs.items()}
+    rewards = RewardModel(envs)
+    levels = tables[transports[0]].levels
+    s_min = int(envs[transports[0]].config.s_min)
+    splits = np.arange(s_min, L)
+    lo, hi = float(levels.min()), float(levels.max())
+    grid = np.round(np.arange(lo, hi + 1e-9, grid_step_db), 9)
+    truth = _Truth(tables, rewards, splits, levels, grid, tolerance)
+    meta_path = table_path.with_suffix(table_path.suffix + ".meta.json")
+    modulation = json.loads(meta_path.read_text()).get("modulation", "qpsk") if meta_path.is_file() else "qpsk"
+
+    stats, stats_s = None, 0.0
+    if use_cut_stats:
+        t0 = time.perf_counter()
+        stats = cut_statistics(loaded, stats_tokens)
+        stats_s = time.perf_counter() - t0
+        _log(progress, f"cut statistics over {stats_tokens} tokens in {stats_s:.1f} s")
+
+    def make_spec(with_stats: bool) -> FeatureSpec:
+        return FeatureSpec(num_layers=L, transports=transports, modulation=modulation, snr_range=(lo, hi),
+                           cut_stats=stats["stats"] if (with_stats and stats) else {},
+                           cut_stats_source=stats["source"] if (with_stats and stats) else {},
+                           ppl_clean={t: tab.ppl_clean for t, tab in tables.items()})
+
+    spec = make_spec(True)
+    n_cells = len(truth.cells)
+    budget = int(min(budget, n_cells - max(1, int(round(holdout * n_cells)))))
+    eval_at = sorted(set([min(initial, budget)] + list(range(eval_every, budget + 1, eval_every)) + [budget]))
+    kind_params = kind_params or {}
+
+    def run(kind: str, strategy: str, seed: int, sp: FeatureSpec):
+        rng = np.random.default_rng([seed, 7])
+        held = np.zeros(n_cells, dtype=bool)
+        held[rng.choice(n_cells, size=int(round(holdout * n_cells)), replace=False)] = True
+        pool = [truth.cells[i] for i in np.flatnonzero(~held)]
+        res = run_acquisition(
+            table_oracle(tables, seed=seed), budget, strategy, candidates=pool,
+            surrogate_factory=lambda: make_surrogate(kind, sp, seed=seed, **kind_params.get(kind, {})),
+            costs_fn=rewards, initial=initial, batch=batch, seed=seed, beta=beta,
+            eval_fn=lambda sur: truth.metrics(sur, held), eval_at=eval_at)
+        return res
+
+    per_model: dict[str, Any] = {}
+    finals: dict[tuple[str, str], list[dict]] = {}
+    last_surrogates: dict[str, Surrogate] = {}
+    fit_seconds: dict[str, float] = {}
+    for kind in kinds:
+        per_model[kind] = {}
+        t_kind = time.perf_counter()
+        for strategy in strategies:
+            curves, runs = [], []
+            for seed in seeds:
+                res = run(kind, strategy, seed, spec)
+                curves.append(res.curve)
+                runs.append(res.curve[-1])
+                if strategy == strategies[0] and seed == seeds[0]:
+                    last_surrogates[kind] = res.surrogate
+                _log(progress, f"{kind:10s} {strategy:6s} seed {seed}: n={res.real_evaluations} "
+                     f"agree={res.curve[-1]['best_split_agreement']:.3f} r2={res.curve[-1]['r2_log_ppl']:.3f}")
+            finals[(kind, strategy)] = runs
+            per_model[kind][strategy] = {"final": _agg(runs), "curve": _agg_curves(curves), "per_seed_final": runs}
+        fit_seconds[kind] = time.perf_counter() - t_kind
+
+    def key(kind):
+        f = per_model[kind].get("active", per_model[kind][strategies[0]])["final"]
+        return (_z(f["best_split_agreement"]["mean"]), _z(f["r2_log_ppl"]["mean"]))
+
+    default_kind = max(kinds, key=key)
+    best_strategy = "active" if "active" in strategies else strategies[0]
+    head = per_model[default_kind][best_strategy]["final"]
+
+    # Baselines: quality-blind (costs only) and the table itself on the decision grid.
+    blind, blind_exact, _ = truth.agreement(truth.predicted_quality(lambda c: np.zeros(len(c[1]))), "grid")
+    baselines = {"costs_only_agreement": blind, "costs_only_agreement_exact": blind_exact,
+                 "decisions": len(truth.decisions["grid"])}
+    _, _, detail = truth.agreement(truth.predicted_quality(last_surrogates[default_kind].predict), "grid")
+
+    ablation_out = None
+    if ablation and use_cut_stats and stats:
+        runs = [run(default_kind, best_strategy, seed, make_spec(False)).curve[-1] for seed in seeds]
+        ablation_out = {"kind": default_kind, "strategy": best_strategy, "without_cut_stats": _agg(runs),
+                        "with_cut_stats": head}
+        _log(progress, f"ablation without cut stats: agree={ablation_out['without_cut_stats']['best_split_agreement']['mean']:.3f}")
+
+    # Costs: query time per 1,000 predictions vs one real evaluation.
+    qrng = np.random.default_rng(0)
+    qcells = (list(qrng.choice(transports, 1000)), qrng.integers(s_min, L + 1, 1000), qrng.uniform(lo, hi, 1000))
+    timings: dict[str, Any] = {"query_seconds_per_1000": {}, "single_query_seconds": {}}
+    for kind, sur in last_surrogates.items():
+        sur.predict(qcells)
+        timings["query_seconds_per_1000"][kind] = _median_time(lambda: sur.predict(qcells), query_repeats)
+        one = [(transports[0], int(s_min), float(lo))]
+        timings["single_query_seconds"][kind] = _median_time(lambda: sur.predict(one), 5 * query_repeats)
+    timings["fit_and_evaluate_seconds"] = fit_seconds
+    timings["cut_statistics_seconds"] = stats_s
+    timings["sweep_cell_median_seconds"] = float(df["seconds"].median()) if "seconds" in df else None
+    real = measure_real_step(loaded, model, transports[0], real_repeats) if measure_real else None
+    if real is not None:
+        try:
+            import os
+
+            real["load_average_1min"] = os.getloadavg()[0]
+        except OSError:  # pragma: no cover
+            pass
+    timings["real_step"] = real
+    q1000 = timings["query_seconds_per_1000"][default_kind]
+    q1 = timings["single_query_seconds"][default_kind]
+    speedup = real["median_s"] / (q1000 / 1000.0) if real else None
+    single_speedup = real["median_s"] / q1 if real else None
+    conservative = min(real["all_s"]) / (q1000 / 1000.0) if real else None  # fastest real step observed
+    # The surrogate env: one step (predictions for all splits at a fresh SNR each step).
+    from splitrl.surrogate.env import SurrogateEnv
+
+    senv = SurrogateEnv(last_surrogates[default_kind], SplitPointConfig(model=model, transport=transports[0]), view=view)
+    senv.reset(seed=0)
+    timings["surrogate_env_step_seconds"] = _median_time(lambda: senv.step(0), 20)
+
+    report = {
+        "best_split_agreement": head["best_split_agreement"]["mean"],
+        "best_split_agreement_std": head["best_split_agreement"]["std"],
+        "best_split_agreement_exact": head["best_split_agreement_exact"]["mean"],
+        "best_split_agreement_levels": head["best_split_agreement_levels"]["mean"],
+        "r2_log_ppl": head["r2_log_ppl"]["mean"],
+        "r2_log_ppl_std": head["r2_log_ppl"]["std"],
+        "spearman_per_snr": head["spearman_per_snr"]["mean"],
+        "spearman_per_snr_nonflat": head["spearman_per_snr_nonflat"]["mean"],
+        "spearman_grid": head["spearman_grid"]["mean"],
+        "real_evaluations": budget,
+        "query_speedup_vs_real": speedup,
+        "single_query_speedup_vs_real": single_speedup,
+        "query_speedup_vs_fastest_real": conservative,
+        "default_kind": default_kind,
+        "strategy": best_strategy,
+        "targets": {
+            "best_split_agreement": TARGET_AGREEMENT, "query_speedup_vs_real": TARGET_SPEEDUP,
+            "agreement_met": bool(head["best_split_agreement"]["mean"] >= TARGET_AGREEMENT),
+            "speedup_met": None if speedup is None else bool(speedup >= TARGET_SPEEDUP),
+        },
+        "per_model": per_model,
+        "baselines": baselines,
+        "feature_ablation": ablation_out,
+        "decisions_default_kind_seed0": detail,
+        "timings": timings,
+        "protocol": {
+            "table": str(table_path), "rows": int(len(df)), "transports": transports, "levels_db": levels.tolist(),
+            "splits": [int(splits[0]), int(splits[-1])], "cells": n_cells, "holdout_fraction": holdout,
+            "held_out_cells": int(round(holdout * n_cells)), "budget": budget, "initial": initial, "batch": batch,
+            "seeds": list(seeds), "beta": beta, "tolerance": tolerance, "grid_db": [lo, hi, grid_step_db],
+            "eval_at": eval_at, "reward": "default RewardConfig, analytic costs (SplitPointTableEnv.costs_at)",
+            "description": __doc__.split("Protocol (`surrogate_report`)", 1)[1].split("Costs:", 1)[0].strip(),
+        },
+        "feature_names": spec.feature_names,
+        "cut_stats": stats,
+        "kinds": {k: {"params": {**SURROGATE_KINDS[k].DEFAULTS, **kind_params.get(k, {})}} for k in kinds},
+        "runtime_s": time.perf_counter() - t_start,
+    }
+    report = _clean(report)
+    if out_json:
+        Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_json).write_text(json.dumps(report, indent=1))
+    if out_png:
+        plot_report(report, out_png)
+    if out_md:
+        Path(out_md).write_text(markdown_table(report))
+    return report
+
+
+def _z(x) -> float:
+    return -1.0 if x is None or x != x else float(x)
+
+
+def _agg(runs: list[dict]) -> dict[str, dict[str, float]]:
+    out = {}
+    for m in METRICS:
+        v = np.array([r[m] for r in runs], dtype=float)
+        ok = v[~np.isnan(v)]
+        out[m] = {"mean": float(ok.mean()) if len(ok) else float("nan"), "std": float(ok.std()) if len(ok) else float("nan")}
+    return out
+
+
+def _agg_curves(curves: list[list[dict]]) -> list[dict]:
+    ns = sorted(set.intersection(*[set(p["n"] for p in c) for c in curves]))
+    out = []
+    for n in ns:
+        pts = [next(p for p in c if p["n"] == n) for c in curves]
+        row = {"n": n}
+        for m, v in _agg(pts).items():
+            row[m] = v["mean"]
+            row[m + "_std"] = v["std"]
+        out.append(row)
+    return out
+
+
+def _clean(x):
+    """NaN -> None so the JSON is standard."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def markdown_table(report: dict) -> str:
+    """Final metrics per kind and strategy, and the agreement learning curves, as Markdown."""
+    def f(v, fmt="{:.3f}"):
+        return "—" if v is None else fmt.format(v)
+
+    p = report["protocol"]
+    lines = [f"Surrogate report on `{p['table']}` ({p['cells']} cells, {p['held_out_cells']} held out; "
+             f"{p['budget']} real evaluations; seeds {p['seeds']}; mean ± std over seeds)", "",
+             "| kind | strategy | best-split agreement | exact | R² log ppl (held out) | Spearman per SNR | "
+             "Spearman, non-flat SNRs | RMSE |",
+             "|---|---|---|---|---|---|---|---|"]
+    for kind, by in report["per_model"].items():
+        for strat, d in by.items():
+            fi = d["final"]
+            lines.append(f"| {kind}{' (default)' if kind == report['default_kind'] else ''} | {strat} | "
+                         f"{f(fi['best_split_agreement']['mean'])} ± {f(fi['best_split_agreement']['std'])} | "
+                         f"{f(fi['best_split_agreement_exact']['mean'])} | {f(fi['r2_log_ppl']['mean'])} ± {f(fi['r2_log_ppl']['std'])} | "
+                         f"{f(fi['spearman_per_snr']['mean'])} | {f(fi['spearman_per_snr_nonflat']['mean'])} | "
+                         f"{f(fi['rmse_log_ppl']['mean'])} |")
+    ns = [c["n"] for c in next(iter(next(iter(report["per_model"].values())).values()))["curve"]]
+    lines += ["", "Best-split agreement vs real evaluations (mean over seeds):", "",
+              "| kind | strategy | " + " | ".join(f"n={n}" for n in ns) + " |", "|---|---|" + "---|" * len(ns)]
+    for kind, by in report["per_model"].items():
+        for strat, d in by.items():
+            lines.append(f"| {kind} | {strat} | " + " | ".join(f(c["best_split_agreement"], "{:.2f}") for c in d["curve"]) + " |")
+    t = report["timings"]
+    real = t.get("real_step") or {}
+    lines += ["", f"Costs-only baseline (quality ignored) agreement: {f(report['baselines']['costs_only_agreement'])} "
+              f"over {report['baselines']['decisions']} decisions."]
+    ab = report.get("feature_ablation")
+    if ab:
+        w, wo = ab["with_cut_stats"], ab["without_cut_stats"]
+        lines.append(f"Cut-statistics ablation ({ab['kind']}, {ab['strategy']}): agreement {f(w['best_split_agreement']['mean'])} with, "
+                     f"{f(wo['best_split_agreement']['mean'])} without; R² {f(w['r2_log_ppl']['mean'])} with, "
+                     f"{f(wo['r2_log_ppl']['mean'])} without.")
+    lines += [f"Query: {f(t['query_seconds_per_1000'][report['default_kind']] * 1e3, '{:.2f}')} ms per 1,000 predictions "
+              f"({report['default_kind']}); one real evaluation (SplitPointEnv step, median of {real.get('repeats', 0)}): "
+              f"{f(real.get('median_s'), '{:.3f}')} s → speedup {f(report['query_speedup_vs_real'], '{:.3g}')}× "
+              f"(vs the fastest real step {f(report.get('query_speedup_vs_fastest_real'), '{:.3g}')}×; one-cell call "
+              f"{f(report['single_query_speedup_vs_real'], '{:.3g}')}×).", ""]
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, out: str | Path) -> Path:
+    """Learning curves (metric vs real evaluations), active solid vs random dashed, one colour per kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("best_split_agreement", "best-split agreement"), ("r2_log_ppl", "R² of log ppl ratio (held out)"),
+              ("spearman_per_snr", "Spearman over splits per SNR (held out)")]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ci, (kind, by) in enumerate(report["per_model"].items()):
+        for strat, d in by.items():
+            c = d["curve"]
+            n = [p["n"] for p in c]
+            for ax, (m, _) in zip(axes, panels):
+                mu = np.array([np.nan if p[m] is None else p[m] for p in c], float)
+                sd = np.array([0.0 if p[m + "_std"] is None else p[m + "_std"] for p in c], float)
+                ls = "-" if strat == "active" else "--"
+                ax.plot(n, mu, ls, color=colours[ci % len(colours)], lw=2 if kind == report["default_kind"] else 1.2,
+                        label=f"{kind} {strat}", marker="o" if strat == "active" else None, ms=3)
+                if kind == report["default_kind"]:
+                    ax.fill_between(n, mu - sd, mu + sd, color=colours[ci % len(colours)], alpha=0.12)
+    axes[0].axhline(TARGET_AGREEMENT, color="k", lw=0.8, ls=":", label="target 0.90")
+    axes[0].axhline(report["baselines"]["costs_only_agreement"], color="grey", lw=0.8, ls="-.", label="costs only")
+    for ax, (_, title) in zip(axes, panels):
+        ax.set_xlabel("real evaluations (one seed of one cell each)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].set_ylim(bottom=max(-0.5, axes[1].get_ylim()[0]))
+    axes[0].legend(fontsize=7, ncol=2, loc="lower right")
+    p = report["protocol"]
+    fig.suptitle(f"Quality surrogate learning curves: active (solid) vs random (dashed); {p['held_out_cells']} of "
+                 f"{p['cells']} cells held out; mean over seeds {p['seeds']} (band: ±1 std, default kind)")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+# --- CLI ---------------------------------------------------------------------------------
+def build_report_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``splitrl surrogate-report``."""
+    from splitrl.envs.split_point import DEFAULT_TABLE
+
+    p.add_argument("table", nargs="?", default=str(DEFAULT_TABLE), help="sweep CSV (default: the committed SmolLM2 sweep)")
+    p.add_argument("--model", default="smollm2-135m", help="model the sweep was measured on (costs, cut statistics, timing)")
+    p.add_argument("--kinds", default=",".join(SURROGATE_KINDS), help=f"comma-separated surrogate kinds ({', '.join(SURROGATE_KINDS)})")
+    p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated: active, random")
+    p.add_argument("--budget", type=int, default=200, help="real evaluations per run")
+    p.add_argument("--initial", type=int, default=20, help="initial random evaluations")
+    p.add_argument("--batch", type=int, default=10, help="evaluations chosen per acquisition round")
+    p.add_argument("--holdout", type=float, default=0.3, help="fraction of cells held out from fitting")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (holdout, draws, models)")
+    p.add_argument("--no-real", action="store_true", help="skip timing a real SplitPointEnv step")
+    p.add_argument("--real-repeats", type=int, default=7, help="timed real SplitPointEnv steps (median kept)")
+    p.add_argument("--no-ablation", action="store_true", help="skip the without-cut-statistics ablation")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", default=str(RESULTS / "surrogate_report.json"), help="report JSON (PNG and .md beside it)")
+    p.add_argument("--json", action="store_true", help="print the report JSON")
+
+
+def cmd_surrogate_report(args: argparse.Namespace) -> int:
+    """Handler of ``splitrl surrogate-report``; 0 on success, 2 with one line on stderr for bad input."""
+    try:
+        seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
+        kinds = [k for k in str(args.kinds).split(",") if k]
+        strategies = [s for s in str(args.strategies).split(",") if s]
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(int(args.threads))
+        out = Path(args.out)
+        report = surrogate_report(
+            args.table, model=args.model, kinds=kinds, strategies=strategies, budget=args.budget, initial=args.initial,
+            batch=args.batch, holdout=args.holdout, seeds=seeds, measure_real=not args.no_real,
+            real_repeats=args.real_repeats,
+            ablation=not args.no_ablation, out_json=out, out_png=out.with_suffix(".png"), out_md=out.with_suffix(".md"),
+            progress=not args.json)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"splitrl surrogate-report: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(markdown_table(report))
+        print(f"wrote {out}, {out.with_suffix('.png')}, {out.with_suffix('.md')}")
+    return 0
+
+
+def add_surrogate_report_subcommand(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``surrogate-report`` to an ``add_subparsers()`` object; ``func`` is the handler."""
+    p = subparsers.add_parser("surrogate-report", help=REPORT_HELP)
+    build_report_parser(p)
+    p.set_defaults(func=cmd_surrogate_report)
+    return p
+
+
+def register_cli(register: Callable[[str, str], Any]) -> None:
+    """Register ``surrogate-report`` with `splitrl.cli.register` (``register(name, help)(builder)(handler)``)."""
+    register("surrogate-report", REPORT_HELP)(build_report_parser)(cmd_surrogate_report)
