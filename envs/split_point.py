@@ -25,18 +25,10 @@ SNR_BOUNDS_DB = (-50.0, 80.0)
 
 
 def codec_for_transport(transport: str) -> str:
-    """The codec whose byte count the cost model charges for a link name.
+    """The codec the cost model charges for ``transport`` (see `splitrl.link.codec_for`)."""
+    from splitrl.link import codec_for
 
-    Analog (``awgn``) transport is charged as fp16 (one 16-bit real channel use per element, as
-    `splitrl.link.AnalogLink` counts it); ``<codec>-biterr``/``-erasure`` and plain codecs use
-    their codec; ``identity`` and ``dropout`` send fp32.
-    """
-    from splitrl.link.codec import CODEC_NAMES
-
-    if transport in ("awgn", "analog"):
-        return "fp16"
-    head = transport.split("-")[0]
-    return head if head in CODEC_NAMES else "fp32"
+    return codec_for(transport)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import signal
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -31,7 +31,10 @@ LEVEL_KINDS = ("snr", "ber", "dropout")
 COLUMNS = [
     "model", "transport", "level_kind", "level", "snr_db", "ber", "bler", "split", "seed_index", "seed",
     "ppl", "nll", "clean_ppl", "log_ppl_ratio", "scored_tokens", "bytes_per_token", "seconds",
+    "emulated_ttft_s", "emulated_tpot_s", "emulated_e2e_latency_s", "emulated_ue_energy_j_per_token",
+    "emulated_bytes_on_air",
 ]
+EMULATED = COLUMNS[-5:]
 
 
 @dataclass
@@ -50,6 +53,8 @@ class SweepConfig:
         erasure_block_bytes: block size turning BER into block error rate for ``*-erasure``.
         tokens, window, stride: perplexity setup (see `PerplexityConfig`).
         corpus_path: WikiText-2 file (None: default location).
+        ue_profile, edge_profile, link_profile: devices and radio of the emulated latency/energy columns.
+        prompt_tokens, new_tokens: the request those columns describe.
     """
 
     model: str = "smollm2-135m"
@@ -65,6 +70,11 @@ class SweepConfig:
     window: int = 1024
     stride: int = 1024
     corpus_path: str | None = None
+    ue_profile: str = "phone-midrange"
+    edge_profile: str = "edge-a100"
+    link_profile: str = "nr-sub6-20mhz"
+    prompt_tokens: int = 128
+    new_tokens: int = 32
 
     def __post_init__(self) -> None:
         from splitrl.link import LINK_NAMES
@@ -129,6 +139,28 @@ def build_link(config: SweepConfig, transport: str, level: float, seed: int, voc
                    erasure_block_bytes=config.erasure_block_bytes, vocab_size=vocab_size, **kw)
 
 
+class Emulator:
+    """Emulated latency/energy of a cell from `splitrl.cost.CostModel` (one model per codec)."""
+
+    def __init__(self, config: SweepConfig, view) -> None:
+        self.config, self.view, self._models = config, view, {}
+
+    def __call__(self, transport: str, split: int, snr_db: float) -> dict:
+        if not np.isfinite(snr_db):  # ber/dropout sweeps have no SNR to cost
+            return {k: float("nan") for k in EMULATED}
+        from splitrl.cost import CostModel
+        from splitrl.link import codec_for
+
+        c = self.config
+        codec = codec_for(transport)
+        if codec not in self._models:
+            self._models[codec] = CostModel(self.view, c.ue_profile, c.edge_profile, c.link_profile, codec=codec)
+        e = self._models[codec].estimate(int(split), snr_db=float(snr_db), prompt_tokens=c.prompt_tokens,
+                                         new_tokens=c.new_tokens)
+        return {"emulated_ttft_s": e.ttft_s, "emulated_tpot_s": e.tpot_s, "emulated_e2e_latency_s": e.e2e_latency_s,
+                "emulated_ue_energy_j_per_token": e.ue_energy_j_per_token, "emulated_bytes_on_air": e.bytes_on_air}
+
+
 def cells(config: SweepConfig) -> list[Cell]:
     return [
         Cell(t, s, float(lv), r)
@@ -157,13 +189,9 @@ def run_sweep(
     out: str | os.PathLike,
     *,
     progress: bool = True,
-    annotate: Callable[[dict], dict] | None = None,
     loaded=None,
 ) -> Path:
-    """Run (or resume) the sweep, appending one CSV row per finished cell. Returns the CSV path.
-
-    ``annotate(row) -> extra`` may add emulated figures; its keys must already be in `COLUMNS`.
-    """
+    """Run (or resume) the sweep, appending one CSV row per finished cell. Returns the CSV path."""
     from splitrl.eval import PerplexityConfig, PerplexityEvaluator
     from splitrl.models import load_model
 
@@ -194,6 +222,7 @@ def run_sweep(
         loaded, PerplexityConfig(tokens=config.tokens, window=config.window, stride=config.stride, corpus_path=config.corpus_path)
     )
     clean = evaluator.evaluate(L).ppl
+    emulate = Emulator(config, loaded.view)
     new_file = not path.exists() or path.stat().st_size == 0
     bar = tqdm(total=len(cells(config)), initial=len(cells(config)) - len(todo), desc="sweep", unit="cell",
                disable=not progress, smoothing=0.05)
@@ -216,8 +245,7 @@ def run_sweep(
                 "scored_tokens": r.scored_tokens, "bytes_per_token": link.bytes_total / max(1, n_tok),
                 "seconds": r.seconds,
             }
-            if annotate is not None:
-                row.update(annotate(row))
+            row.update(emulate(cell.transport, cell.split, state.snr_db))
             writer.writerow(row)
             f.flush()
             os.fsync(f.fileno())

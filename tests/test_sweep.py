@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from splitrl.eval.corpus import DEFAULT_WIKITEXT_PATH
-from splitrl.sweep import COLUMNS, Cell, SweepConfig, cell_seed, parse_levels, parse_range, plot_sweep, read_done
+from splitrl.sweep import COLUMNS, EMULATED, Cell, SweepConfig, cell_seed, parse_levels, parse_range, plot_sweep, read_done
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WIKITEXT_PATH.is_file(), reason="shared WikiText-2 not present")
 
@@ -57,6 +57,17 @@ def test_rows_are_sane(tmp_path):
     assert mid[0.0] > mid[30.0]
     # int8 crossing: one byte per element, a 4-byte scale per token, a 16-byte header per window (2).
     assert df[(df.transport == "int8-biterr") & (df.split == 2)].bytes_per_token.iloc[0] == pytest.approx(64 + 4 + 2 * 16 / 96)
+    # Emulated request figures are the cost model's for the cell (analog charged as fp16).
+    from splitrl.cost import CostModel
+    from splitrl.models import load_model
+
+    assert df[EMULATED].notna().all().all()
+    one = df[(df.transport == "awgn") & (df.level == 15.0) & (df.seed_index == 0)].set_index("split")
+    assert one.emulated_bytes_on_air[6] == 0 and one.emulated_bytes_on_air[2] > 0
+    est = CostModel(load_model("llama-tiny").view, "phone-midrange", "edge-a100", "nr-sub6-20mhz", codec="fp16").estimate(
+        2, snr_db=15.0, prompt_tokens=128, new_tokens=32)
+    assert one.emulated_ttft_s[2] == pytest.approx(est.ttft_s) and one.emulated_ue_energy_j_per_token[2] == pytest.approx(
+        est.ue_energy_j_per_token)
     png = plot_sweep(out, tmp_path / "h.png")
     assert png.stat().st_size > 10_000
 

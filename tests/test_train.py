@@ -267,3 +267,22 @@ def test_checkpoint_writes_are_atomic(tmp_path):
         latest_checkpoint(run)
     write_checkpoint(run, 40, fill("forty"), keep=2)
     assert [p.name for p in list_checkpoints(run)] == ["step-000000000030", "step-000000000040"]
+
+
+def test_mbrl_resume_gives_the_uninterrupted_result(tmp_path):
+    assert main(_args(tmp_path, "mbrl", "straight", seed=2, steps=90)) == 0
+    assert main(_args(tmp_path, "mbrl", "split", seed=2, steps=90) + ["--stop-at", "41"]) == 0
+    assert int(latest_checkpoint(tmp_path / "ckpt" / "split").name.split("-")[1]) == 41  # boundary after every step
+    assert main(["--resume", "split", "--no-progress", "--runs-dir", str(tmp_path / "runs"),
+                 "--checkpoints-dir", str(tmp_path / "ckpt")]) == 0
+    a, b = latest_checkpoint(tmp_path / "ckpt" / "straight"), latest_checkpoint(tmp_path / "ckpt" / "split")
+    ea, eb = (json.loads((c / "agent" / "evaluations.json").read_text()) for c in (a, b))
+    assert ea == eb and len(ea["targets"]) == 90  # the same real evaluations, in the same order
+    ja, jb = (json.loads((c / "agent" / "agent.json").read_text())["state"] for c in (a, b))
+    assert ja["channel"] == jb["channel"] and ja["rng"] == jb["rng"]
+    _, sa = _scalars(tmp_path / "runs" / "straight")
+    _, sb = _scalars(tmp_path / "runs" / "split")
+    assert {"surrogate/train_points", "cost/real_evaluations"} <= set(sa)
+    for tag in sa:
+        if not tag.startswith("time/"):
+            assert sa[tag] == sb[tag], tag

@@ -28,7 +28,7 @@ from splitrl.link.codec import (
 )
 from splitrl.link.digital import CodecLink, DigitalLink, DigitalLinkConfig, erase_blocks, flip_bits
 from splitrl.link.dropout import DropoutLink, DropoutLinkConfig
-from splitrl.link.factory import LINK_NAMES, link_at, make_link, state_for
+from splitrl.link.factory import LINK_NAMES, codec_for, link_at, make_link, state_for
 
 __all__ = [
     "CODEC_NAMES",
@@ -54,6 +54,6 @@ __all__ = [
     "flip_bits",
     "get_codec",
     "header_nbytes",
-    "make_link", "link_at", "state_for",
+    "make_link", "link_at", "state_for", "codec_for",
     "resolve_seed",
 ]

@@ -23,7 +23,7 @@ from splitrl.link.codec import CODEC_NAMES
 from splitrl.link.digital import CodecLink, DigitalLink
 from splitrl.link.dropout import DropoutLink
 
-__all__ = ["LINK_NAMES", "link_at", "make_link", "state_for"]
+__all__ = ["LINK_NAMES", "codec_for", "link_at", "make_link", "state_for"]
 
 LINK_NAMES: tuple[str, ...] = (
     ("identity",)
@@ -103,3 +103,16 @@ def link_at(
     link = make_link(name, seed=seed, vocab_size=vocab_size)
     link.set_state(state_for(name, snr_db=snr_db, ber=ber, modulation=modulation, erasure_block_bytes=erasure_block_bytes))
     return link
+
+
+def codec_for(name: str) -> str:
+    """The codec whose byte count a cost model charges for link ``name``.
+
+    Analog (``awgn``) is charged as fp16 (one 16-bit real channel use per element, as `AnalogLink`
+    counts it); ``<codec>-biterr``/``-erasure`` and plain codecs use their codec; ``identity`` and
+    ``dropout`` send fp32.
+    """
+    if name in ("awgn", "analog"):
+        return "fp16"
+    head = name.split("-")[0]
+    return head if head in CODEC_NAMES else "fp32"
