@@ -87,3 +87,16 @@ def test_cut_bytes(smollm2):
     with pytest.raises(ValueError, match=r"0, 30"):
         v.cut_bytes_per_token(31)
     assert smollm2.view.summary()["num_layers"] == 30
+
+
+@pytest.mark.slow
+def test_gguf_cache_is_rebuilt_when_its_checksum_does_not_match(tmp_path):
+    first = load_model("smollm2-135m", cache_dir=tmp_path)  # dequantises (~15 s) and caches
+    (marker,) = list((tmp_path / "gguf").glob("*/splitrl_source.json"))
+    data = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**data, "sha256": "0" * 64}))  # a cache entry from another GGUF
+    again = load_model("smollm2-135m", cache_dir=tmp_path)
+    assert "cached at" not in again.source  # not trusted: dequantised again
+    assert json.loads(marker.read_text())["sha256"] == data["sha256"]  # and the entry rebuilt
+    assert "cached at" in load_model("smollm2-135m", cache_dir=tmp_path).source
+    assert torch.equal(first.model.lm_head.weight, again.model.lm_head.weight)
