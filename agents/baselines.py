@@ -101,38 +101,21 @@ def quality_table(env):
     return cached
 
 
-def latency_per_split(env, snr_db: float, load: float | None = None, costs=None) -> np.ndarray:
-    """The reward's latency (``env._latency_field``) of every allowed split at ``snr_db``, including
-    the UE slow-down under ``load`` exactly as the env charges it (before the request timeout: a
-    dead link is ``inf`` here)."""
-    t = costs if costs is not None else env.costs_at(snr_db)
-    s = env.splits
-    lat = np.asarray(getattr(t, env._latency_field), dtype=float)[s]
-    if env.config.include_ue_state and load is not None:
-        slow = 1.0 / (1.0 - 0.5 * float(load))
-        extra = {"ttft_s": t.ue_prefill_s, "tpot_s": t.ue_decode_s,
-                 "e2e_latency_s": t.ue_prefill_s + t.ue_decode_s * max(0, env.config.new_tokens - 1)}[env._latency_field]
-        lat = lat + (slow - 1.0) * np.asarray(extra, dtype=float)[s]
-    return lat
+def latency_per_split(env, snr_db: float, load: float | None = None) -> np.ndarray:
+    """The reward's latency of every allowed split at ``snr_db`` under ``load``, exactly as the env
+    charges it before the request timeout (`SplitPointBaseEnv.request_latency`)."""
+    return env.request_latency(snr_db, load)[env.splits]
 
 
 def expected_rewards(env, snr_db: float, previous_split: int, *, load: float | None = None, table=None) -> np.ndarray:
     """Expected reward of every allowed split (``env.splits`` order) at ``snr_db`` coming from
     ``previous_split``: the table's mean log-ppl ratio over seeds plus the env's exact cost terms."""
     table = table if table is not None else quality_table(env)
-    t = env.costs_at(snr_db)
     s = env.splits
-    quality = table.mean_table(snr_db, s)
-    latency = latency_per_split(env, snr_db, load, costs=t)
-    energy = np.asarray(t.ue_energy_j_per_token, dtype=float)[s]
-    timeout = getattr(env.config, "request_timeout_s", None)
-    if timeout is not None:  # a request slower than the timeout is charged the timeout (as the env does)
-        timed_out = ~(latency <= timeout)
-        latency = np.minimum(latency, timeout)
-        energy = np.where(timed_out, np.minimum(energy, getattr(env, "_timeout_energy_per_token", np.inf)), energy)
+    latency, energy, _ = env.request_costs(snr_db, load)
     terms = reward_terms(
-        env.config.reward, log_ppl_ratio=quality, latency_s=latency, energy_j=energy, split=s,
-        previous_split=int(previous_split), latency_ref_s=env.latency_ref_s, energy_ref_j=env.energy_ref_j,
+        env.config.reward, log_ppl_ratio=table.mean_table(snr_db, s), latency_s=latency[s], energy_j=energy[s],
+        split=s, previous_split=int(previous_split), latency_ref_s=env.latency_ref_s, energy_ref_j=env.energy_ref_j,
     )
     return np.asarray(terms["reward"], dtype=float)
 

@@ -27,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 from splitrl.agents.base import Agent, StepCallback
+from splitrl.agents.baselines import action_towards
 from splitrl.agents.channel_model import AR1ChannelModel
 from splitrl.reward import switch_cost
 
@@ -126,16 +127,8 @@ class MBRLAgent(Agent):
 
     # --- models -----------------------------------------------------------------------------
     def _precompute_costs(self) -> np.ndarray:
-        """Reward at zero quality loss, [snr grid, allowed split], from the analytic cost model."""
-        e = self.env
-        rc = self.reward_cfg
-        out = np.empty((len(SNR_GRID), len(self.splits)))
-        for i, snr in enumerate(SNR_GRID):
-            t = e.costs_at(float(snr))
-            lat = getattr(t, e._latency_field)[self.splits]
-            out[i] = -(rc.w_latency * lat / e.latency_ref_s + rc.w_energy * t.ue_energy_j_per_token[self.splits] / e.energy_ref_j)
-        # A dead link (rate 0) has infinite latency; a large finite penalty keeps interpolation NaN-free.
-        return np.nan_to_num(out, neginf=-1e6, posinf=1e6)
+        """Reward at zero quality loss, [snr grid, allowed split], from the env's analytic costs."""
+        return np.stack([self.env.base_rewards(float(snr))[self.splits] for snr in SNR_GRID])
 
     def _fit(self) -> None:
         from splitrl.surrogate import make_surrogate
@@ -219,8 +212,7 @@ class MBRLAgent(Agent):
             unseen = not (self._seen_snr[0] - 1.0 <= snr <= self._seen_snr[1] + 1.0)
             if unseen or sd > self.config.eval_threshold * max(margin, 1e-9):
                 self._pending = {"split": split, "snr": snr}
-        return int(self.env.action_for_split(split)) if self.env.config.action_mode == "absolute" else \
-            int(np.clip(split - current, -self.env.config.max_move, self.env.config.max_move) + self.env.config.max_move)
+        return action_towards(self.env, split, obs)
 
     def feedback(self, info: dict[str, Any]) -> bool:
         """Pay for the measured outcome when the last decision was flagged as worth it."""
@@ -256,7 +248,7 @@ class MBRLAgent(Agent):
             obs = np.asarray(self._last_obs, dtype=np.float32)
         completed = True
         for _ in range(int(total_steps)):
-            snr, current = self._parse(obs)
+            snr = self._parse(obs)[0]
             self.channel.observe(snr)
             if self.surrogate is None or len(self.cells) < self.config.warmup_evaluations or self.config.explore == "random":
                 split = int(self.rng.choice(self.splits))
@@ -266,8 +258,7 @@ class MBRLAgent(Agent):
                             w_quality=self.reward_cfg.w_quality, allowed_splits=self.splits,
                             seed=int(self.rng.integers(2**31 - 1)))[0]
                 split = int(self.splits[int(i)])
-            action = e.action_for_split(split) if e.config.action_mode == "absolute" else int(
-                np.clip(split - current, -e.config.max_move, e.config.max_move) + e.config.max_move)
+            action = action_towards(e, split, obs)
             next_obs, reward, terminated, truncated, info = env.step(action)
             self.env_steps += 1
             refits_before = self.surrogate

@@ -26,9 +26,8 @@ def best_splits(env, snrs) -> dict:
     rows = []
     for snr in snrs:
         q = env.table.mean_table(snr, env.splits)
-        t = env.costs_at(snr)
-        lat = getattr(t, env._latency_field)[env.splits]
-        terms = reward_terms(env.config.reward, log_ppl_ratio=q, latency_s=lat, energy_j=t.ue_energy_j_per_token[env.splits],
+        lat, energy, _ = env.request_costs(snr)
+        terms = reward_terms(env.config.reward, log_ppl_ratio=q, latency_s=lat[env.splits], energy_j=energy[env.splits],
                              split=env.splits, previous_split=env.splits, latency_ref_s=env.latency_ref_s,
                              energy_ref_j=env.energy_ref_j)
         r = terms["reward"]

@@ -16,19 +16,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from splitrl.link.factory import codec_for
 from splitrl.reward import RewardConfig, reward_terms
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TABLE = REPO_ROOT / "benchmarks" / "results" / "sweep_smollm2.csv"
 ACTION_MODES = ("absolute", "relative")
 SNR_BOUNDS_DB = (-50.0, 80.0)
-
-
-def codec_for_transport(transport: str) -> str:
-    """The codec the cost model charges for ``transport`` (see `splitrl.link.codec_for`)."""
-    from splitrl.link import codec_for
-
-    return codec_for(transport)
 
 
 @dataclass
@@ -205,7 +199,7 @@ class SplitPointBaseEnv(gym.Env):
             view = load_model(c.model).view
         self.link_profile = load_profile("link", c.link_profile)
         self.cost_model = CostModel(view, c.ue_profile, c.edge_profile, self.link_profile,
-                                    codec=codec_for_transport(c.transport))
+                                    codec=codec_for(c.transport))
         ue_only = self.cost_model.estimate(self.L, snr_db=30.0, prompt_tokens=c.prompt_tokens, new_tokens=c.new_tokens)
         metric = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_latency_s"}[c.reward.latency_metric]
         self._latency_field = metric
@@ -245,6 +239,38 @@ class SplitPointBaseEnv(gym.Env):
         """Cost-model figures of every split at ``snr_db`` (a `CostTable`)."""
         c = self.config
         return self.cost_model.estimate_all(snr_db=float(snr_db), prompt_tokens=c.prompt_tokens, new_tokens=c.new_tokens)
+
+    def request_latency(self, snr_db: float, load: float | None = None) -> np.ndarray:
+        """Latency (the reward's metric) of every split 0..L at ``snr_db``, with the UE slow-down
+        under compute ``load`` when the env models UE state; before the request timeout (a dead
+        link is ``inf`` here)."""
+        t = self.costs_at(snr_db)
+        lat = np.asarray(getattr(t, self._latency_field), dtype=float)
+        if self.config.include_ue_state and load is not None:
+            slow = 1.0 / (1.0 - 0.5 * float(load))
+            extra = {"ttft_s": t.ue_prefill_s, "tpot_s": t.ue_decode_s,
+                     "e2e_latency_s": t.ue_prefill_s + t.ue_decode_s * max(0, self.config.new_tokens - 1)}
+            lat = lat + (slow - 1.0) * np.asarray(extra[self._latency_field], dtype=float)
+        return lat
+
+    def request_costs(self, snr_db: float, load: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(latency, UE energy per token, timed out) of every split 0..L, as the reward charges them:
+        a request slower than ``request_timeout_s`` is charged the timeout, and the energy of
+        computing and transmitting until then."""
+        lat = self.request_latency(snr_db, load)
+        timed_out = ~(lat <= self.config.request_timeout_s)
+        energy = np.asarray(self.costs_at(snr_db).ue_energy_j_per_token, dtype=float)
+        energy = np.where(timed_out, np.minimum(energy, self._timeout_energy_per_token), energy)
+        return np.minimum(lat, self.config.request_timeout_s), energy, timed_out
+
+    def base_rewards(self, snr_db: float, load: float | None = None) -> np.ndarray:
+        """Reward of every split 0..L at ``snr_db`` with no quality loss and no switch; the reward of
+        split ``s`` at quality loss ``q`` is ``base_rewards(snr)[s] - w_quality * q`` minus switching."""
+        lat, energy, _ = self.request_costs(snr_db, load)
+        splits = np.arange(self.L + 1)
+        return np.asarray(reward_terms(self.config.reward, log_ppl_ratio=0.0, latency_s=lat, energy_j=energy,
+                                       split=splits, previous_split=splits, latency_ref_s=self.latency_ref_s,
+                                       energy_ref_j=self.energy_ref_j)["reward"], dtype=float)
 
     def split_for_action(self, action: int) -> int:
         a = int(action)
@@ -293,15 +319,8 @@ class SplitPointBaseEnv(gym.Env):
         ppl, log_ratio = self.quality(split, snr)
         table = self.costs_at(snr)
         i = split  # CostTable rows are indexed by split 0..L
-        slow = 1.0 / (1.0 - 0.5 * self._load) if self.config.include_ue_state else 1.0
-        ue_extra = {"ttft_s": table.ue_prefill_s[i], "tpot_s": table.ue_decode_s[i],
-                    "e2e_latency_s": table.ue_prefill_s[i] + table.ue_decode_s[i] * max(0, self.config.new_tokens - 1)}
-        latency = float(getattr(table, self._latency_field)[i] + (slow - 1.0) * ue_extra[self._latency_field])
-        timed_out = not latency <= self.config.request_timeout_s
-        latency = min(latency, self.config.request_timeout_s)
-        energy = float(table.ue_energy_j_per_token[i])
-        if timed_out:  # the UE computed and transmitted until the timeout, for nothing
-            energy = min(energy, self._timeout_energy_per_token)
+        latencies, energies, timeouts = self.request_costs(snr, self._load if self.config.include_ue_state else None)
+        latency, energy, timed_out = float(latencies[i]), float(energies[i]), bool(timeouts[i])
         terms = reward_terms(
             self.config.reward, log_ppl_ratio=log_ratio, latency_s=latency, energy_j=energy, split=split,
             previous_split=self._split, latency_ref_s=self.latency_ref_s, energy_ref_j=self.energy_ref_j,

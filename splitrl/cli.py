@@ -95,7 +95,9 @@ def cmd_generate(args) -> int:
         from splitrl.cost import CostModel, emulate_report
 
         try:
-            codec = _codec_for(args.link)
+            from splitrl.link import codec_for
+
+            codec = codec_for(args.link)
             emulate_report(result.report, CostModel(loaded.view, args.ue, args.edge, args.link_profile, codec=codec), args.snr)
         except ValueError as e:
             raise CLIError(str(e))
@@ -205,12 +207,6 @@ def _make_link(args, vocab_size: int):
                        modulation=args.modulation, vocab_size=vocab_size)
     except ValueError as e:
         raise CLIError(f"--link: {e}")
-
-
-def _codec_for(link: str) -> str:
-    from splitrl.envs.split_point import codec_for_transport
-
-    return codec_for_transport(link)
 
 
 def _build_ppl(p):

@@ -19,7 +19,6 @@ import signal
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -317,8 +316,3 @@ def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
     return out_path
-
-
-def iter_rows(path: str | os.PathLike) -> Iterator[dict]:
-    with open(path, newline="") as f:
-        yield from csv.DictReader(f)

@@ -24,7 +24,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from splitrl.reward import reward_terms
 from splitrl.surrogate.base import Surrogate
 from splitrl.surrogate.features import as_cells
 
@@ -37,10 +36,9 @@ class RewardModel:
     """Reward of every split at (transport, SNR) from the env's analytic costs (`splitrl.cost`).
 
     ``base(transport, snr)[s]`` is the env's step reward at split ``s`` with zero quality loss
-    and no switch (previous split = s); the reward at quality loss ``q`` is
-    ``base - w_quality * q`` (`reward`). Built from one env per transport (anything with
-    ``costs_at``, ``latency_ref_s``, ``energy_ref_j``, ``config.reward`` and ``splits`` — a
-    `SplitPointBaseEnv`). Results are cached per (transport, SNR). Callable as ``base``.
+    and no switch (previous split = s), i.e. `SplitPointBaseEnv.base_rewards`; the reward at
+    quality loss ``q`` is ``base - w_quality * q`` (`reward`). Built from one `SplitPointBaseEnv`
+    per transport. Results are cached per (transport, SNR). Callable as ``base``.
     """
 
     def __init__(self, envs: Mapping[str, Any]) -> None:
@@ -77,14 +75,7 @@ class RewardModel:
     def base(self, transport: str, snr_db: float) -> np.ndarray:
         key = (transport, round(float(snr_db), 9))
         if key not in self._cache:
-            env = self._env(transport)
-            table = env.costs_at(float(snr_db))
-            latency = np.asarray(getattr(table, env._latency_field), dtype=float)
-            energy = np.asarray(table.ue_energy_j_per_token, dtype=float)
-            splits = np.arange(len(latency))
-            self._cache[key] = np.asarray(reward_terms(
-                env.config.reward, log_ppl_ratio=0.0, latency_s=latency, energy_j=energy, split=splits,
-                previous_split=splits, latency_ref_s=env.latency_ref_s, energy_ref_j=env.energy_ref_j)["reward"], float)
+            self._cache[key] = self._env(transport).base_rewards(float(snr_db))
         return self._cache[key]
 
     __call__ = base
