@@ -16,8 +16,9 @@ import torch
 from splitrl.models.loader import DEFAULT_MODEL, NAMED_MODELS
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 2."""
+# One usage-error type for every subcommand (it lives in its own module so that running this
+# file as ``python -m splitrl.cli`` does not create a second, unrelated class).
+from splitrl.errors import UsageError as CLIError  # noqa: E402
 
 
 def _threads(n: int | None) -> None:
@@ -325,4 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m splitrl.cli` runs this file as __main__: delegate to the imported module so the
+    # subcommands registered by other modules (and their error type) are the same objects.
+    from splitrl.cli import main as _main
+
+    sys.exit(_main())

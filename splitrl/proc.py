@@ -1,0 +1,145 @@
+"""Local child processes: start ``python -m splitrl ...`` children, find their ports, stop them by pid.
+
+Every multi-process part of splitrl (the edge server, pipeline stages, tensor-parallel workers)
+runs as ``python -m splitrl <subcommand>`` children. This module owns how they are started and
+stopped, so the CLI drivers, ``make demo``, benchmarks and tests all do it the same way:
+
+* each child gets ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = its thread budget (default 1):
+  several processes on few cores oversubscribe badly otherwise;
+* a server child binds ``127.0.0.1:0`` and writes the port it got to a *port file* (written
+  atomically: a reader never sees a half-written number); `wait_for_port_file` waits for it while
+  checking that the child is still alive, so a crash at start-up is an error, not a hang;
+* children are stopped only through their own pid (SIGTERM, then SIGKILL after a grace period),
+  never by name; `ChildProcess` is a context manager so nothing outlives the caller.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+__all__ = ["ChildProcess", "child_env", "spawn_splitrl", "wait_for_port_file", "write_port_file"]
+
+
+def child_env(threads: int = 1, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child: this one, with its thread budget pinned and offline hub access."""
+    env = dict(os.environ)
+    env.update({
+        "OMP_NUM_THREADS": str(int(threads)),
+        "MKL_NUM_THREADS": str(int(threads)),
+        "SPLITRL_THREADS": str(int(threads)),
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    if extra:
+        env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def write_port_file(path: str | Path, port: int) -> None:
+    """Write ``port`` to ``path`` atomically (temp file + rename in the same folder)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".port-", dir=str(path.parent or "."))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{int(port)}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ChildProcess:
+    """One ``python -m splitrl ...`` child; stopped by its pid on `stop` or when the block exits."""
+
+    def __init__(self, popen: subprocess.Popen, argv: Sequence[str], log_path: Path | None) -> None:
+        self.popen = popen
+        self.argv = list(argv)
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """The end of the child's combined stdout/stderr log (for error messages)."""
+        if self.log_path is None or not self.log_path.is_file():
+            return ""
+        data = self.log_path.read_bytes()[-chars:]
+        return data.decode("utf-8", "replace")
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to this child only (by pid); a child that already exited is ignored."""
+        if self.alive():
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace_s: float = 5.0) -> int | None:
+        """SIGCONT (in case it was stopped), SIGTERM, then SIGKILL after ``grace_s``; returns the exit code."""
+        if self.alive():
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.popen.wait(timeout=30)
+        return self.popen.returncode
+
+    def __enter__(self) -> "ChildProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def spawn_splitrl(
+    args: Sequence[str],
+    *,
+    threads: int = 1,
+    log_path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> ChildProcess:
+    """Start ``python -m splitrl *args`` with ``threads`` CPU threads; output goes to ``log_path``."""
+    argv = [sys.executable, "-m", "splitrl", *map(str, args)]
+    log = Path(log_path) if log_path is not None else None
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL
+    try:
+        popen = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env=child_env(threads, env), cwd=str(cwd) if cwd else None,
+        )
+    finally:
+        if log is not None:
+            out.close()
+    return ChildProcess(popen, argv, log)
+
+
+def wait_for_port_file(path: str | Path, child: ChildProcess | None = None, timeout_s: float = 120.0) -> int:
+    """The port a child wrote to ``path``; raises RuntimeError if the child dies or time runs out."""
+    path = Path(path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.is_file():
+            text = path.read_text().strip()
+            if text.isdigit():
+                return int(text)
+        if child is not None and not child.alive():
+            raise RuntimeError(
+                f"child {child.argv[2:]} (pid {child.pid}) exited with status {child.popen.returncode} "
+                f"before writing its port file {path}:\n{child.log_tail()}"
+            )
+        time.sleep(0.05)
+    raise RuntimeError(f"no port in {path} after {timeout_s:.0f} s")
