@@ -4,6 +4,8 @@ import hashlib
 import pytest
 import torch
 
+from splitrl.link.codec import FP32Codec
+
 from splitrl.eval import (
     CorpusError, PerplexityConfig, PerplexityEvaluator, load_wikitext2_test, reference_perplexity, sliding_windows,
 )
@@ -52,8 +54,9 @@ def test_smollm2_wikitext_ppl_equals_transformers(smollm2):
 class _HalvingLink(Link):
     """A deterministic lossy link: tests that the cached path applies the link at the right place."""
 
-    def _carry(self, hidden):
-        return hidden * 0.5, hidden.numel() * 4
+    def _encode(self, hidden):
+        data = FP32Codec().encode(hidden * 0.5).to_bytes()
+        return data, len(data)
 
 
 @pytest.mark.parametrize("cache_bytes", [1 << 30, 300_000, 0])
@@ -115,8 +118,9 @@ class _TokenScramblingLink(Link):
     def transmit(self, payload, **kw):
         return super().transmit(payload.flip(-1) if not payload.is_floating_point() else payload, **kw)
 
-    def _carry(self, hidden):
-        return hidden, hidden.numel() * 4
+    def _encode(self, hidden):
+        data = FP32Codec().encode(hidden).to_bytes()
+        return data, len(data)
 
 
 def test_split_zero_reuses_clean_states_only_when_ids_arrive_intact(llama_tiny):

@@ -7,7 +7,7 @@ import torch
 
 from splitrl.channel.state import ChannelState
 from splitrl.link import CODEC_NAMES, LINK_NAMES, ChannelLink, make_link
-from splitrl.runtime.link import Link
+from splitrl.link.base import Link
 
 STATE = ChannelState(snr_db=10.0, ber=2e-3, bler=0.2)
 STOCHASTIC = ["fp32-biterr", "int8-biterr", "int4-biterr", "fp16-erasure", "int8-erasure",
@@ -99,7 +99,7 @@ def test_nan_input_rejected(name: str) -> None:
 
 def test_factory_byte_counts_are_consistent() -> None:
     x = _payloads()[0]  # N = 2048, R = 32
-    expected = {"identity": 4 * 2048, "fp32": 16 + 4 * 2048, "fp16": 16 + 2 * 2048,
+    expected = {"identity": 16 + 4 * 2048, "fp32": 16 + 4 * 2048, "fp16": 16 + 2 * 2048,
                 "bf16": 16 + 2 * 2048, "int8": 16 + 4 * 32 + 2048, "int4": 16 + 4 * 32 + 1024,
                 "dropout": 4 * 2048, "awgn": 16 + 4 * 32 + 2 * 2048}
     for name, nb in expected.items():

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from splitrl.runtime import IdentityLink, InvalidPartitionError, Link, Partition, SamplingConfig, SplitRuntime
+from splitrl.link.codec import FP16Codec
+
+from splitrl.runtime import LosslessLink, InvalidPartitionError, Link, Partition, SamplingConfig, SplitRuntime
 
 
 def test_partition_validation_messages():
@@ -56,9 +58,10 @@ class _CountingLink(Link):
         super().__init__()
         self.shapes = []
 
-    def _carry(self, hidden):
+    def _encode(self, hidden):
         self.shapes.append(tuple(hidden.shape))
-        return hidden, hidden.numel() * 2
+        data = FP16Codec().encode(hidden).to_bytes()
+        return data, hidden.numel() * 2
 
 
 def test_links_see_prefill_then_one_token_per_step(llama_tiny):
@@ -75,7 +78,7 @@ def test_links_see_prefill_then_one_token_per_step(llama_tiny):
 def test_one_link_per_cut_is_enforced(llama_tiny):
     rt = SplitRuntime(llama_tiny)
     with pytest.raises(ValueError, match="one link per cut"):
-        rt.generate("abc", [1, 2], links=[IdentityLink()], max_new_tokens=1)
+        rt.generate("abc", [1, 2], links=[LosslessLink()], max_new_tokens=1)
 
 
 def test_bad_requests_fail_clearly(llama_tiny):
@@ -101,6 +104,6 @@ def test_report_fields(smollm2):
     r = rt.generate("Radio waves", 15, max_new_tokens=6, stop_at_eos=False).report
     assert r.cuts == [15] and r.roles == ["ue", "edge"] and r.new_tokens == 6
     assert r.prompt_tokens == len(smollm2.tokenizer("Radio waves").input_ids)
-    assert r.bytes_per_boundary == [(r.prompt_tokens + 5) * 576 * 4]
+    assert r.bytes_per_boundary == [(r.prompt_tokens + 5) * 576 * 4 + 6 * 16]  # fp32 frames, 16-byte header each
     assert all(s > 0 for s in r.segment_seconds) and r.decode_tokens_per_s > 0
     assert "cut 0 at layer 15" in r.format()

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from splitrl.models.loader import LoadedModel
 from splitrl.models.view import DecoderView
 from splitrl.runtime.engine import SplitRuntime
-from splitrl.runtime.link import Link
+from splitrl.link.base import Link
 from splitrl.runtime.partition import Partition
 
 

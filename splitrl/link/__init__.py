@@ -7,12 +7,19 @@
 * `dropout` — `DropoutLink`: element dropout (Chen et al. reference model).
 * `factory` — `make_link(name, **kwargs)`.
 
-All links subclass `splitrl.runtime.link.Link` (token ids pass losslessly; transfers are
-recorded), take the slot's `ChannelState` via ``set_state``, and draw randomness only from their
-own seeded generators (``seed=`` at construction, ``reseed``).
+* `base` — the `Link` contract: a sender half (`Link.send`: effects applied, `Frame` of wire bytes)
+  and a receiver half (`Link.receive` under a `ReceiverPolicy`), ``transmit = receive ∘ send``;
+  `LosslessLink`, the one lossless link.
+
+Links take the slot's `ChannelState` via ``set_state`` and draw randomness only from their own
+seeded generators (``seed=`` at construction, ``reseed``). This package imports nothing from
+`splitrl.models` or `splitrl.runtime` (they build on it).
 """
 from splitrl.link.analog import AnalogLink, AnalogLinkConfig
-from splitrl.link.base import ChannelLink, LosslessLink, resolve_seed
+from splitrl.link.base import (
+    ChannelLink, Frame, Link, LosslessLink, Phase, ReceiverPolicy, Transfer, clamp_to_dtype, decode_tokens,
+    encode_tokens, receive_hidden, resolve_seed,
+)
 from splitrl.link.codec import (
     CODEC_NAMES,
     BF16Codec,
@@ -23,8 +30,11 @@ from splitrl.link.codec import (
     Int4Codec,
     Int8Codec,
     check_finite,
+    codec_for_id,
     get_codec,
     header_nbytes,
+    native_codec,
+    token_id_bytes,
 )
 from splitrl.link.digital import CodecLink, DigitalLink, DigitalLinkConfig, erase_blocks, flip_bits
 from splitrl.link.dropout import DropoutLink, DropoutLinkConfig
@@ -56,4 +66,6 @@ __all__ = [
     "header_nbytes",
     "make_link", "link_at", "state_for", "codec_for",
     "resolve_seed",
+    "Frame", "Link", "Phase", "ReceiverPolicy", "Transfer", "clamp_to_dtype", "decode_tokens", "encode_tokens",
+    "receive_hidden", "codec_for_id", "native_codec", "token_id_bytes",
 ]

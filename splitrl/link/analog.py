@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from splitrl.link.base import ChannelLink, SeedLike, clamp_to_dtype
-from splitrl.link.codec import check_finite, header_nbytes
+from splitrl.link.codec import check_finite, header_nbytes, native_codec
 
 __all__ = ["AnalogLink", "AnalogLinkConfig"]
 
@@ -88,7 +88,12 @@ class AnalogLink(ChannelLink):
         rows = math.prod(shape[:-1])
         return header_nbytes(len(shape)) + 4 * rows + air
 
-    def _carry(self, hidden: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def _encode(self, hidden: torch.Tensor) -> tuple[bytes, int]:
+        y, nbytes = self._channel(hidden)
+        # The wire carries the received samples losslessly; the air is charged in channel uses.
+        return native_codec(hidden.dtype).encode(y).to_bytes(), nbytes
+
+    def _channel(self, hidden: torch.Tensor) -> tuple[torch.Tensor, int]:
         snr_db = float(self._require_state().snr_db)
         if math.isnan(snr_db) or snr_db == -math.inf:
             raise ValueError(f"AnalogLink needs ChannelState.snr_db finite or +inf, got {snr_db}")

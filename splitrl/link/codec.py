@@ -21,6 +21,7 @@ the last) and the header size ``4 + 4d`` (16 bytes for ``[B, T, H]``):
     ====== ================ ============================
     codec  M (metadata)     Bd (body)
     ====== ================ ============================
+    fp64   0                8 N   (id 5, wire-only: lossless links of float64 models)
     fp32   0                4 N
     fp16   0                2 N
     bf16   0                2 N
@@ -50,6 +51,11 @@ Design choices (and why):
   corner case, but an Inf on the air would poison every downstream layer.
 * Non-finite inputs (NaN/Inf) are rejected with a ValueError: they are an upstream numerics
   bug, not a channel effect, and quietly encoding them would hide it.
+* ``fp64`` (id 5) exists only so the lossless link stays lossless for float64 models; it is not
+  a link name (``CODEC_NAMES``), since no radio would carry doubles.
+* Token ids (cut 0) are not a codec frame: they travel as raw little-endian uint16 ids (uint32
+  when the vocabulary exceeds 65,536), no header — the transport header carries their shape
+  (`token_id_bytes`).
 * The original dtype is NOT on the air: the receiver knows the model's dtype. It rides along
   in `EncodedPayload.dtype` only so `decode` can restore it.
 """
@@ -73,12 +79,20 @@ __all__ = [
     "Int4Codec",
     "Int8Codec",
     "check_finite",
+    "codec_for_id",
     "get_codec",
     "header_nbytes",
+    "native_codec",
+    "token_id_bytes",
 ]
 
 _HEADER_FIXED = struct.Struct("<BBH")  # codec id, ndim, reserved flags
 _SCALE_BYTES = 4  # per-token scales are fp32 on the air
+
+
+def token_id_bytes(vocab_size: int) -> int:
+    """Bytes one token id takes on the air: 2 while the vocabulary fits in uint16, else 4."""
+    return 2 if int(vocab_size) <= 65536 else 4
 
 
 def header_nbytes(ndim: int) -> int:
@@ -313,6 +327,14 @@ class FP32Codec(_FloatCodec):
     wire_dtype = torch.float32
 
 
+class FP64Codec(_FloatCodec):
+    """fp64 on the wire (8 bytes per element): lossless links of float64 models; not a link name."""
+
+    name = "fp64"
+    codec_id = 5
+    wire_dtype = torch.float64
+
+
 class FP16Codec(_FloatCodec):
     """fp16 on the air: 2 bytes per element; |x| > 65504 saturates to ±65504."""
 
@@ -432,8 +454,21 @@ class Int4Codec(_PerTokenIntCodec):
 _CODECS_BY_NAME: dict[str, type[Codec]] = {
     c.name: c for c in (FP32Codec, FP16Codec, BF16Codec, Int8Codec, Int4Codec)
 }
-_CODECS_BY_ID: dict[int, type[Codec]] = {c.codec_id: c for c in _CODECS_BY_NAME.values()}
 CODEC_NAMES: tuple[str, ...] = tuple(_CODECS_BY_NAME)
+_CODECS_BY_ID: dict[int, type[Codec]] = {c.codec_id: c for c in (*_CODECS_BY_NAME.values(), FP64Codec)}
+
+
+def native_codec(dtype: torch.dtype) -> Codec:
+    """The lossless wire codec for activations of ``dtype``: fp64 for float64, else fp32."""
+    return FP64Codec() if dtype == torch.float64 else FP32Codec()
+
+
+def codec_for_id(codec_id: int) -> Codec:
+    """The codec whose frames carry ``codec_id`` in their header (ValueError for unknown ids)."""
+    try:
+        return _CODECS_BY_ID[int(codec_id)]()
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"unknown codec id {codec_id!r}; known: {sorted(_CODECS_BY_ID)}") from None
 
 
 def get_codec(codec: str | Codec) -> Codec:

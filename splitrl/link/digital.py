@@ -44,8 +44,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from splitrl.link.base import ChannelLink, SeedLike, clamp_to_dtype
-from splitrl.link.codec import Codec, EncodedPayload, get_codec
+from splitrl.link.base import ChannelLink, ReceiverPolicy, SeedLike
+from splitrl.link.codec import Codec, get_codec
 
 __all__ = [
     "CodecLink",
@@ -210,10 +210,11 @@ class CodecLink(ChannelLink):
         self.codec = get_codec(codec)
         super().__init__(seed=seed, vocab_size=vocab_size)
 
-    def _carry(self, hidden: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def _encode(self, hidden: torch.Tensor) -> tuple[bytes, int]:
         enc = self.codec.encode(hidden)
         self.last_stats = {"saturated": enc.saturated}
-        return self.codec.decode(enc), enc.nbytes
+        data = enc.to_bytes()
+        return data, len(data)
 
     def __repr__(self) -> str:
         return f"CodecLink({self.codec.name})"
@@ -247,9 +248,10 @@ class DigitalLink(ChannelLink):
             mode=mode, protect_metadata=protect_metadata, block_bytes=block_bytes,
             on_loss=on_loss, max_retries=max_retries, crc_bytes=crc_bytes, clip=clip,
         )
+        self.policy = ReceiverPolicy(repair_nonfinite=True, clip=None if clip is None else float(clip))
         super().__init__(seed=seed, vocab_size=vocab_size)
 
-    def _carry(self, hidden: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def _encode(self, hidden: torch.Tensor) -> tuple[bytes, int]:
         cfg = self.config
         state = self._require_state()
         owner = f"DigitalLink(mode={cfg.mode!r})"
@@ -280,30 +282,10 @@ class DigitalLink(ChannelLink):
 
         if not cfg.protect_metadata:
             meta, body = exposed[:meta_exposed], exposed[meta_exposed:]
-        received = self._receive(enc, meta, body, hidden, stats)
+        # The header is never exposed (control plane); what goes on the wire is the corrupted frame.
+        data = enc.header + meta.tobytes() + body.tobytes()
         self.last_stats = stats
-        return received, nbytes
-
-    def _receive(
-        self, enc: EncodedPayload, meta: np.ndarray, body: np.ndarray, hidden: torch.Tensor,
-        stats: dict[str, object],
-    ) -> torch.Tensor:
-        """Decode corrupted bytes and apply the receiver policy (module docstring)."""
-        dev = enc.body.device
-        rx = enc.with_bytes(
-            torch.from_numpy(np.ascontiguousarray(meta)).to(dev),
-            torch.from_numpy(np.ascontiguousarray(body)).to(dev),
-        )
-        x = self.codec.decode(rx, dtype=torch.float32)
-        bad = ~torch.isfinite(x)
-        n_bad = int(bad.sum())
-        if n_bad:
-            x = x.masked_fill(bad, 0.0)
-        stats["nonfinite_repaired"] = n_bad
-        clip = self.config.clip
-        stats["clipped"] = int((x.abs() > clip).sum()) if clip is not None else 0
-        x = clamp_to_dtype(x, hidden.dtype, clip)
-        return x.to(hidden.dtype)
+        return data, nbytes
 
     def __repr__(self) -> str:
         c = self.config

@@ -3,8 +3,8 @@
 Each element of the hidden states is independently zeroed with probability ``p`` (a crude
 stand-in for lost symbols). As in the reference code there is NO 1/(1-p) rescaling unless
 ``rescale=True`` (which makes the link unbiased in expectation, like training-time dropout).
-The payload is charged as fp32 with no header (``numel * 4``), matching the reference and
-`splitrl.runtime.link.IdentityLink`. ``p`` is a link parameter, not taken from the channel
+The payload is charged as fp32 with no header (``numel * 4``), matching the reference; the wire
+carries the masked tensor as an fp32 codec frame. ``p`` is a link parameter, not taken from the channel
 state.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from splitrl.link.base import ChannelLink, SeedLike
-from splitrl.link.codec import check_finite
+from splitrl.link.codec import check_finite, native_codec
 
 __all__ = ["DropoutLink", "DropoutLinkConfig"]
 
@@ -50,7 +50,11 @@ class DropoutLink(ChannelLink):
         self.config = DropoutLinkConfig(p, rescale)
         super().__init__(seed=seed, vocab_size=vocab_size)
 
-    def _carry(self, hidden: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def _encode(self, hidden: torch.Tensor) -> tuple[bytes, int]:
+        out, nbytes = self._mask(hidden)
+        return native_codec(hidden.dtype).encode(out).to_bytes(), nbytes
+
+    def _mask(self, hidden: torch.Tensor) -> tuple[torch.Tensor, int]:
         check_finite(hidden)
         p = float(self.config.p)
         u = torch.rand(hidden.shape, generator=self._torch_gen(hidden.device), device=hidden.device)

@@ -2,8 +2,7 @@
 
 Names:
 
-* ``identity`` — `LosslessLink` (fp32, 4 bytes/element, no header; same as the runtime's
-  `IdentityLink` but with ``set_state``/``reseed``).
+* ``identity`` — `LosslessLink` (the fp32 codec frame: 16-byte header + 4 bytes/element).
 * ``fp32``, ``fp16``, ``bf16``, ``int8``, ``int4`` — `CodecLink` (codec only, no channel errors).
 * ``<codec>-biterr`` — `DigitalLink(codec, "bit_errors")`, BER from ``state.ber``.
 * ``<codec>-erasure`` — `DigitalLink(codec, "block_erasure")`, BLER from ``state.bler``.

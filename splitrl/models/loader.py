@@ -8,6 +8,12 @@ Accepted names:
 - ``gpt2-tiny`` / ``llama-tiny``: small, randomly initialised, seeded configs for tests.
 - a local Hugging Face model directory, or a local ``.gguf`` file.
 - a hub id (``org/name``), when the user is online.
+
+A process that runs only part of the model (the edge, a UE that never runs the head) passes
+``layers=(start, stop)`` (and ``embed=``/``head=``): only those parameters are read from the
+safetensors files; the others stay on PyTorch's ``meta`` device (shapes, no memory), so the cost
+model still sees every layer's size. ``LoadedModel.fingerprint`` (a SHA-256 of the weights'
+source) lets two processes check that they hold parts of the same model.
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ class LoadedModel:
     tokenizer: object
     view: DecoderView
     source: str
+    fingerprint: str = ""
 
 
 def default_cache_dir() -> Path:
@@ -66,8 +73,9 @@ def smollm2_gguf_path() -> Path:
     return files[0]
 
 
-def _load_gguf(path: Path, cache_dir: Path | None, dtype: torch.dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load_gguf(path: Path, cache_dir: Path | None, dtype: torch.dtype, keep_for=None):
+    """(model, tokenizer, source, sha256) of a GGUF file; ``keep_for(config)`` selects a partial load."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     digest = _sha256(path)
     target = (cache_dir or default_cache_dir()) / "gguf" / f"{path.stem}-{digest[:16]}"
@@ -75,8 +83,9 @@ def _load_gguf(path: Path, cache_dir: Path | None, dtype: torch.dtype):
     if marker.is_file():
         try:
             if json.loads(marker.read_text()).get("sha256") == digest:
-                model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
-                return model, AutoTokenizer.from_pretrained(target), f"{path} (cached at {target})"
+                keep = keep_for(AutoConfig.from_pretrained(target)) if keep_for is not None else None
+                model = _from_dir(target, dtype, keep)
+                return model, AutoTokenizer.from_pretrained(target), f"{path} (cached at {target})", digest
         except (OSError, ValueError):
             pass  # a broken cache entry is rebuilt below
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
@@ -97,7 +106,86 @@ def _load_gguf(path: Path, cache_dir: Path | None, dtype: torch.dtype):
         os.replace(tmp, target)  # atomic: a killed save never leaves a half-written cache entry
     except OSError:
         pass  # caching is an optimisation; a read-only cache dir must not break loading
-    return model, tokenizer, str(path)
+    keep = keep_for(model.config) if keep_for is not None else None
+    if keep is not None:
+        _drop_unkept(model, keep)  # first load of this GGUF: dequantised whole once, then trimmed
+    return model, tokenizer, str(path), digest
+
+
+def _keep_predicate(model_type: str, num_layers: int, layers: tuple[int, int] | None, embed: bool, head: bool,
+                    tied: bool):
+    """Which parameter names a partial load keeps (None: keep everything)."""
+    if layers is None and embed and head:
+        return None
+    start, stop = layers if layers is not None else (0, num_layers)
+    if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop <= num_layers):
+        raise ValueError(f"layers must be (start, stop) with 0 <= start <= stop <= {num_layers}, got {layers!r}")
+    if model_type == "gpt2":
+        layer_prefix, emb, head_names = "transformer.h.", ("transformer.wte.", "transformer.wpe."), ("transformer.ln_f.", "lm_head.")
+        tie_source = "transformer.wte."
+    else:
+        layer_prefix, emb, head_names = "model.layers.", ("model.embed_tokens.",), ("model.norm.", "lm_head.")
+        tie_source = "model.embed_tokens."
+
+    def keep(name: str) -> bool:
+        if name.startswith(layer_prefix):
+            i = int(name[len(layer_prefix):].split(".", 1)[0])
+            return start <= i < stop
+        if name.startswith(emb):
+            return embed or (head and tied and name.startswith(tie_source))
+        if name.startswith(head_names):
+            return head
+        return True  # anything else (e.g. rotary buffers) is small and shared
+
+    return keep
+
+
+def _drop_unkept(model: torch.nn.Module, keep) -> None:
+    """Move every parameter ``keep`` rejects to the meta device (frees its memory, keeps its shape)."""
+    from accelerate.utils import set_module_tensor_to_device
+
+    for name, p in list(model.named_parameters(remove_duplicate=False)):
+        if not keep(name) and p.device.type != "meta":
+            set_module_tensor_to_device(model, name, "meta")
+
+
+def _from_dir(folder: Path, dtype: torch.dtype, keep):
+    """A model from a local HF directory; with ``keep``, only the kept tensors are read (others on meta)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if keep is None:
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    from accelerate import init_empty_weights
+    from accelerate.utils import set_module_tensor_to_device
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ModelNotFoundError(f"{folder} has no .safetensors files: a partial (layer-range) load needs them")
+    config = AutoConfig.from_pretrained(folder)
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    for f in files:
+        with safe_open(str(f), "pt") as sf:
+            for name in sf.keys():
+                if name in names and keep(name):
+                    set_module_tensor_to_device(model, name, "cpu", value=sf.get_tensor(name).to(dtype))
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    return model
+
+
+def _dir_fingerprint(folder: Path) -> str:
+    """SHA-256 over the weight files (names and contents) of a local model directory."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        h.update(f.name.encode())
+        h.update(_sha256(f).encode())
+    h.update((folder / "config.json").read_bytes() if (folder / "config.json").is_file() else b"")
+    return h.hexdigest()
 
 
 def gpt2_tokenizer():
@@ -147,6 +235,9 @@ def load_model(
     cache_dir: str | Path | None = None,
     seed: int = 0,
     attn_implementation: str | None = "sdpa",
+    layers: tuple[int, int] | None = None,
+    embed: bool = True,
+    head: bool = True,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, in eval mode, and wrap it in a `DecoderView`.
 
@@ -157,23 +248,42 @@ def load_model(
         cache_dir: where dequantised GGUF models are cached (default ``$SPLITRL_CACHE`` or ``~/.cache/splitrl``).
         seed: initialisation seed for the tiny random models.
         attn_implementation: attention kernel passed to transformers (``sdpa`` or ``eager``).
+        layers: ``(start, stop)``: materialise only decoder layers ``[start, stop)`` (others on
+            ``meta``); None = all.
+        embed, head: whether to materialise the embeddings / the final norm and LM head.
     """
     check_transformers_version()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cache = Path(cache_dir) if cache_dir is not None else None
     path = Path(name_or_path).expanduser()
+    partial = layers is not None or not embed or not head
+
+    def keep_for(config) -> object:
+        if not partial:
+            return None
+        n = int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer"))
+        return _keep_predicate(config.model_type, n, layers, embed, head, bool(getattr(config, "tie_word_embeddings", False)))
+
     if name_or_path in TINY_MODELS:
         model, tokenizer = tiny_model(name_or_path, seed=seed, dtype=dtype)
         source = f"random init (seed {seed})"
-    elif name_or_path == DEFAULT_MODEL:
-        model, tokenizer, source = _load_gguf(smollm2_gguf_path(), cache, dtype)
-    elif path.is_file() and path.suffix == ".gguf":
-        model, tokenizer, source = _load_gguf(path, cache, dtype)
+        import hashlib
+
+        fingerprint = hashlib.sha256(
+            f"{name_or_path}|seed={seed}|{model.config.to_json_string(use_diff=False)}".encode()).hexdigest()
+        if partial:
+            _drop_unkept(model, keep_for(model.config))
+    elif name_or_path == DEFAULT_MODEL or (path.is_file() and path.suffix == ".gguf"):
+        gguf = smollm2_gguf_path() if name_or_path == DEFAULT_MODEL else path
+        model, tokenizer, source, fingerprint = _load_gguf(gguf, cache, dtype, keep_for if partial else None)
     elif path.is_dir():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        from transformers import AutoConfig
+
+        model = _from_dir(path, dtype, keep_for(AutoConfig.from_pretrained(path)))
         tokenizer = AutoTokenizer.from_pretrained(path)
         source = str(path)
+        fingerprint = _dir_fingerprint(path)
     elif name_or_path.count("/") == 1 and not path.exists():
         try:
             model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
@@ -184,6 +294,11 @@ def load_model(
                 f"Named models: {', '.join(NAMED_MODELS)}; or pass a local directory or .gguf file"
             ) from e
         source = f"hub:{name_or_path}"
+        import hashlib
+
+        fingerprint = hashlib.sha256(f"hub:{name_or_path}|{getattr(model.config, '_commit_hash', '')}".encode()).hexdigest()
+        if partial:
+            _drop_unkept(model, keep_for(model.config))
     else:
         raise ModelNotFoundError(
             f"unknown model {name_or_path!r}: use one of {', '.join(NAMED_MODELS)}, "
@@ -194,4 +309,5 @@ def load_model(
     model.eval()
     model.requires_grad_(False)
     view = DecoderView(model)  # raises UnsupportedModelError for other architectures
-    return LoadedModel(name=str(name_or_path), model=model, tokenizer=tokenizer, view=view, source=source)
+    return LoadedModel(name=str(name_or_path), model=model, tokenizer=tokenizer, view=view, source=source,
+                       fingerprint=fingerprint)

@@ -88,7 +88,46 @@ class DecoderView:
 
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        """Where the held weights live (a partial load keeps the rest on ``meta``)."""
+        for p in self.model.parameters():
+            if p.device.type != "meta":
+                return p.device
+        return torch.device("cpu")
+
+    @staticmethod
+    def _held(module: nn.Module) -> bool:
+        return all(p.device.type != "meta" for p in module.parameters())
+
+    def held_layers(self) -> list[int]:
+        """Indices of the decoder layers whose weights this process materialised."""
+        return [i for i, layer in enumerate(self.layers) if self._held(layer)]
+
+    @property
+    def holds_embed(self) -> bool:
+        return self._held(self.embed_tokens) and (self.position_embed is None or self._held(self.position_embed))
+
+    @property
+    def holds_head(self) -> bool:
+        return self._held(self.lm_head) and self._held(self.final_norm)
+
+    def holds(self, start: int, stop: int, *, embed: bool = False, head: bool = False) -> str | None:
+        """None when layers ``[start, stop)`` (and the embeddings / head if asked) are materialised,
+        else a sentence saying what is missing."""
+        missing = [i for i in range(start, stop) if not self._held(self.layers[i])]
+        if missing:
+            return f"layers {missing[0]}..{missing[-1]} are not loaded in this process"
+        if embed and not self.holds_embed:
+            return "the embeddings are not loaded in this process"
+        if head and not self.holds_head:
+            return "the head (final norm + LM head) is not loaded in this process"
+        return None
+
+    def held_range(self) -> tuple[int, int] | None:
+        """``(start, stop)`` of the contiguous held layers (None when none or not contiguous)."""
+        held = self.held_layers()
+        if not held or held != list(range(held[0], held[-1] + 1)):
+            return None
+        return held[0], held[-1] + 1
 
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Token ids ``[B, T]`` -> hidden states ``[B, T, H]`` at cut 0."""
@@ -171,7 +210,7 @@ class DecoderView:
 
     def cut_bytes_per_token(self, cut: int, bytes_per_element: int = 4) -> int:
         """Bytes per token crossing cut ``cut`` (0..L): token id at 0, nothing at L, hidden otherwise."""
-        from splitrl.runtime.link import token_id_bytes
+        from splitrl.link.codec import token_id_bytes
 
         if not 0 <= cut <= self.num_layers:
             raise ValueError(f"cut {cut} out of range [0, {self.num_layers}]")

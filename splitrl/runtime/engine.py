@@ -1,13 +1,18 @@
 """The partitioned runtime: one model in memory, any partition per request, links at the cuts.
 
-`SplitRuntime` owns the model once. Each request builds light `Segment`s over it for the
-requested cut points, runs prefill and token-by-token decode segment by segment with a KV cache
-per segment, passes what crosses each cut through that boundary's `Link`, and returns the text
-with a `RequestReport` (tokens, bytes per boundary, time per segment, tokens/s, split).
+`SplitRuntime` owns the model once. `generate` is a *session driver*: for each request it opens a
+session on one executor per segment (`splitrl.runtime.executor`: in-process `LocalExecutor`s by
+default, remote ones from `splitrl.deploy`), runs prefill and token-by-token decode segment by
+segment (each session has its own KV cache), sends what crosses each cut through that boundary's
+`Link` sender half (the receiver half runs in the next segment's executor), receives the token
+sampled where the head is, and returns the text with a `RequestReport` (tokens, bytes per
+boundary, time per segment, tokens/s, split, fallbacks). `forward` (whole-sequence logits for
+perplexity) runs in this process.
 """
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -15,9 +20,12 @@ import torch
 
 from splitrl.models.loader import LoadedModel
 from splitrl.models.view import DecoderView
-from splitrl.runtime.link import IdentityLink, Link, token_id_bytes
+from splitrl.link.base import Frame, Link, LosslessLink, ReceiverPolicy, token_id_bytes
 from splitrl.runtime.partition import Partition
-from splitrl.runtime.sampling import SamplingConfig, TokenSampler
+from splitrl.runtime.executor import (
+    Executor, ExecutorError, LocalExecutor, PeerUnavailable, SessionSpec,
+)
+from splitrl.runtime.sampling import SamplingConfig
 from splitrl.runtime.segment import Segment
 
 
@@ -38,6 +46,8 @@ class RequestReport:
         decode_seconds: wall time of the remaining decode steps.
         decode_tokens_per_s: tokens generated per second after the first.
         emulated: figures from a cost model (latency, energy), filled by callers that have one.
+        fallback_segments: segments that a remote executor started and this process finished
+            (the edge died or hung mid-request).
     """
 
     cuts: list[int]
@@ -53,6 +63,7 @@ class RequestReport:
     decode_seconds: float
     decode_tokens_per_s: float
     emulated: dict = field(default_factory=dict)
+    fallback_segments: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +79,8 @@ class RequestReport:
         for b, (tot, pre) in enumerate(zip(self.bytes_per_boundary, self.prefill_bytes_per_boundary)):
             lines.append(f"  cut {b} at layer {self.cuts[b]:>2}: {tot:>10,d} B  (prefill {pre:,d} B)")
         lines.append(f"  token ids returned to UE: {self.token_return_bytes} B")
+        if self.fallback_segments:
+            lines.append(f"  fallback: segment(s) {self.fallback_segments} finished on the UE")
         for k, v in self.emulated.items():
             lines.append(f"  emulated {k}: {v:.4g}" if isinstance(v, float) else f"  emulated {k}: {v}")
         return "\n".join(lines)
@@ -109,7 +122,7 @@ class SplitRuntime:
         """One link per cut: None gives lossless links, a single link serves every cut."""
         n = len(partition.cuts)
         if links is None:
-            return [IdentityLink(self.view.vocab_size) for _ in range(n)]
+            return [LosslessLink(vocab_size=self.view.vocab_size) for _ in range(n)]
         if isinstance(links, Link):
             return [links] * n
         links = list(links)
@@ -152,6 +165,10 @@ class SplitRuntime:
             raise ValueError("the prompt encodes to zero tokens; give a non-empty prompt")
         return ids
 
+    def local_executors(self, partition: Partition) -> list[Executor]:
+        """One in-process executor per segment (the default: everything in this process)."""
+        return [LocalExecutor(self.view) for _ in range(partition.num_segments)]
+
     @torch.inference_mode()
     def generate(
         self,
@@ -163,17 +180,27 @@ class SplitRuntime:
         links: Link | Sequence[Link] | None = None,
         stop_at_eos: bool = True,
         on_token: Callable[[int], None] | None = None,
+        executors: Sequence[Executor] | None = None,
+        fallback: Callable[[int], Executor] | None = None,
+        session_id: str | None = None,
     ) -> GenerationResult:
-        """Generate through the partition with a KV cache per segment.
+        """Generate through the partition: a session driver over one executor per segment.
 
         Args:
             prompt: text (needs a tokenizer) or token ids ``[1, T]``.
             cuts: split point ``s`` or a list of cut points.
             max_new_tokens: tokens to generate (>= 1).
-            sampling: greedy by default.
-            links: one link for all cuts, one per cut, or None (lossless fp32).
+            sampling: greedy by default; sampling runs where the head is.
+            links: one link for all cuts, one per cut, or None (lossless).
             stop_at_eos: stop when the model emits its EOS token.
             on_token: called with each new token id as soon as it exists (streaming).
+            executors: one per segment (default: all in this process); remote ones come from
+                `splitrl.deploy`.
+            fallback: ``fallback(k)`` gives a local executor for segment ``k`` when segment ``k``'s
+                executor becomes unavailable (`PeerUnavailable`): the driver replays what it sent
+                to that segment — rebuilding its KV cache (and the sampler's stream at the head)
+                exactly — and finishes the request locally. Without it the error propagates.
+            session_id: id of this request's sessions (default: a fresh uuid).
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -190,33 +217,33 @@ class SplitRuntime:
                 f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
                 f"the model's {self.view.max_positions} positions"
             )
-        sampler = TokenSampler(sampling or SamplingConfig())
+        sampling = sampling or SamplingConfig()
         eos = getattr(self.view.config, "eos_token_id", None)
         eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) if eos is not None else set()
-        segs = self.segments(partition)
-        for s in segs:
-            s.reset()
-        return_bytes = token_id_bytes(self.view.vocab_size) if partition.head_segment != 0 else 0
-
-        t_start = time.perf_counter()
-        logits, link_s = self._run(segs, partition, link_list, input_ids, phase="prefill", step=0,
-                                   use_cache=True, logits_last_only=True)
-        token = sampler(logits[:, -1, :])
-        t_first = time.perf_counter()
-        generated = [int(token.item())]
-        if on_token:
-            on_token(generated[-1])
-        for step in range(1, max_new_tokens):
-            if stop_at_eos and generated[-1] in eos_ids:
-                break
-            logits, ls = self._run(segs, partition, link_list, token.view(1, 1), phase="decode", step=step,
-                                   use_cache=True, logits_last_only=True)
-            link_s += ls
-            token = sampler(logits[:, -1, :])
-            generated.append(int(token.item()))
+        execs = list(executors) if executors is not None else self.local_executors(partition)
+        if len(execs) != partition.num_segments:
+            raise ValueError(f"need one executor per segment: {partition.num_segments} segment(s), got {len(execs)}")
+        session = _Session(
+            partition, link_list, execs, session_id or uuid.uuid4().hex, sampling, fallback,
+        )
+        try:
+            session.open()
+            t_start = time.perf_counter()
+            token = session.pass_through(input_ids, "prefill", 0)
+            t_first = time.perf_counter()
+            generated = [int(token.item())]
             if on_token:
                 on_token(generated[-1])
-        t_end = time.perf_counter()
+            for step in range(1, max_new_tokens):
+                if stop_at_eos and generated[-1] in eos_ids:
+                    break
+                token = session.pass_through(token.view(1, 1).to(self.view.device), "decode", step)
+                generated.append(int(token.item()))
+                if on_token:
+                    on_token(generated[-1])
+            t_end = time.perf_counter()
+        finally:
+            session.close()
 
         n_cuts = len(partition.cuts)
         total = [0] * n_cuts
@@ -226,20 +253,110 @@ class SplitRuntime:
                 total[t.boundary] += t.nbytes
                 if t.phase == "prefill":
                     prefill[t.boundary] += t.nbytes
+        return_bytes = token_id_bytes(self.view.vocab_size) if partition.head_segment != 0 else 0
         decode_s = t_end - t_first
         report = RequestReport(
             cuts=list(partition.cuts),
-            roles=[s.spec.role for s in segs],
+            roles=[s.role for s in partition.segments()],
             prompt_tokens=int(input_ids.shape[1]),
             new_tokens=len(generated),
             bytes_per_boundary=total,
             prefill_bytes_per_boundary=prefill,
             token_return_bytes=return_bytes * len(generated),
-            segment_seconds=[s.seconds for s in segs],
-            link_seconds=link_s,
+            segment_seconds=session.segment_seconds,
+            link_seconds=session.link_seconds,
             prefill_seconds=t_first - t_start,
             decode_seconds=decode_s,
             decode_tokens_per_s=(len(generated) - 1) / decode_s if decode_s > 0 and len(generated) > 1 else 0.0,
+            fallback_segments=sorted(session.fell_back),
         )
         text = self.tokenizer.decode(generated, skip_special_tokens=True) if self.tokenizer is not None else ""
         return GenerationResult(token_ids=generated, text=text, report=report)
+
+
+class _Session:
+    """One request's sessions on every executor, the frames sent to each, and the fallback path."""
+
+    def __init__(self, partition: Partition, links: list[Link], executors: list[Executor], sid: str,
+                 sampling: SamplingConfig, fallback: Callable[[int], Executor] | None) -> None:
+        self.partition, self.links, self.executors, self.sid = partition, links, executors, sid
+        self.sampling, self.fallback = sampling, fallback
+        self.specs = partition.segments()
+        self.segment_seconds = [0.0] * partition.num_segments
+        self.link_seconds = 0.0
+        self.sent: list[list[tuple[torch.Tensor | Frame, str]]] = [[] for _ in self.specs]  # inputs per segment
+        self.tokens: list[int] = []  # tokens the head returned so far (checked on replay)
+        self.fell_back: set[int] = set()
+        self.opened: list[int] = []
+
+    def _spec(self, k: int) -> SessionSpec:
+        policy = self.links[k - 1].policy if k > 0 else ReceiverPolicy()
+        return SessionSpec(self.sid, self.partition, k, self.sampling, policy)
+
+    def open(self) -> None:
+        for k, spec in enumerate(self.specs):
+            if k > 0 and not self.partition.crosses(k - 1):
+                break  # nothing reaches segments after a cut at L
+            try:
+                self.executors[k].open(self._spec(k))
+            except PeerUnavailable:
+                if self.fallback is None:
+                    raise
+                self._take_over(k, replay=False)
+            self.opened.append(k)
+            if spec.has_head:
+                break
+
+    def close(self) -> None:
+        for k in self.opened:
+            try:
+                self.executors[k].close(self.sid)
+            except Exception:  # closing must not hide the request's own outcome
+                pass
+
+    def _take_over(self, k: int, *, replay: bool = True) -> None:
+        """Move segment ``k`` onto a local executor, replaying every input it already got."""
+        assert self.fallback is not None
+        try:
+            self.executors[k].close(self.sid)
+        except Exception:
+            pass
+        local = self.fallback(k)
+        local.open(self._spec(k))
+        self.executors[k] = local
+        self.fell_back.add(k)
+        if not replay:
+            return
+        for i, (payload, phase) in enumerate(self.sent[k]):
+            out, _ = local.step(self.sid, payload, phase)
+            if self.specs[k].has_head and int(out.item()) != self.tokens[i]:
+                raise ExecutorError(
+                    f"fallback replay of segment {k} sampled token {int(out.item())} at step {i}, "
+                    f"the remote executor had returned {self.tokens[i]}: the replay is not exact")
+
+    def _step(self, k: int, payload: torch.Tensor | Frame, phase: str) -> torch.Tensor:
+        try:
+            out, stats = self.executors[k].step(self.sid, payload, phase)
+        except PeerUnavailable:
+            if self.fallback is None or k in self.fell_back:
+                raise
+            self._take_over(k)
+            out, stats = self.executors[k].step(self.sid, payload, phase)
+        self.sent[k].append((payload, phase))
+        self.segment_seconds[k] += stats.seconds
+        if k > 0 and stats.receiver:
+            self.links[k - 1].last_stats.update(stats.receiver)
+        return out
+
+    def pass_through(self, payload: torch.Tensor, phase: str, step: int) -> torch.Tensor:
+        """Run one pass (prefill or one decode step) through the segments; returns the sampled token."""
+        x: torch.Tensor | Frame = payload
+        for k, spec in enumerate(self.specs):
+            out = self._step(k, x, phase)
+            if spec.has_head:
+                self.tokens.append(int(out.item()))
+                return out
+            t0 = time.perf_counter()
+            x = self.links[k].send(out, boundary=k, phase=phase, step=step)
+            self.link_seconds += time.perf_counter() - t0
+        raise ExecutorError("no segment owns the head")  # unreachable for a valid partition
