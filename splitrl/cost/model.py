@@ -608,6 +608,27 @@ class CostModel:
             self._cache[key] = table
         return table
 
+    def transfer_s(self, nbytes: int, snr_db: float, direction: str = "uplink") -> float:
+        """Expected latency of ONE transfer of ``nbytes`` at ``snr_db`` — the closed form the per-split
+        estimates use (serialisation at the adapted rate, propagation, protocol overhead, HARQ).
+
+        This is what an emulated air interface waits before releasing a frame (`splitrl.deploy`).
+        """
+        if direction not in ("uplink", "downlink"):
+            raise ValueError(f"direction must be 'uplink' or 'downlink', got {direction!r}")
+        nbytes = int(nbytes)
+        if nbytes <= 0:
+            return 0.0
+        rates, blers = self._options(float(snr_db), direction)
+        h = self.link.harq
+        ek = _expected_retransmissions(blers, h.max_retransmissions)
+        overhead = self.link.uplink_overhead_s if direction == "uplink" else self.link.downlink_overhead_s
+        n_blocks = math.ceil(nbytes / h.transport_block_bytes)
+        with np.errstate(divide="ignore"):
+            ser = np.where(rates > 0, 8.0 * nbytes / np.maximum(rates, 1e-300), np.inf)
+        latency = ser + self._prop_s + overhead + ek * (ser + n_blocks * h.harq_rtt_s)
+        return float(np.min(latency))
+
     def estimate(self, split: int, snr_db: float, prompt_tokens: int, new_tokens: int | None = None) -> CostEstimate:
         """Costs of one split (see `CostEstimate`); ``new_tokens=None`` means one new token."""
         if isinstance(split, bool) or not isinstance(split, (int, np.integer)) or not 0 <= split <= self.num_layers:

@@ -1,0 +1,418 @@
+"""The UE side: the executor contract over a gRPC stream, and the UE client with exact fallback.
+
+`RemoteExecutor` implements `splitrl.runtime.Executor` against an edge (`splitrl.deploy.server`):
+``open`` starts one bidirectional stream for the request, ``step`` sends a link frame and waits
+for the token sampled at the edge, ``close`` ends the stream. Before a frame is released it waits
+the emulated air time of its size at the slot's SNR (`AirClock`: off, real time, or scaled).
+
+Failure detection is bounded: the channel sends HTTP/2 keepalive pings every 0.5 s and drops the
+connection when one is not acknowledged within 1 s — a SIGSTOPped edge stops acknowledging, a
+SIGKILLed one resets the connection — and every step has a deadline besides. Either way the
+executor raises `PeerUnavailable`, and the session driver (`SplitRuntime.generate`) replays what
+it sent to a local executor, rebuilding the edge's KV cache (and the sampler's stream) exactly,
+and finishes the request on the UE when the UE holds those layers.
+
+`UEClient` (used by ``splitrl ue`` and ``splitrl serve``) holds the UE's model (by default all
+layers, so any request can fall back), checks the edge with a handshake (same model SHA-256, the
+layers it needs), runs requests through any split, and tracks the edge's health: after a fallback
+``edge_available`` is False until a background health check passes again, so the controller keeps
+the split on the UE meanwhile; an edge restarted at the same address is picked up without
+restarting the UE.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import grpc
+import msgpack
+import torch
+
+from splitrl.deploy import wire
+from splitrl.deploy.server import SERVICE
+from splitrl.link.base import Frame
+from splitrl.runtime.engine import GenerationResult, SplitRuntime
+from splitrl.runtime.executor import Executor, ExecutorError, LocalExecutor, PeerUnavailable, SessionSpec, StepStats
+from splitrl.runtime.sampling import SamplingConfig
+
+__all__ = ["AirClock", "EdgeConnection", "EdgeInfo", "RemoteExecutor", "UEClient"]
+
+log = logging.getLogger("splitrl.ue")
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+              grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED,
+              grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Client channel options: keepalive every 0.5 s, 1 s ack timeout (bounded hang detection)."""
+    return [
+        ("grpc.keepalive_time_ms", 500),
+        ("grpc.keepalive_timeout_ms", 1000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.enable_retries", 0),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+
+
+class AirClock:
+    """How long a frame waits before release: the emulated air time of its size at the slot's SNR.
+
+    ``mode``: ``"off"`` (no wait), ``"real"`` (the cost model's transfer time), or a float scale
+    (``0.1`` = ten times faster than real time). The SNR is set per request (`set_snr`).
+    """
+
+    def __init__(self, cost_model=None, mode: str | float = "off") -> None:
+        if mode not in ("off", "real"):
+            try:
+                mode = float(mode)
+            except (TypeError, ValueError):
+                raise ValueError(f"air time mode must be off, real or a scale > 0, got {mode!r}") from None
+            if not mode > 0:
+                raise ValueError(f"air time scale must be > 0, got {mode}")
+        if mode != "off" and cost_model is None:
+            raise ValueError("an air clock that waits needs a cost model (link profile)")
+        self.cost_model, self.mode = cost_model, mode
+        self.snr_db = 20.0
+        self.waited_s = 0.0
+
+    def set_snr(self, snr_db: float) -> None:
+        self.snr_db = float(snr_db)
+
+    def delay_s(self, nbytes: int, direction: str = "uplink") -> float:
+        if self.mode == "off" or nbytes <= 0:
+            return 0.0
+        t = self.cost_model.transfer_s(nbytes, self.snr_db, direction)
+        return t if self.mode == "real" else t * float(self.mode)
+
+    def wait(self, nbytes: int, direction: str = "uplink") -> None:
+        d = self.delay_s(nbytes, direction)
+        if d > 0:
+            time.sleep(min(d, 60.0))  # a dead link would wait forever: the step deadline handles it
+            self.waited_s += d
+
+
+@dataclass(frozen=True)
+class EdgeInfo:
+    """What the edge said in the handshake."""
+
+    model: str
+    fingerprint: str
+    num_layers: int
+    layers: tuple[int, int]
+    embed: bool
+    head: bool
+    sessions: int
+
+    @classmethod
+    def from_reply(cls, d: Any) -> "EdgeInfo":
+        try:
+            return cls(str(d["model"]), str(d["fp"]), int(d["L"]), (int(d["layers"][0]), int(d["layers"][1])),
+                       bool(d["embed"]), bool(d["head"]), int(d["sessions"]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise ExecutorError(f"the edge's handshake reply is malformed: {d!r:.200}") from None
+
+
+class EdgeConnection:
+    """A gRPC channel to one edge with the bearer token attached (TLS when a root cert is given)."""
+
+    def __init__(self, address: str, token: str, *, tls_root: bytes | None = None, server_name: str | None = None,
+                 max_message_bytes: int = wire.MAX_PAYLOAD_BYTES + wire.MAX_HEADER_BYTES + 4) -> None:
+        self.address, self._token = address, token
+        self.metadata = (("authorization", f"Bearer {token}"),)
+        opts = channel_options(max_message_bytes)
+        if tls_root is not None:
+            if server_name:
+                opts.append(("grpc.ssl_target_name_override", server_name))
+            self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=tls_root), opts)
+        else:
+            self.channel = grpc.insecure_channel(address, opts)
+        self._hello = self.channel.unary_unary(f"/{SERVICE}/Hello")
+        self.session = self.channel.stream_stream(f"/{SERVICE}/Session")
+
+    def hello(self, timeout_s: float = 2.0) -> EdgeInfo:
+        """The handshake / health check; PeerUnavailable when the edge does not answer in time."""
+        try:
+            raw = self._hello(b"", metadata=self.metadata, timeout=timeout_s, wait_for_ready=False)
+        except grpc.RpcError as e:
+            raise _rpc_error(e, f"edge {self.address}") from None
+        try:
+            reply = msgpack.unpackb(raw[:1 << 16], raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0)
+        except Exception as e:
+            raise ExecutorError(f"edge {self.address} sent an unreadable handshake ({type(e).__name__})") from None
+        return EdgeInfo.from_reply(reply)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _rpc_error(e: grpc.RpcError, where: str) -> ExecutorError:
+    code = e.code() if hasattr(e, "code") else None
+    details = e.details() if hasattr(e, "details") else str(e)
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return ExecutorError(f"{where} refused the request: {details}")
+    if code in _RETRYABLE or code is None:
+        return PeerUnavailable(f"{where} unavailable ({code.name if code else 'error'}): {details}")
+    return ExecutorError(f"{where} failed ({code.name}): {details}")
+
+
+class _Stream:
+    """One request's bidirectional stream: a send queue and a reader thread feeding a reply queue."""
+
+    def __init__(self, conn: EdgeConnection, rid: str) -> None:
+        self.rid = rid
+        self.seq = 0
+        self.expect = 0
+        self.out: queue.Queue[bytes | None] = queue.Queue()
+        self.replies: queue.Queue[Any] = queue.Queue()
+        self.call = conn.session(iter(self.out.get, None), metadata=conn.metadata)
+        self.where = f"edge {conn.address}"
+        self.reader = threading.Thread(target=self._read, daemon=True, name=f"ue-read-{rid[:8]}")
+        self.reader.start()
+
+    def _read(self) -> None:
+        try:
+            for raw in self.call:
+                self.replies.put(raw)
+            self.replies.put(PeerUnavailable(f"{self.where} closed the stream"))
+        except grpc.RpcError as e:
+            self.replies.put(_rpc_error(e, self.where))
+        except Exception as e:  # never let the reader die silently
+            self.replies.put(PeerUnavailable(f"{self.where}: {type(e).__name__}: {e}"))
+
+    def send(self, t: str, payload: bytes = b"", **fields) -> None:
+        self.out.put(wire.encode(wire.Message(t, self.rid, self.seq, fields, payload)))
+        self.seq += 1
+
+    def recv(self, timeout_s: float) -> wire.Message:
+        try:
+            item = self.replies.get(timeout=timeout_s)
+        except queue.Empty:
+            self.cancel()
+            raise PeerUnavailable(f"{self.where} did not answer within {timeout_s:g} s") from None
+        if isinstance(item, Exception):
+            raise item
+        try:
+            msg = wire.decode(item)
+        except wire.WireError as e:
+            self.cancel()
+            raise ExecutorError(f"{self.where} sent a bad frame: {e}") from None
+        if msg.seq != self.expect:
+            self.cancel()
+            raise ExecutorError(f"{self.where} answered out of order (seq {msg.seq}, expected {self.expect})")
+        self.expect += 1
+        if msg.type == "error":
+            self.cancel()
+            raise ExecutorError(f"{self.where}: {msg.get('msg')}")
+        return msg
+
+    def cancel(self) -> None:
+        self.out.put(None)
+        self.call.cancel()
+
+
+class RemoteExecutor(Executor):
+    """The executor contract over one gRPC stream per session (see the module docstring)."""
+
+    def __init__(self, conn: EdgeConnection, fingerprint: str, *, air: AirClock | None = None,
+                 open_timeout_s: float = 10.0, step_timeout_s: float = 5.0, prefill_timeout_s: float = 60.0) -> None:
+        self.conn, self.fingerprint = conn, fingerprint
+        self.air = air or AirClock()
+        self.open_timeout_s, self.step_timeout_s, self.prefill_timeout_s = open_timeout_s, step_timeout_s, prefill_timeout_s
+        self._streams: dict[str, _Stream] = {}
+        self.dtype = "float32"
+
+    def open(self, spec: SessionSpec) -> None:
+        s = _Stream(self.conn, spec.session_id)
+        self._streams[spec.session_id] = s
+        c = spec.sampling
+        s.send("open", cuts=list(spec.partition.cuts), L=spec.partition.num_layers, seg=spec.segment,
+               sampling={"do_sample": bool(c.do_sample), "temperature": float(c.temperature), "top_k": int(c.top_k),
+                         "top_p": float(c.top_p), "seed": int(c.seed)},
+               policy=spec.policy.to_dict(), fp=self.fingerprint)
+        msg = s.recv(self.open_timeout_s)
+        if msg.type != "ok":
+            raise ExecutorError(f"{s.where} answered {msg.type!r} to open")
+
+    def step(self, session_id: str, payload: torch.Tensor | Frame, phase: str) -> tuple[torch.Tensor, StepStats]:
+        s = self._streams.get(session_id)
+        if s is None:
+            raise ExecutorError(f"no open remote session {session_id!r}")
+        if not isinstance(payload, Frame):
+            raise ExecutorError("a remote segment receives link frames, not tensors (segment 0 runs on the UE)")
+        self.air.wait(payload.air_bytes, "uplink")
+        if payload.kind == "tokens":
+            codec, q = ("u16" if len(payload.data) == 2 * max(1, _numel(payload.shape)) else "u32"), 0
+        else:
+            codec, q = _codec_name(payload.data), _scale_bytes(payload.data)
+        s.send("step", payload.data, ph=phase, b=0, k=payload.kind, codec=codec, dt=self.dtype,
+               shape=list(payload.shape), q=q)
+        msg = s.recv(self.prefill_timeout_s if phase == "prefill" else self.step_timeout_s)
+        if msg.type != "token":
+            raise ExecutorError(f"{s.where} answered {msg.type!r} to a step")
+        self.air.wait(2, "downlink")  # the token id travels back over the air too
+        return torch.tensor([[msg.get("tok")]], dtype=torch.long), StepStats(seconds=float(msg.get("sec", 0.0)))
+
+    def close(self, session_id: str) -> None:
+        s = self._streams.pop(session_id, None)
+        if s is None:
+            return
+        try:
+            s.send("close")
+            s.recv(1.0)
+        except ExecutorError:
+            pass
+        finally:
+            s.out.put(None)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+_CODEC_BY_ID = {0: "fp32", 1: "fp16", 2: "bf16", 3: "int8", 4: "int4", 5: "fp64"}
+
+
+def _codec_name(frame: bytes) -> str:
+    return _CODEC_BY_ID.get(frame[0] if frame else -1, "fp32")
+
+
+def _scale_bytes(frame: bytes) -> int:
+    """Bytes of per-token scales in a codec frame (int codecs), from its own header."""
+    if not frame or frame[0] not in (3, 4):
+        return 0
+    ndim = frame[1]
+    dims = [int.from_bytes(frame[4 + 4 * i: 8 + 4 * i], "little") for i in range(ndim)]
+    return 4 * _numel(tuple(dims[:-1]))
+
+
+class UEClient:
+    """The UE: its model part, the edge connection, health tracking and exact local fallback.
+
+    Satisfies `splitrl.controller.backend.GenerationBackend` (``generate``, ``edge_available``,
+    ``tokenizer``, ``view``, ``model_name``).
+    """
+
+    def __init__(self, edge: str, token: str, loaded, *, tls_root: bytes | None = None, server_name: str | None = None,
+                 air_time: str | float = "off", link_profile: str = "nr-sub6-20mhz", ue_profile: str = "phone-midrange",
+                 edge_profile: str = "edge-a100", step_timeout_s: float = 5.0, prefill_timeout_s: float = 60.0,
+                 health_interval_s: float = 1.0, handshake: bool = True) -> None:
+        self.loaded, self.view, self.tokenizer = loaded, loaded.view, loaded.tokenizer
+        self.model_name = loaded.name
+        self.runtime = SplitRuntime(loaded)
+        self.conn = EdgeConnection(edge, token, tls_root=tls_root, server_name=server_name)
+        cost_model = None
+        if air_time != "off":
+            from splitrl.cost import CostModel
+
+            cost_model = CostModel(self.view, ue_profile, edge_profile, link_profile)
+        self.air = AirClock(cost_model, air_time)
+        self.step_timeout_s, self.prefill_timeout_s = step_timeout_s, prefill_timeout_s
+        self.health_interval_s = health_interval_s
+        self._available = threading.Event()
+        self._stop = threading.Event()
+        self._checker: threading.Thread | None = None
+        self.edge_info: EdgeInfo | None = None
+        self.fallbacks = 0
+        if handshake:
+            self.handshake()
+
+    # -- the edge ------------------------------------------------------------------------
+    def handshake(self, timeout_s: float = 5.0) -> EdgeInfo:
+        """Check the edge runs the same model and holds what this UE will ask of it."""
+        info = self.conn.hello(timeout_s)
+        if info.fingerprint != self.loaded.fingerprint:
+            raise ExecutorError(
+                f"model mismatch: this UE runs {self.loaded.name} ({self.loaded.fingerprint[:16]}…), the edge at "
+                f"{self.conn.address} runs {info.model} ({info.fingerprint[:16]}…); start both with the same --model")
+        if info.num_layers != self.view.num_layers:
+            raise ExecutorError(f"the edge's model has {info.num_layers} layers, this UE's {self.view.num_layers}")
+        if info.layers[1] != info.num_layers or not info.head:
+            raise ExecutorError(f"the edge holds layers [{info.layers[0]}, {info.layers[1]}) head={info.head}; "
+                                "it must hold the layers up to L and the head")
+        self.edge_info = info
+        self._available.set()
+        return info
+
+    @property
+    def edge_available(self) -> bool:
+        return self._available.is_set()
+
+    def min_split(self) -> int:
+        """Smallest split the edge can serve (it holds layers from ``edge_info.layers[0]``)."""
+        return self.edge_info.layers[0] if self.edge_info else self.view.num_layers
+
+    def _mark_down(self) -> None:
+        self.fallbacks += 1
+        self._available.clear()
+        if self._checker is None or not self._checker.is_alive():
+            self._checker = threading.Thread(target=self._check_health, daemon=True, name="ue-health")
+            self._checker.start()
+
+    def _check_health(self) -> None:
+        while not self._stop.is_set() and not self._available.is_set():
+            try:
+                self.handshake(timeout_s=self.health_interval_s)
+                log.info("splitrl ue: edge %s is back", self.conn.address)
+                return
+            except ExecutorError:
+                self._stop.wait(self.health_interval_s)
+
+    def wait_available(self, timeout_s: float) -> bool:
+        return self._available.wait(timeout_s)
+
+    # -- requests ------------------------------------------------------------------------
+    def generate(self, prompt_ids: torch.Tensor, split: int, *, link: str = "identity", snr_db: float = 20.0,
+                 seed: int = 0, sampling: SamplingConfig | None = None, max_new_tokens: int = 32,
+                 stop_at_eos: bool = True, on_token: Callable[[int], None] | None = None,
+                 modulation: str = "qpsk") -> GenerationResult:
+        """Run one request through ``split`` (UE layers [0, split), edge the rest) over the real transport."""
+        from splitrl.link import link_at
+
+        L = self.view.num_layers
+        partition = self.runtime.partition(int(split))
+        links = None if link == "identity" else link_at(link, seed=seed, snr_db=snr_db, modulation=modulation,
+                                                        vocab_size=self.view.vocab_size)
+        self.air.set_snr(snr_db)
+        ue_holds_all = self.view.holds(0, L, embed=True, head=True) is None
+        remote = partition.cuts[0] < L
+        if remote and not self.edge_available:
+            if not ue_holds_all:
+                raise ExecutorError(f"the edge at {self.conn.address} is unavailable and this UE does not hold "
+                                    f"layers [{partition.cuts[0]}, {L}) to finish the request itself")
+            remote = False  # the health check has not passed yet: run the same partition on the UE
+        if remote:
+            executors = [LocalExecutor(self.view),
+                         RemoteExecutor(self.conn, self.loaded.fingerprint, air=self.air,
+                                        step_timeout_s=self.step_timeout_s, prefill_timeout_s=self.prefill_timeout_s)]
+        else:
+            executors = self.runtime.local_executors(partition)
+        try:
+            result = self.runtime.generate(
+                prompt_ids, partition, max_new_tokens=max_new_tokens, sampling=sampling, links=links,
+                stop_at_eos=stop_at_eos, on_token=on_token, executors=executors,
+                fallback=(lambda k: LocalExecutor(self.view)) if ue_holds_all else None,
+            )
+        except PeerUnavailable as e:
+            self._mark_down()
+            raise ExecutorError(f"{e}; this UE does not hold layers [{partition.cuts[0]}, {L}) and the head, "
+                                "so the request cannot finish locally") from None
+        if remote and result.report.fallback_segments:
+            self._mark_down()
+        elif not remote and partition.cuts[0] < L:
+            result.report.fallback_segments = [1]  # served on the UE because the edge was down
+        return result
+
+    def close(self) -> None:
+        self._stop.set()
+        self.conn.close()

@@ -1,0 +1,217 @@
+"""The edge server (``splitrl edge``): runs the edge's segment for UE sessions over gRPC.
+
+Service ``splitrl.Edge`` (generic handlers, raw bytes, no generated code):
+
+* ``Hello`` (unary) — the handshake and health check: msgpack map with the model's SHA-256, its
+  layer count and the layers/embeddings/head this process holds, and how many sessions are open.
+* ``Session`` (bidirectional stream, one per request) — `splitrl.deploy.wire` frames: ``open``
+  (partition, segment, sampling, receiver policy, expected model SHA-256) -> ``ok``; ``step``
+  (a link frame) -> ``token`` (sampled where the head is); ``close`` -> ``ok``.
+
+Robustness: every stream is authenticated (bearer token, constant-time compare); any bad frame,
+wrong token, oversized message, unknown session or a client that disconnects mid-stream ends THAT
+stream with an ``error`` frame (or just its cleanup) and one log line; the server keeps serving the
+others. Keepalive pings are accepted every 100 ms so a UE can notice a hung edge quickly.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from concurrent import futures
+from typing import Iterator
+
+import grpc
+import msgpack
+
+from splitrl.deploy import wire
+from splitrl.deploy.security import check_token
+from splitrl.link.base import Frame, ReceiverPolicy
+from splitrl.runtime.executor import ExecutorError, LocalExecutor, SessionSpec
+from splitrl.runtime.partition import InvalidPartitionError, Partition
+from splitrl.runtime.sampling import SamplingConfig
+
+__all__ = ["SERVICE", "EdgeServer", "server_options"]
+
+SERVICE = "splitrl.Edge"
+log = logging.getLogger("splitrl.edge")
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """gRPC server options: message limits and permissive keepalive (the UE pings every 0.5 s)."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 100),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class EdgeServer:
+    """Serves the segments this process holds to authenticated UE sessions (see module docstring)."""
+
+    def __init__(self, loaded, token: str, *, max_sessions: int = 16,
+                 max_message_bytes: int = wire.MAX_PAYLOAD_BYTES + wire.MAX_HEADER_BYTES + 4) -> None:
+        self.loaded = loaded
+        self.view = loaded.view
+        self.fingerprint = loaded.fingerprint
+        self._token = token
+        self.max_message_bytes = int(max_message_bytes)
+        self.executor = LocalExecutor(self.view, max_sessions=max_sessions)
+        self.max_sessions = int(max_sessions)
+        self._server: grpc.Server | None = None
+        self.port: int | None = None
+        self.stats = {"sessions": 0, "steps": 0, "errors": 0, "auth_failures": 0}
+        self._stats_lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, host: str = "127.0.0.1", port: int = 0, *, tls: tuple[bytes, bytes] | None = None) -> int:
+        """Bind ``host:port`` (TLS when ``tls = (cert_pem, key_pem)``) and start serving; returns the port."""
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.max_sessions + 4, thread_name_prefix="edge"),
+            options=server_options(self.max_message_bytes),
+            maximum_concurrent_rpcs=self.max_sessions + 4,
+        )
+        handlers = {
+            "Hello": grpc.unary_unary_rpc_method_handler(self._hello),
+            "Session": grpc.stream_stream_rpc_method_handler(self._session),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if tls is not None:
+            creds = grpc.ssl_server_credentials([(tls[1], tls[0])])
+            bound = server.add_secure_port(addr, creds)
+        else:
+            bound = server.add_insecure_port(addr)
+        if not bound:
+            raise OSError(f"could not bind {addr}")
+        server.start()
+        self._server, self.port = server, bound
+        return bound
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        if self._server is not None:
+            self._server.stop(grace_s).wait()
+            self._server = None
+
+    def wait(self) -> None:
+        if self._server is not None:
+            self._server.wait_for_termination()
+
+    # -- helpers -------------------------------------------------------------------------
+    def _count(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats[key] += 1
+
+    def _authorized(self, context: grpc.ServicerContext) -> bool:
+        md = dict((k.lower(), v) for k, v in context.invocation_metadata())
+        if check_token(md.get("authorization"), self._token):
+            return True
+        self._count("auth_failures")
+        log.warning("splitrl edge: refused a call from %s: missing or wrong bearer token", context.peer())
+        context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                      "splitrl edge: missing or wrong bearer token (authorization: Bearer <token from --token-file>)")
+        return False
+
+    def info(self) -> dict:
+        held = self.view.held_layers()
+        return {
+            "v": wire.WIRE_VERSION, "model": self.loaded.name, "fp": self.fingerprint, "L": self.view.num_layers,
+            "layers": [held[0], held[-1] + 1] if held else [0, 0], "embed": self.view.holds_embed,
+            "head": self.view.holds_head, "hidden": self.view.hidden_size, "vocab": self.view.vocab_size,
+            "dtype": str(self.view.dtype).replace("torch.", ""), "sessions": self.executor.open_sessions,
+            "max_sessions": self.max_sessions,
+        }
+
+    # -- RPCs ----------------------------------------------------------------------------
+    def _hello(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self._authorized(context)
+        return msgpack.packb(self.info(), use_bin_type=True)
+
+    def _session(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        self._authorized(context)
+        sid: str | None = None
+        rid = "-"
+        seq_in = seq_out = 0
+        peer = context.peer()
+
+        def reply(t: str, **fields) -> bytes:
+            nonlocal seq_out
+            msg = wire.Message(t, rid, seq_out, fields)
+            seq_out += 1
+            return wire.encode(msg)
+
+        def fail(text: str) -> bytes:
+            self._count("errors")
+            log.warning("splitrl edge: session %s from %s: %s", rid, peer, text)
+            return reply("error", msg=text[:2000])
+
+        try:
+            for raw in requests:
+                try:
+                    msg = wire.decode(raw)
+                except wire.WireError as e:
+                    yield fail(f"bad frame: {e}")
+                    return
+                rid = msg.rid
+                if msg.seq != seq_in:
+                    yield fail(f"frame out of order: seq {msg.seq}, expected {seq_in}")
+                    return
+                seq_in += 1
+                if msg.type == "open":
+                    if sid is not None:
+                        yield fail("a session is already open on this stream")
+                        return
+                    try:
+                        spec = self._open_spec(msg)
+                        self.executor.open(spec)
+                    except (ExecutorError, InvalidPartitionError, ValueError) as e:
+                        yield fail(str(e))
+                        return
+                    sid = spec.session_id
+                    self._count("sessions")
+                    yield reply("ok")
+                elif msg.type == "step":
+                    if sid is None:
+                        yield fail("step before open")
+                        return
+                    f = msg.fields
+                    frame = Frame(f["k"], tuple(f["shape"]), msg.payload, len(msg.payload))
+                    try:
+                        out, stats = self.executor.step(sid, frame, f["ph"])
+                    except (ExecutorError, ValueError, TypeError, RuntimeError) as e:
+                        yield fail(f"step {msg.seq} failed: {e}")
+                        return
+                    self._count("steps")
+                    yield reply("token", tok=int(out.reshape(-1)[0].item()), sec=float(stats.seconds))
+                elif msg.type == "close":
+                    yield reply("ok")
+                    return
+                else:
+                    yield fail(f"unexpected {msg.type!r} frame from a UE")
+                    return
+        except grpc.RpcError:
+            pass  # the client went away mid-stream: nothing to answer, clean up below
+        finally:
+            if sid is not None:
+                self.executor.close(sid)
+
+    def _open_spec(self, msg: wire.Message) -> SessionSpec:
+        f = msg.fields
+        if f["fp"] != self.fingerprint:
+            raise ValueError(
+                f"model mismatch: the UE runs model {f['fp'][:16]}…, this edge holds {self.loaded.name} "
+                f"({self.fingerprint[:16]}…)")
+        if f["L"] != self.view.num_layers:
+            raise ValueError(f"the UE's model has {f['L']} layers, this edge's has {self.view.num_layers}")
+        partition = Partition.of(list(f["cuts"]), f["L"])
+        seg = f["seg"]
+        if seg >= partition.num_segments:
+            raise ValueError(f"segment {seg} does not exist in a partition with cuts {list(partition.cuts)}")
+        if not partition.segments()[seg].has_head:
+            raise ValueError("this edge serves only the last segment (the one that runs the head)")
+        sampling = SamplingConfig(**f["sampling"])
+        policy = ReceiverPolicy(**f["policy"]) if f["policy"] else ReceiverPolicy()
+        return SessionSpec(f"{uuid.uuid4().hex}:{msg.rid}"[:128], partition, seg, sampling, policy)
