@@ -222,7 +222,7 @@ class RemoteExecutor(Executor):
     """The executor contract over one gRPC stream per session (see the module docstring)."""
 
     def __init__(self, conn: EdgeConnection, fingerprint: str, *, air: AirClock | None = None,
-                 open_timeout_s: float = 10.0, step_timeout_s: float = 5.0, prefill_timeout_s: float = 60.0) -> None:
+                 open_timeout_s: float = 10.0, step_timeout_s: float = 1.5, prefill_timeout_s: float = 30.0) -> None:
         self.conn, self.fingerprint = conn, fingerprint
         self.air = air or AirClock()
         self.open_timeout_s, self.step_timeout_s, self.prefill_timeout_s = open_timeout_s, step_timeout_s, prefill_timeout_s
@@ -305,7 +305,7 @@ class UEClient:
 
     def __init__(self, edge: str, token: str, loaded, *, tls_root: bytes | None = None, server_name: str | None = None,
                  air_time: str | float = "off", link_profile: str = "nr-sub6-20mhz", ue_profile: str = "phone-midrange",
-                 edge_profile: str = "edge-a100", step_timeout_s: float = 5.0, prefill_timeout_s: float = 60.0,
+                 edge_profile: str = "edge-a100", step_timeout_s: float = 1.5, prefill_timeout_s: float = 30.0,
                  health_interval_s: float = 1.0, handshake: bool = True) -> None:
         self.loaded, self.view, self.tokenizer = loaded, loaded.view, loaded.tokenizer
         self.model_name = loaded.name
