@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n")
     print(result.report.format())
 
+    two_process_demo(args, loaded, prompt, split, result.token_ids)
+
     print(f"\n== WikiText-2 perplexity ({args.tokens} tokens, window 256, stride 128), lossless link ==")
     try:
         evaluator = PerplexityEvaluator(loaded, PerplexityConfig(tokens=args.tokens, window=256, stride=128), progress=True)
@@ -59,6 +61,44 @@ def main(argv: list[str] | None = None) -> int:
         r = evaluator.evaluate(s)
         print(f"  split {s:>2}: ppl {r.ppl:8.4f}   ({r.seconds:.2f} s, layers [{s}, {L}) re-run on the edge side)")
     return 0
+
+
+def two_process_demo(args, loaded, prompt: str, split: int, want: list[int]) -> None:
+    """The same request with the edge as a separate process on loopback, stopped by its pid at the end."""
+    import tempfile
+    from pathlib import Path
+
+    from splitrl.deploy.client import UEClient
+    from splitrl.proc import spawn_splitrl, wait_for_port_file
+
+    L = loaded.view.num_layers
+    print(f"\n== two processes: `splitrl edge` (layers [{split}, {L}) + head) on 127.0.0.1, this process is the UE ==")
+    with tempfile.TemporaryDirectory(prefix="splitrl-demo-") as d:
+        tmp = Path(d)
+        edge = spawn_splitrl(["edge", "--listen", "127.0.0.1:0", "--port-file", tmp / "port", "--token-file",
+                              tmp / "token", "--model", args.model, "--layers", f"{split}:"],
+                             threads=1, log_path=tmp / "edge.log")
+        with edge:
+            port = wait_for_port_file(tmp / "port", edge, timeout_s=300)
+            print(f"edge pid {edge.pid} listening on 127.0.0.1:{port} (bearer token in a 0600 file)")
+            ue = UEClient(f"127.0.0.1:{port}", (tmp / "token").read_text().strip(), loaded)
+            ids = loaded.tokenizer(prompt, return_tensors="pt").input_ids
+            sys.stdout.write(prompt)
+            shown, toks = [""], []
+
+            def stream(tok: int) -> None:
+                toks.append(tok)
+                text = loaded.tokenizer.decode(toks, skip_special_tokens=True)
+                sys.stdout.write(text[len(shown[0]):])
+                sys.stdout.flush()
+                shown[0] = text
+
+            r = ue.generate(ids, split, max_new_tokens=len(want), on_token=stream)
+            ue.close()
+            print("\n")
+            print(r.report.format())
+            same = "identical to" if r.token_ids == want else "DIFFERENT from"
+            print(f"tokens over gRPC are {same} the in-process run; stopping the edge (pid {edge.pid})")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@
 for the token sampled at the edge, ``close`` ends the stream. Before a frame is released it waits
 the emulated air time of its size at the slot's SNR (`AirClock`: off, real time, or scaled).
 
-Failure detection is bounded: the channel sends HTTP/2 keepalive pings every 0.5 s and drops the
-connection when one is not acknowledged within 1 s — a SIGSTOPped edge stops acknowledging, a
-SIGKILLed one resets the connection — and every step has a deadline besides. Either way the
-executor raises `PeerUnavailable`, and the session driver (`SplitRuntime.generate`) replays what
+Failure detection is bounded: a SIGKILLed edge resets the connection (the channel also sends HTTP/2
+keepalive pings every 0.5 s with a 1 s timeout); a SIGSTOPped or overloaded edge stops answering
+and the step's deadline expires (1.5 s per decode step, 30 s for a prefill; both configurable).
+Either way the executor raises `PeerUnavailable`, and the session driver (`SplitRuntime.generate`) replays what
 it sent to a local executor, rebuilding the edge's KV cache (and the sampler's stream) exactly,
 and finishes the request on the UE when the UE holds those layers.
 
