@@ -234,16 +234,16 @@ def test_bad_frames_oversized_messages_and_disconnects_do_not_stop_the_edge(llam
     ue.close()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_cli_refuses_a_public_bind_without_tls_in_one_line(tmp_path):
     import subprocess
 
     r = subprocess.run([sys.executable, "-m", "splitrl", "edge", "--listen", "0.0.0.0:0", "--token-file",
-                        str(tmp_path / "t"), "--model", "llama-tiny"], capture_output=True, text=True, timeout=60)
+                        str(tmp_path / "t"), "--model", "llama-tiny"], capture_output=True, text=True, timeout=140)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "--tls-cert" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "splitrl", "ue", "--edge", "nope", "--token-file", str(tmp_path / "t")],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=140)
     assert r.returncode == 2 and "--edge must be HOST:PORT" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -260,3 +260,27 @@ def test_smollm2_two_process_equals_in_process_at_several_splits(tmp_path, smoll
         ue.close()
     finally:
         child.stop()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(__import__("shutil").which("openssl") is None, reason="needs the openssl command to make a test certificate")
+def test_tls_edge_serves_a_ue_that_verifies_its_certificate(tmp_path, llama_tiny):
+    import subprocess
+
+    cert, key = tmp_path / "edge.pem", tmp_path / "edge.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    port_file = tmp_path / "tls.port"
+    child = spawn_splitrl(["edge", "--listen", "127.0.0.1:0", "--token-file", tmp_path / "token", "--port-file", port_file,
+                           "--model", "llama-tiny", "--tls-cert", cert, "--tls-key", key], log_path=tmp_path / "tls.log")
+    with child:
+        port = wait_for_port_file(port_file, child, timeout_s=120)
+        token = (tmp_path / "token").read_text().strip()
+        ue = UEClient(f"127.0.0.1:{port}", token, llama_tiny, tls_root=cert.read_bytes(), server_name="localhost")
+        ids = _ids(llama_tiny)
+        assert ue.generate(ids, 3, max_new_tokens=5, stop_at_eos=False).token_ids == \
+            SplitRuntime(llama_tiny).generate(ids, 3, max_new_tokens=5, stop_at_eos=False).token_ids
+        ue.close()
+        with pytest.raises(ExecutorError):  # plaintext against a TLS edge: no silent downgrade
+            UEClient(f"127.0.0.1:{port}", token, llama_tiny)

@@ -264,6 +264,9 @@ class RemoteExecutor(Executor):
         s = self._streams.pop(session_id, None)
         if s is None:
             return
+        if s.call.done():  # the stream already failed or was cancelled: nothing to say goodbye to
+            s.out.put(None)
+            return
         try:
             s.send("close")
             s.recv(1.0)
