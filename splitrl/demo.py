@@ -35,17 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     prompt = "Edge computing lets a phone offload part of a neural network because"
     print(f"\n== generate: UE runs embeddings + layers [0, {split}), edge runs [{split}, {L}) + head ==\n")
     sys.stdout.write(prompt)
-    shown = [""]
-    tokens: list[int] = []
-
-    def stream(tok: int) -> None:
-        tokens.append(tok)
-        text = loaded.tokenizer.decode(tokens, skip_special_tokens=True)
-        sys.stdout.write(text[len(shown[0]):])
-        sys.stdout.flush()
-        shown[0] = text
-
-    result = runtime.generate(prompt, split, max_new_tokens=40, on_token=stream)
+    result = runtime.generate(prompt, split, max_new_tokens=40, on_token=token_printer(loaded.tokenizer))
     print("\n")
     print(result.report.format())
 
@@ -61,6 +51,20 @@ def main(argv: list[str] | None = None) -> int:
         r = evaluator.evaluate(s)
         print(f"  split {s:>2}: ppl {r.ppl:8.4f}   ({r.seconds:.2f} s, layers [{s}, {L}) re-run on the edge side)")
     return 0
+
+
+def token_printer(tokenizer):
+    """An ``on_token`` callback that streams the decoded text to stdout as tokens arrive."""
+    shown, tokens = [""], []
+
+    def stream(tok: int) -> None:
+        tokens.append(tok)
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        sys.stdout.write(text[len(shown[0]):])
+        sys.stdout.flush()
+        shown[0] = text
+
+    return stream
 
 
 def two_process_demo(args, loaded, prompt: str, split: int, want: list[int]) -> None:
@@ -84,16 +88,7 @@ def two_process_demo(args, loaded, prompt: str, split: int, want: list[int]) -> 
             ue = UEClient(f"127.0.0.1:{port}", (tmp / "token").read_text().strip(), loaded)
             ids = loaded.tokenizer(prompt, return_tensors="pt").input_ids
             sys.stdout.write(prompt)
-            shown, toks = [""], []
-
-            def stream(tok: int) -> None:
-                toks.append(tok)
-                text = loaded.tokenizer.decode(toks, skip_special_tokens=True)
-                sys.stdout.write(text[len(shown[0]):])
-                sys.stdout.flush()
-                shown[0] = text
-
-            r = ue.generate(ids, split, max_new_tokens=len(want), on_token=stream)
+            r = ue.generate(ids, split, max_new_tokens=len(want), on_token=token_printer(loaded.tokenizer))
             ue.close()
             print("\n")
             print(r.report.format())

@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 import secrets
 from pathlib import Path
 
 from splitrl.errors import UsageError
+from splitrl.network import is_loopback
 
 __all__ = ["check_bind", "check_token", "ensure_token_file", "is_loopback", "parse_address", "read_token"]
 
@@ -31,15 +31,6 @@ def parse_address(text: str, field: str = "--listen") -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, *, tls: bool, insecure: bool) -> None:

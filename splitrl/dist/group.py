@@ -20,14 +20,13 @@ Design:
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
-import socket
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from splitrl.errors import UsageError
+from splitrl.network import is_loopback
 
 __all__ = [
     "DEFAULT_TIMEOUT_S", "Endpoint", "GroupHandle", "backend_for", "check_trusted", "connect_store", "form_group",
@@ -67,22 +66,9 @@ class Endpoint:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        try:  # a name: loopback only if every address it resolves to is
-            infos = socket.getaddrinfo(host, None)
-        except OSError:
-            return False
-        return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
-
-
 def check_trusted(endpoint: Endpoint, trusted_network: bool, *, flag: str = "--trusted-network") -> None:
     """Refuse a non-loopback rendezvous unless the user said the network is trusted (gloo has no auth)."""
-    if not _is_loopback(endpoint.host) and not trusted_network:
+    if not is_loopback(endpoint.host) and not trusted_network:
         raise UsageError(
             f"rendezvous address {endpoint} is not loopback: torch.distributed (gloo) has no authentication or "
             f"encryption, so anyone who reaches it can join the group. Use 127.0.0.1 or pass {flag} "
