@@ -99,10 +99,11 @@ def _wikitext_prompts(tokenizer, n: int, tokens: int = 48) -> list[str]:
 
 
 def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channel: str, seed: int, loaded=None,
-                 backend=None, split: int | None = None):
+                 backend_factory=None, split: int | None = None):
     """(RequestServer, loaded model, env config) for a checkpoint, a baseline kind or a fixed ``split``.
 
-    ``backend`` (a `GenerationBackend`) defaults to an in-process `LocalBackend` over ``loaded``.
+    ``backend_factory(loaded, env_config)`` gives the `GenerationBackend` (default: an in-process
+    `LocalBackend` over ``loaded``).
     The agent's env is built once to construct the agent (it reads its config, costs, table) and
     is never stepped; its `RequestCostService` is the one the server charges requests with.
     """
@@ -128,6 +129,8 @@ def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channe
         except TypeError as e:
             raise UsageError(f"--set: {e}; allowed: env.<SplitPointConfig field>") from None
         loaded = loaded or load_model(env_cfg.model)
+        if split is None and agent is None:
+            raise UsageError("give one of --checkpoint, --agent or --split")
         if agent is not None:
             policy = AgentPolicy.baseline(agent, env_cfg, loaded.view, seed=seed)
             costs = policy.env.costs
@@ -140,7 +143,9 @@ def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channe
     # As the env's reset: the initial split is configured or drawn after the channel's stream.
     allowed = np.arange(env_cfg.s_min, loaded.view.num_layers + 1)
     initial = env_cfg.initial_split if env_cfg.initial_split is not None else int(chan.rng.choice(allowed))
-    if backend is None:
+    if backend_factory is not None:
+        backend = backend_factory(loaded, env_cfg)
+    else:
         backend = LocalBackend(SplitRuntime(loaded), model_name=loaded.name, modulation=env_cfg.modulation)
     server = RequestServer(policy, backend, costs, chan, transport=env_cfg.transport, seed=seed, initial_split=initial)
     return server, loaded, env_cfg

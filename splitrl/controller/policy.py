@@ -185,7 +185,7 @@ def load_checkpointed_agent(path: str | Path, *, env_overrides: dict | None = No
     import yaml
 
     from splitrl.agents.registry import make_agent
-    from splitrl.training.checkpoint import latest_checkpoint
+    from splitrl.training.checkpoint import CheckpointError, latest_checkpoint
     from splitrl.training.config import RunConfig
     from splitrl.training.trainer import make_env
 
@@ -195,11 +195,11 @@ def load_checkpointed_agent(path: str | Path, *, env_overrides: dict | None = No
     try:
         ckpt = p if (p / "manifest.json").is_file() else latest_checkpoint(p)
         config = RunConfig.from_dict(yaml.safe_load((ckpt / "config.yaml").read_text()))
-    except (OSError, ValueError, yaml.YAMLError, TypeError, AttributeError) as e:
+    except (OSError, ValueError, yaml.YAMLError, TypeError, AttributeError, CheckpointError) as e:
         raise UsageError(f"--checkpoint: {p} is not a usable checkpoint: {e}".splitlines()[0]) from None
-    except Exception as e:  # CheckpointError and friends: one line, not a traceback
-        raise UsageError(f"--checkpoint: {p} is not a usable checkpoint: {e}".splitlines()[0]) from None
-    config.env.update(env_overrides or {})
+    for k, v in (env_overrides or {}).items():  # the reward mapping is merged field by field
+        base = config.env.get(k)
+        config.env[k] = {**base, **v} if k == "reward" and isinstance(v, dict) and isinstance(base, dict) else v
     env = make_env(config, models=models)
     try:
         agent = make_agent(config.kind, env, config.agent, seed=config.seed).load(ckpt / "agent")
