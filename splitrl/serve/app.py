@@ -23,6 +23,8 @@ import time
 import uuid
 from typing import Any, Callable, Sequence
 
+from fastapi import Request  # module level: FastAPI resolves the routes' string annotations here
+
 from splitrl.controller.serving import DecisionRecord, RequestServer
 from splitrl.runtime.sampling import SamplingConfig
 
@@ -70,7 +72,8 @@ def _truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens_limit: int = 512,
                default_max_tokens: int = 16, sinks: Sequence[Any] = ()):
     """The FastAPI app serving ``server``'s model as ``model_name`` behind bearer ``token``."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
 
@@ -88,6 +91,10 @@ def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens
     @app.exception_handler(APIError)
     async def _api_error(_request, exc: APIError):
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request, exc: RequestValidationError):
+        return JSONResponse(APIError(400, f"invalid request: {exc.errors()[:1]}").body(), status_code=400)
 
     @app.exception_handler(Exception)
     async def _internal_error(_request, exc: Exception):  # one bad request must not take the server down
