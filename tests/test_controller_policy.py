@@ -99,3 +99,18 @@ def test_request_server_serves_without_an_env_and_logs_the_figures(llama_tiny, t
     again, *_ = build_server(checkpoint=None, agent=None, split=2, env={"model": "llama-tiny"}, channel="markov",
                              seed=0, loaded=llama_tiny)
     assert [again.serve(ids, max_new_tokens=4, stop_at_eos=False)[1].text for _ in range(3)] == [r["text"] for r in rows]
+
+
+def test_local_backend_satisfies_the_generation_backend_protocol(llama_tiny):
+    from splitrl.controller.backend import GenerationBackend, LocalBackend
+    from splitrl.runtime import SamplingConfig, SplitRuntime
+
+    backend = LocalBackend(SplitRuntime(llama_tiny), model_name="llama-tiny")
+    assert isinstance(backend, GenerationBackend) and backend.edge_available
+    ids = backend.tokenizer("split computing", return_tensors="pt").input_ids
+    kw = dict(link="int8-biterr", snr_db=5.0, seed=3, sampling=SamplingConfig(), max_new_tokens=4, stop_at_eos=False)
+    a, b = backend.generate(ids, 2, **kw), backend.generate(ids, 2, **kw)
+    assert a.token_ids == b.token_ids and a.report.cuts == [2] and a.report.fallback_segments == []
+    streamed = []
+    backend.generate(ids, 2, on_token=streamed.append, **kw)
+    assert streamed == a.token_ids

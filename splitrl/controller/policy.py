@@ -238,7 +238,11 @@ class AgentPolicy(SplitPolicy):
 
         if kind not in AGENTS:
             raise UsageError(f"--agent: unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
-        env = SplitPointTableEnv(env_config, view=view)
+        try:
+            env = SplitPointTableEnv(env_config, view=view)
+        except (IndexError, KeyError) as e:  # a sweep table measured on another model
+            raise UsageError(f"--agent {kind}: the sweep table {env_config.table or 'default'} does not fit "
+                             f"{env_config.model} ({type(e).__name__}: {e}); pass --set env.table=FILE") from None
         return cls(make_agent(kind, env, seed=seed), env, kind)
 
     def _choose(self, obs: Observation) -> tuple[int, int | None]:

@@ -67,6 +67,9 @@ def _build(p) -> None:
     p.add_argument("--tls-cert", default=None)
     p.add_argument("--tls-key", default=None)
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without TLS")
+    p.add_argument("--tls-root", default=None, help="PEM root certificate to verify a TLS edge (--edge)")
+    p.add_argument("--server-name", default=None, help="TLS server name of the edge, when it differs from the host")
+    p.add_argument("--air-time", default="off", help="--edge: release frames after the emulated air time: off | real | a scale")
     p.add_argument("--max-tokens-limit", type=int, default=512, help="largest max_tokens a request may ask for")
     p.add_argument("--out", default=None, help="new folder for the decision log (default: runs/serve/<time>-<pid>)")
     p.add_argument("--seed", type=int, default=0)
@@ -105,8 +108,18 @@ def _cmd(args) -> int:
         except ImportError as e:
             raise UsageError(f"--edge needs splitrl.deploy.client, which this build lacks ({e}); use --local") from None
 
+        if args.tls_root and not Path(args.tls_root).is_file():
+            raise UsageError(f"--tls-root: {args.tls_root} not found")
+        tls_root = Path(args.tls_root).read_bytes() if args.tls_root else None
+
         def factory(loaded, env_cfg):
-            return UEClient(edge=args.edge, token=token, loaded=loaded, modulation=env_cfg.modulation)
+            # The UE holds every layer, so it can finish any request locally after a fallback.
+            try:
+                return UEClient(args.edge, token, loaded, tls_root=tls_root, server_name=args.server_name,
+                                air_time=args.air_time, link_profile=env_cfg.link_profile,
+                                ue_profile=env_cfg.ue_profile, edge_profile=env_cfg.edge_profile)
+            except (OSError, RuntimeError, ValueError) as e:
+                raise UsageError(f"--edge {args.edge}: {e}".splitlines()[0]) from None
 
     try:
         server, loaded, env_cfg = build_server(checkpoint=args.checkpoint, agent=args.agent, env=env,
