@@ -82,6 +82,7 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(client):
     _error(client.post("/v1/completions", json={**ok, "prompt": "word " * 500, "max_tokens": 60}, headers=AUTH),
            400, "context_length_exceeded")
     _error(client.post("/v1/completions", json={**ok, "max_tokens": 0}, headers=AUTH), 400)
+    _error(client.post("/v1/completions", json={**ok, "prompt": "x" * (2 << 20)}, headers=AUTH), 413)
     _error(client.post("/v1/completions", json={**ok, "temperature": -1}, headers=AUTH), 400)
     _error(client.post("/v1/completions", json={**ok, "n": 2}, headers=AUTH), 400)
     _error(client.post("/v1/chat/completions", json={"model": "llama-tiny", "messages": []}, headers=AUTH), 400)

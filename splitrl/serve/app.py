@@ -70,7 +70,7 @@ def _truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 
 
 def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens_limit: int = 512,
-               default_max_tokens: int = 16, sinks: Sequence[Any] = ()):
+               default_max_tokens: int = 16, sinks: Sequence[Any] = (), max_body_bytes: int = 1 << 20):
     """The FastAPI app serving ``server``'s model as ``model_name`` behind bearer ``token``."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
@@ -110,7 +110,12 @@ def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens
             raise APIError(401, "invalid bearer token", code="invalid_api_key")
 
     async def json_body(request: Request) -> dict[str, Any]:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            raise APIError(413, f"request body over {max_body_bytes} bytes")
         raw = await request.body()
+        if len(raw) > max_body_bytes:
+            raise APIError(413, f"request body over {max_body_bytes} bytes")
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
