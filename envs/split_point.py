@@ -16,13 +16,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from splitrl.link.factory import codec_for
-from splitrl.reward import RewardConfig, reward_terms
+from splitrl.controller.policy import ACTION_MODES, SNR_BOUNDS_DB
+from splitrl.reward import RewardConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TABLE = REPO_ROOT / "benchmarks" / "results" / "sweep_smollm2.csv"
-ACTION_MODES = ("absolute", "relative")
-SNR_BOUNDS_DB = (-50.0, 80.0)
 
 
 @dataclass
@@ -190,40 +188,31 @@ class SplitPointBaseEnv(gym.Env):
 
     # --- set-up -------------------------------------------------------------------------
     def _setup_costs(self, view) -> None:
-        from splitrl.cost import CostModel, load_profile
+        from splitrl.controller.costs import RequestCostService
+        from splitrl.controller.policy import ObservationSpec
 
-        c = self.config
         if view is None:
             from splitrl.models import load_model
 
-            view = load_model(c.model).view
-        self.link_profile = load_profile("link", c.link_profile)
-        self.cost_model = CostModel(view, c.ue_profile, c.edge_profile, self.link_profile,
-                                    codec=codec_for(c.transport))
-        ue_only = self.cost_model.estimate(self.L, snr_db=30.0, prompt_tokens=c.prompt_tokens, new_tokens=c.new_tokens)
-        metric = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_latency_s"}[c.reward.latency_metric]
-        self._latency_field = metric
-        self.latency_ref_s = c.reward.latency_ref_s or float(getattr(ue_only, metric))
-        self.energy_ref_j = c.reward.energy_ref_j or float(ue_only.ue_energy_j_per_token)
-        self.bandwidth_mhz = float(self.link_profile.bandwidth_hz) / 1e6
-        ue = self.cost_model.ue
-        busy_w = ue.compute_power_w + ue.radio_tx_power_w(self.link_profile.tx_power_w)
-        self._timeout_energy_per_token = busy_w * c.request_timeout_s / max(1, c.new_tokens)
+            view = load_model(self.config.model).view
+        # Costs, references and the reward live in the service the deployed controller uses too.
+        self.costs = RequestCostService(self.config, view)
+        self.obs_spec = ObservationSpec.from_config(self.config, self.L)
+
+    # Read-only views of the cost service (agents, baselines and benchmarks read these names).
+    cost_model = property(lambda self: self.costs.cost_model)
+    link_profile = property(lambda self: self.costs.link_profile)
+    latency_ref_s = property(lambda self: self.costs.latency_ref_s)
+    energy_ref_j = property(lambda self: self.costs.energy_ref_j)
+    bandwidth_mhz = property(lambda self: self.costs.bandwidth_mhz)
+    _latency_field = property(lambda self: self.costs.latency_field)
+    _timeout_energy_per_token = property(lambda self: self.costs.timeout_energy_per_token)
 
     def _setup_channel(self) -> None:
-        from splitrl.channel import make_channel
+        from splitrl.controller.channel import build_channel
 
         rng = np.random.default_rng(0)  # replaced at every reset by a child of self.np_random
-        c = self.config
-        if c.channel is None:
-            from dataclasses import replace
-
-            from splitrl.channel import CorrelatedFadingChannel
-
-            fading = replace(self.link_profile.fading_config(), slot_s=c.decision_interval_s)
-            self.channel = CorrelatedFadingChannel(fading, rng)
-        else:
-            self.channel = make_channel(dict(c.channel), rng)
+        self.channel = build_channel(self.config.channel, self.link_profile, self.config.decision_interval_s, rng)
 
     # --- quality backend ----------------------------------------------------------------
     def quality(self, split: int, snr_db: float) -> tuple[float, float]:
@@ -234,69 +223,43 @@ class SplitPointBaseEnv(gym.Env):
     def ppl_clean(self) -> float:
         raise NotImplementedError
 
-    # --- dynamics -----------------------------------------------------------------------
+    # --- dynamics (costs: `RequestCostService`; observation/actions: `ObservationSpec`) ----------
     def costs_at(self, snr_db: float):
         """Cost-model figures of every split at ``snr_db`` (a `CostTable`)."""
-        c = self.config
-        return self.cost_model.estimate_all(snr_db=float(snr_db), prompt_tokens=c.prompt_tokens, new_tokens=c.new_tokens)
+        return self.costs.costs_at(snr_db)
 
     def request_latency(self, snr_db: float, load: float | None = None) -> np.ndarray:
-        """Latency (the reward's metric) of every split 0..L at ``snr_db``, with the UE slow-down
-        under compute ``load`` when the env models UE state; before the request timeout (a dead
-        link is ``inf`` here)."""
-        t = self.costs_at(snr_db)
-        lat = np.asarray(getattr(t, self._latency_field), dtype=float)
-        if self.config.include_ue_state and load is not None:
-            slow = 1.0 / (1.0 - 0.5 * float(load))
-            extra = {"ttft_s": t.ue_prefill_s, "tpot_s": t.ue_decode_s,
-                     "e2e_latency_s": t.ue_prefill_s + t.ue_decode_s * max(0, self.config.new_tokens - 1)}
-            lat = lat + (slow - 1.0) * np.asarray(extra[self._latency_field], dtype=float)
-        return lat
+        """See `RequestCostService.request_latency`."""
+        return self.costs.request_latency(snr_db, load)
 
     def request_costs(self, snr_db: float, load: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(latency, UE energy per token, timed out) of every split 0..L, as the reward charges them:
-        a request slower than ``request_timeout_s`` is charged the timeout, and the energy of
-        computing and transmitting until then."""
-        lat = self.request_latency(snr_db, load)
-        timed_out = ~(lat <= self.config.request_timeout_s)
-        energy = np.asarray(self.costs_at(snr_db).ue_energy_j_per_token, dtype=float)
-        energy = np.where(timed_out, np.minimum(energy, self._timeout_energy_per_token), energy)
-        return np.minimum(lat, self.config.request_timeout_s), energy, timed_out
+        """See `RequestCostService.request_costs`."""
+        return self.costs.request_costs(snr_db, load)
 
     def base_rewards(self, snr_db: float, load: float | None = None) -> np.ndarray:
-        """Reward of every split 0..L at ``snr_db`` with no quality loss and no switch; the reward of
-        split ``s`` at quality loss ``q`` is ``base_rewards(snr)[s] - w_quality * q`` minus switching."""
-        lat, energy, _ = self.request_costs(snr_db, load)
-        splits = np.arange(self.L + 1)
-        return np.asarray(reward_terms(self.config.reward, log_ppl_ratio=0.0, latency_s=lat, energy_j=energy,
-                                       split=splits, previous_split=splits, latency_ref_s=self.latency_ref_s,
-                                       energy_ref_j=self.energy_ref_j)["reward"], dtype=float)
+        """See `RequestCostService.base_rewards`."""
+        return self.costs.base_rewards(snr_db, load)
 
     def split_for_action(self, action: int) -> int:
         a = int(action)
         if not self.action_space.contains(a):
             raise ValueError(f"action {action!r} outside {self.action_space}")
-        if self.config.action_mode == "absolute":
-            return int(self.splits[a])
-        return int(np.clip(self._split + a - self.config.max_move, self.config.s_min, self.L))
+        return self.obs_spec.split_for_action(a, self._split)
 
     def action_for_split(self, split: int) -> int:
-        """The absolute-mode action selecting ``split`` (for baselines and planners)."""
-        if not self.config.s_min <= split <= self.L:
-            raise ValueError(f"split {split} outside {self.config.s_min}..{self.L}")
-        if self.config.action_mode == "absolute":
-            return int(split - self.config.s_min)
-        return int(np.clip(split - self._split, -self.config.max_move, self.config.max_move) + self.config.max_move)
+        """The action selecting ``split`` (for baselines and planners)."""
+        return self.obs_spec.action_for_split(split, self._split)
+
+    def observation(self):
+        """The current state as a `splitrl.controller.policy.Observation`."""
+        from splitrl.controller.policy import Observation
+
+        ue = self.config.include_ue_state
+        return Observation(snr_db=self._snr, snr_history_db=tuple(self._history), bandwidth_mhz=self.bandwidth_mhz,
+                           split=self._split, battery=self._battery if ue else None, load=self._load if ue else None)
 
     def _obs(self) -> np.ndarray:
-        hist = (self._history + [self._snr] * self.config.history)[: self.config.history]
-        v = [self._snr, *hist, self.bandwidth_mhz, float(self._split)]
-        if self.config.include_ue_state:
-            v += [self._battery, self._load]
-        lo, hi = SNR_BOUNDS_DB
-        out = np.asarray(v, dtype=np.float32)
-        out[: self.config.history + 1] = np.clip(out[: self.config.history + 1], lo, hi)
-        return out
+        return self.obs_spec.vector(self.observation())
 
     def _advance_channel(self) -> None:
         self._history = [self._snr, *self._history][: self.config.history]
@@ -321,10 +284,8 @@ class SplitPointBaseEnv(gym.Env):
         i = split  # CostTable rows are indexed by split 0..L
         latencies, energies, timeouts = self.request_costs(snr, self._load if self.config.include_ue_state else None)
         latency, energy, timed_out = float(latencies[i]), float(energies[i]), bool(timeouts[i])
-        terms = reward_terms(
-            self.config.reward, log_ppl_ratio=log_ratio, latency_s=latency, energy_j=energy, split=split,
-            previous_split=self._split, latency_ref_s=self.latency_ref_s, energy_ref_j=self.energy_ref_j,
-        )
+        terms = self.costs.reward(log_ppl_ratio=log_ratio, latency_s=latency, energy_j=energy, split=split,
+                                  previous_split=self._split)
         reward = float(terms["reward"])
         info = {
             "split": split, "previous_split": self._split, "snr_db": snr, "ppl": ppl, "ppl_clean": self.ppl_clean,

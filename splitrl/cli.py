@@ -302,6 +302,9 @@ _register_surrogate_report(register)
 from splitrl.deploy.cli import register_cli as _register_deploy  # noqa: E402
 
 _register_deploy(register)
+from splitrl.serve.cli import register_cli as _register_serve  # noqa: E402
+
+_register_serve(register)
 register("sweep", "perplexity over split points x channel levels x transports x seeds (resumable CSV)")(_build_sweep)(cmd_sweep)
 register("plot", "heatmap PNG of a sweep table")(_build_plot)(cmd_plot)
 

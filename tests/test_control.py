@@ -65,3 +65,46 @@ def test_cli_rejects_bad_channel_with_one_line(capsys):
 
     assert main(["control", "--agent", "oracle", "--channel", "nope"]) == 2
     assert "--channel must be" in capsys.readouterr().err
+
+
+def test_control_cli_set_overrides_summary_and_one_session_per_folder(tmp_path, capsys):
+    from splitrl.cli import main
+
+    out = tmp_path / "ctl"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello there\nthe weather today\n")
+    a = assets()
+    args = ["control", "--agent", "latency-only", "--model", "llama-tiny", "--channel", f"trace:{_drop_trace(tmp_path, n=3)}",
+            "--requests", "4", "--max-new-tokens", "2", "--prompts", str(prompts), "--out", str(out),
+            "--set", f"env.table={a['table']}", f"env.ue_profile={a['ue_profile']}", "env.transport=int8-biterr",
+            "env.reward.w_energy=3"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["transport"] == "int8-biterr" and summary["mean_emulated_ue_energy_j_per_token"] > 0
+    assert summary["requests"] == 4 and summary["fallbacks"] == 0
+    rows = list(iter_decisions(out / "decisions.jsonl"))
+    assert all(r["transport"] == "int8-biterr" and r["reward_table"] is not None for r in rows)
+    # a reused folder is refused in one line, and its log is left as it was
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already holds a session" in err
+    assert len(list(iter_decisions(out / "decisions.jsonl"))) == 4
+
+
+def test_control_cli_bad_checkpoint_and_bad_set_are_one_line(tmp_path, capsys):
+    from splitrl.cli import main
+
+    assert main(["control", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--checkpoint" in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("{}")
+    (bad / "config.yaml").write_text("kind: [not, an, agent]\n")
+    assert main(["control", "--checkpoint", str(bad), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--checkpoint" in err
+    assert main(["control", "--agent", "oracle", "--set", "agent.learning_rate=1", "--out", str(tmp_path / "o3")]) == 2
+    assert "env.FIELD" in capsys.readouterr().err
+    assert main(["control", "--agent", "oracle", "--set", "env.transport=smoke-signals", "--out", str(tmp_path / "o4")]) == 2
+    assert "transport" in capsys.readouterr().err

@@ -1,0 +1,108 @@
+"""The per-request cost/reward service: what one request at a split and an SNR costs, and its reward.
+
+`RequestCostService` owns the device cost model (UE/edge/link profiles, the transport's codec),
+the latency and energy references of the reward, the request-timeout policy and the reward
+terms. The split-point env (`splitrl.envs.split_point.SplitPointBaseEnv`) delegates to it, and
+the deployed controller uses it directly, so serving a request never builds a gym env and the
+env and the controller charge a request identically.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from splitrl.link.factory import codec_for
+from splitrl.reward import RewardConfig, reward_terms
+
+__all__ = ["RequestCostService", "LATENCY_FIELDS"]
+
+LATENCY_FIELDS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_latency_s"}
+"""The reward's latency metric -> the `CostTable` field that holds it."""
+
+
+class RequestCostService:
+    """Per-request costs and rewards of every split of one model under one configuration.
+
+    Args:
+        config: a `SplitPointConfig` (or any object with its cost fields: ``transport``,
+            ``ue_profile``, ``edge_profile``, ``link_profile``, ``prompt_tokens``, ``new_tokens``,
+            ``reward``, ``include_ue_state``, ``request_timeout_s``).
+        view: the model's `DecoderView` (its shape drives the cost model).
+    """
+
+    def __init__(self, config: Any, view) -> None:
+        from splitrl.cost import CostModel, load_profile
+
+        self.config = config
+        self.reward_config: RewardConfig = config.reward
+        self.L = int(view.num_layers)
+        self.link_profile = load_profile("link", config.link_profile)
+        self.cost_model = CostModel(view, config.ue_profile, config.edge_profile, self.link_profile,
+                                    codec=codec_for(config.transport))
+        ue_only = self.cost_model.estimate(self.L, snr_db=30.0, prompt_tokens=config.prompt_tokens,
+                                           new_tokens=config.new_tokens)
+        self.latency_field = LATENCY_FIELDS[self.reward_config.latency_metric]
+        # References default to the all-on-UE split: no link involved, so they do not move with the SNR.
+        self.latency_ref_s = self.reward_config.latency_ref_s or float(getattr(ue_only, self.latency_field))
+        self.energy_ref_j = self.reward_config.energy_ref_j or float(ue_only.ue_energy_j_per_token)
+        self.bandwidth_mhz = float(self.link_profile.bandwidth_hz) / 1e6
+        ue = self.cost_model.ue
+        busy_w = ue.compute_power_w + ue.radio_tx_power_w(self.link_profile.tx_power_w)
+        # A timed-out request burns compute + radio power until the timeout, spread over its tokens.
+        self.timeout_energy_per_token = busy_w * config.request_timeout_s / max(1, config.new_tokens)
+
+    def costs_at(self, snr_db: float):
+        """Cost-model figures of every split at ``snr_db`` (a `CostTable`)."""
+        c = self.config
+        return self.cost_model.estimate_all(snr_db=float(snr_db), prompt_tokens=c.prompt_tokens, new_tokens=c.new_tokens)
+
+    def request_latency(self, snr_db: float, load: float | None = None) -> np.ndarray:
+        """Latency (the reward's metric) of every split 0..L at ``snr_db``, with the UE slow-down
+        under compute ``load`` when UE state is modelled; before the request timeout (a dead link
+        is ``inf`` here)."""
+        t = self.costs_at(snr_db)
+        lat = np.asarray(getattr(t, self.latency_field), dtype=float)
+        if self.config.include_ue_state and load is not None:
+            slow = 1.0 / (1.0 - 0.5 * float(load))
+            extra = {"ttft_s": t.ue_prefill_s, "tpot_s": t.ue_decode_s,
+                     "e2e_latency_s": t.ue_prefill_s + t.ue_decode_s * max(0, self.config.new_tokens - 1)}
+            lat = lat + (slow - 1.0) * np.asarray(extra[self.latency_field], dtype=float)
+        return lat
+
+    def request_costs(self, snr_db: float, load: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(latency, UE energy per token, timed out) of every split 0..L, as the reward charges them:
+        a request slower than ``request_timeout_s`` is charged the timeout, and the energy of
+        computing and transmitting until then."""
+        lat = self.request_latency(snr_db, load)
+        timeout = self.config.request_timeout_s
+        timed_out = ~(lat <= timeout)
+        energy = np.asarray(self.costs_at(snr_db).ue_energy_j_per_token, dtype=float)
+        energy = np.where(timed_out, np.minimum(energy, self.timeout_energy_per_token), energy)
+        return np.minimum(lat, timeout), energy, timed_out
+
+    def reward(self, *, log_ppl_ratio, latency_s, energy_j, split, previous_split) -> dict[str, Any]:
+        """The reward terms (`splitrl.reward.reward_terms`) with this service's references;
+        arguments broadcast like numpy arrays."""
+        return reward_terms(self.reward_config, log_ppl_ratio=log_ppl_ratio, latency_s=latency_s, energy_j=energy_j,
+                            split=split, previous_split=previous_split, latency_ref_s=self.latency_ref_s,
+                            energy_ref_j=self.energy_ref_j)
+
+    def base_rewards(self, snr_db: float, load: float | None = None) -> np.ndarray:
+        """Reward of every split 0..L at ``snr_db`` with no quality loss and no switch; the reward of
+        split ``s`` at quality loss ``q`` is ``base_rewards(snr)[s] - w_quality * q`` minus switching."""
+        lat, energy, _ = self.request_costs(snr_db, load)
+        splits = np.arange(self.L + 1)
+        return np.asarray(self.reward(log_ppl_ratio=0.0, latency_s=lat, energy_j=energy, split=splits,
+                                      previous_split=splits)["reward"], dtype=float)
+
+    def request_outcome(self, split: int, snr_db: float, *, previous_split: int, log_ppl_ratio: float = 0.0,
+                        load: float | None = None) -> dict[str, Any]:
+        """One request's charged latency/energy, timeout flag and reward at ``split`` (the env's step
+        figures without the quality measurement: pass the quality loss when one is known)."""
+        lat, energy, timed_out = self.request_costs(snr_db, load)
+        terms = self.reward(log_ppl_ratio=log_ppl_ratio, latency_s=float(lat[split]), energy_j=float(energy[split]),
+                            split=int(split), previous_split=int(previous_split))
+        return {"latency_s": float(lat[split]), "energy_j": float(energy[split]), "timed_out": bool(timed_out[split]),
+                "reward": float(terms["reward"]),
+                "reward_terms": {k: float(v) for k, v in terms.items() if k != "reward"}}

@@ -1,0 +1,260 @@
+"""Split policies: an observation of the channel and the UE -> the split for the next request.
+
+`Observation` is what the controller sees before a request; `ObservationSpec` is the vector
+layout the agents were trained on and the action -> split mapping (the split-point env uses the
+same code, so a trained agent sees identical inputs in training and in deployment). A
+`SplitPolicy` decides from an `Observation` alone — no gym env is stepped at decision time:
+
+* `AgentPolicy` wraps a trained agent (from a checkpoint) or an exact baseline kind. Agents
+  still need an env object to be *constructed* (they read its configuration, cost model, sweep
+  table); it is built once at load time and never stepped while serving.
+* `FixedPolicy` always returns one split.
+
+Every policy returns ``L`` (everything on the UE) while ``edge_available`` is False: after a
+fallback the split stays on the UE until the edge's health check passes again.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitrl.errors import UsageError
+
+__all__ = ["Observation", "ObservationSpec", "SplitPolicy", "AgentPolicy", "FixedPolicy", "SNR_BOUNDS_DB",
+           "load_checkpointed_agent"]
+
+SNR_BOUNDS_DB = (-50.0, 80.0)
+ACTION_MODES = ("absolute", "relative")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the controller knows before a request.
+
+    Attributes:
+        snr_db: SNR of this slot, dB.
+        snr_history_db: SNRs of the previous slots, newest first (may be shorter than the spec's history).
+        bandwidth_mhz: uplink bandwidth, MHz.
+        split: the split in place (layers on the UE).
+        battery: UE battery level in [0, 1] (None when not modelled).
+        load: UE compute load in [0, 1] (None when not modelled).
+        edge_available: False after a fallback until the edge's health check passes.
+    """
+
+    snr_db: float
+    snr_history_db: tuple[float, ...] = ()
+    bandwidth_mhz: float = 0.0
+    split: int = 0
+    battery: float | None = None
+    load: float | None = None
+    edge_available: bool = True
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    """The observation vector layout and the action -> split mapping of the split-point MDP.
+
+    Vector: ``[snr, snr_1..snr_history (newest first, padded with snr), bandwidth_mhz, split
+    (, battery, load)]``, SNRs clipped to `SNR_BOUNDS_DB`. Actions: ``absolute`` — action ``a``
+    selects split ``s_min + a``; ``relative`` — moves the split in place by ``a - max_move``,
+    clipped to ``[s_min, L]``.
+    """
+
+    num_layers: int
+    history: int = 4
+    s_min: int = 1
+    action_mode: str = "absolute"
+    max_move: int = 4
+    include_ue_state: bool = False
+
+    def __post_init__(self) -> None:
+        if self.action_mode not in ACTION_MODES:
+            raise UsageError(f"action_mode must be one of {', '.join(ACTION_MODES)}, got {self.action_mode!r}")
+        if not 0 <= self.s_min <= self.num_layers:
+            raise UsageError(f"s_min must be in 0..{self.num_layers}, got {self.s_min}")
+        if self.history < 0 or self.max_move < 1:
+            raise UsageError(f"history must be >= 0 and max_move >= 1, got {self.history}, {self.max_move}")
+
+    @classmethod
+    def from_config(cls, config: Any, num_layers: int) -> "ObservationSpec":
+        """The spec of a `SplitPointConfig` for a model of ``num_layers`` layers."""
+        return cls(num_layers=int(num_layers), history=config.history, s_min=config.s_min,
+                   action_mode=config.action_mode, max_move=config.max_move, include_ue_state=config.include_ue_state)
+
+    @property
+    def L(self) -> int:
+        return self.num_layers
+
+    @property
+    def size(self) -> int:
+        return self.history + 3 + (2 if self.include_ue_state else 0)
+
+    @property
+    def num_actions(self) -> int:
+        return self.num_layers - self.s_min + 1 if self.action_mode == "absolute" else 2 * self.max_move + 1
+
+    def vector(self, obs: Observation) -> np.ndarray:
+        """The float32 observation vector ``[size]`` the agents act on."""
+        hist = (list(obs.snr_history_db) + [obs.snr_db] * self.history)[: self.history]
+        v = [obs.snr_db, *hist, obs.bandwidth_mhz, float(obs.split)]
+        if self.include_ue_state:
+            v += [1.0 if obs.battery is None else obs.battery, 0.3 if obs.load is None else obs.load]
+        lo, hi = SNR_BOUNDS_DB
+        out = np.asarray(v, dtype=np.float32)
+        out[: self.history + 1] = np.clip(out[: self.history + 1], lo, hi)
+        return out
+
+    def split_for_action(self, action: int, split_in_place: int) -> int:
+        a = int(action)
+        if not 0 <= a < self.num_actions:
+            raise ValueError(f"action {action!r} outside Discrete({self.num_actions})")
+        if self.action_mode == "absolute":
+            return self.s_min + a
+        return int(np.clip(split_in_place + a - self.max_move, self.s_min, self.num_layers))
+
+    def action_for_split(self, split: int, split_in_place: int) -> int:
+        if not self.s_min <= split <= self.num_layers:
+            raise ValueError(f"split {split} outside {self.s_min}..{self.num_layers}")
+        if self.action_mode == "absolute":
+            return int(split - self.s_min)
+        return int(np.clip(split - split_in_place, -self.max_move, self.max_move) + self.max_move)
+
+
+@dataclass
+class Decision:
+    """A policy's choice: the split, the agent's raw action (None for fixed policies), the time it took."""
+
+    split: int
+    action: int | None = None
+    decision_us: float = 0.0
+    reason: str = "policy"
+
+
+class SplitPolicy(ABC):
+    """Observation -> split. Subclasses implement `_choose`; `decide` adds the edge fallback rule."""
+
+    name: str = "policy"
+    num_layers: int
+
+    def decide(self, obs: Observation) -> Decision:
+        if not obs.edge_available:
+            return Decision(split=self.num_layers, reason="edge unavailable: all on the UE")
+        t0 = time.perf_counter_ns()
+        split, action = self._choose(obs)
+        return Decision(split=int(split), action=action, decision_us=(time.perf_counter_ns() - t0) / 1e3)
+
+    @abstractmethod
+    def _choose(self, obs: Observation) -> tuple[int, int | None]:
+        """(split, action) for ``obs``."""
+
+    def reset(self) -> None:
+        """Forget per-session state."""
+
+    def feedback(self, info: dict[str, Any]) -> bool:
+        """The measured outcome of the last request; True when the policy paid for it."""
+        return False
+
+    @property
+    def real_evaluations(self) -> int:
+        return 0
+
+
+class FixedPolicy(SplitPolicy):
+    """One split for every request (``split`` layers on the UE)."""
+
+    def __init__(self, split: int, num_layers: int) -> None:
+        if not 0 <= int(split) <= int(num_layers):
+            raise UsageError(f"--split must be in 0..{num_layers}, got {split}")
+        self.split, self.num_layers = int(split), int(num_layers)
+        self.name = f"fixed-split-{self.split}"
+
+    def _choose(self, obs: Observation) -> tuple[int, int | None]:
+        return self.split, None
+
+
+def load_checkpointed_agent(path: str | Path, *, env_overrides: dict | None = None, models: dict | None = None):
+    """(agent, env, run config) from a run or checkpoint folder; the env is the run's own (unwrapped).
+
+    A missing or damaged checkpoint is a `UsageError` naming the folder.
+    """
+    import yaml
+
+    from splitrl.agents.registry import make_agent
+    from splitrl.training.checkpoint import CheckpointError, latest_checkpoint
+    from splitrl.training.config import RunConfig
+    from splitrl.training.trainer import make_env
+
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"--checkpoint: {p} does not exist (give checkpoints/<run> or a checkpoint folder)")
+    try:
+        ckpt = p if (p / "manifest.json").is_file() else latest_checkpoint(p)
+        config = RunConfig.from_dict(yaml.safe_load((ckpt / "config.yaml").read_text()))
+    except (OSError, ValueError, yaml.YAMLError, TypeError, AttributeError, CheckpointError) as e:
+        raise UsageError(f"--checkpoint: {p} is not a usable checkpoint: {e}".splitlines()[0]) from None
+    for k, v in (env_overrides or {}).items():  # the reward mapping is merged field by field
+        base = config.env.get(k)
+        config.env[k] = {**base, **v} if k == "reward" and isinstance(v, dict) and isinstance(base, dict) else v
+    env = make_env(config, models=models)
+    try:
+        agent = make_agent(config.kind, env, config.agent, seed=config.seed).load(ckpt / "agent")
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--checkpoint: {ckpt} holds no loadable agent: {e}".splitlines()[0]) from None
+    return agent, env.unwrapped, config
+
+
+class AgentPolicy(SplitPolicy):
+    """A trained agent or an exact baseline acting on `ObservationSpec` vectors.
+
+    ``env`` is the split-point env the agent was built with (its config, costs, sweep table); it
+    is only read, never stepped.
+    """
+
+    def __init__(self, agent, env, name: str) -> None:
+        self.agent, self.env, self.name = agent, env, name
+        self.spec = ObservationSpec.from_config(env.config, env.L)
+        self.num_layers = int(env.L)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, env_overrides: dict | None = None, loaded=None) -> "AgentPolicy":
+        models: dict[str, Any] = {}
+        if loaded is not None:
+            models[loaded.name] = loaded
+        agent, env, run = load_checkpointed_agent(path, env_overrides=env_overrides, models=models)
+        policy = cls(agent, env, f"{run.kind}@{path}")
+        policy.loaded = models.get(env.config.model)
+        return policy
+
+    @classmethod
+    def baseline(cls, kind: str, env_config, view, *, seed: int = 0) -> "AgentPolicy":
+        """An exact baseline (``oracle``, ``fixed``, ``latency-only``, ...) for ``env_config``."""
+        from splitrl.agents.registry import AGENTS, make_agent
+        from splitrl.envs.split_point import SplitPointTableEnv
+
+        if kind not in AGENTS:
+            raise UsageError(f"--agent: unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
+        try:
+            env = SplitPointTableEnv(env_config, view=view)
+        except (IndexError, KeyError) as e:  # a sweep table measured on another model
+            raise UsageError(f"--agent {kind}: the sweep table {env_config.table or 'default'} does not fit "
+                             f"{env_config.model} ({type(e).__name__}: {e}); pass --set env.table=FILE") from None
+        return cls(make_agent(kind, env, seed=seed), env, kind)
+
+    def _choose(self, obs: Observation) -> tuple[int, int | None]:
+        action = int(self.agent.act(self.spec.vector(obs)))
+        return self.spec.split_for_action(action, obs.split), action
+
+    def reset(self) -> None:
+        self.agent.reset()
+
+    def feedback(self, info: dict[str, Any]) -> bool:
+        return bool(self.agent.feedback(info))
+
+    @property
+    def real_evaluations(self) -> int:
+        return int(getattr(self.agent, "real_evaluations", 0))
