@@ -65,10 +65,10 @@ def test_decode_uses_kv_caches_not_prefix_recompute(llama_tiny):
     T = ids.shape[1]
     result = rt.generate(ids, [2, 4], max_new_tokens=10, stop_at_eos=False)
     report = result.report
-    # Every decode step sends exactly one token's hidden state over each cut.
+    # Every decode step sends exactly one token's hidden state over each cut (fp32 frames, 16-byte header).
     H = llama_tiny.view.hidden_size
-    assert report.prefill_bytes_per_boundary == [T * H * 4, T * H * 4]
-    assert report.bytes_per_boundary == [(T + 9) * H * 4] * 2
+    assert report.prefill_bytes_per_boundary == [T * H * 4 + 16] * 2
+    assert report.bytes_per_boundary == [(T + 9) * H * 4 + 10 * 16] * 2
 
 
 def test_segment_caches_hold_only_their_layers(llama_tiny):
