@@ -153,7 +153,7 @@ class TPRank:
         manifest = json.loads(manifest_path.read_text())
         dims = ModelDims(**manifest["dims"])
         plan = ShardPlan.build(dims, manifest["plan"]["ratios"])
-        if plan.to_dict() != manifest["plan"]:
+        if plan.to_dict()["shards"] != manifest["plan"]["shards"]:
             raise UsageError(f"shard_dir {root}: the manifest's plan does not match this version's plan")
         if plan.world != world:
             raise UsageError(f"shard_dir {root} is for {plan.world} shards, the group has {world} ranks")
