@@ -209,11 +209,52 @@ def write_shards(view: Any, plan: ShardPlan, root: str | Path, *, model_name: st
     return root
 
 
-def load_block_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file into ordinary (anonymous) memory: no mmap stays behind."""
-    from safetensors.torch import load
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8}
 
-    return load(Path(path).read_bytes())
+
+def load_block_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file into ordinary (anonymous) memory: no mmap stays behind.
+
+    One ``readinto`` from the page cache into one buffer, tensors are views of it (the streaming
+    scheduler calls this for every block of every token, so a second copy would cost latency).
+    The header is JSON (never pickle) and every offset is checked against the file size.
+    """
+    import struct
+
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{path}: not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", head)
+        size = path.stat().st_size
+        if n > size - 8:
+            raise ValueError(f"{path}: safetensors header length {n} exceeds the file")
+        header = json.loads(f.read(n))
+        data = torch.empty(size - 8 - n, dtype=torch.uint8)
+        if f.readinto(memoryview(data.numpy())) != data.numel():
+            raise ValueError(f"{path}: truncated safetensors data")
+    out: dict[str, torch.Tensor] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dt = _ST_DTYPES.get(info.get("dtype"))
+        begin, end = (int(x) for x in info["data_offsets"])
+        shape = [int(x) for x in info["shape"]]
+        if dt is None or not 0 <= begin <= end <= data.numel():
+            raise ValueError(f"{path}: bad entry {name!r} (dtype {info.get('dtype')}, offsets {begin}..{end})")
+        nel = 1
+        for d in shape:
+            nel *= d
+        if end - begin != nel * torch.empty((), dtype=dt).element_size():
+            raise ValueError(f"{path}: entry {name!r} size does not match its shape {shape}")
+        raw = data[begin:end]
+        try:
+            out[name] = raw.view(dt).reshape(shape)
+        except RuntimeError:  # offset not aligned to the element size: copy this one
+            out[name] = raw.clone().view(dt).reshape(shape)
+    return out
 
 
 # ---- the rank's model ----------------------------------------------------------------------
