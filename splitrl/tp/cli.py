@@ -149,11 +149,22 @@ def _cluster(args: argparse.Namespace, loaded: Any) -> tuple[Any, Any, Any]:
     return cluster, config, reshard
 
 
+def _validate(args: argparse.Namespace) -> None:
+    """Every flag checked before a model is loaded or a process started (fast exit 2)."""
+    from splitrl.dist import Endpoint, check_trusted
+    from splitrl.tp.plan import parse_ratios
+
+    parse_ratios(args.ratio, args.shards)
+    run_config_from_args(args, "")
+    check_trusted(Endpoint.parse(args.master), args.trusted_network)
+
+
 def _tp_generate(args: argparse.Namespace) -> int:
     from splitrl.tp.driver import RankFailure
 
     if args.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    _validate(args)
     loaded = _load(args, args.dtype)
     ids = loaded.tokenizer(args.prompt, return_tensors="pt").input_ids[0].tolist()
     if not ids:
@@ -200,6 +211,7 @@ def _tp_ppl(args: argparse.Namespace) -> int:
     from splitrl.eval.perplexity import sliding_windows
     from splitrl.tp.driver import RankFailure
 
+    _validate(args)
     loaded = _load(args, args.dtype)
     stride = args.stride or args.ctx
     if args.tokens < 2 or args.ctx < 2 or stride < 1 or stride > args.ctx:
