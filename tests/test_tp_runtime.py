@@ -126,6 +126,26 @@ def test_window_scheduler_output_bitwise_equal(cluster, tiny_models):
     assert torch.equal(lg, cluster.logits(PROMPT))
 
 
+def test_injected_load_delay_stalls_by_the_predicted_amount(cluster, tiny_models):
+    from splitrl.tp.scheduler import predicted_stall_s
+
+    loaded = tiny_models["gpt2-tiny"]
+    n_tok, delay = 3, 0.025
+    setup(cluster, loaded, [0.5, 0.5], window=2, load_delay_s=delay)
+    out = cluster.generate(PROMPT, n_tok, stop_at_eos=False)
+    for r in out.ranks:
+        s = r["scheduler"]
+        assert s["acquires"] == n_tok * 2 * loaded.view.num_layers
+        # the load (delay + read) exceeds the tiny model's per-block compute+comm: every block waits
+        pred = predicted_stall_s(s["median_busy_s"], s["median_load_s"], 2, s["acquires"])
+        assert pred > 0.5 * delay * s["acquires"]
+        assert 0.6 * pred <= s["stall_seconds"] <= 1.4 * pred + 0.1, (s, pred)
+    # With no injected delay the loader keeps up (page-cache reads of tiny blocks): little waiting.
+    setup(cluster, loaded, [0.5, 0.5], window=2)
+    out = cluster.generate(PROMPT, n_tok, stop_at_eos=False)
+    assert out.ranks[1]["scheduler"]["stall_seconds"] < 0.5 * delay * out.ranks[1]["scheduler"]["acquires"]
+
+
 def test_bad_config_is_a_usage_error(cluster, tiny_models):
     with pytest.raises(UsageError, match="--allreduce"):
         TPRunConfig(shard_dir="x", allreduce="telepathy")

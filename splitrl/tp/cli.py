@@ -77,7 +77,6 @@ def build_tp_parser(p: argparse.ArgumentParser) -> None:
     w.add_argument("--trusted-network", action="store_true")
     w.add_argument("--timeout", type=float, default=30.0)
     w.add_argument("--idle-timeout", type=float, default=3600.0)
-    w.add_argument("--threads", type=int, default=None)
     pl = sub.add_parser("plan", help="print the sharding plan and parameter census")
     pl.add_argument("--model", default="smollm2-135m")
     pl.add_argument("--cache-dir", default=None)
