@@ -13,7 +13,7 @@ float32, greedy, real worker processes on loopback gloo, 1 thread per rank unles
   over); worker rank 1's anonymous resident memory (``RssAnon``) is sampled every 2 ms during
   set-up and generation; peak and steady state above its baseline (after imports, before any
   weight). Per-token latency ratio W = 4 vs all resident from one group, interleaved, repeated.
-* all-reduce: star / ring / engine for N = 2..4, interleaved and repeated; all-reduce seconds
+* all-reduce: star / ring / engine for N = 2..4, interleaved and repeated (twice); all-reduce seconds
   per generated token on the master, measured on loopback; then modelled for link latencies
   0.1-10 ms (``splitrl.cost.tensor_parallel``: loopback compute kept, loopback all-reduce time
   replaced by the modelled one) against one device, with the crossover latency.
@@ -72,6 +72,7 @@ def main() -> int:
     work = Path(args.work_dir)
     (work / "shards").mkdir(parents=True, exist_ok=True)
     reps = 1 if args.quick else 3
+    ar_reps = 1 if args.quick else 2  # the all-reduce grid is 9 groups per repeat: ~3 min each on 2 cores
     new_tokens = 8 if args.quick else 24
     loaded = load_model(args.model)
     view = loaded.view
@@ -80,7 +81,7 @@ def main() -> int:
     out: dict = {
         "command": " ".join([sys.executable, *sys.argv]), **_git(), "model": args.model, "dtype": "float32",
         "threads_per_rank": 1, "cpu_count": os.cpu_count(), "loadavg_start": list(os.getloadavg()),
-        "prompt_tokens": len(prompt), "new_tokens": new_tokens, "repeats": reps,
+        "prompt_tokens": len(prompt), "new_tokens": new_tokens, "repeats": reps, "allreduce_repeats": ar_reps,
     }
 
     def shards(ratios: list[float]) -> str:
@@ -147,7 +148,7 @@ def main() -> int:
     ar: dict = {}
     one: dict[str, list[float]] = {"n1_threads1": [], "n1_threads2": [], "n2_threads1": []}
     with TPCluster(4, work_dir=work / "ar") as cl:
-        for _ in tqdm(range(reps), desc="all-reduce"):
+        for _ in tqdm(range(ar_reps), desc="all-reduce"):
             for n in (2, 3, 4):
                 for kind in ("star", "ring", "engine"):
                     cl.setup(cfg([1.0] * n, allreduce=kind))

@@ -43,11 +43,18 @@ def setup(cl, loaded, ratios, dtype="float32", **kw):
     return cl.setup(TPRunConfig(shard_dir=str(d), **kw))
 
 
-@pytest.mark.parametrize("model", ["gpt2-tiny", "llama-tiny"])
-def test_float64_logits_match_unsplit_model(cluster, f64, model):
+UNEQUAL = ([1], [0.7, 0.3], [0.5, 0.25, 0.25], [0.4, 0.3, 0.2, 0.1])
+EQUAL = ([1, 1], [1, 1, 1], [1, 1, 1, 1])
+
+
+@pytest.mark.parametrize("model,ratio_set", [
+    ("gpt2-tiny", UNEQUAL), ("llama-tiny", UNEQUAL),
+    pytest.param("gpt2-tiny", EQUAL, marks=pytest.mark.slow), pytest.param("llama-tiny", EQUAL, marks=pytest.mark.slow),
+])
+def test_float64_logits_match_unsplit_model(cluster, f64, model, ratio_set):
     loaded = f64[model]
     ref = loaded.model(torch.tensor([PROMPT])).logits  # [1, T, V]
-    for ratios in ([1], [1, 1], [0.7, 0.3], [1, 1, 1], [0.5, 0.25, 0.25], [1, 1, 1, 1], [0.4, 0.3, 0.2, 0.1]):
+    for ratios in ratio_set:
         setup(cluster, loaded, ratios, dtype="float64")
         lg = cluster.logits(PROMPT)
         assert lg.dtype == torch.float64 and lg.shape == ref.shape
@@ -166,14 +173,14 @@ def test_hung_rank_is_named_and_request_retried_on_reformed_group(cluster, tiny_
     loaded = tiny_models["gpt2-tiny"]
     link = {"name": "identity", "latency_s": 0.002, "emulate_delay": True}  # slow enough to be caught mid-request
     setup(cluster, loaded, [1, 1, 1, 1], link=link, timeout_s=3.0)
-    ref = cluster.generate(PROMPT, 40, stop_at_eos=False).token_ids
+    ref = cluster.generate(PROMPT, 24, stop_at_eos=False).token_ids
     t, _ = _kill_later(cluster, 3, signal.SIGSTOP, 0.3)
     t0 = time.monotonic()
 
     def reshard(n):
         return prepare_shards(loaded, [1] * n, cluster.shard_root)
 
-    out = cluster.generate(PROMPT, 40, stop_at_eos=False, retries=1, reshard=reshard)
+    out = cluster.generate(PROMPT, 24, stop_at_eos=False, retries=1, reshard=reshard)
     t.join()
     assert out.retried == 1 and out.world == 3
     assert out.token_ids == ref  # the same model, re-split over 3 ranks
