@@ -109,6 +109,19 @@ class AnonMemorySampler:
                 "steady_mb": float(st.median(tail)) / 2**20, "samples": len(s)}
 
 
+ALLREDUCE_PLUGINS = ("splitrl.tp.allreduce", "splitrl.aircomp")
+
+
+def load_allreduce_plugins() -> None:
+    """Import the modules that register all-reduce kinds (those that exist in this installation)."""
+    import importlib
+    import importlib.util
+
+    for mod in ALLREDUCE_PLUGINS:
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
+
+
 @dataclass(frozen=True)
 class TPRunConfig:
     """What a rank needs to take part (travels as JSON in the ``setup`` command).
@@ -136,8 +149,7 @@ class TPRunConfig:
     def __post_init__(self) -> None:
         from splitrl.dist import ALLREDUCE_KINDS
 
-        import splitrl.tp.allreduce  # noqa: F401  (registers star/ring/engine)
-
+        load_allreduce_plugins()
         if self.allreduce not in ALLREDUCE_KINDS:
             raise UsageError(f"--allreduce: unknown kind {self.allreduce!r}; allowed: {', '.join(sorted(ALLREDUCE_KINDS))}")
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 0:
@@ -158,7 +170,6 @@ class TPRank:
     """One rank's model share, all-reduce, broadcast and (optionally) weight scheduler."""
 
     def __init__(self, config: TPRunConfig, rank: int, world: int) -> None:
-        import splitrl.tp.allreduce  # noqa: F401
         from splitrl.dist import make_allreduce
         from splitrl.tp.allreduce import LinkSpec, MasterBroadcast
         from splitrl.tp.plan import ModelDims, ShardPlan
