@@ -66,14 +66,15 @@ def test_no_stall_when_compute_covers_load_and_predicted_stall_otherwise():
     names = [f"b{i}" for i in range(6)]
     cycles = 3
     n = len(names) * cycles
-    # compute 40 ms >= load 15 ms: TPI-LLM's condition holds, the loader stays ahead.
+    # compute 80 ms >= load 20 ms: TPI-LLM's condition holds, the loader stays ahead. (Wide margins:
+    # the 2-core test machine is shared, thread wake-ups can lag by several ms.)
     blocks = Blocks()
-    s = BlockScheduler(names, blocks.load, blocks.assign, blocks.release, window=2, load_delay_s=0.015)
+    s = BlockScheduler(names, blocks.load, blocks.assign, blocks.release, window=2, load_delay_s=0.020)
     s.start()
-    run(s, names, cycles, 0.040)
+    run(s, names, cycles, 0.080)
     s.close()
-    assert predicted_stall_s(0.040, 0.015, 2, n) == 0.0
-    assert s.stats.stall_seconds < 0.25 * 0.015 * n  # essentially no waiting (timer noise only)
+    assert predicted_stall_s(0.080, 0.020, 2, n) == 0.0
+    assert s.stats.stall_seconds < 0.5 * 0.020 * n  # essentially no waiting (scheduling noise only)
     # load 60 ms > compute 10 ms: each block waits ~50 ms in steady state.
     blocks = Blocks()
     s = BlockScheduler(names, blocks.load, blocks.assign, blocks.release, window=2, load_delay_s=0.060)
@@ -82,7 +83,10 @@ def test_no_stall_when_compute_covers_load_and_predicted_stall_otherwise():
     s.close()
     pred = predicted_stall_s(0.010, 0.060, 2, n)
     assert pred == pytest.approx((n - 1) * 0.050)
-    assert 0.8 * pred <= s.stats.stall_seconds <= 1.3 * pred + 0.05
+    # with the busy/load times that actually happened (sleeps overrun on a loaded machine)
+    d = s.stats.to_dict()
+    pred = predicted_stall_s(d["median_busy_s"], d["median_load_s"], 2, n)
+    assert 0.7 * pred <= s.stats.stall_seconds <= 1.3 * pred + 0.1
     # window 1 never overlaps: every acquire waits its whole load.
     blocks = Blocks()
     s = BlockScheduler(names, blocks.load, blocks.assign, blocks.release, window=1, load_delay_s=0.020)
@@ -90,7 +94,7 @@ def test_no_stall_when_compute_covers_load_and_predicted_stall_otherwise():
     run(s, names, 1, 0.020)
     s.close()
     pred1 = predicted_stall_s(0.020, 0.020, 1, len(names) - 1)  # the first block came with the fill
-    assert 0.8 * pred1 <= s.stats.stall_seconds <= 1.3 * pred1 + 0.05
+    assert 0.7 * pred1 <= s.stats.stall_seconds <= 1.3 * pred1 + 0.1
 
 
 def test_bad_window():
