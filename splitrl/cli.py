@@ -305,6 +305,9 @@ _register_deploy(register)
 from splitrl.serve.cli import register_cli as _register_serve  # noqa: E402
 
 _register_serve(register)
+from splitrl.tp.cli import register_cli as _register_tp  # noqa: E402
+
+_register_tp(register)
 register("sweep", "perplexity over split points x channel levels x transports x seeds (resumable CSV)")(_build_sweep)(cmd_sweep)
 register("plot", "heatmap PNG of a sweep table")(_build_plot)(cmd_plot)
 
