@@ -14,7 +14,7 @@
 
 ``act`` is the PPO policy's (deterministic) action on the real env's observation: the surrogate
 env has the same observation and action spaces. ``learns = True``. Persistence: ``agent.json``
-(counters, config, phase), ``evaluations.json`` (the measured cells), ``surrogate.json/.joblib``
+(counters, config, phase), ``evaluations.json`` (the measured cells), ``surrogate.json`` (data + seed, refitted on load)
 (`Surrogate.save`, SHA-256 checked on load) and ``ppo/`` (`PPOAgent` artefacts: SB3 zip + JSON).
 
 Not supported: resuming *inside* the surrogate phase (a checkpoint taken during the real phase
@@ -193,7 +193,7 @@ class PPOSurrogateAgent(Agent):
 
     def save_artifacts(self, directory: Path) -> None:
         d = Path(directory)
-        self.collector.save_artifacts(d)  # evaluations.json + surrogate.json/.joblib
+        self.collector.save_artifacts(d)  # evaluations.json + surrogate.json (refitted on load, no pickle)
         (d / "ppo").mkdir(exist_ok=True)
         self.policy.save_artifacts(d / "ppo")
 
