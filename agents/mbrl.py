@@ -30,6 +30,7 @@ from splitrl.agents.base import Agent, StepCallback
 from splitrl.agents.baselines import action_towards
 from splitrl.agents.channel_model import AR1ChannelModel
 from splitrl.reward import switch_cost
+from splitrl.yamlio import short
 
 SNR_GRID = np.arange(-20.0, 50.0 + 1e-9, 0.5)
 
@@ -83,7 +84,7 @@ class MBRLConfig:
         ]
         for name, ok, allowed in checks:
             if not ok:
-                raise ValueError(f"MBRLConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
+                raise ValueError(f"MBRLConfig.{name} must be {allowed}, got {short(getattr(self, name))}")
 
 
 class MBRLAgent(Agent):

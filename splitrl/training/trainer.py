@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import random
+import shutil
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -28,14 +29,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
 
 from splitrl.agents.base import Agent
+from splitrl.agents.config import ConfigError
+from splitrl.errors import UsageError
 from splitrl.agents.registry import make_agent
-from splitrl.training.checkpoint import latest_checkpoint, read_manifest, write_checkpoint
+from splitrl.training.checkpoint import CheckpointError, RunLock, latest_checkpoint, read_manifest, write_checkpoint
 from splitrl.training.config import RunConfig, env_class, env_fields
 from splitrl.training.evaluation import Evaluator
 from splitrl.training.logger import RunLogger, flatten
+from splitrl.yamlio import load_yaml_file
 from splitrl.training.state import capture_env_state, restore_env_state, rng_state, set_rng_state
 
 __all__ = ["Trainer", "TrainResult", "make_env"]
@@ -75,7 +78,15 @@ def make_env(config: RunConfig, *, env_id: str | None = None, max_episode_steps:
             kwargs["view"] = cache[sp.model].view
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)
-    return gym.make(env_id, **kwargs)
+    try:
+        return gym.make(env_id, **kwargs)
+    except UsageError:
+        raise
+    except (ValueError, TypeError, KeyError) as e:
+        # The env refused its configuration (e.g. s_min beyond the model's layers): one line naming
+        # it, without gymnasium's appended dump of every constructor argument.
+        msg = str(e).split(" was raised from the environment creator")[0]
+        raise ConfigError(f"env ({env_id}): {' '.join(msg.split())[:300]}") from None
 
 
 class _Callback:
@@ -99,12 +110,24 @@ class Trainer:
 
     def __init__(self, config: RunConfig, run: str, *, runs_dir: str | Path = "runs",
                  checkpoints_dir: str | Path = "checkpoints", progress: bool = True,
-                 _resume_from: Path | None = None) -> None:
+                 _resume_from: Path | None = None, _lock: RunLock | None = None) -> None:
         self.config = config
         self.run = run
         self.run_dir = Path(runs_dir) / run
         self.ckpt_dir = Path(checkpoints_dir) / run
         self.progress_enabled = progress
+        # One writer per run: a new run creates its checkpoint folder atomically, every writer
+        # holds its lock until close() (a second `train.py --run X` gets one line, exit 2).
+        self._lock = _lock if _lock is not None else RunLock(self.ckpt_dir, new=_resume_from is None)
+        try:
+            self._setup(config, _resume_from)
+        except BaseException:
+            self._lock.release()
+            if _resume_from is None and [p.name for p in self.ckpt_dir.iterdir()] == [".lock"]:
+                shutil.rmtree(self.ckpt_dir, ignore_errors=True)  # nothing written: leave no run behind
+            raise
+
+    def _setup(self, config: RunConfig, _resume_from: Path | None) -> None:
         c, tc = config, config.train
         self._threads_before = torch.get_num_threads()
         torch.set_num_threads(tc.torch_threads)
@@ -156,12 +179,17 @@ class Trainer:
     def resume(cls, run: str, *, runs_dir: str | Path = "runs", checkpoints_dir: str | Path = "checkpoints",
                total_steps: int | None = None, progress: bool = True) -> "Trainer":
         """Continue run ``run`` from ``checkpoints/<run>/latest`` (optionally to a new ``total_steps``)."""
-        ckpt = latest_checkpoint(Path(checkpoints_dir) / run)
-        data = yaml.safe_load((ckpt / "config.yaml").read_text())
-        config = RunConfig.from_dict(data)
-        if total_steps is not None:
-            config.train.total_steps = int(total_steps)
-        return cls(config, run, runs_dir=runs_dir, checkpoints_dir=checkpoints_dir, progress=progress, _resume_from=ckpt)
+        lock = RunLock(Path(checkpoints_dir) / run, new=False)
+        try:
+            ckpt = latest_checkpoint(Path(checkpoints_dir) / run)
+            config = RunConfig.from_dict(load_yaml_file(ckpt / "config.yaml", what="checkpoint config"))
+            if total_steps is not None:
+                config.train.total_steps = int(total_steps)
+            return cls(config, run, runs_dir=runs_dir, checkpoints_dir=checkpoints_dir, progress=progress,
+                       _resume_from=ckpt, _lock=lock)
+        except BaseException:
+            lock.release()
+            raise
 
     # --- checkpoints ---------------------------------------------------------------------------
     def _trainer_state(self) -> dict[str, Any]:
@@ -195,9 +223,17 @@ class Trainer:
         return path
 
     def _load(self, ckpt: Path) -> int:
+        try:
+            return self._load_unchecked(ckpt)
+        except UsageError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError, OSError) as e:
+            raise CheckpointError(f"{ckpt}: cannot restore the run: {type(e).__name__}: {str(e)[:200]}") from None
+
+    def _load_unchecked(self, ckpt: Path) -> int:
         manifest = read_manifest(ckpt)
         if manifest.get("kind") != self.config.kind:
-            raise ValueError(f"{ckpt} holds a {manifest.get('kind')!r} run, not {self.config.kind!r}")
+            raise CheckpointError(f"{ckpt} holds a {str(manifest.get('kind'))[:40]!r} run, not {self.config.kind!r}")
         self.agent.load(ckpt / "agent")
         record = json.loads((ckpt / "env_state.json").read_text())
         with np.load(ckpt / "env_arrays.npz", allow_pickle=False) as z:
@@ -341,10 +377,13 @@ class Trainer:
                            episode_rewards=list(self.episode_rewards), last_eval=self.last_eval)
 
     def close(self) -> None:
-        """Close the log and the env; restore the process's torch thread count."""
-        self.logger.close()
-        self.env.close()
-        torch.set_num_threads(self._threads_before)
+        """Close the log and the env; restore the process's torch thread count; free the run."""
+        try:
+            self.logger.close()
+            self.env.close()
+            torch.set_num_threads(self._threads_before)
+        finally:
+            self._lock.release()
 
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
