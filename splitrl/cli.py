@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from splitrl.models.loader import DEFAULT_MODEL, NAMED_MODELS
@@ -387,7 +388,11 @@ def cmd_sweep(args) -> int:
         path = run_sweep(config, args.out, progress=not args.no_progress, loaded=loaded)
     except (ValueError, CorpusError) as e:
         raise CLIError(str(e))
-    print(f"sweep table: {path}")
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    bad = int((~np.isfinite(df["ppl"].to_numpy(float))).sum())
+    print(f"sweep table: {path} ({len(df)} cells" + (f"; {bad} with a non-finite perplexity, ppl_finite=False)" if bad else ")"))
     return 0
 
 

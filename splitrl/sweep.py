@@ -7,6 +7,11 @@ runs only layers ``[split, L)``. Rows are appended and fsynced one by one; a res
 reads what is there (dropping a half-written last line), skips finished cells and goes on, so an
 interrupted sweep loses and duplicates nothing. Every cell's noise seed derives from the base
 seed and the cell's coordinates, so a resumed sweep writes exactly what an uninterrupted one would.
+
+One writer per table: a sweep holds an exclusive ``flock`` on ``<out>.lock`` while it runs, so a
+second ``splitrl sweep --out`` on the same file stops at once with one line and the first is
+untouched. Grids are capped (`MAX_CELLS`); a cell whose perplexity is not finite (the link
+destroyed the activations) is written with ``ppl_finite = False`` and counted in the summary.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from splitrl.channel.state import ChannelState
+from splitrl.errors import UsageError
 from splitrl.link.factory import link_at, state_for
 
 LEVEL_KINDS = ("snr", "ber", "dropout")
@@ -31,9 +37,12 @@ COLUMNS = [
     "model", "transport", "level_kind", "level", "snr_db", "ber", "bler", "split", "seed_index", "seed",
     "ppl", "nll", "clean_ppl", "log_ppl_ratio", "scored_tokens", "bytes_per_token", "seconds",
     "emulated_ttft_s", "emulated_tpot_s", "emulated_e2e_latency_s", "emulated_ue_energy_j_per_token",
-    "emulated_bytes_on_air",
+    "emulated_bytes_on_air", "ppl_finite",
 ]
-EMULATED = COLUMNS[-5:]
+OLD_COLUMNS = COLUMNS[:-1]  # tables written before ppl_finite existed (read and resumed as they are)
+EMULATED = COLUMNS[-6:-1]
+MAX_CELLS = 100_000  # a grid larger than this is refused (split it into several sweeps)
+MAX_LEVELS = 10_000
 
 
 @dataclass
@@ -82,6 +91,12 @@ class SweepConfig:
             raise ValueError(f"level_kind must be one of {', '.join(LEVEL_KINDS)}, got {self.level_kind!r}")
         if self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if not all(math.isfinite(float(v)) for v in self.levels) or not self.levels:
+            raise ValueError(f"levels must be finite numbers (at least one), got {self.levels[:5]}")
+        n = len(self.splits) * len(self.levels) * len(self.transports) * self.seeds
+        if n > MAX_CELLS:
+            raise ValueError(f"the grid has {n} cells (splits {len(self.splits)} x levels {len(self.levels)} x transports "
+                             f"{len(self.transports)} x seeds {self.seeds}); at most {MAX_CELLS}: split it into several sweeps")
         bad = [t for t in self.transports if t not in LINK_NAMES]
         if bad or not self.transports:
             raise ValueError(f"transports {bad or '[]'} not allowed; choose from {', '.join(LINK_NAMES)}")
@@ -168,7 +183,8 @@ def cells(config: SweepConfig) -> list[Cell]:
 
 
 def read_done(path: Path) -> set[tuple]:
-    """Keys of complete rows; a half-written last line (killed mid-write) is cut off the file."""
+    """Keys of complete rows; a half-written last line (killed mid-write) is cut off the file.
+    Call it only while holding the table's lock (`run_sweep` does)."""
     if not path.exists() or path.stat().st_size == 0:
         return set()
     raw = path.read_bytes()
@@ -178,9 +194,36 @@ def read_done(path: Path) -> set[tuple]:
             f.truncate(cut)
         raw = raw[:cut]
     reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
-    if reader.fieldnames and reader.fieldnames != COLUMNS:
-        raise ValueError(f"{path} has columns {reader.fieldnames}, expected {COLUMNS}; write to a new file")
-    return {(r["transport"], int(r["split"]), _level_key(float(r["level"])), int(r["seed_index"])) for r in reader}
+    if reader.fieldnames and reader.fieldnames not in (COLUMNS, OLD_COLUMNS):
+        raise ValueError(f"{path} is not a sweep table of this version (its columns differ); write to a new file")
+    try:
+        return {(r["transport"], int(r["split"]), _level_key(float(r["level"])), int(r["seed_index"])) for r in reader}
+    except (TypeError, ValueError, KeyError):
+        raise ValueError(f"{path} has a malformed row (two writers at once, or edited by hand); write to a new file") from None
+
+
+class TableLock:
+    """Exclusive, non-waiting ``flock`` on ``<table>.lock`` for the life of one sweep."""
+
+    def __init__(self, path: Path) -> None:
+        import fcntl
+
+        self.path = path.with_name(path.name + ".lock")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(self.fd)
+            raise UsageError(f"another sweep (pid {holder}) is writing {path}; wait for it to finish or choose "
+                             "another --out") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def run_sweep(
@@ -195,18 +238,37 @@ def run_sweep(
     from splitrl.models import load_model
 
     path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder; give a CSV file path")
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock = TableLock(path)
+    try:
+        return _run_sweep_locked(config, path, progress=progress, loaded=loaded)
+    finally:
+        lock.release()
+
+
+def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded) -> Path:
+    from splitrl.eval import PerplexityConfig, PerplexityEvaluator
+    from splitrl.models import load_model
+
     meta_path = path.with_suffix(path.suffix + ".meta.json")
     if meta_path.exists():
-        previous = json.loads(meta_path.read_text())
-        if previous != config.identity():
+        try:
+            previous = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise UsageError(f"{meta_path} is unreadable; write to a new file") from None
+        if not isinstance(previous, dict) or previous != config.identity():
+            previous = previous if isinstance(previous, dict) else {}
             raise ValueError(
                 f"{path} was written by a different sweep setup ({meta_path}); "
-                f"differences: {sorted(k for k in previous if previous.get(k) != config.identity().get(k))}. "
+                f"differences: {sorted(k for k in previous if previous.get(k) != config.identity().get(k))[:10]}. "
                 "Write to a new file."
             )
     else:
-        meta_path.write_text(json.dumps(config.identity(), indent=2))
+        tmp = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(config.identity(), indent=2))
+        os.replace(tmp, meta_path)
     done = read_done(path)
     todo = [c for c in cells(config) if c.key not in done]
     loaded = loaded or load_model(config.model)
@@ -223,11 +285,16 @@ def run_sweep(
     clean = evaluator.evaluate(L).ppl
     emulate = Emulator(config, loaded.view)
     new_file = not path.exists() or path.stat().st_size == 0
+    columns = COLUMNS
+    if not new_file:
+        with open(path, newline="") as f:
+            columns = next(csv.reader(f), COLUMNS)  # an older table keeps its own columns
+    non_finite = 0
     bar = tqdm(total=len(cells(config)), initial=len(cells(config)) - len(todo), desc="sweep", unit="cell",
                disable=not progress, smoothing=0.05)
     written = 0
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         if new_file:
             writer.writeheader()
         for cell in todo:
@@ -240,7 +307,9 @@ def run_sweep(
                 "model": config.model, "transport": cell.transport, "level_kind": config.level_kind,
                 "level": cell.level, "snr_db": state.snr_db, "ber": state.ber, "bler": state.bler,
                 "split": cell.split, "seed_index": cell.seed_index, "seed": seed,
-                "ppl": r.ppl, "nll": r.nll, "clean_ppl": clean, "log_ppl_ratio": math.log(r.ppl / clean),
+                "ppl": r.ppl, "nll": r.nll, "clean_ppl": clean,
+                "log_ppl_ratio": math.log(r.ppl / clean) if math.isfinite(r.ppl) else float("nan"),
+                "ppl_finite": math.isfinite(r.ppl),
                 "scored_tokens": r.scored_tokens, "bytes_per_token": link.bytes_total / max(1, n_tok),
                 "seconds": r.seconds,
             }
@@ -250,7 +319,8 @@ def run_sweep(
             os.fsync(f.fileno())
             written += 1
             bar.update(1)
-            bar.set_postfix(split=cell.split, ppl=f"{r.ppl:.3g}")
+            non_finite += not math.isfinite(r.ppl)
+            bar.set_postfix(split=cell.split, ppl=f"{r.ppl:.3g}", non_finite=non_finite)
             if kill_after and written >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
@@ -264,24 +334,45 @@ def parse_range(text: str, upper: int | None = None) -> list[int]:
             raise ValueError("'all' needs the number of layers")
         return list(range(upper + 1))
     out: set[int] = set()
-    for part in text.split(","):
-        if "-" in part.strip()[1:]:
-            a, b = part.split("-", 1)
-            out.update(range(int(a), int(b) + 1))
-        elif part.strip():
-            out.add(int(part))
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                a, b = part.split("-", 1)
+                if int(b) - int(a) > MAX_CELLS:
+                    raise ValueError
+                out.update(range(int(a), int(b) + 1))
+            elif part.strip():
+                out.add(int(part))
+    except ValueError:
+        raise ValueError(f"--splits must be 'all', a range 'a-b' or a list 'a,b,c' of split points, got {text[:60]!r}") from None
+    if not out:
+        raise ValueError("--splits names no split point")
     return sorted(out)
 
 
 def parse_levels(text: str) -> list[float]:
     """``start:stop:step`` (inclusive) or comma-separated values."""
-    if ":" in text:
-        a, b, st = (float(x) for x in text.split(":"))
-        if st <= 0:
-            raise ValueError("level step must be > 0")
-        n = int(math.floor((b - a) / st + 1e-9)) + 1
-        return [round(a + i * st, 10) for i in range(n)]
-    return [float(x) for x in text.split(",") if x.strip()]
+    allowed = f"--levels must be 'start:stop:step' or 'a,b,c' of finite numbers, got {text[:60]!r}"
+    try:
+        if ":" in text:
+            a, b, st = (float(x) for x in text.split(":"))
+            if not all(map(math.isfinite, (a, b, st))):
+                raise ValueError
+            if st <= 0:
+                raise UsageError("--levels: the step must be > 0")
+            n = int(math.floor((b - a) / st + 1e-9)) + 1
+            if n > MAX_LEVELS:
+                raise UsageError(f"--levels {text[:60]!r} gives {n} levels; at most {MAX_LEVELS}")
+            values = [round(a + i * st, 10) for i in range(max(n, 0))]
+        else:
+            values = [float(x) for x in text.split(",") if x.strip()]
+    except UsageError:
+        raise
+    except ValueError:
+        raise UsageError(allowed) from None
+    if not values or not all(map(math.isfinite, values)):
+        raise UsageError(allowed)
+    return values
 
 
 def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
