@@ -29,6 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from splitrl.agents.base import Agent
 from splitrl.agents.config import ConfigError
@@ -227,7 +228,7 @@ class Trainer:
             return self._load_unchecked(ckpt)
         except UsageError:
             raise
-        except (KeyError, ValueError, TypeError, IndexError, OSError) as e:
+        except (KeyError, ValueError, TypeError, IndexError, OSError, RuntimeError, EOFError, SafetensorError) as e:
             raise CheckpointError(f"{ckpt}: cannot restore the run: {type(e).__name__}: {str(e)[:200]}") from None
 
     def _load_unchecked(self, ckpt: Path) -> int:
