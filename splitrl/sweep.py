@@ -327,6 +327,30 @@ def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded
     return path
 
 
+TABLE_NEEDS = ("model", "transport", "level_kind", "level", "split", "seed_index", "ppl", "clean_ppl", "log_ppl_ratio")
+
+
+def read_sweep_table(path: str | os.PathLike, *, needs: tuple[str, ...] = TABLE_NEEDS):
+    """The sweep CSV at ``path`` as a DataFrame, or one `UsageError` line saying why it is not one."""
+    import pandas as pd
+
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"sweep table {p} is a folder, not a CSV file")
+    if not p.is_file():
+        raise UsageError(f"no sweep table at {p} (write one with `splitrl sweep --out {p.name}`)")
+    try:
+        df = pd.read_csv(p)
+    except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserError) as e:
+        raise UsageError(f"sweep table {p} is not a readable CSV ({type(e).__name__})") from None
+    missing = [c for c in needs if c not in df.columns]
+    if missing:
+        raise UsageError(f"{p} is not a sweep table written by `splitrl sweep` (missing columns {missing[:5]})")
+    if df.empty:
+        raise UsageError(f"sweep table {p} has no rows")
+    return df
+
+
 def parse_range(text: str, upper: int | None = None) -> list[int]:
     """``all`` | ``a-b`` | ``a,b,c`` -> sorted ints."""
     if text == "all":
@@ -384,9 +408,7 @@ def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None
     import pandas as pd
     from matplotlib.colors import LogNorm
 
-    df = pd.read_csv(csv_path)
-    if df.empty:
-        raise ValueError(f"{csv_path} has no rows")
+    df = read_sweep_table(csv_path)
     transports = list(dict.fromkeys(df["transport"]))
     fig, axes = plt.subplots(1, len(transports), figsize=(6.5 * len(transports), 4.6), squeeze=False)
     vmin, vmax = df["ppl"].min(), df.groupby(["transport", "split", "level"])["ppl"].mean().max()
