@@ -140,6 +140,7 @@ class PPOSurrogateAgent(Agent):
         self.policy = PPOAgent(env, c.ppo, seed=self.seed)
         self.surrogate_env_steps = 0
         self.trained = False
+        self.show_progress = False  # the trainer turns it on with its own progress bar
 
     @property
     def surrogate(self):
@@ -174,7 +175,16 @@ class PPOSurrogateAgent(Agent):
                                         float(e.ppl_clean))
         senv = gym.wrappers.TimeLimit(senv, max_episode_steps=self.config.surrogate_episode_steps)
         if self.config.surrogate_steps > 0:
-            self.policy.learn(senv, self.config.surrogate_steps)
+            # This phase makes no real evaluation and is not part of the requested env steps: its
+            # own progress bar, so an outer bar at 100% is not mistaken for a hang.
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.config.surrogate_steps, desc="ppo-surrogate: PPO on the surrogate", unit="step",
+                       leave=False, mininterval=0.5, disable=not self.show_progress)
+            try:
+                self.policy.learn(senv, self.config.surrogate_steps, callback=lambda d: bar.update(1) and None)
+            finally:
+                bar.close()
         self.surrogate_env_steps = int(self.policy.model.num_timesteps)
         self.policy.real_evaluations = 0
         self.trained = True

@@ -139,11 +139,17 @@ class Trainer:
         self.env = self._make_train_env()
         self.env_u = self.env.unwrapped
         spec_steps = self.env.spec.max_episode_steps if self.env.spec is not None else None
-        eval_env = make_env(c, env_id=tc.eval_env_id, models=self._models)
+        eval_env, real_eval = self._make_eval_env()
         eval_steps = tc.eval_steps or tc.max_episode_steps or spec_steps or 256
         self.agent: Agent = make_agent(c.kind, self.env, c.agent, seed=c.seed)
+        if real_eval:
+            n = tc.eval_episodes * eval_steps
+            self._note(f"evaluating on {real_eval}: {n} real perplexity evaluations per evaluation "
+                       f"({tc.eval_episodes} episodes x {eval_steps} steps), plus as many once up front for the "
+                       "oracle reference where a sweep table gives one; progress is shown")
         self.evaluator = Evaluator(eval_env, episodes=tc.eval_episodes, steps=eval_steps, seed0=tc.eval_seed,
-                                   reward_floor=tc.reward_floor, feedback=tc.eval_feedback)
+                                   reward_floor=tc.reward_floor, feedback=tc.eval_feedback,
+                                   progress=bool(real_eval) and self.progress_enabled)
         # trainer state (checkpointed)
         self.step = 0
         self.next_eval = tc.eval_every if tc.eval_every else None
@@ -171,6 +177,34 @@ class Trainer:
         self._callback = _Callback(self)
 
     # --- construction --------------------------------------------------------------------------
+    def _note(self, text: str) -> None:
+        """A one-line notice on stderr about what the run will do (not an error)."""
+        import sys
+
+        print(f"train.py: note: {text}", file=sys.stderr)
+
+    def _make_eval_env(self) -> tuple[gym.Env, str]:
+        """(evaluation env, its id if every step of it is a real perplexity evaluation, else "").
+
+        The reference evaluation is explicit and cheap by default: a run on the real env
+        (``splitrl/SplitPoint-v0``) is evaluated on the measured table env of the same
+        configuration unless ``train.eval_env_id`` names the real env; without a table for this
+        configuration it falls back to the real env, says so, and shows progress."""
+        c, tc = self.config, self.config.train
+        real = "splitrl/SplitPoint-v0"
+        eval_id = tc.eval_env_id
+        if eval_id is None and c.env_id == real:
+            try:
+                env = make_env(c, env_id="splitrl/SplitPointTable-v0", models=self._models)
+                self._note("evaluating on splitrl/SplitPointTable-v0 (the measured sweep table of this configuration: "
+                           f"no real evaluations); set train.eval_env_id={real} to evaluate with real perplexity runs")
+                return env, ""
+            except UsageError as e:
+                self._note(f"no sweep table for this configuration ({str(e)[:160]}...); evaluating on the real env")
+                eval_id = real
+        env = make_env(c, env_id=eval_id, models=self._models)
+        return env, (eval_id or c.env_id) if (eval_id or c.env_id) == real else ""
+
     def _make_train_env(self) -> gym.Env:
         from stable_baselines3.common.monitor import Monitor
 
@@ -352,7 +386,12 @@ class Trainer:
         try:
             from tqdm.auto import tqdm
 
-            self._pbar = tqdm(total=tc.total_steps, initial=self.step, disable=not self.progress_enabled,
+            total = tc.total_steps
+            if remaining > 0:
+                total = max(total, self._announce_rounding(remaining))
+            if hasattr(self.agent, "show_progress"):
+                self.agent.show_progress = self.progress_enabled
+            self._pbar = tqdm(total=total, initial=self.step, disable=not self.progress_enabled,
                               desc=self.run, unit="step", dynamic_ncols=True, mininterval=0.5)
             if remaining > 0:
                 if getattr(self.agent, "learns", True):
@@ -364,6 +403,8 @@ class Trainer:
                 self.step = max(self.step, int(self.agent.env_steps))
                 self._flush_histogram()
                 if self.last_eval_step != self.step:
+                    if self._pbar is not None:
+                        self._pbar.set_description(f"{self.run}: final evaluation", refresh=True)
                     self.evaluate()
                 if self.last_checkpoint_step != self.step:
                     self.checkpoint()
@@ -376,6 +417,26 @@ class Trainer:
         latest = self.ckpt_dir / "latest"
         return TrainResult(steps=self.step, completed=completed, checkpoint=latest if latest.exists() else None,
                            episode_rewards=list(self.episode_rewards), last_eval=self.last_eval)
+
+    def _announce_rounding(self, remaining: int) -> int:
+        """Say when the algorithm will not run exactly the requested steps (one note line); returns
+        the env step count the run will end at."""
+        a, tc = self.agent, self.config.train
+        n_steps = getattr(getattr(a, "config", None), "n_steps", None)
+        if self.config.kind in ("ppo", "a2c") and n_steps:
+            done = int(getattr(a, "env_steps", 0))
+            end = done + -(-remaining // n_steps) * n_steps  # SB3 finishes whole rollouts
+            if end != tc.total_steps:
+                self._note(f"{self.config.kind} learns in rollouts of agent.n_steps={n_steps} steps: "
+                           f"train.total_steps={tc.total_steps} runs as {end} steps")
+            return end
+        elif self.config.kind == "ppo-surrogate":
+            c = a.config
+            real = min(tc.total_steps, c.real_budget)
+            self._note(f"ppo-surrogate: {real} real evaluations (agent.real_budget={c.real_budget}, capped by "
+                       f"train.total_steps), then {c.surrogate_steps} PPO steps on the surrogate (no real evaluations; "
+                       "not counted in train.total_steps, shown by their own progress bar)")
+        return tc.total_steps
 
     def close(self) -> None:
         """Close the log and the env; restore the process's torch thread count; free the run."""
