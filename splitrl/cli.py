@@ -398,18 +398,31 @@ def cmd_sweep(args) -> int:
 
 def _build_plot(p):
     p.add_argument("table", help="sweep CSV written by `splitrl sweep`")
-    p.add_argument("--out", default=None, help="PNG path (default: next to the table)")
+    p.add_argument("--out", default=None, help="PNG path (default: next to the table, .png)")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="best split = lowest emulated latency among splits within this fraction of clean perplexity")
 
 
 def cmd_plot(args) -> int:
-    from splitrl.sweep import plot_sweep
+    from splitrl.sweep import best_splits, plot_sweep, read_sweep_table, table_text
 
-    if not os.path.isfile(args.table):
-        raise CLIError(f"no sweep table at {args.table}")
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise CLIError(f"--tolerance must be a finite fraction >= 0, got {args.tolerance}")
+    if args.out is not None and os.path.isdir(args.out):
+        raise CLIError(f"--out {args.out} is a folder; give a .png path")
+    df = read_sweep_table(args.table)
     try:
-        print(f"heatmap: {plot_sweep(args.table, args.out)}")
+        png = plot_sweep(args.table, args.out, tolerance=args.tolerance)
     except (ValueError, KeyError) as e:
-        raise CLIError(f"{args.table}: {e}")
+        raise CLIError(f"{args.table}: {' '.join(str(e).split())[:300]}")
+    print(table_text(df))
+    if str(df["level_kind"].iloc[0]) == "snr" and "emulated_e2e_latency_s" in df:
+        best = best_splits(df, args.tolerance)
+        print(f"\nbest split per SNR (lowest emulated latency within {args.tolerance:.0%} of clean perplexity):")
+        for t, b in best.groupby("transport"):
+            print(f"  {t}: " + ", ".join(f"{lv:g} dB -> {'none' if sp is None or sp != sp else int(sp)}"
+                                         for lv, sp in zip(b.level, b.split)))
+    print(f"\nplot: {png}")
     return 0
 
 
@@ -426,7 +439,7 @@ from splitrl.surrogate.report import register_cli as _register_surrogate_report 
 
 _register_surrogate_report(register)
 register("sweep", "perplexity over split points x channel levels x transports x seeds (resumable CSV)")(_build_sweep)(cmd_sweep)
-register("plot", "heatmap PNG of a sweep table")(_build_plot)(cmd_plot)
+register("plot", "a sweep table as perplexity-vs-SNR lines per split, latency/energy heatmaps, the best-split map and a printed table")(_build_plot)(cmd_plot)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -399,33 +399,125 @@ def parse_levels(text: str) -> list[float]:
     return values
 
 
-def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Heatmap of mean perplexity over split × level, one panel per transport, log colour scale."""
+def best_splits(df, tolerance: float = 0.05):
+    """The best split per (transport, level): the lowest emulated end-to-end latency among the
+    splits whose mean perplexity is within ``tolerance`` of the clean one (None where no split
+    qualifies or the table has no emulated latency). A DataFrame: transport, level, split,
+    ppl, latency_s, energy_j_per_token."""
+    import pandas as pd
+
+    g = df.groupby(["transport", "level", "split"]).agg(
+        ppl=("ppl", "mean"), clean=("clean_ppl", "first"), latency_s=("emulated_e2e_latency_s", "mean"),
+        energy_j_per_token=("emulated_ue_energy_j_per_token", "mean")).reset_index()
+    rows = []
+    for (t, lv), cell in g.groupby(["transport", "level"]):
+        ok = cell[np.isfinite(cell.ppl) & (cell.ppl <= cell.clean * (1 + tolerance)) & np.isfinite(cell.latency_s)]
+        if ok.empty:
+            rows.append({"transport": t, "level": lv, "split": None, "ppl": float("nan"), "latency_s": float("nan"),
+                         "energy_j_per_token": float("nan")})
+        else:
+            b = ok.loc[ok.latency_s.idxmin()]
+            rows.append({"transport": t, "level": lv, "split": int(b.split), "ppl": float(b.ppl),
+                         "latency_s": float(b.latency_s), "energy_j_per_token": float(b.energy_j_per_token)})
+    return pd.DataFrame(rows)
+
+
+def table_text(df, *, max_splits: int = 40) -> str:
+    """Mean perplexity as a printed split x level table, one block per transport (non-finite: ``inf``)."""
+    kind = str(df["level_kind"].iloc[0])
+    lines = []
+    for t in dict.fromkeys(df["transport"]):
+        grid = df[df.transport == t].groupby(["split", "level"])["ppl"].mean().unstack("level").sort_index()
+        grid = grid.iloc[:max_splits]
+        head = f"{'split':>5} | " + " ".join(f"{lv:>9g}" for lv in grid.columns)
+        lines += [f"{t}: mean perplexity over seeds (clean {df['clean_ppl'].iloc[0]:.4g}); columns: {kind} level",
+                  head, "-" * len(head)]
+        for split, row in grid.iterrows():
+            lines.append(f"{int(split):>5} | " + " ".join(f"{v:>9.4g}" if np.isfinite(v) else f"{'inf':>9}" for v in row))
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None, *, tolerance: float = 0.05) -> Path:
+    """What a reader of a split x channel sweep looks at, one PNG:
+
+    row per transport — (1) perplexity vs channel level, one line per split (log y; non-finite
+    perplexity drawn at the top of the axis as x marks), (2) emulated end-to-end latency and
+    (3) UE energy per token as split x level heatmaps (SNR sweeps, from the emulated columns);
+    last row — the best split per level (lowest latency within ``tolerance`` of clean perplexity)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
     from matplotlib.colors import LogNorm
 
     df = read_sweep_table(csv_path)
     transports = list(dict.fromkeys(df["transport"]))
-    fig, axes = plt.subplots(1, len(transports), figsize=(6.5 * len(transports), 4.6), squeeze=False)
-    vmin, vmax = df["ppl"].min(), df.groupby(["transport", "split", "level"])["ppl"].mean().max()
-    for ax, t in zip(axes[0], transports):
-        grid = df[df.transport == t].groupby(["level", "split"])["ppl"].mean().unstack("split").sort_index()
-        im = ax.imshow(grid.values, aspect="auto", origin="lower", cmap="viridis",
-                       norm=LogNorm(vmin=max(vmin, 1e-3), vmax=max(vmax, vmin * 1.0001)),
-                       extent=(grid.columns.min() - 0.5, grid.columns.max() + 0.5, -0.5, len(grid.index) - 0.5))
-        ax.set_yticks(range(len(grid.index)), [f"{v:g}" for v in grid.index])
-        ax.set_xlabel("split point s (layers on the UE)")
-        kind = df["level_kind"].iloc[0]
-        ax.set_ylabel({"snr": "SNR (dB)", "ber": "bit error rate", "dropout": "dropout p"}[kind])
-        ax.set_title(f"{t}: perplexity (clean {df['clean_ppl'].iloc[0]:.2f})")
-        fig.colorbar(im, ax=ax, label="perplexity (log scale)")
-    fig.suptitle(f"{df['model'].iloc[0]} on WikiText-2 — split × channel sweep, mean over seeds")
+    kind = str(df["level_kind"].iloc[0])
+    xlabel = {"snr": "SNR (dB)", "ber": "bit error rate", "dropout": "dropout p"}.get(kind, kind)
+    has_cost = kind == "snr" and all(c in df for c in EMULATED) and df[EMULATED[2]].notna().any()
+    ncols = 3 if has_cost else 1
+    fig, axes = plt.subplots(len(transports) + 1, ncols, figsize=(6.0 * ncols, 4.2 * (len(transports) + 1)),
+                             squeeze=False)
+    clean = float(df["clean_ppl"].iloc[0])
+    finite = df["ppl"][np.isfinite(df["ppl"])]
+    top = float(finite.max()) * 2 if len(finite) else clean * 10
+    for r, t in enumerate(transports):
+        sub = df[df.transport == t]
+        mean = sub.groupby(["split", "level"])["ppl"].mean().unstack("split").sort_index()
+        ax = axes[r][0]
+        cmap = plt.get_cmap("viridis")
+        splits = list(mean.columns)
+        for i, sp in enumerate(splits):
+            y = mean[sp].to_numpy(float)
+            color = cmap(i / max(1, len(splits) - 1))
+            ax.plot(mean.index, np.where(np.isfinite(y), y, np.nan), color=color, lw=1.2, label=f"s={sp}")
+            bad = ~np.isfinite(y)
+            if bad.any():
+                ax.scatter(np.asarray(mean.index)[bad], np.full(bad.sum(), top), marker="x", color=color)
+        ax.axhline(clean, color="k", ls="--", lw=1, label=f"clean {clean:.3g}")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("perplexity (log)")
+        ax.set_title(f"{t}: perplexity per split (x: not finite)")
+        if len(splits) <= 12:
+            ax.legend(fontsize=7, ncol=2)
+        else:
+            sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(min(splits), max(splits)))
+            fig.colorbar(sm, ax=ax, label="split point s")
+        if has_cost:
+            for c, (col, label) in enumerate([("emulated_e2e_latency_s", "emulated end-to-end latency (s)"),
+                                              ("emulated_ue_energy_j_per_token", "UE energy per token (J)")], start=1):
+                grid = sub.groupby(["level", "split"])[col].mean().unstack("split").sort_index()
+                vals = grid.to_numpy(float)
+                pos = vals[np.isfinite(vals) & (vals > 0)]
+                norm = LogNorm(vmin=pos.min(), vmax=max(pos.max(), pos.min() * 1.0001)) if len(pos) else None
+                im = axes[r][c].imshow(vals, aspect="auto", origin="lower", cmap="magma", norm=norm,
+                                       extent=(grid.columns.min() - 0.5, grid.columns.max() + 0.5, -0.5, len(grid.index) - 0.5))
+                axes[r][c].set_yticks(range(len(grid.index)), [f"{v:g}" for v in grid.index])
+                axes[r][c].set_xlabel("split point s (layers on the UE)")
+                axes[r][c].set_ylabel(xlabel)
+                axes[r][c].set_title(f"{t}: {label}")
+                fig.colorbar(im, ax=axes[r][c], label=label + " (log)")
+    ax = axes[-1][0]
+    if has_cost:
+        best = best_splits(df, tolerance)
+        for t in transports:
+            b = best[best.transport == t]
+            ax.step(b.level, [np.nan if v is None else v for v in b.split], where="mid", marker="o", label=t)
+        ax.set_ylim(-0.5, int(df["split"].max()) + 0.5)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("best split s (0: token ids cross, all layers on the edge)")
+        ax.set_title(f"best split: lowest latency within {tolerance:.0%} of clean perplexity")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "best-split map needs an SNR sweep with emulated latency", ha="center", va="center")
+        ax.set_axis_off()
+    for c in range(1, ncols):
+        axes[-1][c].set_axis_off()
+    fig.suptitle(f"{df['model'].iloc[0]} on WikiText-2: split x channel sweep, mean over seeds")
     fig.tight_layout()
     out_path = Path(out) if out else Path(csv_path).with_suffix(".png")
-    fig.savefig(out_path, dpi=120)
+    fig.savefig(out_path, dpi=110)
     plt.close(fig)
     return out_path
