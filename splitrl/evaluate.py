@@ -270,6 +270,7 @@ def evaluate_agents(specs: Sequence[AgentSpec | str], *, env_id: str = "splitrl/
         "env_id": getattr(getattr(env, "spec", None), "id", None) or env_id, "transport": u.config.transport,
         "episodes": int(episodes), "steps": steps, "seeds": [seeds[0], seeds[-1]], "feedback": bool(feedback),
         "reward_floor": reward_floor, "oracle_reward_per_step": ref["oracle"], "random_reward_per_step": ref["random"],
+        "torch_threads": __import__("torch").get_num_threads(),  # decision latencies depend on it
         "definitions": DEFINITIONS, "agents": rows,
     }
 

@@ -85,3 +85,14 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys, monkeypatch):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_plot_prints_the_table_and_writes_the_figure(tmp_path, capsys):
+    from test_agents_support import assets
+
+    png = tmp_path / "t.png"
+    assert main(["plot", assets()["table"], "--out", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "awgn: mean perplexity over seeds" in out and "int8-biterr" in out and png.stat().st_size > 10_000
+    assert main(["plot", assets()["table"], "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
