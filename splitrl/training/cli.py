@@ -61,6 +61,9 @@ def _run(args) -> int:
     from splitrl.training.config import describe_kind, load_run_config
     from splitrl.training.trainer import Trainer
 
+    for flag, d in (("--runs-dir", args.runs_dir), ("--checkpoints-dir", args.checkpoints_dir)):
+        if Path(d).exists() and not Path(d).is_dir():
+            raise UsageError(f"{flag} {d} is a file, not a folder")
     if args.total_steps is not None and args.total_steps < 1:
         raise UsageError(f"--total-steps must be >= 1, got {args.total_steps}")
     if args.stop_at is not None and args.stop_at < 1:
@@ -125,4 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except UsageError as e:  # config, checkpoint, lock, file and flag errors: one line each
         print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder the user named cannot be created or written
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"train.py: error: {where}{e.strerror or type(e).__name__}", file=sys.stderr)
         return 2
