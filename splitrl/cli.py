@@ -392,7 +392,8 @@ def cmd_sweep(args) -> int:
 
     df = pd.read_csv(path)
     bad = int((~np.isfinite(df["ppl"].to_numpy(float))).sum())
-    print(f"sweep table: {path} ({len(df)} cells" + (f"; {bad} with a non-finite perplexity, ppl_finite=False)" if bad else ")"))
+    print(f"sweep table: {path} ({len(df)} cells" + (f"; {bad} with a non-finite perplexity, ppl_finite=False" if bad else "")
+          + f"; its 'seconds' column was timed with {torch.get_num_threads()} torch thread(s))")
     return 0
 
 
