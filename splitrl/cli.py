@@ -273,8 +273,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"model name ({', '.join(NAMED_MODELS)}), local HF directory, .gguf file, or hub id")
     p.add_argument("--cache-dir", default=None, help="cache for dequantised GGUF models (default $SPLITRL_CACHE or ~/.cache/splitrl)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's own choice; on a busy machine 1 is often fastest, see README)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 by default: on a shared 2-core machine 2 threads were 5-12x slower, "
+                        "benchmarks/results/threads.json; raise it on an idle machine)")
     p.add_argument("--json", action="store_true", help="machine-readable output (non-finite numbers are null + a flag)")
 
 
@@ -357,7 +358,7 @@ register("info", "layers, sizes, per-layer FLOPs and bytes at each cut")(_build_
 def _build_sweep(p):
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--cache-dir", default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (see `splitrl ppl --help`)")
     p.add_argument("--splits", default="all", help="'all', a range 'a-b', or a list 'a,b,c'")
     p.add_argument("--levels", default="0:30:5", help="channel levels: 'start:stop:step' or 'a,b,c'")
     p.add_argument("--level-kind", default="snr", choices=["snr", "ber", "dropout"])
