@@ -30,8 +30,9 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
+# A new result file per run; `make bench OVERWRITE=1` replaces the committed benchmarks/results/runtime_overhead.json.
 bench: setup
-	$(PY) benchmarks/runtime_overhead.py
+	flock /tmp/splitrl-bench.lock $(PY) benchmarks/runtime_overhead.py $(if $(OVERWRITE),--overwrite,)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

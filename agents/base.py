@@ -9,12 +9,21 @@ the budget the model-based agent is built to save.
 from __future__ import annotations
 
 import json
+import pickle  # only for its exception type: torch.load(weights_only=True) raises UnpicklingError
+import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
+
+from splitrl.errors import UsageError
+
+
+class AgentLoadError(UsageError):
+    """An agent folder cannot be loaded (missing, corrupt, another kind, unlisted files)."""
+
 
 StepCallback = Callable[[dict[str, Any]], bool | None]
 """Called by `Agent.learn` after each env step with a dict (step, obs, action, reward, info, ...);
@@ -68,25 +77,61 @@ class Agent(ABC):
         """Read what `save_artifacts` wrote."""
 
     def save(self, directory: str | Path) -> Path:
-        """Save to ``directory`` (created): ``agent.json`` + artefacts."""
+        """Save to ``directory`` (created, and expected empty): the artefacts, then ``agent.json``
+        (kind, state, and the SHA-256 of every artefact, which `load` checks)."""
+        from splitrl.integrity import list_files, sha256_file
+
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.save_artifacts(d)
-        (d / "agent.json").write_text(json.dumps({"kind": self.kind, "state": self.state_dict()}, indent=2))
+        files = {rel: sha256_file(p) for rel, p in sorted(list_files(d, frozenset({"agent.json"})).items())}
+        (d / "agent.json").write_text(json.dumps({"kind": self.kind, "state": self.state_dict(), "files": files}, indent=2))
         return d
 
     def load(self, directory: str | Path) -> "Agent":
-        """Restore this agent from ``directory``; errors name the file and what is wrong."""
+        """Restore this agent from ``directory`` (an `Agent.save` folder); errors are one line
+        (`splitrl.errors.UsageError`) naming the file and what is wrong.
+
+        Before anything is read the folder is verified against the file list in ``agent.json``
+        (and, for the ``agent/`` folder of a trainer checkpoint, against the checkpoint's
+        manifest): a missing, changed or unlisted file is refused. Artefacts are data only (see
+        `splitrl.training.checkpoint`), so even a forged folder cannot run code."""
+        from splitrl.integrity import IntegrityError, verify_listed_files
+
         d = Path(directory)
         meta_path = d / "agent.json"
+        if not d.is_dir():
+            raise AgentLoadError(f"agent checkpoint {d} is not a folder")
         try:
             meta = json.loads(meta_path.read_text())
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{meta_path} not found: not an agent checkpoint") from e
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{meta_path} is corrupt: {e}") from e
+        except FileNotFoundError:
+            raise AgentLoadError(f"{meta_path} not found: not an agent checkpoint") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise AgentLoadError(f"{meta_path} is corrupt: {type(e).__name__}") from None
+        if not isinstance(meta, dict):
+            raise AgentLoadError(f"{meta_path} is not an agent description (a JSON object)")
         if meta.get("kind") != self.kind:
-            raise ValueError(f"{d} holds a {meta.get('kind')!r} agent, not {self.kind!r}")
-        self.load_state_dict(meta.get("state", {}))
-        self.load_artifacts(d)
+            raise AgentLoadError(f"{d} holds a {str(meta.get('kind'))[:40]!r} agent, not {self.kind!r}")
+        if "files" not in meta:
+            raise AgentLoadError(f"{meta_path} lists no files (written by an older splitrl); retrain or re-save the agent")
+        if d.name == "agent" and (d.parent / "manifest.json").is_file():
+            from splitrl.training.checkpoint import read_manifest
+
+            read_manifest(d.parent, verify=True)  # the whole checkpoint, not only the agent folder
+        verify_listed_files(d, meta["files"], listed_in=str(meta_path), exclude=frozenset({"agent.json"}))
+        state = meta.get("state", {})
+        if not isinstance(state, dict):
+            raise AgentLoadError(f"{meta_path}: 'state' must be a JSON object")
+        try:
+            self.load_state_dict(state)
+            self.load_artifacts(d)
+        except (IntegrityError, AgentLoadError):
+            raise
+        except UsageError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, OSError, RuntimeError, EOFError,
+                pickle.UnpicklingError, zipfile.BadZipFile) as e:
+            # A well-formed file list but content this agent cannot use (hand-edited, another
+            # version, a pickle where tensors belong): one line, not a traceback.
+            raise AgentLoadError(f"{d}: cannot load the {self.kind} agent: {type(e).__name__}: {str(e)[:200]}") from None
         return self

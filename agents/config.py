@@ -17,11 +17,17 @@ import types
 import typing
 from typing import Any
 
+from splitrl.errors import UsageError
+from splitrl.yamlio import short
+
 __all__ = ["ConfigError", "param", "validate", "build", "describe", "documented", "coerce", "field_types"]
 
 
-class ConfigError(ValueError):
-    """A configuration value or name is not allowed; the message names the field and what is allowed."""
+class ConfigError(UsageError):
+    """A configuration value or name is not allowed; the message names the field and what is allowed.
+
+    The project's one usage-error type (`splitrl.errors.UsageError`), specialised for config
+    fields: CLIs print it as one line and exit 2. Values in messages are bounded (`short`)."""
 
 
 def param(default: Any = dataclasses.MISSING, doc: str = "", *, low: float | None = None, high: float | None = None,
@@ -80,7 +86,7 @@ def validate(cfg: Any) -> None:
             else:
                 ok = isinstance(x, (int, float)) and not isinstance(x, bool) and _in_range(x, f)
             if not ok:
-                raise ConfigError(f"{name}.{f.name} must be {allowed}, got {v!r}")
+                raise ConfigError(f"{name}.{f.name} must be {allowed}, got {short(v)}")
 
 
 def field_types(cls: type) -> dict[str, Any]:
@@ -115,7 +121,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, inner):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping of {inner.__name__} fields, got {value!r}")
+            raise ConfigError(f"{where} must be a mapping of {inner.__name__} fields, got {short(value)}")
         return build(inner, value, where=where + ".")
     origin = typing.get_origin(inner)
     if inner is bool:
@@ -125,29 +131,29 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             return value.strip().lower() in _TRUE
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
+        raise ConfigError(f"{where} must be true or false, got {short(value)}")
     if inner is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        if isinstance(value, (bool, dict, list, tuple, set)):
+            raise ConfigError(f"{where} must be an integer, got {short(value)}")
         if isinstance(value, int):
             return value
         try:
             x = float(value) if not isinstance(value, str) else float(value.strip().replace("_", ""))
         except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+            raise ConfigError(f"{where} must be an integer, got {short(value)}") from None
         if not (math.isfinite(x) and x.is_integer()):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {short(value)}")
         return int(x)
     if inner is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if isinstance(value, (bool, dict, list, tuple, set)):
+            raise ConfigError(f"{where} must be a number, got {short(value)}")
         try:
             return float(value.strip() if isinstance(value, str) else value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+            raise ConfigError(f"{where} must be a number, got {short(value)}") from None
     if inner is str:
-        if isinstance(value, (dict, list, tuple)):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
+        if isinstance(value, (dict, list, tuple, set)):
+            raise ConfigError(f"{where} must be a string, got {short(value)}")
         return str(value)
     if origin in (list, tuple) or inner in (list, tuple):
         args = typing.get_args(inner)
@@ -160,7 +166,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         return [coerce(x, item_tp, f"{where}[{i}]") for i, x in enumerate(value)]
     if origin is dict or inner is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+            raise ConfigError(f"{where} must be a mapping, got {short(value)}")
         return dict(value)
     return value
 
@@ -178,7 +184,7 @@ def build(cls: type, mapping: dict[str, Any] | None, *, where: str = "") -> Any:
         k = unknown[0]
         close = difflib.get_close_matches(str(k), names, n=1)
         hint = f" (did you mean {where}{close[0]}?)" if close else ""
-        raise ConfigError(f"unknown field {where}{k} for {cls.__name__}{hint}; allowed: {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown field {where}{k if isinstance(k, str) and len(k) < 60 else short(k)} for {cls.__name__}{hint}; allowed: {', '.join(sorted(names))}")
     hints = field_types(cls)
     kwargs = {k: coerce(v, hints[k], f"{where}{k}") for k, v in mapping.items()}
     try:
@@ -186,7 +192,7 @@ def build(cls: type, mapping: dict[str, Any] | None, *, where: str = "") -> Any:
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{where.rstrip('.') or cls.__name__}: {e}") from e
+        raise ConfigError(f"{where.rstrip('.') or cls.__name__}: {str(e)[:300]}") from None
 
 
 def _type_name(tp: Any) -> str:

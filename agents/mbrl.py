@@ -30,6 +30,7 @@ from splitrl.agents.base import Agent, StepCallback
 from splitrl.agents.baselines import action_towards
 from splitrl.agents.channel_model import AR1ChannelModel
 from splitrl.reward import switch_cost
+from splitrl.yamlio import short
 
 SNR_GRID = np.arange(-20.0, 50.0 + 1e-9, 0.5)
 
@@ -83,7 +84,7 @@ class MBRLConfig:
         ]
         for name, ok, allowed in checks:
             if not ok:
-                raise ValueError(f"MBRLConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
+                raise ValueError(f"MBRLConfig.{name} must be {allowed}, got {short(getattr(self, name))}")
 
 
 class MBRLAgent(Agent):
@@ -319,11 +320,21 @@ class MBRLAgent(Agent):
             self.surrogate.save(directory / "surrogate")
 
     def load_artifacts(self, directory: Path) -> None:
-        data = json.loads((directory / "evaluations.json").read_text())
-        self.cells = [(str(t), int(s), float(q)) for t, s, q in data["cells"]]
-        self.targets = [float(v) for v in data["targets"]]
+        """Read the measured cells; the surrogate is refitted from its own JSON file (no pickle:
+        `splitrl.surrogate.base`), and must have been fitted on a prefix of these cells."""
+        path = directory / "evaluations.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: not an {self.kind} checkpoint")
+        data = json.loads(path.read_text())
+        cells = [(str(t), int(s), float(q)) for t, s, q in data["cells"]]
+        targets = [float(v) for v in data["targets"]]
+        if len(cells) != len(targets) or not all(np.isfinite(targets)) or any(t != self.transport for t, *_ in cells):
+            raise ValueError(f"{path}: cells and targets must pair up, be finite and use transport {self.transport!r}")
+        self.cells, self.targets = cells, targets
         if (directory / "surrogate.json").exists():
             from splitrl.surrogate import load_surrogate
 
             self.surrogate = load_surrogate(directory / "surrogate", expected_spec=self.spec)
+            if self.surrogate.n_train > len(self.cells):
+                raise ValueError(f"{directory / 'surrogate.json'} was fitted on more cells than {path} holds")
             self._refresh_grids()

@@ -14,7 +14,7 @@
 
 ``act`` is the PPO policy's (deterministic) action on the real env's observation: the surrogate
 env has the same observation and action spaces. ``learns = True``. Persistence: ``agent.json``
-(counters, config, phase), ``evaluations.json`` (the measured cells), ``surrogate.json/.joblib``
+(counters, config, phase), ``evaluations.json`` (the measured cells), ``surrogate.json`` (data + seed, refitted on load)
 (`Surrogate.save`, SHA-256 checked on load) and ``ppo/`` (`PPOAgent` artefacts: SB3 zip + JSON).
 
 Not supported: resuming *inside* the surrogate phase (a checkpoint taken during the real phase
@@ -140,6 +140,7 @@ class PPOSurrogateAgent(Agent):
         self.policy = PPOAgent(env, c.ppo, seed=self.seed)
         self.surrogate_env_steps = 0
         self.trained = False
+        self.show_progress = False  # the trainer turns it on with its own progress bar
 
     @property
     def surrogate(self):
@@ -174,7 +175,16 @@ class PPOSurrogateAgent(Agent):
                                         float(e.ppl_clean))
         senv = gym.wrappers.TimeLimit(senv, max_episode_steps=self.config.surrogate_episode_steps)
         if self.config.surrogate_steps > 0:
-            self.policy.learn(senv, self.config.surrogate_steps)
+            # This phase makes no real evaluation and is not part of the requested env steps: its
+            # own progress bar, so an outer bar at 100% is not mistaken for a hang.
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.config.surrogate_steps, desc="ppo-surrogate: PPO on the surrogate", unit="step",
+                       leave=False, mininterval=0.5, disable=not self.show_progress)
+            try:
+                self.policy.learn(senv, self.config.surrogate_steps, callback=lambda d: bar.update(1) and None)
+            finally:
+                bar.close()
         self.surrogate_env_steps = int(self.policy.model.num_timesteps)
         self.policy.real_evaluations = 0
         self.trained = True
@@ -193,7 +203,7 @@ class PPOSurrogateAgent(Agent):
 
     def save_artifacts(self, directory: Path) -> None:
         d = Path(directory)
-        self.collector.save_artifacts(d)  # evaluations.json + surrogate.json/.joblib
+        self.collector.save_artifacts(d)  # evaluations.json + surrogate.json (refitted on load, no pickle)
         (d / "ppo").mkdir(exist_ok=True)
         self.policy.save_artifacts(d / "ppo")
 

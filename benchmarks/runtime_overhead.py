@@ -9,11 +9,16 @@ Measures, interleaving baseline and splitrl runs so drift hits both alike:
    transformers perplexity, the whole model per split) — total wall time, splitrl / naive.
 
 Reproduce:  make bench   (or: .venv/bin/python benchmarks/runtime_overhead.py --threads 2)
+Writes a NEW result file (runtime_overhead-<UTC time>.json/.md) unless ``--overwrite`` (``make bench
+OVERWRITE=1``) asks to replace the committed ``runtime_overhead.json``; an existing ``--out`` is never
+replaced silently. Progress is shown; the thread count, load average, command and git revision are
+recorded in the result.
 Writes benchmarks/results/runtime_overhead.json and .md.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import os
 import platform
@@ -33,6 +38,16 @@ def _timed(fn):
     return time.perf_counter() - t0, out
 
 
+def _git(*args: str) -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parent,
+                              timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -43,8 +58,17 @@ def main() -> None:
     ap.add_argument("--ppl-tokens", type=int, default=1024)
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--stride", type=int, default=256)
-    ap.add_argument("--out", default=str(RESULTS / "runtime_overhead.json"))
+    ap.add_argument("--out", default=None,
+                    help="result JSON (default: a new benchmarks/results/runtime_overhead-<UTC time>.json)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="write the committed benchmarks/results/runtime_overhead.json (or replace an existing --out)")
+    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else RESULTS / ("runtime_overhead.json" if args.overwrite else f"runtime_overhead-{stamp}.json")
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"runtime_overhead.py: error: {out} exists; pass --overwrite (make bench OVERWRITE=1) to replace it")
+    from tqdm.auto import tqdm
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -72,8 +96,11 @@ def main() -> None:
 
     hf(4), ours(L // 2, 4)  # warm-up: thread pools, allocator
     samples: dict[str, dict[str, list[float]]] = {k: {"prefill": [], "full": []} for k in ["hf"] + [f"s{s}" for s in splits]}
+    bar = tqdm(total=args.repeats * (1 + len(splits)) + 2, desc="bench", unit="run", disable=args.no_progress)
     for _ in range(args.repeats):
         for key, run in [("hf", hf)] + [(f"s{s}", (lambda n, s=s: ours(s, n))) for s in splits]:
+            bar.set_postfix(run=key, refresh=False)
+            bar.update(1)
             t1, _ = _timed(lambda: run(1))
             tn, out = _timed(lambda: run(args.new_tokens))
             if len(out) != args.new_tokens:
@@ -105,8 +132,13 @@ def main() -> None:
     cfg = PerplexityConfig(tokens=args.ppl_tokens, window=args.window, stride=args.stride)
     text_ids = corpus_tokens(tok, args.ppl_tokens)
     reference_perplexity(model, text_ids[:, :64], 64, 64)  # warm-up
+    bar.set_postfix(run="perplexity, naive", refresh=True)
     naive_s, naive_ppl = _timed(lambda: [reference_perplexity(model, text_ids, args.window, args.stride) for _ in ppl_splits])
+    bar.update(1)
+    bar.set_postfix(run="perplexity, prefix cache", refresh=True)
     cached_s, cached = _timed(lambda: (lambda ev: [ev.evaluate(s).ppl for s in ppl_splits])(PerplexityEvaluator(loaded, cfg)))
+    bar.update(1)
+    bar.close()
     max_rel = max(abs(a - b) / b for a, b in zip(cached, naive_ppl))
 
     result = {
@@ -132,10 +164,11 @@ def main() -> None:
             "torch": torch.__version__, "transformers": transformers.__version__,
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "command": "make bench  # .venv/bin/python benchmarks/runtime_overhead.py --threads 2",
+            "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+            "git_revision": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain")),
+            "loadavg": list(os.getloadavg()), "torch_threads": torch.get_num_threads(),
         },
     }
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     rows = ["| measure | splitrl / baseline |", "|---|---|"]
@@ -147,7 +180,8 @@ def main() -> None:
     md = "\n".join(rows)
     out.with_suffix(".md").write_text(md + "\n")
     print(md)
-    print(f"greedy tokens identical: {identical}; ppl max rel diff {max_rel:.2e}")
+    print(f"greedy tokens identical: {identical}; ppl max rel diff {max_rel:.2e}; {torch.get_num_threads()} torch "
+          f"threads, load average {os.getloadavg()[0]:.2f}; wrote {out}")
 
 
 if __name__ == "__main__":

@@ -344,32 +344,50 @@ class SplitPointEnv(SplitPointBaseEnv):
 class SweepTable:
     """A sweep CSV as arrays: log(ppl/ppl_clean)[split, level, seed] for one transport."""
 
-    def __init__(self, path: str | Path, transport: str, splits: np.ndarray) -> None:
+    def __init__(self, path: str | Path, transport: str, splits: np.ndarray, *, model: str | None = None) -> None:
         import pandas as pd
 
+        from splitrl.errors import UsageError
+
         path = Path(path)
+        name = str(model or "MODEL")
+        todo = (f"run `splitrl sweep --model {name} --splits all --transports {transport} --levels 0:30:5 "
+                f"--out sweep_{Path(name).stem}.csv` first, then pass --set env.table=sweep_{Path(name).stem}.csv")
         if not path.is_file():
-            raise FileNotFoundError(f"sweep table {path} not found; run `splitrl sweep` or pass table=PATH")
-        df = pd.read_csv(path)
-        if df.empty or "transport" not in df:
-            raise ValueError(f"{path} is not a sweep table")
+            raise UsageError(f"sweep table {path} not found: {todo}")
+        try:
+            df = pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError, OSError) as e:
+            raise UsageError(f"sweep table {path} is not a readable CSV ({type(e).__name__})") from None
+        needed = {"model", "transport", "level_kind", "level", "split", "seed_index", "clean_ppl", "log_ppl_ratio"}
+        if df.empty or needed - set(df.columns):
+            raise UsageError(f"{path} is not a sweep table written by `splitrl sweep` (needs columns {sorted(needed)})")
+        if model is not None and not (df.model.astype(str) == str(model)).all():
+            raise UsageError(f"sweep table {path} was measured with model {sorted(set(df.model.astype(str)))[:3]}, "
+                             f"not {model!r}: {todo}")
         df = df[df.transport == transport]
         if df.empty:
-            raise ValueError(f"{path} has no rows for transport {transport!r}")
+            raise UsageError(f"{path} has no rows for transport {transport!r}: {todo}")
         if (df.level_kind != "snr").any():
-            raise ValueError(f"{path}: the table env needs an SNR sweep, found level_kind {set(df.level_kind)}")
+            raise UsageError(f"{path}: the table env needs an SNR sweep, found level_kind {set(df.level_kind)}")
         self.levels = np.sort(df.level.unique()).astype(float)
         self.seeds = int(df.seed_index.max()) + 1
         missing = sorted(set(splits.tolist()) - set(df.split.unique().tolist()))
         if missing:
-            raise ValueError(f"{path} lacks splits {missing} for transport {transport!r}")
+            raise UsageError(f"{path} lacks splits {missing[:8]} for transport {transport!r} (a partial sweep): "
+                             f"{todo} (a resumed sweep completes the table)")
+        if int(df.split.max()) > int(splits.max()) or (df.split < 0).any() or (df.seed_index < 0).any():
+            raise UsageError(f"{path} has split points outside 0..{int(splits.max())}: it is for another model")
+        if not np.isfinite(df.log_ppl_ratio.to_numpy(float)).all():
+            raise UsageError(f"{path} has non-finite log_ppl_ratio cells (NaN perplexities); re-run those cells")
         self.ppl_clean = float(df.clean_ppl.iloc[0])
         self.log_ratio = np.full((int(splits.max()) + 1, len(self.levels), self.seeds), np.nan)
         li = np.searchsorted(self.levels, df.level.to_numpy(float))
         self.log_ratio[df.split.to_numpy(int), li, df.seed_index.to_numpy(int)] = df.log_ppl_ratio.to_numpy(float)
         sub = self.log_ratio[splits]
         if np.isnan(sub).any():
-            raise ValueError(f"{path} is incomplete for transport {transport!r}: {int(np.isnan(sub).sum())} cells missing")
+            raise UsageError(f"{path} is incomplete for transport {transport!r}: {int(np.isnan(sub).sum())} cells missing "
+                             f"(a partial sweep): {todo} (a resumed sweep completes the table)")
         self.path = path
 
     def lookup(self, split: int, snr_db: float, seed_index: int | None = None) -> float:
@@ -405,7 +423,7 @@ class SplitPointTableEnv(SplitPointBaseEnv):
 
             view = load_model(cfg.model).view
         super().__init__(cfg, num_layers=view.num_layers, view=view)
-        self.table = SweepTable(cfg.table or DEFAULT_TABLE, cfg.transport, self.splits)
+        self.table = SweepTable(cfg.table or DEFAULT_TABLE, cfg.transport, self.splits, model=cfg.model)
 
     @property
     def ppl_clean(self) -> float:

@@ -1,16 +1,22 @@
-"""The ``splitrl`` command line: generate, ppl, info.
+"""The ``splitrl`` command line: every subcommand of the project (``splitrl --help`` lists them).
 
-Bad arguments (split out of range, unknown model, missing corpus) exit with status 2 and one
-line on stderr saying what is allowed.
+Bad arguments (a flag, a value out of range, an unknown model, a missing or unreadable file, an
+option the chosen subcommand would ignore) exit with status 2 and ONE line on stderr naming the
+field and what is allowed — never a traceback. ``--help`` of every subcommand shows the defaults.
+Outputs say what they measured: ``ppl`` and ``generate`` print (and put in ``--json``) the model,
+split, link, SNR, tokens, thread count and the clean reference; non-finite numbers are ``null``
+in JSON with an explicit flag (JSON has no NaN).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from splitrl.models.loader import DEFAULT_MODEL, NAMED_MODELS
@@ -18,12 +24,78 @@ from splitrl.models.loader import DEFAULT_MODEL, NAMED_MODELS
 
 # One usage-error type for every subcommand (it lives in its own module so that running this
 # file as ``python -m splitrl.cli`` does not create a second, unrelated class).
+from splitrl.errors import UsageArgumentParser, UsageError  # noqa: E402
 from splitrl.errors import UsageError as CLIError  # noqa: E402
 
 
 def _threads(n: int | None) -> None:
-    if n:
+    if n is not None:
+        if n < 1:
+            raise CLIError(f"--threads must be >= 1, got {n}")
         torch.set_num_threads(n)
+
+
+def _finite(x: float) -> float | None:
+    """``x``, or None when it is NaN/inf (JSON has no NaN; the caller adds an explicit flag)."""
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+# Links that do not depend on the channel: identity and the plain (lossless-transport) codecs.
+def _uses_channel(link: str) -> str:
+    """'snr' (SNR-driven link), 'dropout', or '' (the channel does not matter)."""
+    from splitrl.link.factory import CODEC_NAMES
+
+    if link == "dropout":
+        return "dropout"
+    if link == "identity" or link in CODEC_NAMES:
+        return ""
+    return "snr"
+
+
+def _check_link_options(args, given: set[str], *, costs: bool) -> None:
+    """Reject options the chosen link (or subcommand) would silently ignore, and a non-finite SNR."""
+    from splitrl.link import LINK_NAMES
+
+    if args.link not in LINK_NAMES:
+        raise CLIError(f"--link must be one of {', '.join(LINK_NAMES)}, got {args.link!r}")
+    if not math.isfinite(args.snr):
+        raise CLIError(f"--snr must be a finite number of dB, got {args.snr}")
+    kind = _uses_channel(args.link)
+    if kind != "snr":
+        bad = [f for f in ("modulation",) + (() if costs else ("snr",)) if f in given]
+        if bad:
+            raise CLIError(f"--{bad[0]} has no effect with --link {args.link} (it applies to awgn and *-biterr/*-erasure links)")
+    if kind == "snr" and args.link in ("awgn", "analog") and "modulation" in given:
+        raise CLIError(f"--modulation has no effect with --link {args.link} (an analog link sees the SNR directly)")
+    if kind != "dropout" and "dropout" in given:
+        raise CLIError("--dropout applies only to --link dropout")
+    if kind == "dropout" and not 0 <= args.dropout < 1:
+        raise CLIError(f"--dropout must be a probability in [0, 1), got {args.dropout}")
+    if not costs:
+        bad = [f for f in ("ue", "edge", "link_profile") if f in given]
+        if bad:
+            raise CLIError(f"--{bad[0].replace('_', '-')} has no effect here: this subcommand emulates no latency/energy")
+
+
+def _link_description(args) -> dict:
+    """What crossed the cut, as printed and put in --json."""
+    kind = _uses_channel(args.link)
+    d = {"link": args.link, "snr_db": None, "modulation": None, "dropout": None}
+    if kind == "snr":
+        d["snr_db"] = float(args.snr)
+        d["modulation"] = None if args.link in ("awgn", "analog") else args.modulation
+    elif kind == "dropout":
+        d["dropout"] = float(args.dropout)
+    return d
+
+
+def _link_text(d: dict) -> str:
+    text = f"link {d['link']}"
+    if d["snr_db"] is not None:
+        text += f" at SNR {d['snr_db']:g} dB" + (f" ({d['modulation']})" if d["modulation"] else "")
+    if d["dropout"] is not None:
+        text += f" with dropout p={d['dropout']:g}"
+    return text
 
 
 def _parse_cuts(text: str, num_layers: int) -> list[int]:
@@ -59,6 +131,12 @@ def _partition(runtime, text: str | None):
 def cmd_generate(args) -> int:
     from splitrl.runtime import SamplingConfig, SplitRuntime
 
+    given = getattr(args, "_given", set())
+    if not args.sample:
+        bad = [f for f in ("temperature", "top_k", "top_p") if f in given]
+        if bad:
+            raise CLIError(f"--{bad[0].replace('_', '-')} applies only with --sample (greedy decoding ignores it)")
+    _check_link_options(args, given, costs=True)
     loaded = _load(args)
     runtime = SplitRuntime(loaded)
     partition = _partition(runtime, args.split)
@@ -92,6 +170,10 @@ def cmd_generate(args) -> int:
         )
     except ValueError as e:
         raise CLIError(str(e))
+    if len(partition.cuts) != 1:
+        bad = [f for f in ("ue", "edge", "link_profile") if f in given]
+        if bad:
+            raise CLIError(f"--{bad[0].replace('_', '-')} has no effect with several cut points (latency/energy are emulated for one cut)")
     if len(partition.cuts) == 1:
         from splitrl.cost import CostModel, emulate_report
 
@@ -102,17 +184,40 @@ def cmd_generate(args) -> int:
             emulate_report(result.report, CostModel(loaded.view, args.ue, args.edge, args.link_profile, codec=codec), args.snr)
         except ValueError as e:
             raise CLIError(str(e))
+    link_d = _link_description(args)
+    # The clean reference: the same prompt, decoding and seed with nothing corrupting the cut.
+    clean_ids = result.token_ids
+    if link is not None:
+        clean_ids = runtime.generate(args.prompt, partition, max_new_tokens=args.max_new_tokens, sampling=sampling,
+                                     links=None).token_ids
+    same = next((i for i, (a, b) in enumerate(zip(result.token_ids, clean_ids)) if a != b),
+                min(len(result.token_ids), len(clean_ids)))
+    what = {"model": loaded.name, "split": list(partition.cuts), "num_layers": runtime.num_layers, **link_d,
+            "clean_text": tok.decode(clean_ids, skip_special_tokens=True), "tokens_matching_clean": same,
+            "decoding": "sampled" if args.sample else "greedy", "seed": args.seed, "threads": torch.get_num_threads(),
+            "new_tokens": len(result.token_ids), "emulation_snr_db": float(args.snr) if len(partition.cuts) == 1 else None}
     if args.json:
-        print(json.dumps({"text": result.text, "token_ids": result.token_ids, "report": result.report.to_dict()}))
+        print(json.dumps({**what, "text": result.text, "token_ids": result.token_ids, "report": result.report.to_dict()},
+                         allow_nan=False, default=_json_default))
     else:
         print("\n")
+        print(f"{loaded.name}, split {','.join(map(str, partition.cuts))} of {runtime.num_layers} layers, "
+              f"{_link_text(link_d)}, {what['decoding']} decoding, {what['new_tokens']} new tokens, "
+              f"{what['threads']} torch thread(s)")
+        if link is not None:
+            print(f"clean reference (no link): {what['clean_text']!r}; the first {same} of {len(clean_ids)} tokens match it")
         print(result.report.format())
     return 0
+
+
+def _json_default(o):
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
 def cmd_ppl(args) -> int:
     from splitrl.eval import CorpusError, PerplexityConfig, PerplexityEvaluator
 
+    _check_link_options(args, getattr(args, "_given", set()), costs=False)
     loaded = _load(args)
     try:
         config = PerplexityConfig(
@@ -123,12 +228,27 @@ def cmd_ppl(args) -> int:
     except (CorpusError, ValueError) as e:
         raise CLIError(str(e))
     partition = _partition(evaluator.runtime, args.split)
-    result = evaluator.evaluate(partition, _make_link(args, loaded.view.vocab_size))
+    link = _make_link(args, loaded.view.vocab_size)
+    result = evaluator.evaluate(partition, link)
+    L = evaluator.runtime.num_layers
+    # The clean reference: the same tokens and windows with nothing crossing a link (a lossless
+    # link or the full-UE split is the reference itself).
+    clean = result if link is None or list(partition.cuts) == [L] else evaluator.evaluate(L)
+    d = result.to_dict()
+    link_d = _link_description(args)
+    out = {"model": loaded.name, "num_layers": L, **link_d, **{k: v for k, v in d.items() if k not in ("ppl", "nll")},
+           "ppl": _finite(result.ppl), "nll": _finite(result.nll), "ppl_finite": math.isfinite(result.ppl),
+           "clean_ppl": _finite(clean.ppl), "log_ppl_ratio": _finite(math.log(result.ppl / clean.ppl))
+           if math.isfinite(result.ppl) and clean.ppl > 0 else None,
+           "seed": args.seed, "threads": torch.get_num_threads()}
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(json.dumps(out, allow_nan=False))
     else:
-        print(f"split {result.split}: perplexity {result.ppl:.4f} over {result.scored_tokens} scored tokens "
-              f"(window {result.window}, stride {result.stride}) in {result.seconds:.2f} s")
+        ppl = f"{result.ppl:.4f}" if math.isfinite(result.ppl) else "not finite (the link destroyed the activations)"
+        print(f"{loaded.name}, split {','.join(map(str, result.split))} of {L} layers, {_link_text(link_d)}: "
+              f"perplexity {ppl} (clean {clean.ppl:.4f}) over {result.scored_tokens} scored of {result.tokens} "
+              f"tokens (window {result.window}, stride {result.stride}) in {result.seconds:.2f} s, "
+              f"{out['threads']} torch thread(s)")
     return 0
 
 
@@ -153,8 +273,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"model name ({', '.join(NAMED_MODELS)}), local HF directory, .gguf file, or hub id")
     p.add_argument("--cache-dir", default=None, help="cache for dequantised GGUF models (default $SPLITRL_CACHE or ~/.cache/splitrl)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 by default: on a shared 2-core machine 2 threads were 5-12x slower, "
+                        "benchmarks/results/threads.json; raise it on an idle machine)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (non-finite numbers are null + a flag)")
 
 
 COMMANDS: dict[str, tuple[Callable, Callable[[argparse.ArgumentParser], None], str]] = {}
@@ -177,24 +299,25 @@ def _build_generate(p):
     _common(p)
     p.add_argument("--split", default=None, help="split point s in 0..L, or comma-separated cut points (default L/2)")
     p.add_argument("--prompt", default="The history of wireless communication", help="prompt text")
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--max-new-tokens", type=int, default=48, help="tokens to generate")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens, 0 = all (with --sample)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --sample)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and for link noise")
     _link_args(p)
 
 
-def _link_args(p):
+def _link_args(p, costs: bool = True):
     p.add_argument("--link", default="identity",
                    help="what crosses the cut: identity, fp16, int8, int4, awgn, int8-biterr, int8-erasure, dropout, ...")
     p.add_argument("--snr", type=float, default=20.0, help="channel SNR in dB (sets BER/BLER for digital links)")
     p.add_argument("--modulation", default="qpsk", help="modulation mapping SNR to BER for digital links")
     p.add_argument("--dropout", type=float, default=0.0, help="element dropout probability for --link dropout")
-    p.add_argument("--ue", default="phone-midrange", help="UE profile for the emulated latency/energy (name or YAML)")
-    p.add_argument("--edge", default="edge-a100", help="edge profile (name or YAML)")
-    p.add_argument("--link-profile", default="nr-sub6-20mhz", help="radio link profile (name or YAML)")
+    if costs:  # only subcommands that emulate latency/energy take the device and radio profiles
+        p.add_argument("--ue", default="phone-midrange", help="UE profile for the emulated latency/energy (name or YAML)")
+        p.add_argument("--edge", default="edge-a100", help="edge profile (name or YAML)")
+        p.add_argument("--link-profile", default="nr-sub6-20mhz", help="radio link profile (name or YAML)")
 
 
 def _make_link(args, vocab_size: int):
@@ -217,9 +340,9 @@ def _build_ppl(p):
     p.add_argument("--window", type=int, default=512, help="context window per forward pass")
     p.add_argument("--stride", type=int, default=None, help="tokens between windows (default window/2)")
     p.add_argument("--corpus", default=None, help="path of WikiText-2 wiki.test.raw (default ../shared/data/...)")
-    p.add_argument("--corpus-source", default="file", choices=["file", "datasets"])
+    p.add_argument("--corpus-source", default="file", choices=["file", "datasets"], help="where the corpus comes from")
     p.add_argument("--seed", type=int, default=0, help="seed for link noise")
-    _link_args(p)
+    _link_args(p, costs=False)
 
 
 def _build_info(p):
@@ -235,7 +358,7 @@ register("info", "layers, sizes, per-layer FLOPs and bytes at each cut")(_build_
 def _build_sweep(p):
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--cache-dir", default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (see `splitrl ppl --help`)")
     p.add_argument("--splits", default="all", help="'all', a range 'a-b', or a list 'a,b,c'")
     p.add_argument("--levels", default="0:30:5", help="channel levels: 'start:stop:step' or 'a,b,c'")
     p.add_argument("--level-kind", default="snr", choices=["snr", "ber", "dropout"])
@@ -266,24 +389,42 @@ def cmd_sweep(args) -> int:
         path = run_sweep(config, args.out, progress=not args.no_progress, loaded=loaded)
     except (ValueError, CorpusError) as e:
         raise CLIError(str(e))
-    print(f"sweep table: {path}")
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    bad = int((~np.isfinite(df["ppl"].to_numpy(float))).sum())
+    print(f"sweep table: {path} ({len(df)} cells" + (f"; {bad} with a non-finite perplexity, ppl_finite=False" if bad else "")
+          + f"; its 'seconds' column was timed with {torch.get_num_threads()} torch thread(s))")
     return 0
 
 
 def _build_plot(p):
     p.add_argument("table", help="sweep CSV written by `splitrl sweep`")
-    p.add_argument("--out", default=None, help="PNG path (default: next to the table)")
+    p.add_argument("--out", default=None, help="PNG path (default: next to the table, .png)")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="best split = lowest emulated latency among splits within this fraction of clean perplexity")
 
 
 def cmd_plot(args) -> int:
-    from splitrl.sweep import plot_sweep
+    from splitrl.sweep import best_splits, plot_sweep, read_sweep_table, table_text
 
-    if not os.path.isfile(args.table):
-        raise CLIError(f"no sweep table at {args.table}")
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise CLIError(f"--tolerance must be a finite fraction >= 0, got {args.tolerance}")
+    if args.out is not None and os.path.isdir(args.out):
+        raise CLIError(f"--out {args.out} is a folder; give a .png path")
+    df = read_sweep_table(args.table)
     try:
-        print(f"heatmap: {plot_sweep(args.table, args.out)}")
+        png = plot_sweep(args.table, args.out, tolerance=args.tolerance)
     except (ValueError, KeyError) as e:
-        raise CLIError(f"{args.table}: {e}")
+        raise CLIError(f"{args.table}: {' '.join(str(e).split())[:300]}")
+    print(table_text(df))
+    if str(df["level_kind"].iloc[0]) == "snr" and "emulated_e2e_latency_s" in df:
+        best = best_splits(df, args.tolerance)
+        print(f"\nbest split per SNR (lowest emulated latency within {args.tolerance:.0%} of clean perplexity):")
+        for t, b in best.groupby("transport"):
+            print(f"  {t}: " + ", ".join(f"{lv:g} dB -> {'none' if sp is None or sp != sp else int(sp)}"
+                                         for lv, sp in zip(b.level, b.split)))
+    print(f"\nplot: {png}")
     return 0
 
 
@@ -309,29 +450,55 @@ from splitrl.tp.cli import register_cli as _register_tp  # noqa: E402
 
 _register_tp(register)
 register("sweep", "perplexity over split points x channel levels x transports x seeds (resumable CSV)")(_build_sweep)(cmd_sweep)
-register("plot", "heatmap PNG of a sweep table")(_build_plot)(cmd_plot)
+register("plot", "a sweep table as perplexity-vs-SNR lines per split, latency/energy heatmaps, the best-split map and a printed table")(_build_plot)(cmd_plot)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="splitrl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = UsageArgumentParser(prog="splitrl", allow_abbrev=False,
+                                 description="Split a transformer LM between a user device and edge servers over a "
+                                             "wireless link, and decide the split online. Subcommands:")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (fn, builder, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         builder(p)
-        p.set_defaults(func=fn)
+        p.set_defaults(func=fn, _parser=p)
     return parser
 
 
+def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """Destinations of the options spelled out in ``argv`` (abbreviations are disabled, so a
+    token names an option exactly): lets a subcommand reject options it would ignore."""
+    out = set()
+    for action in parser._actions:
+        for opt in action.option_strings:
+            if any(tok == opt or tok.startswith(opt + "=") for tok in argv):
+                out.add(action.dest)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns the exit status (2 with one line on stderr for any bad input)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    _threads(getattr(args, "threads", None))
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0), or a bad flag: one line already printed by UsageArgumentParser
+        return int(e.code or 0)
+    args._given = _given(args._parser, argv)
+    try:
+        _threads(getattr(args, "threads", None))
         return int(args.func(args) or 0)
-    except CLIError as e:
-        print(f"splitrl {args.command}: error: {e}", file=sys.stderr)
+    except UsageError as e:
+        print(f"splitrl {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except OSError as e:  # an input or output path the user named cannot be used
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"splitrl {args.command}: error: {where}{e.strerror or type(e).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"splitrl {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from splitrl.errors import UsageError
+
 __all__ = [
     "DEFAULT_SEED", "DEFINITIONS", "AgentSpec", "parse_agent_spec", "load_agent", "rollout_timed", "evaluate_agents",
     "scores", "write_outputs", "markdown_table", "plot_reward_vs_evaluations", "build_evaluate_parser",
@@ -84,22 +86,28 @@ def parse_agent_spec(text: str) -> AgentSpec:
 
 
 def _resolve_checkpoint(path: Path) -> tuple[Path, dict | None]:
-    """(agent folder, raw run config or None) of an agent / trainer checkpoint / run folder."""
-    import yaml
+    """(agent folder, raw run config or None) of an agent / trainer checkpoint / run folder.
+
+    A trainer checkpoint (or a run folder, or the ``agent/`` folder inside a checkpoint) is
+    verified against its manifest first (`splitrl.training.checkpoint.resolve_checkpoint`); a bare
+    agent folder is verified by `Agent.load` against its own file list."""
+    from splitrl.training.checkpoint import CheckpointError, resolve_checkpoint
+    from splitrl.yamlio import load_yaml_file
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if (path / "agent.json").is_file():
-        cfg = path.parent / "config.yaml"
-        return path, (yaml.safe_load(cfg.read_text()) if cfg.is_file() and path.name == "agent" else None)
-    if (path / "agent" / "agent.json").is_file():
-        cfg = path / "config.yaml"
-        return path / "agent", (yaml.safe_load(cfg.read_text()) if cfg.is_file() else None)
-    from splitrl.training.checkpoint import latest_checkpoint
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if (path / "agent.json").is_file() and not (path.name == "agent" and (path.parent / "manifest.json").is_file()):
+        return path, None  # a bare Agent.save folder
+    ckpt = resolve_checkpoint(path)
+    cfg = ckpt / "config.yaml"
+    return ckpt / "agent", (load_yaml_file(cfg, what="checkpoint config") if cfg.is_file() else None)
 
-    ckpt = latest_checkpoint(path)  # CheckpointError names what is missing
-    return _resolve_checkpoint(ckpt)
+
+def _env_differences(trained: dict[str, Any], used: dict[str, Any]) -> list[str]:
+    """``env.FIELD`` names whose values differ between a run's env config and the evaluation env's."""
+    keys = sorted(set(trained) | set(used))
+    return [f"env.{k}" for k in keys if trained.get(k) != used.get(k)]
 
 
 def load_agent(kind: str, env: Any, checkpoint: str | Path | None = None, *, seed: int = 0):
@@ -114,9 +122,13 @@ def load_agent(kind: str, env: Any, checkpoint: str | Path | None = None, *, see
     if checkpoint is None:
         return make_agent(kind, env, seed=seed)
     agent_dir, run_cfg = _resolve_checkpoint(Path(checkpoint))
-    meta = json.loads((agent_dir / "agent.json").read_text())
-    if meta.get("kind") != kind:
-        raise ValueError(f"{checkpoint} holds a {meta.get('kind')!r} agent, not {kind!r}")
+    try:
+        meta = json.loads((agent_dir / "agent.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UsageError(f"{agent_dir / 'agent.json'} is unreadable") from None
+    if not isinstance(meta, dict) or meta.get("kind") != kind:
+        got = meta.get("kind") if isinstance(meta, dict) else None
+        raise UsageError(f"{checkpoint} holds a {str(got)[:40]!r} agent, not {kind!r}")
     _, config_cls = AGENTS[kind]
     config = None
     if run_cfg is not None and isinstance(run_cfg.get("agent"), dict):
@@ -177,16 +189,34 @@ def _make_eval_env(env_id: str, env_overrides: Sequence[str], models: dict | Non
 def evaluate_agents(specs: Sequence[AgentSpec | str], *, env_id: str = "splitrl/SplitPointTable-v0", episodes: int = 8,
                     seed: int = DEFAULT_SEED, steps: int | None = None, env_overrides: Sequence[str] = (),
                     feedback: bool = False, reward_floor: float = -100.0, agent_seed: int = 0, env: Any = None,
-                    models: dict | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                    models: dict | None = None, progress: Callable[[str], None] | None = None,
+                    allow_env_mismatch: bool = False, env_id_default: bool = True) -> dict[str, Any]:
     """Evaluate each spec on the same held-out episodes; returns the result document (module doc).
 
-    ``env``: an env to evaluate in (default: ``env_id`` built from ``configs/base.yaml``'s env plus
-    ``env_overrides`` such as ``"transport=int8-biterr"``). ``steps`` None: the env's episode limit.
+    ``env``: an env to evaluate in (default: the env configuration the first trainer checkpoint
+    among ``specs`` was trained on — when no ``env_overrides`` are given and ``env_id_default`` —
+    else ``env_id`` built from ``configs/base.yaml``'s env plus ``env_overrides`` such as
+    ``"transport=int8-biterr"``). A checkpoint trained on a different env configuration is refused
+    (`UsageError` naming the fields) unless ``allow_env_mismatch``; its row then lists them in
+    ``env_differences``. ``steps`` None: the env's episode limit.
     """
     specs = [parse_agent_spec(s) if isinstance(s, str) else s for s in specs]
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    trained_env: dict[int, dict[str, Any]] = {}  # spec index -> the env config its run was trained on
+    for i, sp in enumerate(specs):
+        if sp.checkpoint is not None:
+            _, run_cfg = _resolve_checkpoint(sp.checkpoint)
+            if run_cfg is not None:
+                from splitrl.training.config import RunConfig
+
+                trained_env[i] = {"env_id": run_cfg.get("env_id"), "env": RunConfig.from_dict(run_cfg).env}
     if env is None:
+        if trained_env and not env_overrides and env_id_default:
+            # Evaluate on the configuration the (first) checkpoint was trained on, not on defaults.
+            first = trained_env[min(trained_env)]
+            env_id = first["env_id"] or env_id
+            env_overrides = [f"env.{k}={json.dumps(v)}" for k, v in first["env"].items()]
         env, _ = _make_eval_env(env_id, env_overrides, models)
     spec_steps = getattr(getattr(env, "spec", None), "max_episode_steps", None)
     steps = int(steps or spec_steps or 256)
@@ -204,7 +234,16 @@ def evaluate_agents(specs: Sequence[AgentSpec | str], *, env_id: str = "splitrl/
 
     ref = {k: run(make_agent(k, u, seed=agent_seed))["reward_per_step"] for k in ("oracle", "random")}
     rows: dict[str, dict[str, Any]] = {}
-    for sp in specs:
+    from dataclasses import asdict
+
+    used_env = asdict(u.config)
+    for i, sp in enumerate(specs):
+        diffs = _env_differences(trained_env[i]["env"], used_env) if i in trained_env else []
+        if diffs and not allow_env_mismatch:
+            raise UsageError(f"{sp.checkpoint} was trained on another env configuration ({', '.join(diffs[:6])} "
+                             "differ); evaluate it on its own (no --set), or pass --allow-env-mismatch to measure it "
+                             "on this one anyway")
+    for i, sp in enumerate(specs):
         if progress:
             progress(f"evaluating {sp.kind}" + (f" from {sp.checkpoint}" if sp.checkpoint else ""))
         before_cells = u.real_evaluations
@@ -224,11 +263,14 @@ def evaluate_agents(specs: Sequence[AgentSpec | str], *, env_id: str = "splitrl/
             "real_evaluations": trained_evals, "online_evaluations": int(res["online_evaluations"]),
             "decision_latency_us": float(np.median(res["act_ns"]) / 1e3) if res["act_ns"] else float("nan"),
             "env_steps": int(getattr(agent, "env_steps", 0)),
+            "trained_env_id": trained_env[i]["env_id"] if i in trained_env else None,
+            "env_differences": _env_differences(trained_env[i]["env"], used_env) if i in trained_env else [],
         }
     return {
         "env_id": getattr(getattr(env, "spec", None), "id", None) or env_id, "transport": u.config.transport,
         "episodes": int(episodes), "steps": steps, "seeds": [seeds[0], seeds[-1]], "feedback": bool(feedback),
         "reward_floor": reward_floor, "oracle_reward_per_step": ref["oracle"], "random_reward_per_step": ref["random"],
+        "torch_threads": __import__("torch").get_num_threads(),  # decision latencies depend on it
         "definitions": DEFINITIONS, "agents": rows,
     }
 
@@ -301,12 +343,27 @@ def plot_reward_vs_evaluations(result: dict[str, Any], path: str | Path, *, curv
     return path
 
 
+def _json_safe(v: Any, where: str, undefined: list[str]) -> Any:
+    """``v`` with non-finite floats replaced by None (their paths appended to ``undefined``)."""
+    if isinstance(v, dict):
+        return {k: _json_safe(x, f"{where}.{k}" if where else str(k), undefined) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x, f"{where}[{i}]", undefined) for i, x in enumerate(v)]
+    if isinstance(v, float) and not math.isfinite(v):
+        undefined.append(where)
+        return None
+    return v
+
+
 def write_outputs(result: dict[str, Any], out_dir: str | Path, *, name: str = "evaluation") -> dict[str, Path]:
     """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` into ``out_dir``."""
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     paths = {"json": d / f"{name}.json", "md": d / f"{name}.md", "png": d / f"{name}.png"}
-    paths["json"].write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
+    # JSON has no NaN: a score that is not defined (e.g. oracle == random) is null, and listed.
+    undefined: list[str] = []
+    paths["json"].write_text(json.dumps({**_json_safe(result, "", undefined), "undefined_fields": undefined},
+                                        indent=2, allow_nan=False) + "\n")
     paths["md"].write_text(markdown_table(result))
     plot_reward_vs_evaluations(result, paths["png"])
     return paths
@@ -326,6 +383,9 @@ def build_evaluate_parser(p: argparse.ArgumentParser) -> None:
                    help="env config override, e.g. --set transport=int8-biterr (repeatable)")
     p.add_argument("--feedback", action="store_true", help="offer Agent.feedback(info) (online evaluations are counted)")
     p.add_argument("--out", default="evaluation", help="output folder for evaluation.json/.md/.png")
+    p.add_argument("--allow-env-mismatch", action="store_true",
+                   help="evaluate checkpoints on an env configuration other than the one they were trained on "
+                        "(the differing fields are listed in each row)")
 
 
 def _int_arg(name: str, text: Any, low: int) -> int:
@@ -360,12 +420,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.env not in gym.registry:
             raise ValueError(f"unknown env {args.env!r}; registered splitrl envs: "
                              f"{', '.join(k for k in gym.registry if k.startswith('splitrl/'))}")
+        given = getattr(args, "_given", set())
         result = evaluate_agents(specs, env_id=args.env, episodes=episodes, seed=seed, steps=steps,
                                  env_overrides=args.env_set, feedback=args.feedback,
+                                 allow_env_mismatch=args.allow_env_mismatch, env_id_default="env" not in given,
                                  progress=lambda m: print(m, file=sys.stderr))
         paths = write_outputs(result, args.out)
     except (ValueError, ConfigError, CheckpointError, FileNotFoundError, TypeError) as e:
-        print(f"splitrl evaluate: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"splitrl evaluate: error: {' '.join(str(e).split())[:500] or type(e).__name__}", file=sys.stderr)
         return 2
     print(markdown_table(result).split("\nDefinitions:")[0].rstrip())
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
@@ -379,7 +441,9 @@ def register_cli(register: Callable[[str, str], Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m splitrl.evaluate ...`` (the same as ``splitrl evaluate ...``)."""
-    p = argparse.ArgumentParser(prog="splitrl evaluate", description=EVALUATE_HELP)
+    from splitrl.errors import UsageArgumentParser
+
+    p = UsageArgumentParser(prog="splitrl evaluate", description=EVALUATE_HELP)
     build_evaluate_parser(p)
     return cmd_evaluate(p.parse_args(argv))
 

@@ -1,8 +1,30 @@
-"""File integrity: the one SHA-256 helper behind the GGUF cache key, surrogate files and checkpoints."""
+"""File integrity: the one SHA-256 helper (GGUF cache key, checkpoints) and the file-list check
+behind every checkpoint / agent load.
+
+A folder written by splitrl (a trainer checkpoint, an agent folder) carries a list of its files
+with their SHA-256 (``manifest.json`` / ``agent.json``). `verify_listed_files` checks a folder
+against such a list: every listed file is present and matches, and nothing is there that is not
+listed (no extra file, no symlink), so a loader never reads a file nobody wrote. The list lives in
+the same folder, so this catches corruption, truncation and stray files — not a deliberate
+forgery. What makes a forged checkpoint harmless is that nothing in it is executable: it is JSON,
+NPZ (``allow_pickle=False``), safetensors and torch tensors read with ``weights_only=True``.
+"""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
+from typing import Mapping
+
+from splitrl.errors import UsageError
+
+__all__ = ["sha256_file", "IntegrityError", "list_files", "verify_listed_files", "MAX_LISTED_FILES"]
+
+MAX_LISTED_FILES = 10_000
+
+
+class IntegrityError(UsageError):
+    """A folder does not match its file list (missing, changed, unlisted or linked file)."""
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -12,3 +34,42 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def list_files(root: Path, exclude: frozenset[str] = frozenset()) -> dict[str, Path]:
+    """Every entry below ``root`` that is not a directory, by POSIX relative path (symlinks included,
+    not followed), minus ``exclude``."""
+    root = Path(root)
+    out: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        base = Path(dirpath)
+        for name in [*filenames, *[d for d in dirnames if (base / d).is_symlink()]]:
+            p = base / name
+            rel = p.relative_to(root).as_posix()
+            if rel not in exclude:
+                out[rel] = p
+            if len(out) > MAX_LISTED_FILES:
+                raise IntegrityError(f"{root} holds more than {MAX_LISTED_FILES} files: not a splitrl folder")
+    return out
+
+
+def verify_listed_files(root: str | Path, files: Mapping[str, str], *, listed_in: str,
+                        exclude: frozenset[str] = frozenset()) -> None:
+    """Check folder ``root`` against ``files`` ({relative path: SHA-256}) from ``listed_in``.
+
+    Raises `IntegrityError` naming the first problem: a malformed list, a listed file missing or
+    changed, a symlink, or a file present but not listed (``exclude`` names the list files)."""
+    root = Path(root)
+    if not isinstance(files, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise IntegrityError(f"{listed_in}: 'files' must map relative paths to SHA-256 strings")
+    present = list_files(root, exclude)
+    for rel, p in present.items():
+        if p.is_symlink():
+            raise IntegrityError(f"{p} is a symlink; a splitrl folder holds only plain files")
+        if rel not in files:
+            raise IntegrityError(f"{p} is not listed in {listed_in}: refusing to load a folder with unlisted files")
+    for rel, digest in files.items():
+        if rel not in present:
+            raise IntegrityError(f"{root / rel} (listed in {listed_in}) is missing")
+        if sha256_file(present[rel]) != digest:
+            raise IntegrityError(f"{root / rel} does not match its checksum in {listed_in}: the folder is corrupt")

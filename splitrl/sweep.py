@@ -7,6 +7,11 @@ runs only layers ``[split, L)``. Rows are appended and fsynced one by one; a res
 reads what is there (dropping a half-written last line), skips finished cells and goes on, so an
 interrupted sweep loses and duplicates nothing. Every cell's noise seed derives from the base
 seed and the cell's coordinates, so a resumed sweep writes exactly what an uninterrupted one would.
+
+One writer per table: a sweep holds an exclusive ``flock`` on ``<out>.lock`` while it runs, so a
+second ``splitrl sweep --out`` on the same file stops at once with one line and the first is
+untouched. Grids are capped (`MAX_CELLS`); a cell whose perplexity is not finite (the link
+destroyed the activations) is written with ``ppl_finite = False`` and counted in the summary.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from splitrl.channel.state import ChannelState
+from splitrl.errors import UsageError
 from splitrl.link.factory import link_at, state_for
 
 LEVEL_KINDS = ("snr", "ber", "dropout")
@@ -31,9 +37,12 @@ COLUMNS = [
     "model", "transport", "level_kind", "level", "snr_db", "ber", "bler", "split", "seed_index", "seed",
     "ppl", "nll", "clean_ppl", "log_ppl_ratio", "scored_tokens", "bytes_per_token", "seconds",
     "emulated_ttft_s", "emulated_tpot_s", "emulated_e2e_latency_s", "emulated_ue_energy_j_per_token",
-    "emulated_bytes_on_air",
+    "emulated_bytes_on_air", "ppl_finite",
 ]
-EMULATED = COLUMNS[-5:]
+OLD_COLUMNS = COLUMNS[:-1]  # tables written before ppl_finite existed (read and resumed as they are)
+EMULATED = COLUMNS[-6:-1]
+MAX_CELLS = 100_000  # a grid larger than this is refused (split it into several sweeps)
+MAX_LEVELS = 10_000
 
 
 @dataclass
@@ -82,6 +91,12 @@ class SweepConfig:
             raise ValueError(f"level_kind must be one of {', '.join(LEVEL_KINDS)}, got {self.level_kind!r}")
         if self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if not all(math.isfinite(float(v)) for v in self.levels) or not self.levels:
+            raise ValueError(f"levels must be finite numbers (at least one), got {self.levels[:5]}")
+        n = len(self.splits) * len(self.levels) * len(self.transports) * self.seeds
+        if n > MAX_CELLS:
+            raise ValueError(f"the grid has {n} cells (splits {len(self.splits)} x levels {len(self.levels)} x transports "
+                             f"{len(self.transports)} x seeds {self.seeds}); at most {MAX_CELLS}: split it into several sweeps")
         bad = [t for t in self.transports if t not in LINK_NAMES]
         if bad or not self.transports:
             raise ValueError(f"transports {bad or '[]'} not allowed; choose from {', '.join(LINK_NAMES)}")
@@ -168,7 +183,8 @@ def cells(config: SweepConfig) -> list[Cell]:
 
 
 def read_done(path: Path) -> set[tuple]:
-    """Keys of complete rows; a half-written last line (killed mid-write) is cut off the file."""
+    """Keys of complete rows; a half-written last line (killed mid-write) is cut off the file.
+    Call it only while holding the table's lock (`run_sweep` does)."""
     if not path.exists() or path.stat().st_size == 0:
         return set()
     raw = path.read_bytes()
@@ -178,9 +194,36 @@ def read_done(path: Path) -> set[tuple]:
             f.truncate(cut)
         raw = raw[:cut]
     reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
-    if reader.fieldnames and reader.fieldnames != COLUMNS:
-        raise ValueError(f"{path} has columns {reader.fieldnames}, expected {COLUMNS}; write to a new file")
-    return {(r["transport"], int(r["split"]), _level_key(float(r["level"])), int(r["seed_index"])) for r in reader}
+    if reader.fieldnames and reader.fieldnames not in (COLUMNS, OLD_COLUMNS):
+        raise ValueError(f"{path} is not a sweep table of this version (its columns differ); write to a new file")
+    try:
+        return {(r["transport"], int(r["split"]), _level_key(float(r["level"])), int(r["seed_index"])) for r in reader}
+    except (TypeError, ValueError, KeyError):
+        raise ValueError(f"{path} has a malformed row (two writers at once, or edited by hand); write to a new file") from None
+
+
+class TableLock:
+    """Exclusive, non-waiting ``flock`` on ``<table>.lock`` for the life of one sweep."""
+
+    def __init__(self, path: Path) -> None:
+        import fcntl
+
+        self.path = path.with_name(path.name + ".lock")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(self.fd)
+            raise UsageError(f"another sweep (pid {holder}) is writing {path}; wait for it to finish or choose "
+                             "another --out") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def run_sweep(
@@ -195,18 +238,37 @@ def run_sweep(
     from splitrl.models import load_model
 
     path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder; give a CSV file path")
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock = TableLock(path)
+    try:
+        return _run_sweep_locked(config, path, progress=progress, loaded=loaded)
+    finally:
+        lock.release()
+
+
+def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded) -> Path:
+    from splitrl.eval import PerplexityConfig, PerplexityEvaluator
+    from splitrl.models import load_model
+
     meta_path = path.with_suffix(path.suffix + ".meta.json")
     if meta_path.exists():
-        previous = json.loads(meta_path.read_text())
-        if previous != config.identity():
+        try:
+            previous = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise UsageError(f"{meta_path} is unreadable; write to a new file") from None
+        if not isinstance(previous, dict) or previous != config.identity():
+            previous = previous if isinstance(previous, dict) else {}
             raise ValueError(
                 f"{path} was written by a different sweep setup ({meta_path}); "
-                f"differences: {sorted(k for k in previous if previous.get(k) != config.identity().get(k))}. "
+                f"differences: {sorted(k for k in previous if previous.get(k) != config.identity().get(k))[:10]}. "
                 "Write to a new file."
             )
     else:
-        meta_path.write_text(json.dumps(config.identity(), indent=2))
+        tmp = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(config.identity(), indent=2))
+        os.replace(tmp, meta_path)
     done = read_done(path)
     todo = [c for c in cells(config) if c.key not in done]
     loaded = loaded or load_model(config.model)
@@ -223,11 +285,16 @@ def run_sweep(
     clean = evaluator.evaluate(L).ppl
     emulate = Emulator(config, loaded.view)
     new_file = not path.exists() or path.stat().st_size == 0
+    columns = COLUMNS
+    if not new_file:
+        with open(path, newline="") as f:
+            columns = next(csv.reader(f), COLUMNS)  # an older table keeps its own columns
+    non_finite = 0
     bar = tqdm(total=len(cells(config)), initial=len(cells(config)) - len(todo), desc="sweep", unit="cell",
                disable=not progress, smoothing=0.05)
     written = 0
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         if new_file:
             writer.writeheader()
         for cell in todo:
@@ -240,7 +307,9 @@ def run_sweep(
                 "model": config.model, "transport": cell.transport, "level_kind": config.level_kind,
                 "level": cell.level, "snr_db": state.snr_db, "ber": state.ber, "bler": state.bler,
                 "split": cell.split, "seed_index": cell.seed_index, "seed": seed,
-                "ppl": r.ppl, "nll": r.nll, "clean_ppl": clean, "log_ppl_ratio": math.log(r.ppl / clean),
+                "ppl": r.ppl, "nll": r.nll, "clean_ppl": clean,
+                "log_ppl_ratio": math.log(r.ppl / clean) if math.isfinite(r.ppl) else float("nan"),
+                "ppl_finite": math.isfinite(r.ppl),
                 "scored_tokens": r.scored_tokens, "bytes_per_token": link.bytes_total / max(1, n_tok),
                 "seconds": r.seconds,
             }
@@ -250,11 +319,36 @@ def run_sweep(
             os.fsync(f.fileno())
             written += 1
             bar.update(1)
-            bar.set_postfix(split=cell.split, ppl=f"{r.ppl:.3g}")
+            non_finite += not math.isfinite(r.ppl)
+            bar.set_postfix(split=cell.split, ppl=f"{r.ppl:.3g}", non_finite=non_finite)
             if kill_after and written >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
     return path
+
+
+TABLE_NEEDS = ("model", "transport", "level_kind", "level", "split", "seed_index", "ppl", "clean_ppl", "log_ppl_ratio")
+
+
+def read_sweep_table(path: str | os.PathLike, *, needs: tuple[str, ...] = TABLE_NEEDS):
+    """The sweep CSV at ``path`` as a DataFrame, or one `UsageError` line saying why it is not one."""
+    import pandas as pd
+
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"sweep table {p} is a folder, not a CSV file")
+    if not p.is_file():
+        raise UsageError(f"no sweep table at {p} (write one with `splitrl sweep --out {p.name}`)")
+    try:
+        df = pd.read_csv(p)
+    except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserError) as e:
+        raise UsageError(f"sweep table {p} is not a readable CSV ({type(e).__name__})") from None
+    missing = [c for c in needs if c not in df.columns]
+    if missing:
+        raise UsageError(f"{p} is not a sweep table written by `splitrl sweep` (missing columns {missing[:5]})")
+    if df.empty:
+        raise UsageError(f"sweep table {p} has no rows")
+    return df
 
 
 def parse_range(text: str, upper: int | None = None) -> list[int]:
@@ -264,55 +358,166 @@ def parse_range(text: str, upper: int | None = None) -> list[int]:
             raise ValueError("'all' needs the number of layers")
         return list(range(upper + 1))
     out: set[int] = set()
-    for part in text.split(","):
-        if "-" in part.strip()[1:]:
-            a, b = part.split("-", 1)
-            out.update(range(int(a), int(b) + 1))
-        elif part.strip():
-            out.add(int(part))
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                a, b = part.split("-", 1)
+                if int(b) - int(a) > MAX_CELLS:
+                    raise ValueError
+                out.update(range(int(a), int(b) + 1))
+            elif part.strip():
+                out.add(int(part))
+    except ValueError:
+        raise ValueError(f"--splits must be 'all', a range 'a-b' or a list 'a,b,c' of split points, got {text[:60]!r}") from None
+    if not out:
+        raise ValueError("--splits names no split point")
     return sorted(out)
 
 
 def parse_levels(text: str) -> list[float]:
     """``start:stop:step`` (inclusive) or comma-separated values."""
-    if ":" in text:
-        a, b, st = (float(x) for x in text.split(":"))
-        if st <= 0:
-            raise ValueError("level step must be > 0")
-        n = int(math.floor((b - a) / st + 1e-9)) + 1
-        return [round(a + i * st, 10) for i in range(n)]
-    return [float(x) for x in text.split(",") if x.strip()]
+    allowed = f"--levels must be 'start:stop:step' or 'a,b,c' of finite numbers, got {text[:60]!r}"
+    try:
+        if ":" in text:
+            a, b, st = (float(x) for x in text.split(":"))
+            if not all(map(math.isfinite, (a, b, st))):
+                raise ValueError
+            if st <= 0:
+                raise UsageError("--levels: the step must be > 0")
+            n = int(math.floor((b - a) / st + 1e-9)) + 1
+            if n > MAX_LEVELS:
+                raise UsageError(f"--levels {text[:60]!r} gives {n} levels; at most {MAX_LEVELS}")
+            values = [round(a + i * st, 10) for i in range(max(n, 0))]
+        else:
+            values = [float(x) for x in text.split(",") if x.strip()]
+    except UsageError:
+        raise
+    except ValueError:
+        raise UsageError(allowed) from None
+    if not values or not all(map(math.isfinite, values)):
+        raise UsageError(allowed)
+    return values
 
 
-def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Heatmap of mean perplexity over split × level, one panel per transport, log colour scale."""
+def best_splits(df, tolerance: float = 0.05):
+    """The best split per (transport, level): the lowest emulated end-to-end latency among the
+    splits whose mean perplexity is within ``tolerance`` of the clean one (None where no split
+    qualifies or the table has no emulated latency). A DataFrame: transport, level, split,
+    ppl, latency_s, energy_j_per_token."""
+    import pandas as pd
+
+    g = df.groupby(["transport", "level", "split"]).agg(
+        ppl=("ppl", "mean"), clean=("clean_ppl", "first"), latency_s=("emulated_e2e_latency_s", "mean"),
+        energy_j_per_token=("emulated_ue_energy_j_per_token", "mean")).reset_index()
+    rows = []
+    for (t, lv), cell in g.groupby(["transport", "level"]):
+        ok = cell[np.isfinite(cell.ppl) & (cell.ppl <= cell.clean * (1 + tolerance)) & np.isfinite(cell.latency_s)]
+        if ok.empty:
+            rows.append({"transport": t, "level": lv, "split": None, "ppl": float("nan"), "latency_s": float("nan"),
+                         "energy_j_per_token": float("nan")})
+        else:
+            b = ok.loc[ok.latency_s.idxmin()]
+            rows.append({"transport": t, "level": lv, "split": int(b.split), "ppl": float(b.ppl),
+                         "latency_s": float(b.latency_s), "energy_j_per_token": float(b.energy_j_per_token)})
+    return pd.DataFrame(rows)
+
+
+def table_text(df, *, max_splits: int = 40) -> str:
+    """Mean perplexity as a printed split x level table, one block per transport (non-finite: ``inf``)."""
+    kind = str(df["level_kind"].iloc[0])
+    lines = []
+    for t in dict.fromkeys(df["transport"]):
+        grid = df[df.transport == t].groupby(["split", "level"])["ppl"].mean().unstack("level").sort_index()
+        grid = grid.iloc[:max_splits]
+        head = f"{'split':>5} | " + " ".join(f"{lv:>9g}" for lv in grid.columns)
+        lines += [f"{t}: mean perplexity over seeds (clean {df['clean_ppl'].iloc[0]:.4g}); columns: {kind} level",
+                  head, "-" * len(head)]
+        for split, row in grid.iterrows():
+            lines.append(f"{int(split):>5} | " + " ".join(f"{v:>9.4g}" if np.isfinite(v) else f"{'inf':>9}" for v in row))
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None, *, tolerance: float = 0.05) -> Path:
+    """What a reader of a split x channel sweep looks at, one PNG:
+
+    row per transport — (1) perplexity vs channel level, one line per split (log y; non-finite
+    perplexity drawn at the top of the axis as x marks), (2) emulated end-to-end latency and
+    (3) UE energy per token as split x level heatmaps (SNR sweeps, from the emulated columns);
+    last row — the best split per level (lowest latency within ``tolerance`` of clean perplexity)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
     from matplotlib.colors import LogNorm
 
-    df = pd.read_csv(csv_path)
-    if df.empty:
-        raise ValueError(f"{csv_path} has no rows")
+    df = read_sweep_table(csv_path)
     transports = list(dict.fromkeys(df["transport"]))
-    fig, axes = plt.subplots(1, len(transports), figsize=(6.5 * len(transports), 4.6), squeeze=False)
-    vmin, vmax = df["ppl"].min(), df.groupby(["transport", "split", "level"])["ppl"].mean().max()
-    for ax, t in zip(axes[0], transports):
-        grid = df[df.transport == t].groupby(["level", "split"])["ppl"].mean().unstack("split").sort_index()
-        im = ax.imshow(grid.values, aspect="auto", origin="lower", cmap="viridis",
-                       norm=LogNorm(vmin=max(vmin, 1e-3), vmax=max(vmax, vmin * 1.0001)),
-                       extent=(grid.columns.min() - 0.5, grid.columns.max() + 0.5, -0.5, len(grid.index) - 0.5))
-        ax.set_yticks(range(len(grid.index)), [f"{v:g}" for v in grid.index])
-        ax.set_xlabel("split point s (layers on the UE)")
-        kind = df["level_kind"].iloc[0]
-        ax.set_ylabel({"snr": "SNR (dB)", "ber": "bit error rate", "dropout": "dropout p"}[kind])
-        ax.set_title(f"{t}: perplexity (clean {df['clean_ppl'].iloc[0]:.2f})")
-        fig.colorbar(im, ax=ax, label="perplexity (log scale)")
-    fig.suptitle(f"{df['model'].iloc[0]} on WikiText-2 — split × channel sweep, mean over seeds")
+    kind = str(df["level_kind"].iloc[0])
+    xlabel = {"snr": "SNR (dB)", "ber": "bit error rate", "dropout": "dropout p"}.get(kind, kind)
+    has_cost = kind == "snr" and all(c in df for c in EMULATED) and df[EMULATED[2]].notna().any()
+    ncols = 3 if has_cost else 1
+    fig, axes = plt.subplots(len(transports) + 1, ncols, figsize=(6.0 * ncols, 4.2 * (len(transports) + 1)),
+                             squeeze=False)
+    clean = float(df["clean_ppl"].iloc[0])
+    finite = df["ppl"][np.isfinite(df["ppl"])]
+    top = float(finite.max()) * 2 if len(finite) else clean * 10
+    for r, t in enumerate(transports):
+        sub = df[df.transport == t]
+        mean = sub.groupby(["split", "level"])["ppl"].mean().unstack("split").sort_index()
+        ax = axes[r][0]
+        cmap = plt.get_cmap("viridis")
+        splits = list(mean.columns)
+        for i, sp in enumerate(splits):
+            y = mean[sp].to_numpy(float)
+            color = cmap(i / max(1, len(splits) - 1))
+            ax.plot(mean.index, np.where(np.isfinite(y), y, np.nan), color=color, lw=1.2, label=f"s={sp}")
+            bad = ~np.isfinite(y)
+            if bad.any():
+                ax.scatter(np.asarray(mean.index)[bad], np.full(bad.sum(), top), marker="x", color=color)
+        ax.axhline(clean, color="k", ls="--", lw=1, label=f"clean {clean:.3g}")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("perplexity (log)")
+        ax.set_title(f"{t}: perplexity per split (x: not finite)")
+        if len(splits) <= 12:
+            ax.legend(fontsize=7, ncol=2)
+        else:
+            sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(min(splits), max(splits)))
+            fig.colorbar(sm, ax=ax, label="split point s")
+        if has_cost:
+            for c, (col, label) in enumerate([("emulated_e2e_latency_s", "emulated end-to-end latency (s)"),
+                                              ("emulated_ue_energy_j_per_token", "UE energy per token (J)")], start=1):
+                grid = sub.groupby(["level", "split"])[col].mean().unstack("split").sort_index()
+                vals = grid.to_numpy(float)
+                pos = vals[np.isfinite(vals) & (vals > 0)]
+                norm = LogNorm(vmin=pos.min(), vmax=max(pos.max(), pos.min() * 1.0001)) if len(pos) else None
+                im = axes[r][c].imshow(vals, aspect="auto", origin="lower", cmap="magma", norm=norm,
+                                       extent=(grid.columns.min() - 0.5, grid.columns.max() + 0.5, -0.5, len(grid.index) - 0.5))
+                axes[r][c].set_yticks(range(len(grid.index)), [f"{v:g}" for v in grid.index])
+                axes[r][c].set_xlabel("split point s (layers on the UE)")
+                axes[r][c].set_ylabel(xlabel)
+                axes[r][c].set_title(f"{t}: {label}")
+                fig.colorbar(im, ax=axes[r][c], label=label + " (log)")
+    ax = axes[-1][0]
+    if has_cost:
+        best = best_splits(df, tolerance)
+        for t in transports:
+            b = best[best.transport == t]
+            ax.step(b.level, [np.nan if v is None else v for v in b.split], where="mid", marker="o", label=t)
+        ax.set_ylim(-0.5, int(df["split"].max()) + 0.5)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("best split s (0: token ids cross, all layers on the edge)")
+        ax.set_title(f"best split: lowest latency within {tolerance:.0%} of clean perplexity")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "best-split map needs an SNR sweep with emulated latency", ha="center", va="center")
+        ax.set_axis_off()
+    for c in range(1, ncols):
+        axes[-1][c].set_axis_off()
+    fig.suptitle(f"{df['model'].iloc[0]} on WikiText-2: split x channel sweep, mean over seeds")
     fig.tight_layout()
     out_path = Path(out) if out else Path(csv_path).with_suffix(".png")
-    fig.savefig(out_path, dpi=120)
+    fig.savefig(out_path, dpi=110)
     plt.close(fig)
     return out_path

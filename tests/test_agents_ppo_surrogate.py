@@ -47,8 +47,8 @@ def test_save_load_gives_identical_actions(tmp_path):
         act = a.act(obs)
         assert b.act(obs) == act
         obs = env.step(act)[0]
-    (tmp_path / "ckpt" / "surrogate.joblib").write_bytes(b"tampered")
-    with pytest.raises(Exception, match="(?i)sha|hash|corrupt"):
+    (tmp_path / "ckpt" / "surrogate.json").write_text("{}")
+    with pytest.raises(Exception, match="(?i)checksum|corrupt"):
         make_agent("ppo-surrogate", env, _cfg(), seed=2).load(tmp_path / "ckpt")
 
 

@@ -66,8 +66,8 @@ def test_profile_subcommand(gpt2_tiny, tmp_path, capsys):
     add_profile_subcommand(sub)
     out = tmp_path / "m.yaml"
     args = parser.parse_args(["profile", "--model", "gpt2-tiny", "--contexts", "8,16", "--repeats", "1",
-                              "--threads", "1", "--no-bandwidth", "--out", str(out)])
-    assert args.func(args) == 0
+                              "--threads", "1", "--no-bandwidth", "--out", str(out), "--accept-poor-fit"])
+    assert args.func(args) == 0  # a tiny model on a shared CPU may fit poorly: accepted here (and warned)
     assert "GFLOP/s" in capsys.readouterr().out
     p = load_profile("ue", out)
     assert p.flops_per_s > 0 and p.memory_bandwidth_bytes_per_s is None
@@ -92,3 +92,15 @@ def test_register_cli_fits_the_splitrl_registry():
 
     register_cli(register)
     assert calls["profile"][0] is cmd_profile and calls["profile"][1] is build_profile_parser
+
+
+def test_profile_refuses_to_write_a_poor_fit(tmp_path, capsys):
+    """--min-r2 1 makes any real fit "poor": nothing is written, one line says why and what to do."""
+    from splitrl.cli import main
+
+    out = tmp_path / "poor.yaml"
+    rc = main(["profile", "--model", "gpt2-tiny", "--contexts", "8,16", "--repeats", "1", "--threads", "1",
+               "--no-bandwidth", "--out", str(out), "--min-r2", "1.0"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert rc == 2 and not out.exists()
+    assert len(err) == 1 and "poor fit (R^2" in err[0] and "NOT written" in err[0] and "--accept-poor-fit" in err[0]

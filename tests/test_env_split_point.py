@@ -117,8 +117,10 @@ def test_config_errors_name_the_field(tiny_table, llama_tiny):
         SplitPointConfig(action_mode="sideways")
     with pytest.raises(ValueError, match="s_min must be in 0..6"):
         _table_env(tiny_table, llama_tiny, s_min=7)
-    with pytest.raises(ValueError, match="lacks splits"):
+    with pytest.raises(ValueError, match=r"measured with model \['llama-tiny'\], not 'gpt2-tiny': run `splitrl sweep --model gpt2-tiny"):
         SplitPointTableEnv(SplitPointConfig(model="gpt2-tiny", table=str(tiny_table)), view=_fake_view(8))
+    with pytest.raises(ValueError, match=r"lacks splits \[7, 8\] .*a partial sweep"):
+        SplitPointTableEnv(SplitPointConfig(model="llama-tiny", table=str(tiny_table)), view=_fake_view(8))
 
 
 def _fake_view(n_layers):

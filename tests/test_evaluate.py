@@ -98,3 +98,30 @@ def test_cli_wrong_kind_for_checkpoint_and_a_good_run(mbrl_ckpt, tmp_path, capsy
     assert _cli()(["--agents", "oracle", f"mbrl={mbrl_ckpt}", "--episodes", "1", "--steps", "16", "--out", str(out), *env]) == 0
     doc = json.loads((out / "evaluation.json").read_text())
     assert doc["agents"]["mbrl"]["real_evaluations"] == 30 and (out / "evaluation.md").is_file()
+
+
+def test_a_trainer_checkpoint_is_evaluated_on_its_own_env_config(tmp_path):
+    """Without --set the evaluation env is the run's own (here the tiny llama table env, not the
+    default SmolLM2 one); a different configuration is refused naming the fields, unless allowed."""
+    from splitrl.errors import UsageError
+    from splitrl.training import Trainer, load_run_config
+    from test_agents_support import cli_sets
+
+    cfg = load_run_config("latency-only", overrides=[*cli_sets(), "train.eval_every=0", "train.eval_episodes=1",
+                                                     "train.max_episode_steps=8"], total_steps=8)
+    t = Trainer(cfg, "lat", runs_dir=tmp_path / "runs", checkpoints_dir=tmp_path / "ckpt", progress=False)
+    t.train()
+    t.close()
+    run = tmp_path / "ckpt" / "lat"
+    res = evaluate_agents([AgentSpec("latency-only", run)], episodes=1, steps=4)
+    row = res["agents"]["latency-only"]
+    assert row["env_differences"] == [] and row["trained_env_id"] == cfg.env_id
+    assert row["real_evaluations"] == 0  # latency-only never pays for a quality measurement
+    with pytest.raises(UsageError, match=r"trained on another env configuration \(env.transport differ"):
+        evaluate_agents([AgentSpec("latency-only", run)], episodes=1, steps=4,
+                        env_overrides=[*(s.removeprefix("env.") for s in cli_sets()), "transport=int8-biterr"])
+    res = evaluate_agents([AgentSpec("latency-only", run)], episodes=1, steps=4, allow_env_mismatch=True,
+                          env_overrides=[*(s.removeprefix("env.") for s in cli_sets()), "transport=int8-biterr"])
+    assert res["agents"]["latency-only"]["env_differences"] == ["env.transport"]
+    out = write_outputs(res, tmp_path / "ev")
+    json.loads(out["json"].read_text())  # valid JSON even where a score is undefined

@@ -20,7 +20,6 @@ from splitrl.surrogate import (
     propose,
     run_acquisition,
 )
-from splitrl.surrogate.base import surrogate_paths
 
 L = 6
 TRANSPORTS = ["awgn", "int8-biterr"]
@@ -60,9 +59,10 @@ def test_save_load_round_trip_gives_identical_predictions(kind, tmp_path):
     mean, std = sur.predict_with_uncertainty(query)
     js = sur.save(tmp_path / "m")
     meta = json.loads(js.read_text())
-    assert meta["kind"] == kind and len(meta["joblib_sha256"]) == 64
+    assert meta["kind"] == kind and meta["fit_sizes"] == [sur.n_train] and len(meta["y_train"]) == sur.n_train
     assert {"sklearn", "numpy"} <= meta["versions"].keys() and meta["scaler"]["mean"]
-    for loader in (lambda: Surrogate.load(tmp_path / "m"), lambda: type(sur).load(tmp_path / "m.joblib"),
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]  # one JSON file, nothing pickled
+    for loader in (lambda: Surrogate.load(tmp_path / "m"), lambda: type(sur).load(tmp_path / "m.json"),
                    lambda: load_surrogate(js, expected_spec=_spec())):
         back = loader()
         m2, s2 = back.predict_with_uncertainty(query)
@@ -155,47 +155,48 @@ def test_feature_spec_json_round_trip_and_features():
 def saved(tmp_path):
     sur = _fit("extratrees")
     js = sur.save(tmp_path / "sur")
-    jl, _ = surrogate_paths(js)
-    return sur, jl, js
+    return sur, js
 
 
-def test_hash_mismatch_is_refused_before_unpickling(saved, monkeypatch):
-    import joblib
-
-    _, jl, js = saved
-    raw = bytearray(jl.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    jl.write_bytes(bytes(raw))
-
-    def never(*a, **k):
-        raise AssertionError("joblib.load must not be called on a file whose hash does not match")
-
-    monkeypatch.setattr(joblib, "load", never)
-    with pytest.raises(SurrogateLoadError, match="SHA-256 mismatch.*refusing to unpickle"):
-        Surrogate.load(js)
+def test_updates_are_replayed_on_load(tmp_path):
+    """A GP warm-starts each update from the previous kernel: loading replays fit + updates."""
+    X, y = _data(snrs=(0.0, 10.0, 20.0))
+    sur = make_surrogate("gp", _spec(), seed=1, **FAST["gp"]).fit(X[:10], y[:10])
+    sur.update(X[10:20], y[10:20]).update(X[20:], y[20:])
+    js = sur.save(tmp_path / "g")
+    assert json.loads(js.read_text())["fit_sizes"] == [10, 20, len(y)]
+    back = Surrogate.load(js)
+    q, _ = _data(snrs=(5.0, 25.0))
+    assert np.array_equal(sur.predict_with_uncertainty(q)[0], back.predict_with_uncertainty(q)[0])
+    assert back.n_updates == 2
 
 
-def test_corrupt_model_file_with_matching_hash_gives_a_clear_error(saved):
-    import hashlib
-
-    _, jl, js = saved
-    jl.write_bytes(b"this is not a joblib file")
+def test_edited_data_is_refitted_and_flagged(saved):
+    """The file holds data, not a model: an edited target changes the refit, and the check warns."""
+    _, js = saved
     meta = json.loads(js.read_text())
-    meta["joblib_sha256"] = hashlib.sha256(jl.read_bytes()).hexdigest()
+    meta["y_train"][0] += 5.0
     js.write_text(json.dumps(meta))
-    with pytest.raises(SurrogateLoadError, match="corrupt surrogate model file"):
+    with pytest.warns(UserWarning, match="predicts differently"):
         Surrogate.load(js)
 
 
-def test_unreadable_or_missing_files_give_clear_errors(saved, tmp_path):
-    _, jl, js = saved
-    with pytest.raises(SurrogateLoadError, match="no surrogate metadata"):
+def test_unreadable_malformed_or_old_files_give_clear_errors(saved, tmp_path):
+    _, js = saved
+    good = json.loads(js.read_text())
+    with pytest.raises(SurrogateLoadError, match="no surrogate file"):
         Surrogate.load(tmp_path / "nothing")
-    jl.unlink()
-    with pytest.raises(SurrogateLoadError, match="is missing"):
-        Surrogate.load(js)
+    for bad, match in [({**good, "X_train": [[1.0]]}, "training data must be"),
+                       ({**good, "y_train": good["y_train"][:-1]}, "training data must be"),
+                       ({**good, "fit_sizes": [1]}, "training data must be"),
+                       ({**good, "y_train": "abc"}, "malformed training data"),
+                       ({**good, "params": {"n_estimators": "x"}}, "bad parameters|refitting failed"),
+                       ({**good, "format": "splitrl-surrogate/1"}, "older pickle-based surrogate")]:
+        js.write_text(json.dumps(bad))
+        with pytest.raises(SurrogateLoadError, match=match):
+            Surrogate.load(js)
     js.write_text("{not json")
-    with pytest.raises(SurrogateLoadError, match="unreadable surrogate metadata"):
+    with pytest.raises(SurrogateLoadError, match="unreadable surrogate file"):
         Surrogate.load(js)
     js.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(SurrogateLoadError, match="not a splitrl-surrogate"):
@@ -203,7 +204,7 @@ def test_unreadable_or_missing_files_give_clear_errors(saved, tmp_path):
 
 
 def test_wrong_feature_spec_or_kind_is_refused(saved):
-    _, _, js = saved
+    _, js = saved
     other = FeatureSpec(num_layers=L, transports=["awgn"])
     with pytest.raises(SurrogateLoadError, match=r"feature spec differs.*cut_stats.*transports"):
         Surrogate.load(js, expected_spec=other)
@@ -214,10 +215,17 @@ def test_wrong_feature_spec_or_kind_is_refused(saved):
     assert Surrogate.load(js, expected_spec=same).is_fitted
 
 
-def test_sklearn_version_drift_warns(saved):
-    _, _, js = saved
+def test_sklearn_version_drift_is_checked_by_predictions(saved):
+    """Another writer version is fine when the refit predicts what was saved; when it does not,
+    the warning names both versions."""
+    _, js = saved
     meta = json.loads(js.read_text())
     meta["versions"]["sklearn"] = "0.1.0"
+    js.write_text(json.dumps(meta))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Surrogate.load(js)
+    meta["check"]["mean"][0] += 1.0
     js.write_text(json.dumps(meta))
     with pytest.warns(UserWarning, match="scikit-learn 0.1.0"):
         Surrogate.load(js)

@@ -98,3 +98,36 @@ def test_parsers_and_validation(tmp_path):
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="columns"):
         read_done(bad)
+
+
+@pytest.mark.timeout(120)
+def test_a_second_writer_gets_one_line_and_the_first_is_untouched(tmp_path):
+    """While a sweep holds the table (here: this test holds its lock), another sweep on the same
+    --out stops at once with one line, exit 2, and writes nothing."""
+    from splitrl.sweep import TableLock
+
+    out = tmp_path / "busy.csv"
+    out.write_text(",".join(COLUMNS) + "\n")
+    before = out.read_bytes()
+    lock = TableLock(out)
+    try:
+        r = _sweep(out)
+    finally:
+        lock.release()
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and f"pid {os.getpid()}" in r.stderr and "is writing" in r.stderr
+    assert out.read_bytes() == before and not out.with_suffix(".csv.meta.json").exists()
+
+
+def test_grids_and_levels_are_bounded_with_one_line(capsys):
+    from splitrl.cli import main
+
+    base = ["sweep", "--model", "llama-tiny", "--no-progress", "--out", "/nonexistent-dir/never.csv"]
+    assert main([*base, "--splits", "all", "--levels", "0:999:0.5", "--seeds", "50"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at most 100000" in err and "split it into several sweeps" in err
+    for levels, msg in [("0:1e9:1e-3", "at most 10000"), ("0:nan:1", "finite numbers"), ("a,b", "finite numbers")]:
+        assert main([*base, "--splits", "1", "--levels", levels]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and msg in err, err
+    assert main([*base, "--splits", "0-99999999999"]) == 2 and "--splits must be" in capsys.readouterr().err

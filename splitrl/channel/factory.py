@@ -86,8 +86,10 @@ def _split_kind(spec: Mapping[str, Any], where: str, allowed: Mapping[str, str])
         raise TypeError(f"{where}: spec must be a mapping, got {type(spec).__name__}")
     body = dict(spec)
     kind = body.pop("kind", None)
-    if kind not in allowed:
-        raise ValueError(f"{where}.kind = {kind!r}: must be one of {sorted(set(allowed))}")
+    if not isinstance(kind, str) or kind not in allowed:
+        from splitrl.yamlio import short
+
+        raise ValueError(f"{where}.kind = {short(kind)}: must be one of {sorted(set(allowed))}")
     return allowed[kind], body
 
 

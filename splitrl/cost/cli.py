@@ -8,6 +8,9 @@ returns an exit code: 0 on success, 2 with one line on stderr for a bad argument
 from __future__ import annotations
 
 import argparse
+
+import numpy as np
+from pathlib import Path
 import json
 import sys
 from typing import Any, Callable
@@ -34,6 +37,10 @@ def build_profile_parser(p: argparse.ArgumentParser) -> None:
                    help="UE profile whose power/radio figures are copied (they cannot be measured here)")
     p.add_argument("--no-bandwidth", action="store_true", help="skip the memory-bandwidth measurement")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--min-r2", type=float, default=0.9, help="refuse to write the profile below this fit R^2")
+    p.add_argument("--max-residual", type=float, default=0.25,
+                   help="warn above this median relative residual of the fit")
+    p.add_argument("--accept-poor-fit", action="store_true", help="write the profile even when the fit is poor (warns)")
 
 
 def _parse_contexts(text: str) -> list[int]:
@@ -44,6 +51,16 @@ def _parse_contexts(text: str) -> list[int]:
     if not ctxs or any(c < 1 for c in ctxs):
         raise ValueError(f"--contexts must be comma-separated integers >= 1, got {text!r}")
     return ctxs
+
+
+def fit_quality(result: Any) -> dict[str, float]:
+    """R^2 and relative residuals of the ``t = overhead + FLOPs / rate`` fit of a `ProfileResult`."""
+    flops = np.array([f for row in result.layer_flops for f in row] + list(result.head_flops))
+    times = np.array([t for row in result.layer_times_s for t in row] + list(result.head_times_s))
+    pred = result.layer_overhead_s + flops / result.flops_per_s
+    rel = np.abs(times - pred) / np.maximum(times, 1e-12)
+    return {"r2": float(result.fit_r2), "median_abs_rel_residual": float(np.median(rel)),
+            "max_abs_rel_residual": float(np.max(rel)), "points": int(len(times))}
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -59,16 +76,36 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         power_like = load_profile("ue", args.power_like)
+        if Path(args.out).is_dir():
+            raise ValueError(f"--out {args.out} is a folder; give a .yaml file path")
+        if not 0 <= args.min_r2 <= 1 or not 0 < args.max_residual:
+            raise ValueError("--min-r2 must be in [0, 1] and --max-residual > 0")
         loaded = load_model(args.model, cache_dir=args.cache_dir)
         result = measure_layer_times(
             loaded, ctxs, args.repeats, warmup=args.warmup, threads=args.threads,
-            measure_bandwidth=not args.no_bandwidth, out=args.out, name=args.name, power_like=power_like,
+            measure_bandwidth=not args.no_bandwidth, out=None, name=args.name, power_like=power_like,
+            progress=not args.json,
         )
+        fit = fit_quality(result)
+        poor = fit["r2"] < args.min_r2
+        if poor and not args.accept_poor_fit:
+            raise ValueError(
+                f"poor fit (R^2 {fit['r2']:.3f} < --min-r2 {args.min_r2}; median |residual| "
+                f"{fit['median_abs_rel_residual']:.0%}, worst {fit['max_abs_rel_residual']:.0%}): the timings do not "
+                f"follow overhead + FLOPs/rate, so {args.out} was NOT written. Re-run on an idle machine with more "
+                "--repeats and --threads 1, or pass --accept-poor-fit")
+        result.write_yaml(args.out, name=args.name, power_like=power_like)
     except (ModelNotFoundError, UnsupportedModelError, ValueError, OSError) as e:
-        print(f"splitrl profile: error: {e}", file=sys.stderr)
+        print(f"splitrl profile: error: {' '.join(str(e).split())[:600]}", file=sys.stderr)
         return 2
+    if poor or fit["median_abs_rel_residual"] > args.max_residual:
+        print(f"splitrl profile: warning: {'poor fit accepted' if poor else 'large residuals'} (R^2 {fit['r2']:.3f}, "
+              f"median |residual| {fit['median_abs_rel_residual']:.0%} of the measured time, worst "
+              f"{fit['max_abs_rel_residual']:.0%}); per-layer times predicted from {args.out} are that far off",
+              file=sys.stderr)
     if args.json:
-        print(json.dumps({"out": str(args.out), **result.to_profile_dict(name=args.name, power_like=power_like)}))
+        print(json.dumps({"out": str(args.out), "fit": fit,
+                          **result.to_profile_dict(name=args.name, power_like=power_like)}))
         return 0
     print(f"{result.model} ({result.dtype}, {result.num_layers} layers) on {result.machine.get('processor')}, "
           f"{result.threads} threads")
@@ -76,7 +113,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     for T, row, th in zip(result.context_lengths, result.layer_times_s, result.head_times_s):
         print(f"{T:>6} {sorted(row)[len(row) // 2] * 1e3:>16.3f} {th * 1e3:>10.3f}")
     print(f"fitted {result.flops_per_s / 1e9:.2f} GFLOP/s + {result.layer_overhead_s * 1e6:.1f} us/layer "
-          f"(R^2 {result.fit_r2:.3f}; through origin {result.flops_per_s_through_origin / 1e9:.2f} GFLOP/s)")
+          f"(R^2 {result.fit_r2:.3f}, median |residual| {fit['median_abs_rel_residual']:.1%}, worst "
+          f"{fit['max_abs_rel_residual']:.1%}; through origin {result.flops_per_s_through_origin / 1e9:.2f} GFLOP/s)")
     if result.memory_bandwidth_bytes_per_s is not None:
         print(f"memory bandwidth {result.memory_bandwidth_bytes_per_s / 1e9:.2f} GB/s")
     print(f"wrote {args.out}")

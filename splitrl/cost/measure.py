@@ -233,6 +233,7 @@ def measure_layer_times(
     name: str = "this-machine",
     power_like: str | UEProfile = "phone-midrange",
     seed: int = 0,
+    progress: bool = False,
 ) -> ProfileResult:
     """Time every decoder layer and the head on a ``T``-token prefill for each ``T``; fit FLOP/s.
 
@@ -274,6 +275,10 @@ def measure_layer_times(
     layer_flops: list[list[float]] = []
     head_times: list[float] = []
     head_flops: list[float] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(ctxs) * (view.num_layers + 1), desc="profile: timing layers", unit="layer",
+               disable=not progress, leave=False)
     with _torch_threads(threads) as n_threads:
         for T in ctxs:
             ids = torch.randint(0, view.vocab_size, (1, T), generator=gen).to(view.device)
@@ -286,15 +291,18 @@ def measure_layer_times(
                     y = layer(h, past_key_values=None, use_cache=False, **kwargs)
                     return y[0] if isinstance(y, tuple) else y
                 t, hidden = _median_time(call, warmup, int(repeats), sync)
+                bar.update(1)
                 row_t.append(t)
                 # Prefill: token j attends to j positions, j = 1..T.
                 lc = costs[i]
                 row_f.append(float(T * lc.flops_per_token_base + lc.flops_per_token_per_ctx * T * (T + 1) / 2))
             t_head, _ = _median_time(lambda h=hidden: view.head(h), warmup, int(repeats), sync)
+            bar.update(1)
             layer_times.append(row_t)
             layer_flops.append(row_f)
             head_times.append(t_head)
             head_flops.append(float(T * head_fpt))
+        bar.close()
         bandwidth = measure_memory_bandwidth() if measure_bandwidth else None
 
     flops = np.array([f for row in layer_flops for f in row] + head_flops)

@@ -77,7 +77,9 @@ def dbm_to_w(dbm: float) -> float:
 
 # ---- validation helpers (one error shape for every profile) ---------------------------------
 def _fail(owner: str, name: str, fld: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{owner} {name!r}: {fld} = {value!r}: must be {allowed}")
+    from splitrl.yamlio import short
+
+    return ValueError(f"{owner} {short(name)}: {fld} = {short(value)}: must be {allowed}")
 
 
 def _num(owner: str, name: str, fld: str, value: Any, lo: float, hi: float, *,
@@ -553,11 +555,9 @@ def load_profile(kind: str, name_or_path: str | Path | Profile) -> Profile:
                 f"unknown {kind} profile {text!r}{hint}; available: {available}, or a path to a .yaml file"
             )
         path = index[text][1]
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from e
+    from splitrl.yamlio import load_yaml_file
+
+    data = load_yaml_file(path, what=f"{kind} profile")  # bounded, one-line errors (a UsageError is a ValueError)
     return profile_from_dict(kind, data, where=str(path))
 
 

@@ -72,12 +72,18 @@ def corpus_tokens(tokenizer, max_tokens: int | None = None, *, path=None, source
     key = (id(tokenizer), str(wikitext_path(path)) if source == "file" else "datasets", max_tokens)
     if key not in _TOKEN_CACHE:
         text = load_wikitext2_test(path, source=source)
+        if max_tokens is not None and max_tokens > len(text):  # no tokenizer makes more tokens than characters
+            raise CorpusError(f"tokens: {max_tokens} is more than the corpus holds ({len(text)} characters); "
+                              "ask for fewer --tokens")
         if max_tokens is not None:
             # Tokenising the whole 1.3 MB file takes seconds; ~8 chars/token is a generous bound.
             chunk = text[: max(10_000, 8 * max_tokens)]
             ids = tokenizer(chunk, return_tensors="pt").input_ids
             if ids.shape[1] < max_tokens:
                 ids = tokenizer(text, return_tensors="pt").input_ids
+            if ids.shape[1] < max_tokens:
+                raise CorpusError(f"tokens: {max_tokens} is more than the corpus's {ids.shape[1]} tokens "
+                                  f"(for this tokenizer); use --tokens {ids.shape[1]} or fewer")
             ids = ids[:, :max_tokens]
         else:
             ids = tokenizer(text, return_tensors="pt").input_ids

@@ -28,12 +28,14 @@ give the same model. ``update`` appends the data and refits (GP: from the previo
 Structural zero: at ``split == L`` nothing crosses the link, so the quality loss is exactly 0;
 predictions there are 0 with std 0 (``zero_at_full_split``, default True).
 
-Persistence (`Surrogate.save` / `Surrogate.load`): ``<stem>.joblib`` holds the fitted sklearn
-objects and the training data; ``<stem>.json`` holds the metadata (format, kind, seed, params,
-feature spec, scaler, training size, library versions, SHA-256 of the joblib file). joblib files
-are pickles: `load` checks the SHA-256 recorded in the metadata BEFORE unpickling and refuses a
-mismatch. (This guards against corrupted or swapped model files; it is not a signature — a
-party who can rewrite both files can make them agree. Load only files you wrote.)
+Persistence (`Surrogate.save` / `Surrogate.load`): one JSON file, ``<stem>.json``, holds the
+metadata (format, kind, seed, params, feature spec, library versions), the training data (encoded
+features and targets) and the fit history (training-set size after the `fit` and after each
+`update`). Nothing fitted is stored: `load` replays the fit history on the saved data with the
+saved seed, which gives back the same model (every kind is deterministic given data and seed), and
+checks its predictions on the training points against the ones recorded at save time. No pickle is
+written or read, so a surrogate file from anyone is data, never code; the worst a hostile file can
+do is be refused (or, within the size bounds, describe a bad model).
 """
 from __future__ import annotations
 
@@ -46,34 +48,35 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from splitrl.integrity import sha256_file as _sha256
+from splitrl.errors import UsageError
 from splitrl.surrogate.features import FeatureSpec, as_cells
 
 __all__ = [
     "FORMAT", "SURROGATE_KINDS", "ExtraTreesSurrogate", "GaussianProcessSurrogate", "GradientBoostingSurrogate",
-    "MLPEnsembleSurrogate", "Surrogate", "SurrogateLoadError", "load_surrogate", "make_surrogate", "surrogate_paths",
+    "MLPEnsembleSurrogate", "Surrogate", "SurrogateLoadError", "load_surrogate", "make_surrogate", "surrogate_path",
 ]
 
-FORMAT = "splitrl-surrogate/1"
+FORMAT = "splitrl-surrogate/2"
+MAX_TRAIN_ROWS = 200_000  # a loaded file may not ask for more refitting than this
+_CHECK_ROWS = 16  # training points whose predictions are recorded at save time and re-checked on load
 
 
-class SurrogateLoadError(ValueError):
+class SurrogateLoadError(UsageError):
     """A saved surrogate could not be loaded (missing, unreadable, corrupt, tampered, or wrong spec)."""
 
 
-def surrogate_paths(path: str | Path) -> tuple[Path, Path]:
-    """``(<stem>.joblib, <stem>.json)`` for a stem, or for either of the two file names."""
+def surrogate_path(path: str | Path) -> Path:
+    """``<stem>.json`` for a stem or for the JSON file name itself."""
     p = Path(path)
-    if p.suffix in (".joblib", ".json"):
-        p = p.with_suffix("")
-    return p.with_name(p.name + ".joblib"), p.with_name(p.name + ".json")
+    if p.suffix == ".json":
+        return p
+    return p.with_name(p.name + ".json")
 
 
 def _versions() -> dict[str, str]:
-    import joblib
     import sklearn
 
-    return {"sklearn": sklearn.__version__, "numpy": np.__version__, "joblib": joblib.__version__,
+    return {"sklearn": sklearn.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
 
 
@@ -127,7 +130,8 @@ class Surrogate(abc.ABC):
         self.scaler_mean: np.ndarray | None = None
         self.scaler_scale: np.ndarray | None = None
         self.n_updates = 0
-        self._state: Any = None  # fitted sklearn objects
+        self.fit_sizes: list[int] = []  # training-set size after fit and after each update (replayed on load)
+        self._state: Any = None  # fitted sklearn objects (never saved)
 
     # --- data ---------------------------------------------------------------------------
     def features(self, X: Any) -> np.ndarray:
@@ -169,6 +173,8 @@ class Surrogate(abc.ABC):
         self.scaler_scale = np.where(sd > 1e-12, sd, 1.0)
         with _one_thread():
             self._state = self._fit(self._scale(F), y, warm=False)
+        self.fit_sizes = [len(y)]
+        self.n_updates = 0
         return self
 
     def update(self, X: Any, y: Any) -> "Surrogate":
@@ -185,6 +191,7 @@ class Surrogate(abc.ABC):
         with _one_thread():
             self._state = self._fit(self._scale(self.X_train), self.y_train, warm=True)
         self.n_updates += 1
+        self.fit_sizes.append(len(self.y_train))
         return self
 
     def predict(self, X: Any) -> np.ndarray:
@@ -247,82 +254,95 @@ class Surrogate(abc.ABC):
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write ``<stem>.joblib`` and ``<stem>.json`` (see module doc); returns the JSON path."""
-        import joblib
-
+        """Write ``<stem>.json`` (see module doc: data + seed + fit history, no fitted objects);
+        returns its path. Written to a temporary name and renamed, so a reader never sees half a file."""
         if not self.is_fitted:
             raise RuntimeError("refusing to save an unfitted surrogate")
-        jl, js = surrogate_paths(path)
-        jl.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump({"state": self._state, "X_train": self.X_train, "y_train": self.y_train}, jl, compress=3)
+        js = surrogate_path(path)
+        js.parent.mkdir(parents=True, exist_ok=True)
+        k = min(_CHECK_ROWS, self.n_train)
         meta = self.metadata()
-        meta["joblib_file"] = jl.name
-        meta["joblib_sha256"] = _sha256(jl)
-        js.write_text(json.dumps(meta, indent=1))
+        meta.update({
+            "X_train": self.X_train.tolist(), "y_train": self.y_train.tolist(), "fit_sizes": list(self.fit_sizes),
+            "check": {"rows": k, "mean": self.predict(self.X_train[:k]).tolist()},
+        })
+        tmp = js.with_name(js.name + ".tmp")
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(js)
         return js
 
     @classmethod
     def load(cls, path: str | Path, expected_spec: FeatureSpec | None = None) -> "Surrogate":
-        """Load a saved surrogate, verifying before unpickling.
+        """Load a saved surrogate by refitting it from its saved data, seed and fit history.
 
-        Raises `SurrogateLoadError` when the metadata is missing or unreadable, the joblib file is
-        missing, its SHA-256 differs from the metadata's (never unpickled then), it cannot be
-        unpickled, the kind is not ``cls``'s, or ``expected_spec`` differs from the saved spec.
-        Warns when the scikit-learn version differs from the one that wrote the file.
+        Raises `SurrogateLoadError` (one line naming the file) when the file is missing, unreadable,
+        not this format (e.g. an old pickle-based one), malformed, of another kind than ``cls``, or
+        ``expected_spec`` differs from the saved spec. Warns when the refitted model's predictions
+        differ from those recorded at save time (another scikit-learn version).
         """
-        import joblib
-        import sklearn
-
-        jl, js = surrogate_paths(path)
+        js = surrogate_path(path)
         if not js.is_file():
-            raise SurrogateLoadError(f"no surrogate metadata at {js}")
+            raise SurrogateLoadError(f"no surrogate file at {js}")
         try:
             meta = json.loads(js.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SurrogateLoadError(f"unreadable surrogate metadata {js}: {e}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise SurrogateLoadError(f"unreadable surrogate file {js}: {type(e).__name__}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise SurrogateLoadError(f"{js} is not a {FORMAT} metadata file")
+            got = meta.get("format") if isinstance(meta, dict) else None
+            hint = " (an older pickle-based surrogate: it is not loaded; refit it)" if got == "splitrl-surrogate/1" else ""
+            raise SurrogateLoadError(f"{js} is not a {FORMAT} surrogate file{hint}")
         kind = meta.get("kind")
         if kind not in SURROGATE_KINDS:
-            raise SurrogateLoadError(f"{js}: unknown surrogate kind {kind!r}; known {sorted(SURROGATE_KINDS)}")
+            raise SurrogateLoadError(f"{js}: unknown surrogate kind {str(kind)[:40]!r}; known {sorted(SURROGATE_KINDS)}")
         target = SURROGATE_KINDS[kind]
         if cls is not Surrogate and target is not cls:
             raise SurrogateLoadError(f"{js} holds a {kind!r} surrogate, not {cls.kind!r}")
         try:
             spec = FeatureSpec.from_dict(meta["spec"])
         except (KeyError, TypeError, ValueError) as e:
-            raise SurrogateLoadError(f"{js}: invalid feature spec: {e}") from None
+            raise SurrogateLoadError(f"{js}: invalid feature spec: {str(e)[:200]}") from None
         if expected_spec is not None and spec.fingerprint() != expected_spec.fingerprint():
             raise SurrogateLoadError(
                 f"{js}: feature spec differs from the expected one in {spec.differences(expected_spec)}; "
                 "refit the surrogate for this spec")
-        if not jl.is_file():
-            raise SurrogateLoadError(f"surrogate model file {jl} (named by {js.name}) is missing")
-        digest = _sha256(jl)
-        if digest != meta.get("joblib_sha256"):
-            raise SurrogateLoadError(
-                f"SHA-256 mismatch for {jl}: metadata says {meta.get('joblib_sha256')}, file is {digest}; "
-                "refusing to unpickle a file that is not the one that was saved")
-        saved = meta.get("versions", {}).get("sklearn")
-        if saved and saved.split(".")[:2] != sklearn.__version__.split(".")[:2]:
-            warnings.warn(f"{jl} was written with scikit-learn {saved}, running {sklearn.__version__}; "
-                          "predictions may differ", UserWarning, stacklevel=2)
         try:
-            blob = joblib.load(jl)
-            state, X_train, y_train = blob["state"], blob["X_train"], blob["y_train"]
-        except Exception as e:  # noqa: BLE001  (any unpickling failure is a corrupt file)
-            raise SurrogateLoadError(f"corrupt surrogate model file {jl}: {type(e).__name__}: {e}") from None
-        params = {k: v for k, v in meta.get("params", {}).items()}
-        obj = target(spec, seed=int(meta.get("seed", 0)), **params)
-        obj._state = state
-        obj.X_train, obj.y_train = np.asarray(X_train, float), np.asarray(y_train, float)
-        sc = meta.get("scaler")
-        if sc is None:
-            raise SurrogateLoadError(f"{js} has no scaler (was an unfitted surrogate saved?)")
-        obj.scaler_mean, obj.scaler_scale = np.asarray(sc["mean"], float), np.asarray(sc["scale"], float)
-        obj.n_updates = int(meta.get("n_updates", 0))
-        if obj.scaler_mean.shape != (spec.n_features,) or obj.X_train.shape[1:] != (spec.n_features,):
-            raise SurrogateLoadError(f"{js}: scaler/training data do not match the spec's {spec.n_features} features")
+            X = np.asarray(meta["X_train"], dtype=float)
+            y = np.asarray(meta["y_train"], dtype=float)
+            sizes = [int(n) for n in meta["fit_sizes"]]
+            params = dict(meta.get("params") or {})
+            seed = int(meta.get("seed", 0))
+        except (KeyError, TypeError, ValueError) as e:
+            raise SurrogateLoadError(f"{js}: malformed training data: {type(e).__name__}") from None
+        n = len(y)
+        if (X.ndim != 2 or X.shape != (n, spec.n_features) or not np.isfinite(X).all() or not np.isfinite(y).all()
+                or not 2 <= n <= MAX_TRAIN_ROWS or not sizes or sizes[0] < 2 or sizes[-1] != n
+                or any(b <= a for a, b in zip(sizes, sizes[1:])) or len(sizes) > 10_000):
+            raise SurrogateLoadError(
+                f"{js}: training data must be finite, {spec.n_features} features x 2..{MAX_TRAIN_ROWS} rows, "
+                "with an increasing fit history ending at the row count")
+        try:
+            obj = target(spec, seed=seed, **params)
+        except (TypeError, ValueError) as e:
+            raise SurrogateLoadError(f"{js}: bad parameters: {str(e)[:200]}") from None
+        saved = meta.get("versions", {}).get("sklearn") if isinstance(meta.get("versions"), dict) else None
+        try:
+            obj.fit(X[: sizes[0]], y[: sizes[0]])
+            for a, b in zip(sizes, sizes[1:]):
+                obj.update(X[a:b], y[a:b])
+        except (ValueError, TypeError) as e:
+            raise SurrogateLoadError(f"{js}: refitting failed: {str(e)[:200]}") from None
+        check = meta.get("check")
+        if isinstance(check, dict):
+            k = int(check.get("rows", 0))
+            want = np.asarray(check.get("mean", []), dtype=float)
+            if 0 < k <= n and want.shape == (k,):
+                got = obj.predict(X[:k])
+                if not np.allclose(got, want, rtol=1e-6, atol=1e-9):
+                    import sklearn
+
+                    warnings.warn(f"{js}: the refitted surrogate predicts differently from the saved one "
+                                  f"(max |diff| {float(np.max(np.abs(got - want))):.3g}); written with scikit-learn "
+                                  f"{saved}, running {sklearn.__version__}", UserWarning, stacklevel=2)
         return obj
 
     def __repr__(self) -> str:

@@ -237,10 +237,13 @@ def surrogate_report(
     from splitrl.envs.split_point import SplitPointConfig, SplitPointTableEnv
     from splitrl.models import load_model
 
+    from splitrl.sweep import read_sweep_table
+
     t_start = time.perf_counter()
     table_path = Path(table_path)
-    if not table_path.is_file():
-        raise FileNotFoundError(f"no sweep table at {table_path}")
+    if budget < 1 or initial < 2 or batch < 1:
+        raise ValueError(f"budget must be >= 1, initial >= 2 and batch >= 1, got budget {budget}, initial {initial}, "
+                         f"batch {batch}")
     unknown = [k for k in kinds if k not in SURROGATE_KINDS]
     if unknown or not kinds:
         raise ValueError(f"unknown surrogate kinds {unknown}; choose from {', '.join(SURROGATE_KINDS)}")
@@ -249,7 +252,7 @@ def surrogate_report(
         raise ValueError(f"unknown strategies {bad}; choose from {', '.join(STRATEGIES)}")
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be in (0, 1), got {holdout}")
-    df = pd.read_csv(table_path)
+    df = read_sweep_table(table_path)
     transports = list(dict.fromkeys(df["transport"]))
     loaded = loaded or load_model(model)
     view = loaded.view
@@ -589,7 +592,12 @@ def build_report_parser(p: argparse.ArgumentParser) -> None:
 def cmd_surrogate_report(args: argparse.Namespace) -> int:
     """Handler of ``splitrl surrogate-report``; 0 on success, 2 with one line on stderr for bad input."""
     try:
-        seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
+        try:
+            seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds must be comma-separated integers, got {str(args.seeds)[:40]!r}") from None
+        if not seeds:
+            raise ValueError("--seeds names no seed")
         kinds = [k for k in str(args.kinds).split(",") if k]
         strategies = [s for s in str(args.strategies).split(",") if s]
         if getattr(args, "threads", None):
@@ -604,7 +612,7 @@ def cmd_surrogate_report(args: argparse.Namespace) -> int:
             ablation=not args.no_ablation, out_json=out, out_png=out.with_suffix(".png"), out_md=out.with_suffix(".md"),
             progress=not args.json)
     except (ValueError, FileNotFoundError) as e:
-        print(f"splitrl surrogate-report: error: {e}", file=sys.stderr)
+        print(f"splitrl surrogate-report: error: {' '.join(str(e).split())[:500]}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(report))

@@ -19,8 +19,19 @@ the directory renamed to ``step-<step>`` (a rename to a new name is atomic) and 
 ``latest`` symlink is renamed over the old one (``os.replace``, atomic). A kill at any point leaves
 ``latest`` on the previous complete checkpoint; stale ``.tmp-*`` folders are removed by the next
 write. Where symlinks are unavailable, ``LATEST`` (a text file replaced atomically) names it instead.
-Nothing is ever unpickled on load: JSON, NPZ (``allow_pickle=False``), safetensors, and SB3's zip
-read with ``torch.load(weights_only=True)``.
+
+Loading (`latest_checkpoint`, `resolve_checkpoint`, and `Agent.load` for an ``agent/`` folder inside
+a checkpoint) verifies the manifest: every listed file present with its SHA-256, and no file that
+is not listed (`splitrl.integrity.verify_listed_files`). Nothing in a checkpoint can run code: it
+is JSON, YAML read with ``safe_load``, NPZ read with ``allow_pickle=False``, safetensors, and SB3's
+zip whose tensors are read with ``torch.load(weights_only=True)`` (its pickled "data" section is
+never read); surrogates are refitted from their saved data (`splitrl.surrogate.base`). The hashes
+sit beside the files, so they catch corruption and stray files, not forgery; forgery is harmless
+because there is no code to forge.
+
+One writer per run (`RunLock`): a new run creates ``<checkpoints>/<run>/`` with ``mkdir`` (atomic:
+a second run of the same name fails) and every writer — new or resumed — holds an exclusive
+``flock`` on ``<run>/.lock`` until it closes, so two processes never write one run.
 """
 from __future__ import annotations
 
@@ -32,16 +43,66 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from splitrl.integrity import sha256_file as _sha256
+from splitrl.errors import UsageError
+from splitrl.integrity import IntegrityError, sha256_file as _sha256, verify_listed_files
 
-__all__ = ["CheckpointError", "write_checkpoint", "latest_checkpoint", "read_manifest", "list_checkpoints"]
+__all__ = ["CheckpointError", "RunLock", "write_checkpoint", "latest_checkpoint", "read_manifest", "list_checkpoints",
+           "resolve_checkpoint"]
 
 FORMAT = 1
 _STEP_DIR = re.compile(r"^step-(\d{12})(?:\.(\d+))?$")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing or broken; the message names the path and what is wrong."""
+class CheckpointError(UsageError):
+    """A checkpoint is missing, broken or busy; the message names the path and what is wrong."""
+
+
+class RunLock:
+    """Exclusive ownership of ``<checkpoints>/<run>/`` by this process (see module doc).
+
+    ``RunLock(run_dir, new=True)`` creates the folder atomically (`CheckpointError` if it exists);
+    ``new=False`` needs it to exist. Either way the lock is taken without waiting: a second writer
+    gets `CheckpointError` naming the holder's pid. `release` (or process exit) frees it."""
+
+    def __init__(self, run_dir: Path, *, new: bool) -> None:
+        import fcntl
+
+        self.run_dir = Path(run_dir)
+        if new:
+            self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(self.run_dir)
+            except FileExistsError:
+                raise CheckpointError(f"run folder {self.run_dir} exists: pick another --run, or continue it with "
+                                      f"--resume {self.run_dir.name}") from None
+        elif not self.run_dir.is_dir():
+            raise CheckpointError(f"{self.run_dir} does not exist: no run to resume")
+        path = self.run_dir / ".lock"
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            except OSError:
+                holder = "?"
+            os.close(self._fd)
+            self._fd = None
+            raise CheckpointError(f"run {self.run_dir.name!r} is being written by another process (pid {holder}); "
+                                  "wait for it to finish or use another --run") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -138,12 +199,14 @@ def latest_checkpoint(run_dir: Path, *, verify: bool = True) -> Path:
     if link.is_symlink() or link.is_dir():
         target = link.resolve()
     elif ptr.is_file():
-        target = run_dir / ptr.read_text().strip()
+        target = run_dir / ptr.read_text(errors="replace").strip()[:100]
     else:
         have = ", ".join(p.name for p in list_checkpoints(run_dir)) or "none"
         raise CheckpointError(f"{run_dir} has no 'latest' checkpoint (complete checkpoints: {have})")
     if not target.is_dir():
         raise CheckpointError(f"{link} points to {target}, which does not exist")
+    if target.resolve().parent != run_dir.resolve() or not _STEP_DIR.match(target.name):
+        raise CheckpointError(f"{link} points to {target}, which is not a checkpoint of {run_dir}")
     if verify:
         read_manifest(target, verify=True)
     return target
@@ -156,15 +219,32 @@ def read_manifest(ckpt: Path, *, verify: bool = False) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found: incomplete checkpoint") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is corrupt: {e}") from None
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {manifest.get('format')!r}, this version reads {FORMAT}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path} is corrupt: {type(e).__name__}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise CheckpointError(f"{path}: checkpoint format {str(got)[:40]!r}, this version reads {FORMAT}")
     if verify:
-        for rel, digest in manifest.get("files", {}).items():
-            f = Path(ckpt) / rel
-            if not f.is_file():
-                raise CheckpointError(f"{f} is missing from checkpoint {ckpt}")
-            if _sha256(f) != digest:
-                raise CheckpointError(f"{f} does not match its checksum in {path}: the checkpoint is corrupt")
+        try:
+            verify_listed_files(ckpt, manifest.get("files"), listed_in=str(path), exclude=frozenset({"manifest.json"}))
+        except IntegrityError as e:
+            raise CheckpointError(str(e)) from None
     return manifest
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The verified checkpoint folder behind ``path``: a run folder (its ``latest``), a checkpoint
+    folder (``step-*``, holding ``manifest.json``) or the ``agent/`` folder inside one.
+
+    Raises `CheckpointError` (one line) when ``path`` is none of these or fails verification."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    if not p.is_dir():
+        raise CheckpointError(f"checkpoint {p} is not a folder: give a run folder (checkpoints/<run>) or a checkpoint folder")
+    if p.name == "agent" and (p.parent / "manifest.json").is_file():
+        p = p.parent
+    if (p / "manifest.json").is_file():
+        read_manifest(p, verify=True)
+        return p
+    return latest_checkpoint(p)

@@ -23,19 +23,17 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from splitrl.errors import UsageArgumentParser, UsageError
+
 __all__ = ["main", "build_parser"]
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class _ArgError(Exception):
-    pass
-
-
 def build_parser() -> argparse.ArgumentParser:
     from splitrl.agents.registry import AGENTS
 
-    p = argparse.ArgumentParser(prog="train.py", description="Train a split-point agent (see splitrl.training).")
+    p = UsageArgumentParser(prog="train.py", description="Train a split-point agent (see splitrl.training).")
     p.add_argument("--agent", choices=list(AGENTS), help="agent kind")
     p.add_argument("--env", dest="env_id", help="Gymnasium env id (default: the config's env_id, splitrl/SplitPointTable-v0)")
     p.add_argument("--config", help="YAML config (default: configs/<agent>.yaml)")
@@ -63,26 +61,29 @@ def _run(args) -> int:
     from splitrl.training.config import describe_kind, load_run_config
     from splitrl.training.trainer import Trainer
 
+    for flag, d in (("--runs-dir", args.runs_dir), ("--checkpoints-dir", args.checkpoints_dir)):
+        if Path(d).exists() and not Path(d).is_dir():
+            raise UsageError(f"{flag} {d} is a file, not a folder")
     if args.total_steps is not None and args.total_steps < 1:
-        raise _ArgError(f"--total-steps must be >= 1, got {args.total_steps}")
+        raise UsageError(f"--total-steps must be >= 1, got {args.total_steps}")
     if args.stop_at is not None and args.stop_at < 1:
-        raise _ArgError(f"--stop-at must be >= 1, got {args.stop_at}")
+        raise UsageError(f"--stop-at must be >= 1, got {args.stop_at}")
     if args.resume:
         given = [f for f, v in (("--agent", args.agent), ("--env", args.env_id), ("--config", args.config),
                                 ("--seed", args.seed), ("--run", args.run), ("--set", args.overrides or None)) if v]
         if given:
-            raise _ArgError(f"--resume continues a run with its saved config; drop {', '.join(given)} "
+            raise UsageError(f"--resume continues a run with its saved config; drop {', '.join(given)} "
                             "(allowed with --resume: --total-steps, --stop-at, --runs-dir, --checkpoints-dir, --no-progress)")
         if not _RUN_NAME.match(args.resume):
-            raise _ArgError(f"--resume: bad run name {args.resume!r}")
+            raise UsageError(f"--resume: bad run name {args.resume!r}")
         trainer = Trainer.resume(args.resume, runs_dir=args.runs_dir, checkpoints_dir=args.checkpoints_dir,
                                  total_steps=args.total_steps, progress=not args.no_progress)
         if trainer.step > trainer.config.train.total_steps:
-            raise _ArgError(f"--total-steps {trainer.config.train.total_steps} is below the run's {trainer.step} steps")
+            raise UsageError(f"--total-steps {trainer.config.train.total_steps} is below the run's {trainer.step} steps")
         run = args.resume
     else:
         if not args.agent:
-            raise _ArgError("--agent is required (or --resume RUN)")
+            raise UsageError("--agent is required (or --resume RUN)")
         config = load_run_config(args.agent, args.config, args.overrides, seed=args.seed,
                                  total_steps=args.total_steps, env_id=args.env_id)
         if args.list_config:
@@ -91,10 +92,10 @@ def _run(args) -> int:
             return 0
         run = args.run or _default_run(config.kind, config.env_id, config.seed)
         if not _RUN_NAME.match(run):
-            raise _ArgError(f"--run must match {_RUN_NAME.pattern} (letters, digits, '.', '_', '-'), got {run!r}")
+            raise UsageError(f"--run must match {_RUN_NAME.pattern} (letters, digits, '.', '_', '-'), got {run!r}")
         for d in (Path(args.runs_dir) / run, Path(args.checkpoints_dir) / run):
             if d.exists():
-                raise _ArgError(f"run {run!r} exists ({d}); pick another --run or continue it with --resume {run}")
+                raise UsageError(f"run {run!r} exists ({d}); pick another --run or continue it with --resume {run}")
         trainer = Trainer(config, run, runs_dir=args.runs_dir, checkpoints_dir=args.checkpoints_dir,
                           progress=not args.no_progress)
     try:
@@ -118,13 +119,17 @@ def _run(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from splitrl.agents.config import ConfigError
-    from splitrl.training.checkpoint import CheckpointError
-
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad flag (2, one line already printed)
+        return int(e.code or 0)
     try:
         return _run(args)
-    except (_ArgError, ConfigError, CheckpointError) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
+    except UsageError as e:  # config, checkpoint, lock, file and flag errors: one line each
+        print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder the user named cannot be created or written
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"train.py: error: {where}{e.strerror or type(e).__name__}", file=sys.stderr)
         return 2

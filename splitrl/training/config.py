@@ -30,6 +30,8 @@ from typing import Any, Sequence
 import yaml
 
 from splitrl.agents.config import ConfigError, build, describe, documented, param, validate
+from splitrl.errors import UsageError
+from splitrl.yamlio import check_size, load_yaml_file, load_yaml_text, short
 
 __all__ = ["TrainConfig", "RunConfig", "load_run_config", "parse_override", "default_config_path", "CONFIG_DIR",
            "DEFAULT_ENV_ID", "env_class", "env_fields"]
@@ -75,7 +77,7 @@ def env_class(env_id: str) -> type:
         spec = gym.spec(env_id)
     except gym.error.Error as e:
         known = ", ".join(k for k in gym.registry if k.startswith("splitrl/"))
-        raise ConfigError(f"unknown env {env_id!r}; registered splitrl envs: {known}") from e
+        raise ConfigError(f"unknown env {short(env_id)}; registered splitrl envs: {known}") from None
     ep = spec.entry_point
     if callable(ep):
         return ep
@@ -117,14 +119,17 @@ def load_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in _seen:
         raise ConfigError(f"{path}: circular 'extends'")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        data = load_yaml_file(path, what="config file")
+    except UsageError as e:
+        raise ConfigError(str(e)) from None
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping, got {type(data).__name__}")
     parent = data.pop("extends", None)
+    if parent is not None and not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' must be a file name, got {short(parent)}")
+    if len(_seen) > 16:
+        raise ConfigError(f"{path}: 'extends' chain longer than 16 files")
     if parent:
         data = _merge(load_yaml(path.parent / parent, _seen + (path,)), data)
     return data
@@ -137,9 +142,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set takes KEY=VALUE with a dotted KEY (e.g. agent.learning_rate=1e-4, env.transport=int8-biterr), got {text!r}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
+        parsed = load_yaml_text(value, f"--set {key}") if value.strip() else None
+    except UsageError as e:
+        if "expands to" in str(e) or "nested" in str(e) or "contains itself" in str(e):
+            raise ConfigError(str(e)) from None
+        parsed = value  # not YAML: the text itself (coerced to the field's type later)
     path = key.split(".")
     if len(path) == 1 and path[0] not in ("seed", "env_id", "kind"):
         path = ["agent", *path]
@@ -148,14 +155,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def _apply(raw: dict, path: list[str], value: Any) -> None:
     if path[0] not in _TOP_KEYS:
-        raise ConfigError(f"unknown config key {path[0]!r}; allowed: seed, env_id, env.FIELD, agent.FIELD, train.FIELD")
+        raise ConfigError(f"unknown config key {short(path[0])}; allowed: seed, env_id, env.FIELD, agent.FIELD, train.FIELD")
     node = raw
     for part in path[:-1]:
         nxt = node.get(part)
         if nxt is None:
             nxt = node[part] = {}
         if not isinstance(nxt, dict):
-            raise ConfigError(f"cannot set {'.'.join(path)}: {part} is {nxt!r}, not a mapping")
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part} is {short(nxt)}, not a mapping")
         node = nxt
     node[path[-1]] = value
 
@@ -183,22 +190,33 @@ class RunConfig:
         """Validate a raw mapping (+ overrides) into a RunConfig."""
         from splitrl.agents.registry import AGENTS
 
+        if not isinstance(data, dict):
+            raise ConfigError(f"a run config must be a mapping of {', '.join(_TOP_KEYS)}, got {short(data)}")
+        try:
+            check_size(data, "run config")
+        except UsageError as e:
+            raise ConfigError(str(e)) from None
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in dict(data).items()}
         unknown = [k for k in raw if k not in _TOP_KEYS]
         if unknown:
-            raise ConfigError(f"unknown config key {unknown[0]!r}; allowed: {', '.join(_TOP_KEYS)}")
+            raise ConfigError(f"unknown config key {short(unknown[0])}; allowed: {', '.join(_TOP_KEYS)}")
+        for part in ("env", "agent", "train"):
+            if raw.get(part) is not None and not isinstance(raw[part], dict):
+                raise ConfigError(f"{part} must be a mapping of fields, got {short(raw[part])}")
         for text in overrides:
             _apply(raw, *parse_override(text))
         kind = raw.get("kind")
-        if kind not in AGENTS:
-            raise ConfigError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
+        if not isinstance(kind, str) or kind not in AGENTS:
+            raise ConfigError(f"unknown agent {short(kind)}; choose from {', '.join(AGENTS)}")
         _, config_cls = AGENTS[kind]
         from splitrl.agents.config import coerce
 
         seed = coerce(raw.get("seed", 0), int, "seed")
         if seed < 0:
             raise ConfigError(f"seed must be >= 0, got {seed}")
-        env_id = str(raw.get("env_id") or DEFAULT_ENV_ID)
+        env_id = raw.get("env_id") or DEFAULT_ENV_ID
+        if not isinstance(env_id, str):
+            raise ConfigError(f"env_id must be a string, got {short(env_id)}")
         env_cfg_cls, extras = env_fields(env_id)
         env_raw = dict(raw.get("env") or {})
         extra_raw = {k: env_raw.pop(k) for k in list(env_raw) if k in extras and k not in {f.name for f in dataclasses.fields(env_cfg_cls)}}
@@ -228,7 +246,7 @@ def load_run_config(kind: str, config_file: str | Path | None = None, overrides:
         path = default_config_path(kind)
         raw = load_yaml(path) if path.is_file() else {}
     if raw.get("kind") not in (None, kind):
-        raise ConfigError(f"{config_file or default_config_path(kind)} is a config for agent {raw['kind']!r}, not {kind!r}")
+        raise ConfigError(f"{config_file or default_config_path(kind)} is a config for agent {short(raw['kind'])}, not {kind!r}")
     raw["kind"] = kind
     extra = []
     if seed is not None:

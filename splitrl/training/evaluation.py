@@ -35,10 +35,14 @@ class EvalResult:
 
 
 def rollout(agent: Agent, env: Any, seeds: Sequence[int], steps: int, *, reward_floor: float = -np.inf,
-            deterministic: bool = True, feedback: bool = False) -> EvalResult:
+            deterministic: bool = True, feedback: bool = False, progress: str | None = None) -> EvalResult:
     """Run ``agent`` for ``steps`` steps from ``env.reset(seed=s)`` for each seed (with ``feedback``,
-    each step's info is offered to ``agent.feedback``)."""
+    each step's info is offered to ``agent.feedback``). ``progress``: a progress-bar label (for
+    envs whose steps are slow real evaluations), None for none."""
+    from tqdm.auto import tqdm
+
     out = EvalResult(returns=[])
+    bar = tqdm(total=len(seeds) * int(steps), desc=progress, unit="step", disable=progress is None, leave=False)
     for s in seeds:
         obs, _ = env.reset(seed=int(s))
         agent.reset()
@@ -52,9 +56,11 @@ def rollout(agent: Agent, env: Any, seeds: Sequence[int], steps: int, *, reward_
             total += r if r >= reward_floor else reward_floor
             out.actions.append(int(a))
             out.splits.append(int(info.get("split", -1)))
+            bar.update(1)
             if terminated:
                 break
         out.returns.append(total)
+    bar.close()
     return out
 
 
@@ -63,22 +69,27 @@ class Evaluator:
     (built like the training env); the oracle's returns on the same seeds are computed once."""
 
     def __init__(self, env: Any, *, episodes: int, steps: int, seed0: int, reward_floor: float,
-                 feedback: bool = False) -> None:
+                 feedback: bool = False, progress: bool = False) -> None:
         self.env = env.unwrapped if hasattr(env, "unwrapped") else env
         self.seeds = [int(seed0) + i for i in range(int(episodes))]
         self.steps = int(steps)
         self.reward_floor = float(reward_floor)
         self.feedback = bool(feedback)
+        self.progress = bool(progress)
+        self._label = "eval"
         try:
             from splitrl.agents.baselines import OracleAgent
 
             oracle = OracleAgent(self.env)
         except (TypeError, FileNotFoundError, ValueError):
             oracle = None  # not a split-point env, or no sweep table: evaluate without regret
+        self._label = "eval: oracle reference"
         self.oracle_result = self._run(oracle) if oracle is not None else None
+        self._label = "eval: agent"
 
     def _run(self, agent: Agent) -> EvalResult:
-        return rollout(agent, self.env, self.seeds, self.steps, reward_floor=self.reward_floor, feedback=self.feedback)
+        return rollout(agent, self.env, self.seeds, self.steps, reward_floor=self.reward_floor, feedback=self.feedback,
+                       progress=self._label if self.progress else None)
 
     def __call__(self, agent: Agent) -> dict[str, float]:
         res = self._run(agent)

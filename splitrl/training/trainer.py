@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import random
+import shutil
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -28,14 +29,17 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
+from safetensors import SafetensorError
 
 from splitrl.agents.base import Agent
+from splitrl.agents.config import ConfigError
+from splitrl.errors import UsageError
 from splitrl.agents.registry import make_agent
-from splitrl.training.checkpoint import latest_checkpoint, read_manifest, write_checkpoint
+from splitrl.training.checkpoint import CheckpointError, RunLock, latest_checkpoint, read_manifest, write_checkpoint
 from splitrl.training.config import RunConfig, env_class, env_fields
 from splitrl.training.evaluation import Evaluator
 from splitrl.training.logger import RunLogger, flatten
+from splitrl.yamlio import load_yaml_file
 from splitrl.training.state import capture_env_state, restore_env_state, rng_state, set_rng_state
 
 __all__ = ["Trainer", "TrainResult", "make_env"]
@@ -75,7 +79,15 @@ def make_env(config: RunConfig, *, env_id: str | None = None, max_episode_steps:
             kwargs["view"] = cache[sp.model].view
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)
-    return gym.make(env_id, **kwargs)
+    try:
+        return gym.make(env_id, **kwargs)
+    except UsageError:
+        raise
+    except (ValueError, TypeError, KeyError) as e:
+        # The env refused its configuration (e.g. s_min beyond the model's layers): one line naming
+        # it, without gymnasium's appended dump of every constructor argument.
+        msg = str(e).split(" was raised from the environment creator")[0]
+        raise ConfigError(f"env ({env_id}): {' '.join(msg.split())[:300]}") from None
 
 
 class _Callback:
@@ -99,12 +111,24 @@ class Trainer:
 
     def __init__(self, config: RunConfig, run: str, *, runs_dir: str | Path = "runs",
                  checkpoints_dir: str | Path = "checkpoints", progress: bool = True,
-                 _resume_from: Path | None = None) -> None:
+                 _resume_from: Path | None = None, _lock: RunLock | None = None) -> None:
         self.config = config
         self.run = run
         self.run_dir = Path(runs_dir) / run
         self.ckpt_dir = Path(checkpoints_dir) / run
         self.progress_enabled = progress
+        # One writer per run: a new run creates its checkpoint folder atomically, every writer
+        # holds its lock until close() (a second `train.py --run X` gets one line, exit 2).
+        self._lock = _lock if _lock is not None else RunLock(self.ckpt_dir, new=_resume_from is None)
+        try:
+            self._setup(config, _resume_from)
+        except BaseException:
+            self._lock.release()
+            if _resume_from is None and [p.name for p in self.ckpt_dir.iterdir()] == [".lock"]:
+                shutil.rmtree(self.ckpt_dir, ignore_errors=True)  # nothing written: leave no run behind
+            raise
+
+    def _setup(self, config: RunConfig, _resume_from: Path | None) -> None:
         c, tc = config, config.train
         self._threads_before = torch.get_num_threads()
         torch.set_num_threads(tc.torch_threads)
@@ -115,11 +139,17 @@ class Trainer:
         self.env = self._make_train_env()
         self.env_u = self.env.unwrapped
         spec_steps = self.env.spec.max_episode_steps if self.env.spec is not None else None
-        eval_env = make_env(c, env_id=tc.eval_env_id, models=self._models)
+        eval_env, real_eval = self._make_eval_env()
         eval_steps = tc.eval_steps or tc.max_episode_steps or spec_steps or 256
         self.agent: Agent = make_agent(c.kind, self.env, c.agent, seed=c.seed)
+        if real_eval:
+            n = tc.eval_episodes * eval_steps
+            self._note(f"evaluating on {real_eval}: {n} real perplexity evaluations per evaluation "
+                       f"({tc.eval_episodes} episodes x {eval_steps} steps), plus as many once up front for the "
+                       "oracle reference where a sweep table gives one; progress is shown")
         self.evaluator = Evaluator(eval_env, episodes=tc.eval_episodes, steps=eval_steps, seed0=tc.eval_seed,
-                                   reward_floor=tc.reward_floor, feedback=tc.eval_feedback)
+                                   reward_floor=tc.reward_floor, feedback=tc.eval_feedback,
+                                   progress=bool(real_eval) and self.progress_enabled)
         # trainer state (checkpointed)
         self.step = 0
         self.next_eval = tc.eval_every if tc.eval_every else None
@@ -147,6 +177,34 @@ class Trainer:
         self._callback = _Callback(self)
 
     # --- construction --------------------------------------------------------------------------
+    def _note(self, text: str) -> None:
+        """A one-line notice on stderr about what the run will do (not an error)."""
+        import sys
+
+        print(f"train.py: note: {text}", file=sys.stderr)
+
+    def _make_eval_env(self) -> tuple[gym.Env, str]:
+        """(evaluation env, its id if every step of it is a real perplexity evaluation, else "").
+
+        The reference evaluation is explicit and cheap by default: a run on the real env
+        (``splitrl/SplitPoint-v0``) is evaluated on the measured table env of the same
+        configuration unless ``train.eval_env_id`` names the real env; without a table for this
+        configuration it falls back to the real env, says so, and shows progress."""
+        c, tc = self.config, self.config.train
+        real = "splitrl/SplitPoint-v0"
+        eval_id = tc.eval_env_id
+        if eval_id is None and c.env_id == real:
+            try:
+                env = make_env(c, env_id="splitrl/SplitPointTable-v0", models=self._models)
+                self._note("evaluating on splitrl/SplitPointTable-v0 (the measured sweep table of this configuration: "
+                           f"no real evaluations); set train.eval_env_id={real} to evaluate with real perplexity runs")
+                return env, ""
+            except UsageError as e:
+                self._note(f"no sweep table for this configuration ({str(e)[:160]}...); evaluating on the real env")
+                eval_id = real
+        env = make_env(c, env_id=eval_id, models=self._models)
+        return env, (eval_id or c.env_id) if (eval_id or c.env_id) == real else ""
+
     def _make_train_env(self) -> gym.Env:
         from stable_baselines3.common.monitor import Monitor
 
@@ -156,12 +214,17 @@ class Trainer:
     def resume(cls, run: str, *, runs_dir: str | Path = "runs", checkpoints_dir: str | Path = "checkpoints",
                total_steps: int | None = None, progress: bool = True) -> "Trainer":
         """Continue run ``run`` from ``checkpoints/<run>/latest`` (optionally to a new ``total_steps``)."""
-        ckpt = latest_checkpoint(Path(checkpoints_dir) / run)
-        data = yaml.safe_load((ckpt / "config.yaml").read_text())
-        config = RunConfig.from_dict(data)
-        if total_steps is not None:
-            config.train.total_steps = int(total_steps)
-        return cls(config, run, runs_dir=runs_dir, checkpoints_dir=checkpoints_dir, progress=progress, _resume_from=ckpt)
+        lock = RunLock(Path(checkpoints_dir) / run, new=False)
+        try:
+            ckpt = latest_checkpoint(Path(checkpoints_dir) / run)
+            config = RunConfig.from_dict(load_yaml_file(ckpt / "config.yaml", what="checkpoint config"))
+            if total_steps is not None:
+                config.train.total_steps = int(total_steps)
+            return cls(config, run, runs_dir=runs_dir, checkpoints_dir=checkpoints_dir, progress=progress,
+                       _resume_from=ckpt, _lock=lock)
+        except BaseException:
+            lock.release()
+            raise
 
     # --- checkpoints ---------------------------------------------------------------------------
     def _trainer_state(self) -> dict[str, Any]:
@@ -195,9 +258,17 @@ class Trainer:
         return path
 
     def _load(self, ckpt: Path) -> int:
+        try:
+            return self._load_unchecked(ckpt)
+        except UsageError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError, OSError, RuntimeError, EOFError, SafetensorError) as e:
+            raise CheckpointError(f"{ckpt}: cannot restore the run: {type(e).__name__}: {str(e)[:200]}") from None
+
+    def _load_unchecked(self, ckpt: Path) -> int:
         manifest = read_manifest(ckpt)
         if manifest.get("kind") != self.config.kind:
-            raise ValueError(f"{ckpt} holds a {manifest.get('kind')!r} run, not {self.config.kind!r}")
+            raise CheckpointError(f"{ckpt} holds a {str(manifest.get('kind'))[:40]!r} run, not {self.config.kind!r}")
         self.agent.load(ckpt / "agent")
         record = json.loads((ckpt / "env_state.json").read_text())
         with np.load(ckpt / "env_arrays.npz", allow_pickle=False) as z:
@@ -315,7 +386,12 @@ class Trainer:
         try:
             from tqdm.auto import tqdm
 
-            self._pbar = tqdm(total=tc.total_steps, initial=self.step, disable=not self.progress_enabled,
+            total = tc.total_steps
+            if remaining > 0:
+                total = max(total, self._announce_rounding(remaining))
+            if hasattr(self.agent, "show_progress"):
+                self.agent.show_progress = self.progress_enabled
+            self._pbar = tqdm(total=total, initial=self.step, disable=not self.progress_enabled,
                               desc=self.run, unit="step", dynamic_ncols=True, mininterval=0.5)
             if remaining > 0:
                 if getattr(self.agent, "learns", True):
@@ -327,6 +403,8 @@ class Trainer:
                 self.step = max(self.step, int(self.agent.env_steps))
                 self._flush_histogram()
                 if self.last_eval_step != self.step:
+                    if self._pbar is not None:
+                        self._pbar.set_description(f"{self.run}: final evaluation", refresh=True)
                     self.evaluate()
                 if self.last_checkpoint_step != self.step:
                     self.checkpoint()
@@ -340,11 +418,34 @@ class Trainer:
         return TrainResult(steps=self.step, completed=completed, checkpoint=latest if latest.exists() else None,
                            episode_rewards=list(self.episode_rewards), last_eval=self.last_eval)
 
+    def _announce_rounding(self, remaining: int) -> int:
+        """Say when the algorithm will not run exactly the requested steps (one note line); returns
+        the env step count the run will end at."""
+        a, tc = self.agent, self.config.train
+        n_steps = getattr(getattr(a, "config", None), "n_steps", None)
+        if self.config.kind in ("ppo", "a2c") and n_steps:
+            done = int(getattr(a, "env_steps", 0))
+            end = done + -(-remaining // n_steps) * n_steps  # SB3 finishes whole rollouts
+            if end != tc.total_steps:
+                self._note(f"{self.config.kind} learns in rollouts of agent.n_steps={n_steps} steps: "
+                           f"train.total_steps={tc.total_steps} runs as {end} steps")
+            return end
+        elif self.config.kind == "ppo-surrogate":
+            c = a.config
+            real = min(tc.total_steps, c.real_budget)
+            self._note(f"ppo-surrogate: {real} real evaluations (agent.real_budget={c.real_budget}, capped by "
+                       f"train.total_steps), then {c.surrogate_steps} PPO steps on the surrogate (no real evaluations; "
+                       "not counted in train.total_steps, shown by their own progress bar)")
+        return tc.total_steps
+
     def close(self) -> None:
-        """Close the log and the env; restore the process's torch thread count."""
-        self.logger.close()
-        self.env.close()
-        torch.set_num_threads(self._threads_before)
+        """Close the log and the env; restore the process's torch thread count; free the run."""
+        try:
+            self.logger.close()
+            self.env.close()
+            torch.set_num_threads(self._threads_before)
+        finally:
+            self._lock.release()
 
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
