@@ -299,6 +299,9 @@ _register_evaluate(register)
 from splitrl.surrogate.report import register_cli as _register_surrogate_report  # noqa: E402
 
 _register_surrogate_report(register)
+from splitrl.tp.cli import register_cli as _register_tp  # noqa: E402
+
+_register_tp(register)
 from splitrl.aircomp.cli import register_cli as _register_aircomp  # noqa: E402
 
 _register_aircomp(register)

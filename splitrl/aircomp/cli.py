@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+import splitrl.aircomp.allreduce  # noqa: F401  (registers "aircomp" for every splitrl process, e.g. TP workers)
 from splitrl.errors import UsageError
 
 __all__ = ["register_cli", "synthetic_partial"]
@@ -53,7 +54,6 @@ def cmd_worker(args: Any) -> int:
     import torch.distributed as dist
 
     from splitrl.dist import Endpoint, check_trusted, connect_store, form_group, leave_group, make_allreduce
-    import splitrl.aircomp.allreduce  # noqa: F401  (registers "aircomp")
 
     torch.set_num_threads(1)
     for name in ("calls", "rows", "dim"):
