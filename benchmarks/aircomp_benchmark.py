@@ -163,7 +163,8 @@ def assignment(quick: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-def perplexity_sweep(snrs: list[float], seeds: int, tokens: int, quick: bool) -> dict:
+def perplexity_sweep(snrs: list[float], seeds: int, tokens: int, rows_path: Path) -> dict:
+    """The SmolLM2 sweep; every finished cell is appended to ``rows_path`` (JSONL) and reused on rerun."""
     from tqdm import tqdm
 
     from splitrl.aircomp.emulate import AirCompReducer, DigitalStarReducer, TPEmulation, exact_reducer
@@ -180,35 +181,54 @@ def perplexity_sweep(snrs: list[float], seeds: int, tokens: int, quick: bool) ->
         with torch.no_grad():
             return reference_perplexity(lm.model, ids, window, window)
 
-    clean = ppl()
-    exact = {}
-    for n in (2, 3):
-        with TPEmulation(lm.model, [1.0] * n, exact_reducer):
-            exact[str(n)] = ppl()
-    jobs = []
-    for n in (2, 3):
-        for m in (1, 4):
-            for snr in snrs:
+    done: dict[str, dict] = {}
+    if rows_path.is_file():
+        for line in rows_path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                if r.get("tokens") == tokens:
+                    done[r["key"]] = r
+    jobs = [("clean", 0, 0, math.inf, 0)] + [("exact", n, 0, math.inf, 0) for n in (2, 3)]
+    for snr in snrs:  # SNR-major so that an interrupted run still covers every scheme
+        for n in (2, 3):
+            for m in (1, 4):
                 for s in range(seeds):
                     jobs.append(("aircomp", n, m, snr, s))
-                for codec in ("int8", "fp16"):
+                for codec in ("int8", "fp16") if n == 3 else ():  # digital star: N = 3 (CPU budget)
                     jobs.append((f"digital-{codec}", n, m, snr, 0))
     rows = []
     for kind, n, m, snr, s in tqdm(jobs, desc="ppl sweep"):
-        cfg = AirCompChannelConfig(devices=n, antennas=m, snr_db=snr)
+        key = f"{kind}/N={n}/M={m}/snr={snr}/seed={s}"
+        if key in done:
+            rows.append(done[key])
+            continue
         seed = 1000 * n + 100 * m + s
-        red = AirCompReducer(cfg, "sdr", seed=seed) if kind == "aircomp" else \
-            DigitalStarReducer(cfg, kind.split("-")[1], "tdma", seed=seed)
         t0 = time.perf_counter()
-        with TPEmulation(lm.model, [1.0] * n, red):
+        row = {"key": key, "scheme": kind, "devices": n, "antennas": m, "snr_db": _finite(snr), "seed": seed,
+               "tokens": tokens}
+        if kind == "clean":
             val = ppl()
-        row = {"scheme": kind, "devices": n, "antennas": m, "snr_db": snr, "seed": seed, "ppl": _finite(val),
-               "seconds": time.perf_counter() - t0}
-        if kind == "aircomp":
-            row["median_design_mse_db"] = float(np.median(10 * np.log10(red.mses)))
+        elif kind == "exact":
+            with TPEmulation(lm.model, [1.0] * n, exact_reducer):
+                val = ppl()
         else:
-            row["mean_ber"] = float(np.mean(red.bers))
+            cfg = AirCompChannelConfig(devices=n, antennas=m, snr_db=snr)
+            red = AirCompReducer(cfg, "sdr", seed=seed) if kind == "aircomp" else \
+                DigitalStarReducer(cfg, kind.split("-")[1], "tdma", seed=seed)
+            with TPEmulation(lm.model, [1.0] * n, red):
+                val = ppl()
+            if kind == "aircomp":
+                row["median_design_mse_db"] = float(np.median(10 * np.log10(red.mses)))
+            else:
+                row["mean_ber"] = float(np.mean(red.bers))
+        row["ppl"] = _finite(val)
+        row["seconds"] = time.perf_counter() - t0
+        with open(rows_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
         rows.append(row)
+    clean = next(r["ppl"] for r in rows if r["scheme"] == "clean")
+    exact = {str(r["devices"]): r["ppl"] for r in rows if r["scheme"] == "exact"}
+    rows = [r for r in rows if r["scheme"] not in ("clean", "exact")]
     # The committed single-cut analog sweep (noise enters once, at one cut).
     import csv
 
@@ -284,7 +304,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/aircomp.json"))
     ap.add_argument("--quick", action="store_true", help="small sample sizes (smoke run)")
     ap.add_argument("--skip-ppl", action="store_true", help="skip the SmolLM2 perplexity sweep")
-    ap.add_argument("--seeds", type=int, default=2, help="AirComp channel/noise seeds per perplexity cell")
+    ap.add_argument("--seeds", type=int, default=1, help="AirComp channel/noise seeds per perplexity cell")
+    ap.add_argument("--snrs", default="5,10,15,20,25,30", help="SNR grid (dB) of the perplexity sweep")
+    ap.add_argument("--rows", default=str(Path.home() / ".cache/splitrl/aircomp_ppl_rows.jsonl"),
+                    help="JSONL of finished perplexity cells (resumable)")
     ap.add_argument("--tokens", type=int, default=1024)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -306,7 +329,8 @@ def main(argv=None) -> int:
     result["assignment"] = asg
     result["assignment_gain_vs_equal_db"] = {k: v["gain_vs_equal_db"] for k, v in asg.items()}
     if not args.skip_ppl:
-        sweep = perplexity_sweep(snrs, 1 if args.quick else args.seeds, args.tokens, args.quick)
+        ppl_snrs = [float(x) for x in args.snrs.split(",")]
+        sweep = perplexity_sweep(ppl_snrs, args.seeds, args.tokens, Path(args.rows))
         sweep["median_ppl"] = summarise_ppl(sweep)
         result["perplexity"] = sweep
     result["seconds"] = time.perf_counter() - t0
