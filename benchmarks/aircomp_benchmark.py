@@ -246,6 +246,52 @@ def perplexity_sweep(snrs: list[float], seeds: int, tokens: int, rows_path: Path
                     "block and noise; single-cut analog: the hidden state crosses one noisy link once."}
 
 
+def agent_comparison(calibration: list[tuple[float, float]], train_steps: int, held_out: int) -> dict:
+    """Model-based agent vs the optimiser's and equal assignment on held-out AirCompAssign-v0 episodes."""
+    import gymnasium as gym
+
+    import splitrl.envs  # noqa: F401
+    from splitrl.aircomp.agent import EqualPolicy, ModelBasedAgent, OptimiserPolicy, evaluate_policy
+
+    env = gym.make("splitrl/AirCompAssign-v0", calibration=calibration)
+    t0 = time.perf_counter()
+    agent = ModelBasedAgent(env, seed=0).learn(env, train_steps, seed=0)
+    learn_s = time.perf_counter() - t0
+    seeds = list(range(10_000, 10_000 + held_out))  # held out: training used seeds 0, 1, ...
+    res = {"equal": evaluate_policy(env, EqualPolicy(env), seeds),
+           "optimiser": evaluate_policy(env, OptimiserPolicy(env), seeds),
+           "agent": evaluate_policy(env, agent, seeds)}
+    eq, opt, ag = (res[k]["mean_return"] for k in ("equal", "optimiser", "agent"))
+    res["agent_fraction_of_optimiser_gain_over_equal"] = (ag - eq) / (opt - eq) if opt != eq else None
+    res["agent_return_over_optimiser_return"] = ag / opt if opt else None
+    res.update({"train_steps": train_steps, "real_evaluations": agent.evaluations, "learn_seconds": learn_s,
+                "held_out_episodes": held_out, "calibration_points": len(calibration),
+                "quality_backend": "calibrated (this run's SmolLM2 AirComp rows)"})
+    return res
+
+
+def tp_runtime_check(tokens: int, timeout_s: float) -> dict:
+    """The real multi-process runtime: ``splitrl tp ppl`` with star vs aircomp (N = 3, M = 4, 20 dB)."""
+    out: dict = {}
+    for name, extra in (("star", []), ("aircomp_snr20_m4", ["--allreduce-arg", "snr_db=20", "--allreduce-arg", "antennas=4"]),
+                        ("aircomp_snr_inf", ["--allreduce-arg", "snr_db=Infinity"])):
+        kind = "star" if name == "star" else "aircomp"
+        cmd = [sys.executable, "-m", "splitrl", "tp", "ppl", "--model", "smollm2-135m", "--shards", "3",
+               "--tokens", str(tokens), "--ctx", str(tokens), "--allreduce", kind, *extra, "--json"]
+        t0 = time.perf_counter()
+        try:
+            p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+            line = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+            rep = json.loads(line[-1]) if p.returncode == 0 and line else {"error": p.stderr[-500:]}
+        except subprocess.TimeoutExpired:
+            rep = {"error": f"timed out after {timeout_s} s"}
+        rep["command"] = " ".join(["python"] + cmd[1:])
+        rep["seconds"] = time.perf_counter() - t0
+        out[name] = rep
+    return out
+
+
 def summarise_ppl(sweep: dict) -> dict:
     out: dict = {}
     for r in sweep["rows"]:
@@ -309,6 +355,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default=str(Path.home() / ".cache/splitrl/aircomp_ppl_rows.jsonl"),
                     help="JSONL of finished perplexity cells (resumable)")
     ap.add_argument("--tokens", type=int, default=1024)
+    ap.add_argument("--tp-check", action="store_true", help="also run `splitrl tp ppl` (3 real ranks) star vs aircomp")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     rev, dirty = git_revision()
@@ -333,6 +380,14 @@ def main(argv=None) -> int:
         sweep = perplexity_sweep(ppl_snrs, args.seeds, args.tokens, Path(args.rows))
         sweep["median_ppl"] = summarise_ppl(sweep)
         result["perplexity"] = sweep
+        clean = sweep["clean_ppl"]
+        cal = sorted((r["median_design_mse_db"], math.log(r["ppl"] / clean) if r["ppl"] else math.log(1e6 / clean))
+                     for r in sweep["rows"] if r["scheme"] == "aircomp")
+        agent = agent_comparison(cal, 120 if args.quick else 400, 5 if args.quick else 20)
+        result["agent"] = agent
+        result["agent_fraction_of_optimiser"] = agent["agent_fraction_of_optimiser_gain_over_equal"]
+    if args.tp_check:
+        result["tp_runtime"] = tp_runtime_check(args.tokens, 1500.0)
     result["seconds"] = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -340,8 +395,9 @@ def main(argv=None) -> int:
     tmp.write_text(json.dumps(result, indent=1, allow_nan=False))
     os.replace(tmp, out)
     plot(result, out.with_suffix(".png"))
-    print(json.dumps({k: result[k] for k in ("mse_closed_form_max_rel_error", "allreduce_time_ratio_digital_over_aircomp",
-                                             "assignment_gain_vs_equal_db")}, indent=1))
+    keys = ("mse_closed_form_max_rel_error", "allreduce_time_ratio_digital_over_aircomp", "assignment_gain_vs_equal_db",
+            "agent_fraction_of_optimiser")
+    print(json.dumps({k: result.get(k) for k in keys}, indent=1))
     print(f"wrote {out} and {out.with_suffix('.png')} in {result['seconds']:.0f} s")
     return 0
 
