@@ -387,7 +387,7 @@ def main(argv=None) -> int:
         result["agent"] = agent
         result["agent_fraction_of_optimiser"] = agent["agent_fraction_of_optimiser_gain_over_equal"]
     if args.tp_check:
-        result["tp_runtime"] = tp_runtime_check(args.tokens, 1500.0)
+        result["tp_runtime"] = tp_runtime_check(args.tokens, 600.0)
     result["seconds"] = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
