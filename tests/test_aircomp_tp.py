@@ -23,5 +23,5 @@ def test_tp_ppl_with_aircomp(tmp_path):
     star = _ppl(tmp_path / "star", "--allreduce", "star")
     exact = _ppl(tmp_path / "inf", "--allreduce", "aircomp", "--allreduce-arg", "snr_db=Infinity")
     noisy = _ppl(tmp_path / "noisy", "--allreduce", "aircomp", "--allreduce-arg", "snr_db=0", "--allreduce-arg", "antennas=2")
-    assert exact == star            # SNR = inf: bitwise the digital star's result
+    assert exact == star            # SNR = inf: bitwise the digital star's result (N = 2: addition order is moot)
     assert noisy != star            # the channel noise reaches the model

@@ -24,7 +24,9 @@ exact in law; what it does not model (and the paper does not either) is synchron
 carrier-frequency offset and imperfect CSI.
 
 With ``snr_db = inf`` there is no noise and the normalisation is mathematically the identity, so
-the plain partials are reduced and broadcast: the result is bitwise the digital star sum.
+the plain partials are reduced and broadcast: the exact digital sum (bitwise equal to any other
+reduce + broadcast of the same tensors; for N >= 3 a star that adds in rank order may differ in
+the last fp32 bit, since gloo's reduce may add in another order).
 Stats: ``bytes_sent`` counts the scale all-reduce (4 T) and, as analog channel uses charged like
 `splitrl.link.AnalogLink` (16 bits per real use, i.e. 4 bytes per complex use), the uplink;
 ``air_seconds`` is the `airtime.aircomp_seconds` uplink + downlink at ``bandwidth_hz``.
