@@ -289,6 +289,22 @@ def tp_runtime_check(tokens: int, timeout_s: float) -> dict:
         rep["command"] = " ".join(["python"] + cmd[1:])
         rep["seconds"] = time.perf_counter() - t0
         out[name] = rep
+    # The in-process emulation with the runtime's seed (AirCompAllReduce(seed=0) and AirCompReducer(seed=0)
+    # spawn the same channel / design / noise streams and the runtime makes the same 60 calls in the same
+    # order), so the two must agree up to fp32 summation order.
+    from splitrl.aircomp.emulate import AirCompReducer, TPEmulation
+    from splitrl.eval.corpus import corpus_tokens
+    from splitrl.eval.perplexity import reference_perplexity
+    from splitrl.models import load_model
+
+    lm = load_model("smollm2-135m")
+    ids = corpus_tokens(lm.tokenizer, tokens)
+    red = AirCompReducer(AirCompChannelConfig(devices=3, antennas=4, snr_db=20.0), "sdr", seed=0)
+    with torch.no_grad(), TPEmulation(lm.model, [1.0, 1.0, 1.0], red):
+        emu = reference_perplexity(lm.model, ids, tokens, tokens)
+    out["emulation_same_seed_snr20_m4"] = emu
+    if "perplexity" in out["aircomp_snr20_m4"]:
+        out["emulation_vs_runtime_rel_diff"] = abs(emu / out["aircomp_snr20_m4"]["perplexity"] - 1.0)
     return out
 
 
