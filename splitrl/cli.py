@@ -299,6 +299,9 @@ _register_evaluate(register)
 from splitrl.surrogate.report import register_cli as _register_surrogate_report  # noqa: E402
 
 _register_surrogate_report(register)
+from splitrl.pipeline.cli import register_cli as _register_pipeline  # noqa: E402
+
+_register_pipeline(register)
 register("sweep", "perplexity over split points x channel levels x transports x seeds (resumable CSV)")(_build_sweep)(cmd_sweep)
 register("plot", "heatmap PNG of a sweep table")(_build_plot)(cmd_plot)
 
