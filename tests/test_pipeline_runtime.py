@@ -78,6 +78,7 @@ def test_greedy_exact_k4_s6_independent_lengths():
         assert r["hop"]["bytes"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_greedy_exact_gpt2_k2_and_codec_hop():
     """GPT-2 (learned positions) on 2 stages, an empty starter range (embed + head only) and 3 samples."""
@@ -102,7 +103,8 @@ def test_seeded_sampling_independent_of_interleaving():
     assert len({tuple(t) for t in ta}) > 1
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
+@pytest.mark.timeout(400)
 def test_stage_death_is_detected_reported_and_replayed():
     """SIGKILL a middle stage mid-run: the driver names it and the in-flight samples, re-forms the ring
     over the survivors on the same store, and every sample still equals generate on its own prompt."""

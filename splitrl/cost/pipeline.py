@@ -31,7 +31,7 @@ from splitrl.cost.model import ModelCosts
 from splitrl.cost.profiles import EdgeProfile, LinkProfile, UEProfile, load_profile
 from splitrl.link.codec import get_codec
 
-__all__ = ["DeviceTimes", "PipelineCostModel", "PipelineEstimate", "ring_throughput"]
+__all__ = ["DeviceTimes", "PipelineCostModel", "PipelineEstimate", "measure_decode_times", "ring_throughput"]
 
 
 def ring_throughput(samples: int, stage_s: Sequence[float], hop_s: Sequence[float]) -> float:
@@ -243,3 +243,49 @@ class PipelineCostModel:
             round_s=float(sum(stage) + sum(hop_s)), samples=int(samples),
             throughput_tok_s=ring_throughput(samples, stage, hop_s),
         )
+
+
+def measure_decode_times(view: Any, *, context: int = 64, steps: int = 16, warmup: int = 2, name: str = "this-machine",
+                         seed: int = 0) -> DeviceTimes:
+    """Time one decoded token per layer, the embedding and the head on this machine (current torch threads).
+
+    A random prompt of ``context`` tokens is prefilled, then ``warmup + steps`` tokens are decoded
+    one layer at a time; the median over ``steps`` of each layer's time is kept (context grows from
+    ``context`` to ``context + steps``, as in real decoding).
+    """
+    import time
+
+    import torch
+    from transformers.cache_utils import DynamicCache
+
+    view = getattr(view, "view", view)
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, view.vocab_size, (1, context), generator=g)  # [1, T]
+    cache = DynamicCache(config=view.config)
+    L = view.num_layers
+    per_layer: list[list[float]] = [[] for _ in range(L)]
+    embed_t, head_t = [], []
+    with torch.inference_mode():
+        pos = torch.arange(context).unsqueeze(0)
+        h = view.run_layers(view.embed(ids, pos), 0, L, pos, cache=cache)
+        tok = view.head(h[:, -1, :]).argmax(-1, keepdim=True)  # [1, 1]
+        for step in range(warmup + steps):
+            p = torch.tensor([[context + step]])
+            t0 = time.perf_counter()
+            h = view.embed(tok, p)
+            t_embed = time.perf_counter() - t0
+            times = []
+            for i in range(L):
+                t0 = time.perf_counter()
+                h = view.run_layers(h, i, i + 1, p, cache=cache)
+                times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            tok = view.head(h[:, -1, :]).argmax(-1, keepdim=True)
+            t_head = time.perf_counter() - t0
+            if step >= warmup:
+                embed_t.append(t_embed)
+                head_t.append(t_head)
+                for i in range(L):
+                    per_layer[i].append(times[i])
+    med = lambda x: float(np.median(x))  # noqa: E731
+    return DeviceTimes(name, tuple(med(t) for t in per_layer), med(embed_t), med(head_t))
