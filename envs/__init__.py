@@ -5,6 +5,7 @@ Importing ``splitrl`` registers:
 * ``splitrl/SplitPoint-v0`` — reward from a real perplexity evaluation each step.
 * ``splitrl/SplitPointTable-v0`` — the same MDP backed by the measured sweep table.
 * ``splitrl/ChenLayerSplit-v0`` — the Chen et al. reference MDP, reproduced on our runtime.
+* ``splitrl/PipelineSplit-v0`` — active devices and cut vector of a K-device ring (multi-cut).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ _REGISTRY = {
     "splitrl/SplitPointTable-v0": ("splitrl.envs.split_point:SplitPointTableEnv", 256),
     # The Chen env cuts its own 5-step episodes (ChenConfig.episode_steps): no TimeLimit on top.
     "splitrl/ChenLayerSplit-v0": ("splitrl.envs.chen:ChenLayerSplitEnv", None),
+    "splitrl/PipelineSplit-v0": ("splitrl.envs.pipeline_split:PipelineSplitEnv", 64),
 }
 
 
