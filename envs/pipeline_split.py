@@ -53,10 +53,14 @@ class PipelineSplitConfig:
         load_sigma, load_rho: log-normal AR(1) of each helper's background load (starter: 1).
         w_latency, w_energy, w_switch: reward weights.
         weight_dtype_bytes: bytes per parameter moved when a layer changes device.
+        timeout_s: a hop (or a round) slower than this is charged this (a link in outage has an
+            infinite transfer time; the reward stays finite).
+        preload_all: every device stores every layer from the start (switching is free); else a
+            device holds only the layers it was given so far.
     """
 
     model: str = "smollm2-135m"
-    devices: tuple[str, ...] = ("phone-midrange", "jetson-orin", "jetson-orin")
+    devices: tuple[str, ...] = ("jetson-orin", "jetson-orin", "phone-flagship")
     link_profile: str = "wifi6-20mhz"
     codec: str = "fp16"
     context: int = 128
@@ -71,6 +75,8 @@ class PipelineSplitConfig:
     w_energy: float = 0.1
     w_switch: float = 1.0
     weight_dtype_bytes: float = 2.0
+    timeout_s: float = 2.0
+    preload_all: bool = False
 
     def __post_init__(self) -> None:
         self.devices = tuple(self.devices)
@@ -80,6 +86,8 @@ class PipelineSplitConfig:
                             ("max_samples", self.max_samples, 1), ("history", self.history, 0)):
             if int(v) < lo:
                 raise ValueError(f"{name} must be >= {lo}, got {v}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
         if not self.arrival_rate >= 0 or not self.decision_interval_s > 0:
             raise ValueError("arrival_rate must be >= 0 and decision_interval_s > 0")
         if not 0 <= self.load_rho < 1 or self.load_sigma < 0:
@@ -160,18 +168,19 @@ class PipelineSplitEnv(gym.Env):
         K = len(cand.active)
         stage = [self.cost.stage_time(d, b[k], b[k + 1], self.config.context, starter=(k == 0)) * load[d]
                  for k, d in enumerate(cand.active)]
-        hops = [self.cost.hop_time(d, float(snr[d]))[0] for d in cand.active] if K > 1 else [0.0]
+        T = self.config.timeout_s
+        hops = [min(self.cost.hop_time(d, float(snr[d]))[0], T) for d in cand.active] if K > 1 else [0.0]
         thr = ring_throughput(max(samples, 1), stage, hops) if samples > 0 else 0.0
         p0 = self.cost.profiles[0]
         energy = p0.compute_power_w * stage[0]
         if K > 1:
-            air = self.cost.hop_time(0, float(snr[0]))[1]
+            air = min(self.cost.hop_time(0, float(snr[0]))[1], T)
             energy += p0.radio_tx_power_w(self.cost.links[0].tx_power_w) * air if hasattr(p0, "radio_tx_power_w") else 0.0
-        return {"throughput": float(thr), "round_s": float(sum(stage) + sum(hops)), "energy": float(energy)}
+        return {"throughput": float(thr), "round_s": float(min(sum(stage) + sum(hops), T)), "energy": float(energy)}
 
-    def _switch_s(self, old: int, new: int, snr: np.ndarray) -> tuple[float, list[set[int]]]:
-        """Seconds to move weights from partition ``old`` to ``new`` and who holds what afterwards."""
-        held = [set(h) for h in self._held]
+    def switch_time(self, old: int, new: int, snr: np.ndarray, held: list[set[int]]) -> tuple[float, list[set[int]]]:
+        """Seconds to move weights from partition ``old`` to ``new`` given who ``held`` what, and the holdings after."""
+        held = [set(h) for h in held]
         cand = self.candidates[new]
         b = [0, *cand.cuts, self.L]
         t = 0.0
@@ -183,11 +192,13 @@ class PipelineSplitEnv(gym.Env):
             held[d] |= set(range(b[k], b[k + 1]))
         return (t if new != old else 0.0), held
 
-    def _reward(self, action: int, snr: np.ndarray, load: np.ndarray) -> tuple[float, dict[str, Any]]:
+    def predict_reward(self, action: int, prev_action: int, snr: np.ndarray, load: np.ndarray, waiting: int,
+                       held: list[set[int]]) -> tuple[float, dict[str, Any]]:
+        """Reward and figures of ``action`` after ``prev_action`` at a (true or predicted) state — the step's model."""
         c = self.config
-        samples = min(self._waiting, c.max_samples)
+        samples = min(int(waiting), c.max_samples)
         m = self._evaluate(action, snr, load, samples)
-        switch_s, held = self._switch_s(self._action, action, snr)
+        switch_s, held_after = self.switch_time(prev_action, action, snr, held)
         useful = max(0.0, c.decision_interval_s - switch_s)
         tokens = m["throughput"] * useful
         r = (m["throughput"] * useful / c.decision_interval_s) / self.ref_throughput \
@@ -195,8 +206,16 @@ class PipelineSplitEnv(gym.Env):
             - c.w_switch * switch_s / c.decision_interval_s
         info = {"throughput": m["throughput"] * useful / c.decision_interval_s, "tokens": tokens,
                 "round_s": m["round_s"], "energy_j_per_token": m["energy"], "switch_s": switch_s,
-                "samples": samples, "_held": held}
+                "samples": samples, "_held": held_after}
         return float(r), info
+
+    def _reward(self, action: int, snr: np.ndarray, load: np.ndarray) -> tuple[float, dict[str, Any]]:
+        return self.predict_reward(action, self._action, snr, load, self._waiting, self._held)
+
+    @property
+    def held(self) -> list[set[int]]:
+        """Layers each device holds (what a controller may know: it placed them)."""
+        return [set(h) for h in self._held]
 
     # ---- gym API -------------------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
@@ -231,7 +250,7 @@ class PipelineSplitEnv(gym.Env):
         self._action = self._static
         cand = self.candidates[self._action]
         b = [0, *cand.cuts, self.L]
-        self._held = [set() for _ in range(self.N)]
+        self._held = [set(range(self.L)) if c.preload_all else set() for _ in range(self.N)]
         for k, d in enumerate(cand.active):
             self._held[d] |= set(range(b[k], b[k + 1]))
         return self._obs(), {"candidates": len(self.candidates)}

@@ -195,6 +195,8 @@ class PipelineCostModel:
         bler = lp.rate.residual_bler if bler is None else float(bler)
         b = self.hop_bytes() if nbytes is None else int(nbytes)
         br = lp.latency_model("uplink").expected(b, rate, bler)
+        if not np.isfinite(br.total_s):  # outage (no rate): nothing gets through
+            return float("inf"), float("inf")
         ek = br.retransmissions / br.n_blocks if br.n_blocks else 0.0  # expected retransmissions per block
         return float(br.total_s), float(br.serialisation_s * (1.0 + ek))
 

@@ -8,7 +8,8 @@ memory budget is infeasible.
 
 `dp_cuts` is exact: ``best[k][j]`` = the smallest bottleneck of stages ``0..k-1`` covering layers
 ``[0, j)``; ``best[k+1][j] = min_{i <= j} max(best[k][i], stage_k(i, j))`` over feasible stages,
-O(K L^2) stage evaluations. Stages may be empty (a relay), as in the runtime. `brute_force_cuts`
+O(K L^2) stage evaluations; among equal bottlenecks it prefers a smaller sum of stage times
+(shorter round, better at few samples in flight). Stages may be empty (a relay), as in the runtime. `brute_force_cuts`
 enumerates every non-decreasing cut vector and is the DP's test oracle.
 """
 from __future__ import annotations
@@ -78,8 +79,9 @@ def dp_cuts(num_layers: int, stages: int, stage: StageCost, hop_s: Sequence[floa
         raise ValueError(f"stages must be >= 1, got {K}")
     inf = math.inf
     best = [[inf] * (L + 1) for _ in range(K + 1)]
+    total = [[inf] * (L + 1) for _ in range(K + 1)]  # tie-break: smaller sum of stage times (round time)
     arg = [[0] * (L + 1) for _ in range(K + 1)]
-    best[0][0] = 0.0
+    best[0][0] = total[0][0] = 0.0
     for k in range(K):
         for j in range(L + 1):
             if k == K - 1 and j != L:
@@ -87,9 +89,10 @@ def dp_cuts(num_layers: int, stages: int, stage: StageCost, hop_s: Sequence[floa
             for i in range(j + 1):
                 if best[k][i] == inf:
                     continue
-                v = max(best[k][i], stage(k, i, j))
-                if v < best[k + 1][j]:
-                    best[k + 1][j], arg[k + 1][j] = v, i
+                c = stage(k, i, j)
+                v, t = max(best[k][i], c), total[k][i] + c
+                if v < best[k + 1][j] or (v == best[k + 1][j] and t < total[k + 1][j]):
+                    best[k + 1][j], total[k + 1][j], arg[k + 1][j] = v, t, i
     if best[K][L] == inf:
         return [], inf
     cuts, j = [], L
