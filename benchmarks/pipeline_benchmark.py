@@ -18,6 +18,9 @@ Timing runs take ``flock /tmp/splitrl-bench.lock`` (other engineers share the 2 
 average is recorded before and after.
 
     flock /tmp/splitrl-bench.lock .venv/bin/python benchmarks/pipeline_benchmark.py
+
+``--reuse-timing FILE`` recomputes only the simulated sections (4) from an earlier result's
+measured times, keeping its timing sections and recording where they came from.
 """
 from __future__ import annotations
 
@@ -41,6 +44,14 @@ from splitrl.models import load_model  # noqa: E402
 from splitrl.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 from splitrl.pipeline.partition import cost_fn, dp_cuts, equal_cuts, mdi_llm_cuts  # noqa: E402
 from splitrl.pipeline.simulator import simulate_ring  # noqa: E402
+
+# Keys of sections 1-3 (timing); --reuse-timing copies them from an earlier result.
+TIMING_KEYS = (
+    "measured_decode_ms", "real_cuts", "real_runs_exact", "baseline_tokens_per_s", "k2_s2_tokens_per_s",
+    "real_k2_s2_throughput_ratio", "real_k2_s2_throughput_ratio_per_repeat", "real_k2_s2_target",
+    "sim_hop_overhead_ms_calibrated_on_k2_s1", "sim_vs_real", "sim_vs_real_rel_error", "sim_vs_real_rel_error_max",
+    "sim_vs_real_rel_error_offline_times", "sim_vs_real_target", "real_runs", "loadavg_start",
+)
 
 PROMPTS = [
     "The history of the city begins",
@@ -108,6 +119,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of baseline vs K=2,S=2")
     ap.add_argument("--max-k", type=int, default=3, help="largest K of the real runs")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/pipeline.json"))
+    ap.add_argument("--reuse-timing", default=None,
+                    help="take sections 1-3 (measured times, real runs, simulator vs real) from this earlier result "
+                         "of this script and recompute only the simulated sections (no timing, no lock needed)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), **git_revision(),
@@ -119,77 +133,89 @@ def main() -> int:
     log_dir = Path("/tmp") / f"splitrl-pipeline-bench-{os.getpid()}"
     log_dir.mkdir(exist_ok=True)
 
-    # 1. measured decode times on this machine
-    here = measure_decode_times(lm, context=16, steps=12)
-    out["measured_decode_ms"] = {"layers_total": 1e3 * sum(here.layer_s), "per_layer": [1e3 * t for t in here.layer_s],
-                                 "embed": 1e3 * here.embed_s, "head": 1e3 * here.head_s}
-    # DP cuts on the measured times (every stage on this machine's speed; the starter also runs the head)
-    same = PipelineCostModel(view, ["jetson-orin"] * 4, "wifi6-20mhz", times=[here] * 4)
-    stage_fn, _ = cost_fn(same, context=32, samples=1)
-    cuts_for = {K: dp_cuts(L, K, stage_fn, [0.0] * K)[0] for K in range(1, 5)}
-    out["real_cuts"] = {str(K): c for K, c in cuts_for.items()}
+    if args.reuse_timing:
+        prev = json.loads(Path(args.reuse_timing).read_text())
+        timing_keys = [k for k in prev if k in TIMING_KEYS]
+        out.update({k: prev[k] for k in timing_keys})
+        out["timing_sections_from"] = {"git_revision": prev["git_revision"], "dirty": prev["dirty"],
+                                       "command": prev["command"], "loadavg_start": prev["loadavg_start"],
+                                       "loadavg_end": prev.get("loadavg_end")}
+        m = prev["measured_decode_ms"]
+        here = DeviceTimes("this-machine", tuple(t / 1e3 for t in m["per_layer"]), m["embed"] / 1e3, m["head"] / 1e3)
+        sims, runs = prev["sim_vs_real"], None
+        b = prev["baseline_tokens_per_s"]
+    else:
+        # 1. measured decode times on this machine
+        here = measure_decode_times(lm, context=16, steps=12)
+        out["measured_decode_ms"] = {"layers_total": 1e3 * sum(here.layer_s), "per_layer": [1e3 * t for t in here.layer_s],
+                                     "embed": 1e3 * here.embed_s, "head": 1e3 * here.head_s}
+        # DP cuts on the measured times (every stage on this machine's speed; the starter also runs the head)
+        same = PipelineCostModel(view, ["jetson-orin"] * 4, "wifi6-20mhz", times=[here] * 4)
+        stage_fn, _ = cost_fn(same, context=32, samples=1)
+        cuts_for = {K: dp_cuts(L, K, stage_fn, [0.0] * K)[0] for K in range(1, 5)}
+        out["real_cuts"] = {str(K): c for K, c in cuts_for.items()}
 
-    # 2. real runs, interleaved
-    from tqdm import tqdm
+        # 2. real runs, interleaved
+        from tqdm import tqdm
 
-    runs: list[dict] = []
-    base: list[dict] = []
-    plan = []
-    for r in range(args.repeats):
-        plan += [("base", None, None), ("ring", 2, 2)]
-    for K in range(2, args.max_k + 1):
-        for S in range(1, 5):
-            if not (K == 2 and S == 2):
-                plan.append(("ring", K, S))
-    for kind, K, S in tqdm(plan, desc="real runs"):
-        if kind == "base":
-            base.append(baseline_run(lm, PROMPTS[:2], args.tokens))
-        else:
-            runs.append(real_run(args.model, cuts_for[K], PROMPTS[:S], args.tokens, log_dir))
-    # exactness on the side: every ring run's greedy ids equal the single-process ones
-    ref = {}
-    for p in PROMPTS:
-        ids = torch.tensor([lm.tokenizer(p)["input_ids"]])
-        with torch.no_grad():
-            g = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.tokens, do_sample=False,
-                                  eos_token_id=None, pad_token_id=lm.tokenizer.eos_token_id)
-        ref[p] = g[0, ids.shape[1]:].tolist()
-    out["real_runs_exact"] = all(r["token_ids"][i] == ref[PROMPTS[i]] for r in runs for i in range(r["S"]))
+        runs: list[dict] = []
+        base: list[dict] = []
+        plan = []
+        for r in range(args.repeats):
+            plan += [("base", None, None), ("ring", 2, 2)]
+        for K in range(2, args.max_k + 1):
+            for S in range(1, 5):
+                if not (K == 2 and S == 2):
+                    plan.append(("ring", K, S))
+        for kind, K, S in tqdm(plan, desc="real runs"):
+            if kind == "base":
+                base.append(baseline_run(lm, PROMPTS[:2], args.tokens))
+            else:
+                runs.append(real_run(args.model, cuts_for[K], PROMPTS[:S], args.tokens, log_dir))
+        # exactness on the side: every ring run's greedy ids equal the single-process ones
+        ref = {}
+        for p in PROMPTS:
+            ids = torch.tensor([lm.tokenizer(p)["input_ids"]])
+            with torch.no_grad():
+                g = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.tokens, do_sample=False,
+                                      eos_token_id=None, pad_token_id=lm.tokenizer.eos_token_id)
+            ref[p] = g[0, ids.shape[1]:].tolist()
+        out["real_runs_exact"] = all(r["token_ids"][i] == ref[PROMPTS[i]] for r in runs for i in range(r["S"]))
 
-    k2s2 = [r["tokens_per_s"] for r in runs if r["K"] == 2 and r["S"] == 2]
-    b = [x["tokens_per_s"] for x in base]
-    ratios = [x / y for x, y in zip(k2s2, b)]
-    out["baseline_tokens_per_s"] = b
-    out["k2_s2_tokens_per_s"] = k2s2
-    out["real_k2_s2_throughput_ratio"] = float(np.median(k2s2) / np.median(b))
-    out["real_k2_s2_throughput_ratio_per_repeat"] = ratios
-    out["real_k2_s2_target"] = 1.6
+        k2s2 = [r["tokens_per_s"] for r in runs if r["K"] == 2 and r["S"] == 2]
+        b = [x["tokens_per_s"] for x in base]
+        ratios = [x / y for x, y in zip(k2s2, b)]
+        out["baseline_tokens_per_s"] = b
+        out["k2_s2_tokens_per_s"] = k2s2
+        out["real_k2_s2_throughput_ratio"] = float(np.median(k2s2) / np.median(b))
+        out["real_k2_s2_throughput_ratio_per_repeat"] = ratios
+        out["real_k2_s2_target"] = 1.6
 
-    # 3. simulator vs real
-    cal = next(r for r in runs if r["K"] == 2 and r["S"] == 1)
-    per_tok_cal = [c / m for c, m in zip(cal["stage_compute_s"], cal["stage_messages"])]
-    round_real = cal["wall_s"] / cal["tokens"]
-    hop_overhead = max(0.0, (round_real - sum(per_tok_cal)) / 2)
-    out["sim_hop_overhead_ms_calibrated_on_k2_s1"] = 1e3 * hop_overhead
-    sims = []
-    for r in runs:
-        K, S = r["K"], r["S"]
-        in_run = [c / m for c, m in zip(r["stage_compute_s"], r["stage_messages"])]
-        offline = stage_times(here, r["cuts"], L)
-        row = {"K": K, "S": S, "cuts": r["cuts"], "real_tokens_per_s": r["tokens_per_s"]}
-        for name, st in (("in_run_times", in_run), ("offline_times", offline)):
-            sim = simulate_ring(st, [hop_overhead] * K, S, args.tokens, cores=2)
-            row[f"sim_{name}_tokens_per_s"] = sim.throughput_tok_s
-            row[f"rel_error_{name}"] = abs(sim.throughput_tok_s - r["tokens_per_s"]) / r["tokens_per_s"]
-        sims.append(row)
-    out["sim_vs_real"] = sims
-    errs = [s["rel_error_in_run_times"] for s in sims if not (s["K"] == 2 and s["S"] == 1)]
-    out["sim_vs_real_rel_error"] = float(np.median(errs))
-    out["sim_vs_real_rel_error_max"] = float(np.max(errs))
-    out["sim_vs_real_rel_error_offline_times"] = float(np.median(
-        [s["rel_error_offline_times"] for s in sims if not (s["K"] == 2 and s["S"] == 1)]))
-    out["sim_vs_real_target"] = 0.15
-    out["real_runs"] = [{k: v for k, v in r.items() if not k.startswith("_") and k != "token_ids"} for r in runs]
+        # 3. simulator vs real
+        cal = next(r for r in runs if r["K"] == 2 and r["S"] == 1)
+        per_tok_cal = [c / m for c, m in zip(cal["stage_compute_s"], cal["stage_messages"])]
+        round_real = cal["wall_s"] / cal["tokens"]
+        hop_overhead = max(0.0, (round_real - sum(per_tok_cal)) / 2)
+        out["sim_hop_overhead_ms_calibrated_on_k2_s1"] = 1e3 * hop_overhead
+        sims = []
+        for r in runs:
+            K, S = r["K"], r["S"]
+            in_run = [c / m for c, m in zip(r["stage_compute_s"], r["stage_messages"])]
+            offline = stage_times(here, r["cuts"], L)
+            row = {"K": K, "S": S, "cuts": r["cuts"], "real_tokens_per_s": r["tokens_per_s"]}
+            for name, st in (("in_run_times", in_run), ("offline_times", offline)):
+                sim = simulate_ring(st, [hop_overhead] * K, S, args.tokens, cores=2)
+                row[f"sim_{name}_tokens_per_s"] = sim.throughput_tok_s
+                row[f"rel_error_{name}"] = abs(sim.throughput_tok_s - r["tokens_per_s"]) / r["tokens_per_s"]
+            sims.append(row)
+        out["sim_vs_real"] = sims
+        errs = [s["rel_error_in_run_times"] for s in sims if not (s["K"] == 2 and s["S"] == 1)]
+        out["sim_vs_real_rel_error"] = float(np.median(errs))
+        out["sim_vs_real_rel_error_max"] = float(np.max(errs))
+        out["sim_vs_real_rel_error_offline_times"] = float(np.median(
+            [s["rel_error_offline_times"] for s in sims if not (s["K"] == 2 and s["S"] == 1)]))
+        out["sim_vs_real_target"] = 0.15
+        out["real_runs"] = [{k: v for k, v in r.items() if not k.startswith("_") and k != "token_ids"} for r in runs]
 
     # 4. profiles: the measured per-layer shape of this machine, scaled so that the layers (and the
     # head) take what the profile's roofline says on that device (decode is bandwidth- and
@@ -243,7 +269,7 @@ def main() -> int:
     out["hetero_partitions"] = res
     out["dp_vs_equal_throughput"] = res["dp"]["throughput_tok_s"] / res["equal"]["throughput_tok_s"]
     out["dp_vs_mdi_llm_throughput"] = res["dp"]["throughput_tok_s"] / res["mdi_llm"]["throughput_tok_s"]
-    out["loadavg_end"] = list(os.getloadavg())
+    out["loadavg_end"] = out["timing_sections_from"]["loadavg_end"] if args.reuse_timing else list(os.getloadavg())
 
     # plots
     import matplotlib
@@ -272,11 +298,12 @@ def main() -> int:
     fig.tight_layout()
     png = Path(args.out).with_suffix(".png")
     fig.savefig(png, dpi=110)
-    from splitrl.pipeline.plot import plot_schedule
+    if runs is not None:  # the schedule of a real run (kept from the timing run when reusing it)
+        from splitrl.pipeline.plot import plot_schedule
 
-    sched = next((r for r in runs if r["K"] == args.max_k and r["S"] == 3), runs[-1])
-    plot_schedule(sched["_reports"], Path(args.out).with_name("pipeline_schedule.png"),
-                  title=f"real ring K={sched['K']} S={sched['S']} cuts {sched['cuts']} ({args.model})")
+        sched = next((r for r in runs if r["K"] == args.max_k and r["S"] == 3), runs[-1])
+        plot_schedule(sched["_reports"], Path(args.out).with_name("pipeline_schedule.png"),
+                      title=f"real ring K={sched['K']} S={sched['S']} cuts {sched['cuts']} ({args.model})")
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(json.dumps({k: out[k] for k in ("real_k2_s2_throughput_ratio", "sim_vs_real_rel_error",
                                           "dp_vs_equal_throughput", "real_runs_exact", "loadavg_start")}, indent=1))
