@@ -133,3 +133,24 @@ def test_stage_death_is_detected_reported_and_replayed():
     # The re-formed generation ran on two members with the layers re-split between them.
     last = [r for r in res.reports if r["generation"] == 1]
     assert sorted(r["stage"] for r in last) == [0, 2] and {tuple(r["layers"]) for r in last} == {(0, 3), (3, 6)}
+
+
+def test_cli_usage_errors(capsys):
+    from splitrl.cli import main
+
+    assert main(["pipeline", "generate", "--model", "llama-tiny", "--cuts", "9"]) == 2
+    assert "--cuts" in capsys.readouterr().err
+    assert main(["pipeline", "stage", "--rank", "0", "--world", "2", "--master", "10.1.2.3:29500"]) == 2
+    assert "not loopback" in capsys.readouterr().err
+    assert main(["pipeline", "generate", "--model", "llama-tiny", "--cuts", "a,b"]) == 2
+
+
+def test_cli_plan_prints_dp_equal_and_mdi(capsys):
+    import json
+
+    from splitrl.cli import main
+
+    assert main(["pipeline", "plan", "--model", "llama-tiny", "--devices", "phone-midrange,jetson-orin"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"dp", "equal", "mdi_llm"}
+    assert out["dp"]["bottleneck_tok_s"] >= out["equal"]["bottleneck_tok_s"] - 1e-9
