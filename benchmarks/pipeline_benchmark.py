@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from splitrl.cost.pipeline import DeviceTimes, PipelineCostModel, measure_decode_times, ring_throughput  # noqa: E402
-from splitrl.cost.profiles import load_profile  # noqa: E402
 from splitrl.models import load_model  # noqa: E402
 from splitrl.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 from splitrl.pipeline.partition import cost_fn, dp_cuts, equal_cuts, mdi_llm_cuts  # noqa: E402

@@ -25,7 +25,7 @@ reward); `static_action` / `equal_action` are the fixed baselines.
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import gymnasium as gym

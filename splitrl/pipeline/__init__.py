@@ -11,7 +11,9 @@
 
 Importing the package starts nothing and loads no model.
 """
-from splitrl.pipeline.driver import PipelineConfig, PipelineFailure, PipelineResult, PipelineRun, equal_cuts, run_pipeline
+from splitrl.pipeline.driver import (
+    PipelineConfig, PipelineFailure, PipelineResult, PipelineRun, equal_cuts, run_pipeline,
+)
 from splitrl.pipeline.protocol import Header, JobSpec, Plan
 
 __all__ = [

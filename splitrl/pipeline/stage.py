@@ -30,7 +30,7 @@ import torch.distributed as dist
 from transformers.cache_utils import DynamicCache
 
 from splitrl.dist import Endpoint, backend_for, connect_store, form_group, leave_group
-from splitrl.pipeline.hops import Hop, now_us, wait_until_us
+from splitrl.pipeline.hops import Hop, wait_until_us
 from splitrl.pipeline.protocol import HEADER_LEN, RESET, SHUTDOWN, STOP, Header, JobSpec, Plan, key
 from splitrl.runtime.sampling import SamplingConfig, TokenSampler
 
