@@ -6,6 +6,7 @@ Importing ``splitrl`` registers:
 * ``splitrl/SplitPointTable-v0`` — the same MDP backed by the measured sweep table.
 * ``splitrl/ChenLayerSplit-v0`` — the Chen et al. reference MDP, reproduced on our runtime.
 * ``splitrl/AirCompAssign-v0`` — slow-timescale model assignment for AirComp tensor parallelism.
+* ``splitrl/PipelineSplit-v0`` — active devices and cut vector of a K-device ring (multi-cut).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ _REGISTRY = {
     # The Chen env cuts its own 5-step episodes (ChenConfig.episode_steps): no TimeLimit on top.
     "splitrl/ChenLayerSplit-v0": ("splitrl.envs.chen:ChenLayerSplitEnv", None),
     "splitrl/AirCompAssign-v0": ("splitrl.envs.aircomp_assign:AirCompAssignEnv", None),  # episode_steps cuts episodes
+    "splitrl/PipelineSplit-v0": ("splitrl.envs.pipeline_split:PipelineSplitEnv", 64),
 }
 
 

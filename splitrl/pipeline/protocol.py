@@ -1,0 +1,154 @@
+"""The pipeline's wire and control-plane formats: the int64 message header and the store keys.
+
+Data plane (torch.distributed point-to-point, tensors only): every message between two stages
+is a header tensor ``int64[HEADER_LEN]`` followed, unless the header says there is no payload,
+by one float32 activation tensor ``[1, length, H]``. Byte-exact header layout (``int64`` slots):
+
+=====  ==========  =============================================================================
+slot   field       meaning
+=====  ==========  =============================================================================
+0      sample      sample id (index into the job's prompts), >= 0
+1      position    position of the first token of the payload in that sample's sequence
+2      length      number of positions in the payload (prompt length on a prefill, 1 after)
+3      flags       bit 0 STOP: the sample finished, drop its KV cache (no payload);
+                   bit 1 SHUTDOWN: every sample finished, forward and exit (no payload);
+                   bit 2 RESET: a (re)prefill: drop any cache of this sample first
+4      deliver_us  wall clock (microseconds) at which the payload has fully arrived over the
+                   emulated link: the receiver waits until then (0 = no link emulation)
+=====  ==========  =============================================================================
+
+Control plane (the driver's TCPStore; plain UTF-8 JSON or ASCII, never pickle):
+
+* ``job`` — the `JobSpec` JSON every stage reads at start-up.
+* ``plan/{g}`` — generation ``g``: ordered member stage ids (ring order, member 0 = starter) and cuts.
+* ``hb/{id}`` — a stage's heartbeat (its wall clock, seconds, as text), refreshed by a thread.
+* ``out/{sid}`` — the committed token ids of sample ``sid`` (ASCII ``"id,"`` appended per token):
+  the starter commits every token here *before* feeding it on, so a re-formed ring replays a
+  sample from its last committed token and nothing is lost when the starter itself dies.
+* ``done/{sid}`` — present once sample ``sid`` finished (value: ``eos`` or ``length``).
+* ``abort/{g}`` — the driver's verdict that generation ``g`` is broken (JSON: dead stages, in flight).
+* ``ack/{g}/{id}`` — stage ``id`` left generation ``g`` and waits for ``plan/{g+1}``.
+* ``report/{g}/{id}`` — stage ``id``'s timing report for generation ``g`` (JSON).
+* ``error/{id}`` — a stage's fatal error message (text), so the driver can show it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = [
+    "HEADER_LEN", "STOP", "SHUTDOWN", "RESET", "Header", "JobSpec", "Plan", "key",
+]
+
+HEADER_LEN = 5
+STOP = 1
+SHUTDOWN = 2
+RESET = 4
+
+
+@dataclass(frozen=True)
+class Header:
+    """One decoded message header (see the module docstring for the slots)."""
+
+    sample: int
+    position: int
+    length: int
+    flags: int = 0
+    deliver_us: int = 0
+
+    def tensor(self) -> torch.Tensor:
+        return torch.tensor([self.sample, self.position, self.length, self.flags, self.deliver_us], dtype=torch.int64)
+
+    @classmethod
+    def from_tensor(cls, t: torch.Tensor) -> "Header":
+        if t.dtype != torch.int64 or t.shape != (HEADER_LEN,):
+            raise ValueError(f"header must be int64[{HEADER_LEN}], got {t.dtype}{list(t.shape)}")
+        s, p, n, f, ts = (int(v) for v in t.tolist())
+        if s < 0 or p < 0 or n < 0 or f & ~(STOP | SHUTDOWN | RESET):
+            raise ValueError(f"malformed header {[s, p, n, f, ts]}")
+        return cls(s, p, n, f, ts)
+
+    @property
+    def has_payload(self) -> bool:
+        return not self.flags & (STOP | SHUTDOWN)
+
+
+@dataclass
+class JobSpec:
+    """Everything a stage needs to take part, published once by the driver as JSON under ``job``.
+
+    Attributes:
+        model: model name or path for `splitrl.models.load_model` (every stage loads it itself).
+        prompts: token ids of every sample's prompt.
+        max_new_tokens: per sample, how many tokens to generate at most.
+        eos_token_id: generation of a sample stops at this token (None: only at max_new_tokens).
+        do_sample, temperature, top_k, top_p, seed: token selection; sample ``i``'s step ``t`` draws
+            from its own generator seeded by (seed, i, t), so the text never depends on interleaving.
+        seeds: optional per-sample seeds replacing ``seed + i``.
+        hop_links: per hop ``k`` (stage k -> k+1, the last one back to the starter): link name.
+        link_profile: a `splitrl.cost` link profile emulated on every hop (air time), or None.
+        snr_db: fixed SNR per hop (None: the profile's fading process, seeded per hop).
+        timeout_s: torch.distributed timeout (a dead peer becomes an error after at most this).
+        trace: record a per-stage schedule (start/end of every compute step) in the reports.
+    """
+
+    model: str
+    prompts: list[list[int]]
+    max_new_tokens: list[int]
+    eos_token_id: int | None = None
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    seeds: list[int] | None = None
+    hop_links: list[str] = field(default_factory=list)
+    link_profile: str | None = None
+    snr_db: list[float] | None = None
+    timeout_s: float = 60.0
+    trace: bool = True
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "JobSpec":
+        data: dict[str, Any] = json.loads(text)
+        return cls(**data)
+
+    def sample_seed(self, sample: int) -> int:
+        return int(self.seeds[sample]) if self.seeds is not None else int(self.seed) + int(sample)
+
+
+@dataclass
+class Plan:
+    """Generation ``g`` of the ring: member stage ids in ring order (member 0 is the starter) and its cuts."""
+
+    generation: int
+    members: list[int]
+    cuts: list[int]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Plan":
+        d = json.loads(text)
+        return cls(int(d["generation"]), [int(m) for m in d["members"]], [int(c) for c in d["cuts"]])
+
+    @property
+    def world(self) -> int:
+        return len(self.members)
+
+    def bounds(self, num_layers: int) -> list[tuple[int, int]]:
+        """Layer range ``[start, stop)`` of every member."""
+        b = [0, *self.cuts, num_layers]
+        return [(b[k], b[k + 1]) for k in range(self.world)]
+
+
+def key(*parts: object) -> str:
+    """A store key from its parts: ``key("plan", 3) == "plan/3"``."""
+    return "/".join(str(p) for p in parts)
