@@ -52,3 +52,17 @@ def test_cli_generate_runs_two_ranks(tmp_path):
     rep = json.loads(r.stdout)
     assert len(rep["tokens"]) == 5 and rep["world"] == 2
     assert all(x["allreduce"]["calls"] == 2 * 6 * 5 for x in rep["ranks"])
+
+
+def test_snr_and_antennas_are_aircomp_shortcuts():
+    import argparse
+
+    from splitrl.errors import UsageError
+    from splitrl.tp.cli import allreduce_kwargs_from_args
+
+    ns = argparse.Namespace(allreduce="aircomp", allreduce_arg=['design="mrt"'], snr=20.0, antennas=4)
+    assert allreduce_kwargs_from_args(ns) == {"design": "mrt", "snr_db": 20.0, "antennas": 4}
+    with pytest.raises(UsageError, match="--snr applies to --allreduce aircomp"):
+        allreduce_kwargs_from_args(argparse.Namespace(allreduce="star", allreduce_arg=[], snr=20.0, antennas=None))
+    with pytest.raises(UsageError, match="contradicts"):
+        allreduce_kwargs_from_args(argparse.Namespace(allreduce="aircomp", allreduce_arg=["antennas=2"], snr=None, antennas=4))

@@ -35,6 +35,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allreduce", default="star", help="star | ring | engine | any registered kind")
     p.add_argument("--allreduce-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for the all-reduce's constructor (repeatable; VALUE as JSON if it parses)")
+    p.add_argument("--snr", type=float, default=None,
+                   help="receive SNR (dB) of an over-the-air all-reduce (--allreduce aircomp; = --allreduce-arg snr_db=...)")
+    p.add_argument("--antennas", type=int, default=None,
+                   help="aggregator antennas M of --allreduce aircomp (= --allreduce-arg antennas=...)")
     p.add_argument("--link", default="identity", help="emulated link for collective traffic (splitrl.link name)")
     p.add_argument("--link-snr", type=float, default=None, help="SNR (dB) of a stochastic link")
     p.add_argument("--link-ber", type=float, default=None, help="bit error rate of a -biterr link")
@@ -95,6 +99,15 @@ def allreduce_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = json.loads(val)
         except ValueError:
             out[key] = val
+    for flag, key in (("snr", "snr_db"), ("antennas", "antennas")):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if args.allreduce != "aircomp":
+            raise UsageError(f"--{flag} applies to --allreduce aircomp (over-the-air); for a digital link use --link-snr")
+        if key in out and out[key] != value:
+            raise UsageError(f"--{flag} {value} contradicts --allreduce-arg {key}={out[key]}")
+        out[key] = value
     return out
 
 
