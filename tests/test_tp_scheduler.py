@@ -101,3 +101,20 @@ def test_bad_window():
     for w in (0, -1, 1.5, True):
         with pytest.raises(UsageError, match="--window"):
             BlockScheduler(["a"], str, lambda *a: None, lambda *a: None, window=w)
+
+
+def test_buffer_pool_recycles_released_block_bytes(tmp_path):
+    from safetensors.torch import save_file
+
+    from splitrl.tp.shard import BufferPool, load_block_file
+
+    a = {"w": torch.arange(12, dtype=torch.float32).reshape(3, 4), "b": torch.ones(4)}
+    save_file(a, str(tmp_path / "a.safetensors"))
+    pool = BufferPool()
+    first = load_block_file(tmp_path / "a.safetensors", pool)
+    assert all(torch.equal(first[k], a[k]) for k in a) and pool.allocated == 1
+    pool.give(first)
+    del first
+    second = load_block_file(tmp_path / "a.safetensors", pool)
+    assert pool.reused == 1 and pool.allocated == 1  # the same bytes, read again, no new allocation
+    assert all(torch.equal(second[k], a[k]) for k in a)

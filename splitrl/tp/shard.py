@@ -32,7 +32,7 @@ from splitrl.tp.plan import ModelDims, RankShard, ShardPlan
 
 __all__ = [
     "BLOCK_KINDS", "RankModel", "RowParallelConv1D", "RowParallelLinear", "block_names", "block_path",
-    "rank_block_state", "write_shards", "load_block_file",
+    "rank_block_state", "write_shards", "load_block_file", "BufferPool",
 ]
 
 BLOCK_KINDS = ("attn", "ffn")
@@ -213,12 +213,52 @@ _ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, 
               "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8}
 
 
-def load_block_file(path: str | Path) -> dict[str, torch.Tensor]:
+class BufferPool:
+    """Recycles the byte buffers of released blocks for the next loads.
+
+    A streamed block is read into a buffer that a released block left behind, instead of a fresh
+    allocation: a fresh one is new pages the kernel must fault in and zero on every token, which
+    cost more than the copy itself. Buffers are keyed by size; `give` is called only after the
+    block's parameters were replaced (no live tensor views the buffer any more).
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._free: dict[int, list[torch.Tensor]] = {}
+        self._lock = threading.Lock()
+        self.reused = 0
+        self.allocated = 0
+
+    def take(self, nbytes: int) -> torch.Tensor:
+        with self._lock:
+            free = self._free.get(int(nbytes))
+            if free:
+                self.reused += 1
+                return free.pop()
+            self.allocated += 1
+        return torch.empty(int(nbytes), dtype=torch.uint8)
+
+    def give(self, state: dict[str, torch.Tensor]) -> None:
+        """Return the buffers behind a released block's tensors (each storage once)."""
+        seen: set[int] = set()
+        with self._lock:
+            for t in state.values():
+                st = t.untyped_storage()
+                if st.data_ptr() in seen:
+                    continue
+                seen.add(st.data_ptr())
+                buf = torch.empty(0, dtype=torch.uint8).set_(st)  # the whole storage as bytes
+                self._free.setdefault(buf.numel(), []).append(buf)
+
+
+def load_block_file(path: str | Path, pool: BufferPool | None = None) -> dict[str, torch.Tensor]:
     """Read a safetensors file into ordinary (anonymous) memory: no mmap stays behind.
 
-    One ``readinto`` from the page cache into one buffer, tensors are views of it (the streaming
-    scheduler calls this for every block of every token, so a second copy would cost latency).
-    The header is JSON (never pickle) and every offset is checked against the file size.
+    One ``readinto`` from the page cache into one buffer (recycled from ``pool`` when one is given),
+    tensors are views of it (the streaming scheduler calls this for every block of every token, so a
+    second copy would cost latency). The header is JSON (never pickle) and every offset is checked
+    against the file size.
     """
     import struct
 
@@ -232,7 +272,7 @@ def load_block_file(path: str | Path) -> dict[str, torch.Tensor]:
         if n > size - 8:
             raise ValueError(f"{path}: safetensors header length {n} exceeds the file")
         header = json.loads(f.read(n))
-        data = torch.empty(size - 8 - n, dtype=torch.uint8)
+        data = pool.take(size - 8 - n) if pool is not None else torch.empty(size - 8 - n, dtype=torch.uint8)
         if f.readinto(memoryview(data.numpy())) != data.numel():
             raise ValueError(f"{path}: truncated safetensors data")
     out: dict[str, torch.Tensor] = {}

@@ -174,7 +174,7 @@ class TPRank:
         from splitrl.tp.allreduce import LinkSpec, MasterBroadcast
         from splitrl.tp.plan import ModelDims, ShardPlan
         from splitrl.tp.scheduler import BlockScheduler
-        from splitrl.tp.shard import DTYPES, RankModel, Reducer, block_names, load_block_file
+        from splitrl.tp.shard import DTYPES, BufferPool, RankModel, Reducer, block_names, load_block_file
 
         self.config, self.rank, self.world = config, rank, world
         root = Path(config.shard_dir)
@@ -206,10 +206,15 @@ class TPRank:
         blocks = block_names(dims.num_layers)
         if config.window and config.window < len(blocks):
             m = self.model
+            pool = BufferPool()
+
+            def release(b: str, st: dict) -> None:
+                m.release_block(b, list(st.keys()))
+                pool.give(st)  # the parameters no longer view these bytes: reuse them for the next load
+
             self.scheduler = BlockScheduler(
-                blocks, load=lambda b: load_block_file(m.block_file(b)), assign=m.assign_block,
-                release=lambda b, st: m.release_block(b, list(st.keys())), window=config.window,
-                load_delay_s=config.load_delay_s,
+                blocks, load=lambda b: load_block_file(m.block_file(b), pool), assign=m.assign_block,
+                release=release, window=config.window, load_delay_s=config.load_delay_s,
             )
             self._install_hooks()
             self.scheduler.start()
