@@ -104,6 +104,7 @@ def test_bad_window():
 
 
 def test_buffer_pool_recycles_released_block_bytes(tmp_path):
+    import torch
     from safetensors.torch import save_file
 
     from splitrl.tp.shard import BufferPool, load_block_file
