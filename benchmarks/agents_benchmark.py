@@ -169,6 +169,9 @@ def main(argv=None) -> int:
                      "ppo_surrogate": ps_cfg, "target_fraction": TARGET, "train_seconds": {k: round(v, 1) for k, v in t_train.items()},
                      "command": "python benchmarks/agents_benchmark.py" + (" --quick" if args.quick else "")},
     }
+    from splitrl.provenance import run_record
+
+    doc = {**run_record(), **doc}
     out.mkdir(parents=True, exist_ok=True)
     (out / "agents.json").write_text(json.dumps(doc, indent=2) + "\n")
     md = markdown_table(res, title="Agents benchmark (SplitPointTable-v0, awgn)")

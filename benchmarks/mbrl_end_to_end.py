@@ -75,9 +75,10 @@ def main() -> None:
         "mbrl_reward_over_oracle": results["mbrl"]["mean_reward"] / o if o else None,
         "mbrl_normalised_vs_worst_baseline": (results["mbrl"]["mean_reward"] - lo) / (o - lo) if o != lo else None,
         "total_real_evaluations": env.real_evaluations,
-        "command": ".venv/bin/python benchmarks/mbrl_end_to_end.py "
-                   f"--budget {args.budget} --episodes {args.episodes} --steps {args.steps}",
     }
+    from splitrl.provenance import run_record
+
+    out = {**run_record(), **out}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "mbrl_end_to_end.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

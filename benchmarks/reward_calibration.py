@@ -51,8 +51,10 @@ def main() -> None:
         out[transport] = best_splits(env, snrs)
         out[transport]["reward_config"] = env.config.reward.to_dict()
         out[transport]["latency_ref_s"], out[transport]["energy_ref_j"] = env.latency_ref_s, env.energy_ref_j
+    from splitrl.provenance import run_record
+
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "reward_calibration.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / "reward_calibration.json").write_text(json.dumps({**run_record(), **out}, indent=2) + "\n")
     lines = ["| SNR (dB) | " + " | ".join(f"best split ({t})" for t in out) + " |", "|---|" + "---|" * len(out)]
     for i, snr in enumerate(snrs):
         if snr % 5 == 0 or any(out[t]["rows"][i]["best_split"] != out[t]["rows"][i - 1]["best_split"] for t in out if i):

@@ -38,16 +38,6 @@ def _timed(fn):
     return time.perf_counter() - t0, out
 
 
-def _git(*args: str) -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parent,
-                              timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -164,11 +154,12 @@ def main() -> None:
             "torch": torch.__version__, "transformers": transformers.__version__,
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-            "git_revision": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain")),
             "loadavg": list(os.getloadavg()), "torch_threads": torch.get_num_threads(),
         },
     }
+    from splitrl.provenance import run_record
+
+    result = {**run_record(), **result}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     rows = ["| measure | splitrl / baseline |", "|---|---|"]

@@ -17,23 +17,15 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from splitrl.provenance import run_record  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=30,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 def main() -> None:
@@ -89,10 +81,9 @@ def main() -> None:
                   "torch": torch.__version__, "cpu_count": os.cpu_count(),
                   "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                   "loadavg_before": load_before, "loadavg_after": list(os.getloadavg()),
-                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-                  "git_revision": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain"))},
+                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
     }
+    result = {**run_record(threads=1), **result}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

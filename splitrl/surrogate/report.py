@@ -420,7 +420,9 @@ def surrogate_report(
         "kinds": {k: {"params": {**SURROGATE_KINDS[k].DEFAULTS, **kind_params.get(k, {})}} for k in kinds},
         "runtime_s": time.perf_counter() - t_start,
     }
-    report = _clean(report)
+    from splitrl.provenance import run_record
+
+    report = _clean({**run_record(), **report})
     if out_json:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
         Path(out_json).write_text(json.dumps(report, indent=1))
