@@ -176,6 +176,18 @@ class _P2P(AllReduce):
                 f"(rank {peer} dead or hung?): {str(e).splitlines()[0] if str(e) else type(e).__name__}", peer,
             ) from None
 
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """Time and count one all-reduce; a group of one returns a copy, others run `_reduce`."""
+        t0 = time.perf_counter()
+        rank, world = self._me()
+        out, received = (x.clone(), 0) if world == 1 else self._reduce(x, rank, world)
+        self._account(x, t0, received)
+        return out
+
+    def _reduce(self, x: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, int]:
+        """(the sum, bytes this rank received) for a group of ``world`` >= 2 ranks."""
+        raise NotImplementedError
+
     def _account(self, x: torch.Tensor, t0: float, received: int) -> None:
         self.stats.calls += 1
         self.stats.elements += x.numel()
@@ -189,12 +201,7 @@ class StarAllReduce(_P2P):
 
     name = "star"
 
-    def reduce(self, x: torch.Tensor) -> torch.Tensor:
-        t0 = time.perf_counter()
-        rank, world = self._me()
-        if world == 1:
-            self._account(x, t0, 0)
-            return x.clone()
+    def _reduce(self, x: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, int]:
         nb = x.numel() * x.element_size()
         received = 0
         if rank == 0:
@@ -217,8 +224,7 @@ class StarAllReduce(_P2P):
             self._wait(send, "sending the partial sum to the master", 0)
             self._wait(recv, "receiving the sum from the master", 0)
             received += nb
-        self._account(x, t0, received)
-        return out
+        return out, received
 
 
 @register_allreduce("ring")
@@ -227,12 +233,7 @@ class RingAllReduce(_P2P):
 
     name = "ring"
 
-    def reduce(self, x: torch.Tensor) -> torch.Tensor:
-        t0 = time.perf_counter()
-        rank, world = self._me()
-        if world == 1:
-            self._account(x, t0, 0)
-            return x.clone()
+    def _reduce(self, x: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, int]:
         out = x.detach().clone().reshape(-1)  # [numel]
         chunks = list(torch.tensor_split(out, world))  # views into out
         right, left = (rank + 1) % world, (rank - 1) % world
@@ -254,8 +255,7 @@ class RingAllReduce(_P2P):
         for s in range(world - 1):  # all-gather: pass the owned, fully reduced chunks around
             si, ri = (rank + 1 - s) % world, (rank - s) % world
             chunks[ri].copy_(exchange(si, ri, "all-gather"))
-        self._account(x, t0, received)
-        return out.reshape(x.shape)
+        return out.reshape(x.shape), received
 
 
 @register_allreduce("engine")
@@ -269,12 +269,7 @@ class EngineAllReduce(_P2P):
 
     name = "engine"
 
-    def reduce(self, x: torch.Tensor) -> torch.Tensor:
-        t0 = time.perf_counter()
-        rank, world = self._me()
-        if world == 1:
-            self._account(x, t0, 0)
-            return x.clone()
+    def _reduce(self, x: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, int]:
         if self.link_spec.is_identity:
             y = x.clone()
             nbytes = x.numel() * x.element_size()
@@ -288,8 +283,7 @@ class EngineAllReduce(_P2P):
         self.stats.bytes_sent += share
         work = dist.all_reduce(y, async_op=True)
         self._wait(work, "all_reduce with", -1)
-        self._account(x, t0, share)
-        return y
+        return y, share
 
 
 class MasterBroadcast(_P2P):
