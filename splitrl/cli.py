@@ -274,8 +274,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help=f"model name ({', '.join(NAMED_MODELS)}), local HF directory, .gguf file, or hub id")
     p.add_argument("--cache-dir", default=None, help="cache for dequantised GGUF models (default $SPLITRL_CACHE or ~/.cache/splitrl)")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 by default: on a shared 2-core machine 2 threads were 5-12x slower, "
-                        "benchmarks/results/threads.json; raise it on an idle machine)")
+                   help="torch CPU threads (1 by default: on a busy 2-core machine 2 threads were 5-12x slower; on an idle one "
+                        "2 threads are ~1.6x faster, benchmarks/results/threads.json)")
     p.add_argument("--json", action="store_true", help="machine-readable output (non-finite numbers are null + a flag)")
 
 
