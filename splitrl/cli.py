@@ -98,6 +98,20 @@ def _link_text(d: dict) -> str:
     return text
 
 
+def token_printer(tokenizer) -> Callable[[int], None]:
+    """An ``on_token`` callback that streams the decoded text to stdout as tokens arrive."""
+    shown, tokens = [""], []
+
+    def stream(tok: int) -> None:
+        tokens.append(tok)
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        sys.stdout.write(text[len(shown[0]):])
+        sys.stdout.flush()
+        shown[0] = text
+
+    return stream
+
+
 def _parse_cuts(text: str, num_layers: int) -> list[int]:
     try:
         cuts = [int(x) for x in str(text).split(",") if x.strip() != ""]
@@ -148,17 +162,7 @@ def cmd_generate(args) -> int:
         raise CLIError(str(e))
     if args.max_new_tokens < 1:
         raise CLIError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    tok = loaded.tokenizer
-    printed: list[int] = []
-    shown = [""]
-
-    def stream(token_id: int) -> None:
-        printed.append(token_id)
-        text = tok.decode(printed, skip_special_tokens=True)
-        sys.stdout.write(text[len(shown[0]):])
-        sys.stdout.flush()
-        shown[0] = text
-
+    stream = token_printer(loaded.tokenizer)
     link = _make_link(args, loaded.view.vocab_size)
     if not args.json:
         sys.stdout.write(args.prompt)

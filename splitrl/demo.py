@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    from splitrl.cli import token_printer
     from splitrl.eval import CorpusError, PerplexityConfig, PerplexityEvaluator
     from splitrl.models import load_model
     from splitrl.runtime import SplitRuntime
@@ -53,25 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def token_printer(tokenizer):
-    """An ``on_token`` callback that streams the decoded text to stdout as tokens arrive."""
-    shown, tokens = [""], []
-
-    def stream(tok: int) -> None:
-        tokens.append(tok)
-        text = tokenizer.decode(tokens, skip_special_tokens=True)
-        sys.stdout.write(text[len(shown[0]):])
-        sys.stdout.flush()
-        shown[0] = text
-
-    return stream
-
-
 def two_process_demo(args, loaded, prompt: str, split: int, want: list[int]) -> None:
     """The same request with the edge as a separate process on loopback, stopped by its pid at the end."""
     import tempfile
     from pathlib import Path
 
+    from splitrl.cli import token_printer
     from splitrl.deploy.client import UEClient
     from splitrl.proc import spawn_splitrl, wait_for_port_file
 

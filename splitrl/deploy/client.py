@@ -22,6 +22,7 @@ restarting the UE.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -35,6 +36,7 @@ import torch
 from splitrl.deploy import wire
 from splitrl.deploy.server import SERVICE
 from splitrl.link.base import Frame
+from splitrl.link.codec import peek_header
 from splitrl.runtime.engine import GenerationResult, SplitRuntime
 from splitrl.runtime.executor import Executor, ExecutorError, LocalExecutor, PeerUnavailable, SessionSpec, StepStats
 from splitrl.runtime.sampling import SamplingConfig
@@ -249,9 +251,11 @@ class RemoteExecutor(Executor):
             raise ExecutorError("a remote segment receives link frames, not tensors (segment 0 runs on the UE)")
         self.air.wait(payload.air_bytes, "uplink")
         if payload.kind == "tokens":
-            codec, q = ("u16" if len(payload.data) == 2 * max(1, _numel(payload.shape)) else "u32"), 0
+            width = len(payload.data) // max(1, math.prod(payload.shape))
+            codec, q = ("u16" if width == 2 else "u32"), 0
         else:
-            codec, q = _codec_name(payload.data), _scale_bytes(payload.data)
+            c, shape = peek_header(payload.data)
+            codec, q = c.name, c.meta_nbytes(shape)
         s.send("step", payload.data, ph=phase, b=0, k=payload.kind, codec=codec, dt=self.dtype,
                shape=list(payload.shape), q=q)
         msg = s.recv(self.prefill_timeout_s if phase == "prefill" else self.step_timeout_s)
@@ -274,29 +278,6 @@ class RemoteExecutor(Executor):
             pass
         finally:
             s.out.put(None)
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
-
-
-_CODEC_BY_ID = {0: "fp32", 1: "fp16", 2: "bf16", 3: "int8", 4: "int4", 5: "fp64"}
-
-
-def _codec_name(frame: bytes) -> str:
-    return _CODEC_BY_ID.get(frame[0] if frame else -1, "fp32")
-
-
-def _scale_bytes(frame: bytes) -> int:
-    """Bytes of per-token scales in a codec frame (int codecs), from its own header."""
-    if not frame or frame[0] not in (3, 4):
-        return 0
-    ndim = frame[1]
-    dims = [int.from_bytes(frame[4 + 4 * i: 8 + 4 * i], "little") for i in range(ndim)]
-    return 4 * _numel(tuple(dims[:-1]))
 
 
 class UEClient:

@@ -114,15 +114,21 @@ def _map(name: str, v: Any, keys: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _bool(name: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise WireError(f"header field {name!r} must be true or false, got {v!r:.60}")
+    return v
+
+
 _SAMPLING = {
-    "do_sample": lambda n, v: v if isinstance(v, bool) else (_ for _ in ()).throw(WireError(f"{n} must be a bool")),
+    "do_sample": _bool,
     "temperature": lambda n, v: _number(n, v, 1e-6, 1e6),
     "top_k": lambda n, v: _int(n, v, 0, 10**7),
     "top_p": lambda n, v: _number(n, v, 1e-9, 1.0),
     "seed": lambda n, v: _int(n, v, 0, 2**63 - 1),
 }
 _POLICY = {
-    "repair_nonfinite": _SAMPLING["do_sample"],
+    "repair_nonfinite": _bool,
     "clip": lambda n, v: None if v is None else _number(n, v, 1e-30, 1e38),
 }
 

@@ -80,6 +80,7 @@ __all__ = [
     "Int8Codec",
     "check_finite",
     "codec_for_id",
+    "peek_header",
     "get_codec",
     "header_nbytes",
     "native_codec",
@@ -461,6 +462,16 @@ _CODECS_BY_ID: dict[int, type[Codec]] = {c.codec_id: c for c in (*_CODECS_BY_NAM
 def native_codec(dtype: torch.dtype) -> Codec:
     """The lossless wire codec for activations of ``dtype``: fp64 for float64, else fp32."""
     return FP64Codec() if dtype == torch.float64 else FP32Codec()
+
+
+def peek_header(frame: bytes) -> tuple[Codec, tuple[int, ...]]:
+    """(codec, shape) from a frame's header alone, without parsing the body (ValueError if malformed)."""
+    if len(frame) < _HEADER_FIXED.size:
+        raise ValueError(f"frame of {len(frame)} bytes is shorter than the fixed header")
+    codec_id, ndim, _flags = _HEADER_FIXED.unpack_from(frame, 0)
+    if len(frame) < header_nbytes(ndim):
+        raise ValueError(f"frame of {len(frame)} bytes is shorter than its {header_nbytes(ndim)}-byte header")
+    return codec_for_id(codec_id), _check_shape(struct.unpack_from(f"<{ndim}I", frame, _HEADER_FIXED.size))
 
 
 def codec_for_id(codec_id: int) -> Codec:
