@@ -92,9 +92,9 @@ def main() -> None:
             bar.set_postfix(run=key, refresh=False)
             bar.update(1)
             t1, _ = _timed(lambda: run(1))
-            tn, out = _timed(lambda: run(args.new_tokens))
-            if len(out) != args.new_tokens:
-                raise RuntimeError(f"{key} stopped after {len(out)} tokens; pick another prompt")
+            tn, generated = _timed(lambda: run(args.new_tokens))
+            if len(generated) != args.new_tokens:
+                raise RuntimeError(f"{key} stopped after {len(generated)} tokens; pick another prompt")
             samples[key]["prefill"].append(t1)
             samples[key]["full"].append(tn)
 
