@@ -197,7 +197,7 @@ def cmd_generate(args) -> int:
     same = next((i for i, (a, b) in enumerate(zip(result.token_ids, clean_ids)) if a != b),
                 min(len(result.token_ids), len(clean_ids)))
     what = {"model": loaded.name, "split": list(partition.cuts), "num_layers": runtime.num_layers, **link_d,
-            "clean_text": tok.decode(clean_ids, skip_special_tokens=True), "tokens_matching_clean": same,
+            "clean_text": loaded.tokenizer.decode(clean_ids, skip_special_tokens=True), "tokens_matching_clean": same,
             "decoding": "sampled" if args.sample else "greedy", "seed": args.seed, "threads": torch.get_num_threads(),
             "new_tokens": len(result.token_ids), "emulation_snr_db": float(args.snr) if len(partition.cuts) == 1 else None}
     if args.json:
