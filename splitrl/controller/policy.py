@@ -43,6 +43,8 @@ class Observation:
         split: the split in place (layers on the UE).
         battery: UE battery level in [0, 1] (None when not modelled).
         load: UE compute load in [0, 1] (None when not modelled).
+        edge_load: shared edge server's utilisation in [0, 1) as last reported (None when not modelled).
+        privacy_target: smallest split this request may use (None: the configured ``s_min``).
         edge_available: False after a fallback until the edge's health check passes.
     """
 
@@ -52,6 +54,8 @@ class Observation:
     split: int = 0
     battery: float | None = None
     load: float | None = None
+    edge_load: float | None = None
+    privacy_target: int | None = None
     edge_available: bool = True
 
 
