@@ -46,6 +46,12 @@ def variants(base: dict) -> dict[str, dict]:
     out["edge-a100 instead of edge-cpu-server"] = {**base, "edge_profile": "edge-a100"}
     out["no battery-aware energy weight"] = {**base, "battery_aware_energy": False}
     out["latency metric ttft"] = {**base, "reward": {**base.get("reward", {}), "latency_metric": "ttft"}}
+    from splitrl.cost.privacy import DEFAULT_PRIVACY_FILE
+
+    # A third of the requests unconstrained, a third tolerating 50 % top-1 recovery, a third 10 %
+    # (an illustration of per-request privacy floors, not a sourced mix).
+    out["privacy floors (targets 1.0 / 0.5 / 0.1 per request)"] = {
+        **base, "privacy_table": str(DEFAULT_PRIVACY_FILE), "privacy_targets": [1.0, 0.5, 0.1]}
     out["codec per request (int4/int8/fp16-biterr)"] = {
         **base, "codecs": ["int4-biterr", "int8-biterr", "fp16-biterr"], "transport": "int8-biterr"}
     return out
@@ -148,7 +154,9 @@ def main() -> None:
            "num_layers": env.L, "episodes": args.episodes, "steps": args.steps,
            "definition": "share of visited states (default env, reward-best action at every step, no switching "
                          "cost) whose best split s has 1 < s < L",
-           "variants": results, "policy_maps": maps}
+           "variants": results, "policy_maps": maps,
+           "produced_files": ["reward_calibration.json", "reward_calibration.md", "policy_map.png",
+                              "policy_map_battery.png"]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "reward_calibration.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = ["| configuration | interior best share | s <= 1 | s = L |", "|---|---|---|---|"]
@@ -168,7 +176,7 @@ def main() -> None:
     def draw(key, rows, ylabel, fname, title):
         fig, ax = plt.subplots(figsize=(7, 4))
         grid = np.asarray(maps[key]["best_split"])
-        im = ax.pcolormesh(snrs, rows, grid, shading="nearest", cmap="viridis", vmin=0, vmax=env.L)
+        im = ax.pcolormesh(snrs, rows, grid, shading="nearest", cmap="turbo", vmin=0, vmax=env.L)
         fig.colorbar(im, ax=ax, label="reward-best split s (layers on UE)")
         ax.set_xlabel("SNR (dB)")
         ax.set_ylabel(ylabel)
