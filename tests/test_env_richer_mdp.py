@@ -28,8 +28,8 @@ def tiny_table(tmp_path_factory, llama_tiny):
     path = tmp_path_factory.mktemp("sweep") / "tiny.csv"
     if not DEFAULT_WIKITEXT_PATH.is_file():
         pytest.skip("shared WikiText-2 not present")
-    cfg = SweepConfig(model="llama-tiny", splits=list(range(L_TINY + 1)), levels=[-5, 0, 10, 20, 30],
-                      transports=["awgn", "int8-biterr", "int4-biterr"], seeds=2, tokens=64, window=64, stride=64)
+    cfg = SweepConfig(model="llama-tiny", splits=list(range(L_TINY + 1)), levels=[-5, 10, 30],
+                      transports=["awgn", "int8-biterr", "int4-biterr"], seeds=2, tokens=32, window=32, stride=32)
     run_sweep(cfg, path, progress=False, loaded=llama_tiny)
     return path
 
