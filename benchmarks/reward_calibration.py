@@ -48,10 +48,13 @@ def variants(base: dict) -> dict[str, dict]:
     out["latency metric ttft"] = {**base, "reward": {**base.get("reward", {}), "latency_metric": "ttft"}}
     from splitrl.cost.privacy import DEFAULT_PRIVACY_FILE
 
-    # A third of the requests unconstrained, a third tolerating 50 % top-1 recovery, a third 10 %
-    # (an illustration of per-request privacy floors, not a sourced mix).
-    out["privacy floors (targets 1.0 / 0.5 / 0.1 per request)"] = {
-        **base, "privacy_table": str(DEFAULT_PRIVACY_FILE), "privacy_targets": [1.0, 0.5, 0.1]}
+    # Illustrations, not sourced settings: a third of the requests unconstrained, a third tolerating
+    # 70 % and a third 50 % top-1 recovery (with the measured SmolLM2 curve: floors s >= 11 and
+    # s >= 28); and the privacy term alone at weight 1 (one all-on-UE latency per unit of recovery).
+    out["privacy floors (targets 1.0 / 0.7 / 0.5 per request)"] = {
+        **base, "privacy_table": str(DEFAULT_PRIVACY_FILE), "privacy_targets": [1.0, 0.7, 0.5]}
+    out["privacy term w_privacy = 1"] = {
+        **base, "privacy_table": str(DEFAULT_PRIVACY_FILE), "reward": {**base.get("reward", {}), "w_privacy": 1.0}}
     out["codec per request (int4/int8/fp16-biterr)"] = {
         **base, "codecs": ["int4-biterr", "int8-biterr", "fp16-biterr"], "transport": "int8-biterr"}
     return out
