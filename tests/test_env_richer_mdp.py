@@ -261,3 +261,25 @@ def test_vector_env_shares_tables_and_runs_ppo_steps(tiny_table, llama_tiny):
     assert obs.shape == (3, envs[0].obs_spec.size)
     assert not np.array_equal(obs[0], obs[1])  # different seeds
     PPO("MlpPolicy", vec, n_steps=16, batch_size=24, n_epochs=1, seed=0, device="cpu").learn(48)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_action_values_are_the_expected_step_reward(tiny_table, llama_tiny, privacy_file, fast):
+    """action_values = the step's reward with the sampled quality replaced by the table mean."""
+    cfg = SplitPointConfig(model="llama-tiny", table=str(tiny_table), **RICH, snr_resolution_db=0.1,
+                           privacy_table=str(privacy_file), privacy_targets=(1.0, 0.6), reward={"w_privacy": 0.5})
+    env = SplitPointTableEnv(cfg, view=llama_tiny.view, fast_path=fast)
+    env.reset(seed=2)
+    rng = np.random.default_rng(0)
+    w_q = cfg.reward.w_quality
+    for _ in range(25):
+        prev = env._split
+        values = env.action_values(previous_split=prev)[:, 0]
+        mean_q = env.mean_quality(env._snr)
+        a = int(rng.integers(env.action_space.n))
+        _, r, *_, info = env.step(a)
+        i = int(np.flatnonzero(env.splits == info["split"])[0])
+        assert np.isfinite(values[i])
+        assert np.isclose(r, values[i] - w_q * (info["log_ppl_ratio"] - mean_q[info["split"]]), rtol=1e-9, atol=1e-12)
+        if "privacy_floor" in info:
+            assert np.isneginf(values[: max(0, info["privacy_floor"] - cfg.s_min)]).all() or info["privacy_floor"] <= cfg.s_min
