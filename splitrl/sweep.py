@@ -43,6 +43,7 @@ OLD_COLUMNS = COLUMNS[:-1]  # tables written before ppl_finite existed (read and
 EMULATED = COLUMNS[-6:-1]
 MAX_CELLS = 100_000  # a grid larger than this is refused (split it into several sweeps)
 MAX_LEVELS = 10_000
+PROVENANCE_KEY = "runs"  # meta.json key listing the runs that wrote the table (not compared on resume)
 
 
 @dataclass
@@ -248,29 +249,40 @@ def run_sweep(
         lock.release()
 
 
+def _write_meta(meta_path: Path, config: SweepConfig, runs: list) -> None:
+    """The table's setup (`SweepConfig.identity`) plus, under ``runs``, the provenance of every run
+    that appended rows (command, git revision, machine, load: `splitrl.provenance.run_record`)."""
+    from splitrl.provenance import run_record
+
+    meta = {**config.identity(), PROVENANCE_KEY: [*runs, run_record()]}
+    tmp = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, meta_path)
+
+
 def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded) -> Path:
     from splitrl.eval import PerplexityConfig, PerplexityEvaluator
     from splitrl.models import load_model
 
     meta_path = path.with_suffix(path.suffix + ".meta.json")
+    runs: list = []
     if meta_path.exists():
         try:
             previous = json.loads(meta_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             raise UsageError(f"{meta_path} is unreadable; write to a new file") from None
-        if not isinstance(previous, dict) or previous != config.identity():
-            previous = previous if isinstance(previous, dict) else {}
+        previous = previous if isinstance(previous, dict) else {}
+        runs = list(previous.pop(PROVENANCE_KEY, None) or [])  # who wrote the rows is not part of the setup
+        if previous != config.identity():
             raise ValueError(
                 f"{path} was written by a different sweep setup ({meta_path}); "
                 f"differences: {sorted(k for k in previous if previous.get(k) != config.identity().get(k))[:10]}. "
                 "Write to a new file."
             )
-    else:
-        tmp = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(config.identity(), indent=2))
-        os.replace(tmp, meta_path)
     done = read_done(path)
     todo = [c for c in cells(config) if c.key not in done]
+    if todo or not meta_path.exists():
+        _write_meta(meta_path, config, runs)
     loaded = loaded or load_model(config.model)
     L = loaded.view.num_layers
     bad = [s for s in config.splits if not 0 <= s <= L]
