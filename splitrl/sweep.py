@@ -533,3 +533,93 @@ def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
     return out_path
+
+
+def merge_tables(dst: str | os.PathLike, src: str | os.PathLike) -> int:
+    """Append to table ``dst`` the rows of table ``src`` (a shard of the same sweep run elsewhere,
+    e.g. other splits in a second process) whose cells ``dst`` lacks. Both tables must come from
+    the same setup (`SweepConfig.identity`, same columns, same clean perplexity); every cell's seed
+    derives from its coordinates, so a merged table is what one sweep over the union would write.
+    ``dst``'s meta gains ``src``'s runs (tagged ``merged_from``) and the merge's own record. Holds
+    both tables' locks (a shard still being written is refused). Returns the rows appended."""
+    from splitrl.provenance import run_record
+
+    dst_p, src_p = Path(dst), Path(src)
+    for p in (dst_p, src_p):
+        if not p.is_file() or not p.with_suffix(p.suffix + ".meta.json").is_file():
+            raise UsageError(f"{p}: not a sweep table with its .meta.json (write it with `splitrl sweep --out {p.name}`)")
+    if dst_p.resolve() == src_p.resolve():
+        raise UsageError("--from: the shard must be another table than --out")
+    locks = [TableLock(dst_p)]
+    try:
+        locks.append(TableLock(src_p))
+    except UsageError:
+        locks[0].release()
+        raise
+    try:
+        metas = []
+        for p in (dst_p, src_p):
+            try:
+                m = json.loads(p.with_suffix(p.suffix + ".meta.json").read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                raise UsageError(f"{p}.meta.json is unreadable") from None
+            if not isinstance(m, dict):
+                raise UsageError(f"{p}.meta.json is not a sweep meta file")
+            metas.append(m)
+        ident = [{k: v for k, v in m.items() if k != PROVENANCE_KEY} for m in metas]
+        if ident[0] != ident[1]:
+            diff = sorted(k for k in set(ident[0]) | set(ident[1]) if ident[0].get(k) != ident[1].get(k))
+            raise UsageError(f"{src_p} was written by a different sweep setup than {dst_p} (differences: {diff[:10]})")
+        done = read_done(dst_p)
+        read_done(src_p)  # cuts a half-written last line of the shard too
+        with open(dst_p, newline="") as f:
+            dst_rows = csv.DictReader(f)
+            columns = dst_rows.fieldnames
+            clean = next((r["clean_ppl"] for r in dst_rows), None)
+        with open(src_p, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != columns:
+                raise UsageError(f"{src_p} has other columns than {dst_p}; write to a new file")
+            rows = list(reader)
+        if clean is not None and rows and {r["clean_ppl"] for r in rows} != {clean}:
+            raise UsageError(f"{src_p} has another clean perplexity than {dst_p}: not the same evaluation")
+        new = []
+        for r in rows:
+            key = (r["transport"], int(r["split"]), _level_key(float(r["level"])), int(r["seed_index"]))
+            if key not in done:
+                done.add(key)
+                new.append(r)
+        with open(dst_p, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            for r in new:
+                writer.writerow(r)
+            f.flush()
+            os.fsync(f.fileno())
+        runs = list(metas[0].get(PROVENANCE_KEY) or [])
+        runs += [{**r, "merged_from": str(src_p)} for r in (metas[1].get(PROVENANCE_KEY) or [])]
+        runs.append({**run_record(), "merged_rows": len(new), "merged_from": str(src_p)})
+        meta_path = dst_p.with_suffix(dst_p.suffix + ".meta.json")
+        tmp = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({**ident[0], PROVENANCE_KEY: runs}, indent=2))
+        os.replace(tmp, meta_path)
+        return len(new)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _build_merge(p) -> None:
+    p.add_argument("--out", required=True, help="the sweep table to complete (appended to)")
+    p.add_argument("--from", dest="src", required=True, help="a shard of the same sweep (e.g. other --splits)")
+
+
+def _cmd_merge(args) -> int:
+    n = merge_tables(args.out, args.src)
+    print(f"sweep-merge: {n} rows from {args.src} appended to {args.out}")
+    return 0
+
+
+def register_cli(register) -> None:
+    """Register ``sweep-merge`` with `splitrl.cli.register`."""
+    register("sweep-merge", "append a shard of the same sweep (run in another process) to a sweep table")(
+        _build_merge)(_cmd_merge)
