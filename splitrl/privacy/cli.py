@@ -27,6 +27,7 @@ def build_parser(p: argparse.ArgumentParser, *, default_out: str = "privacy.json
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out", default=default_out, help="result JSON (the plot goes next to it as .png)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--replot", action="store_true", help="only redraw the PNG from the existing --out JSON")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -38,6 +39,12 @@ def cmd_privacy_probe(args: argparse.Namespace, argv: list[str] | None = None) -
     out = Path(args.out)
     if out.is_dir():
         raise UsageError(f"--out: {out} is a folder; give a .json file path")
+    if getattr(args, "replot", False):
+        if not out.is_file():
+            raise UsageError(f"--replot: no result at {out}; run without --replot first")
+        plot_privacy(json.loads(out.read_text()), out.with_suffix(".png"))
+        print(f"privacy probe: redrew {out.with_suffix('.png')} from {out}")
+        return 0
     cfg = ProbeConfig(model=args.model, train_tokens=args.train_tokens, heldout_tokens=args.heldout_tokens,
                       window=args.window, heldout_fraction=args.heldout_fraction, classes=args.classes,
                       bootstrap=args.bootstrap, seed=args.seed, corpus_path=args.corpus)

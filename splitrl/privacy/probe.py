@@ -431,8 +431,9 @@ def plot_privacy(result: dict, out) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("split s (layers on the UE; 0: token ids cross, L: nothing crosses)")
     ax.set_ylabel("share of held-out tokens recovered")
-    ax.set_title(f"{result['model']}: prompt recovery from the activations at each cut "
-                 f"({result['heldout_tokens']} held-out WikiText-2 tokens)")
+    ax.set_title(f"{result['model']}: prompt recovery from what crosses each cut\n"
+                 f"({result['heldout_tokens']} held-out WikiText-2 tokens, {result['train_tokens']} probe-train)",
+                 fontsize=10)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
