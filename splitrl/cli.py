@@ -459,6 +459,12 @@ _register_aircomp(register)
 from splitrl.pipeline.cli import register_cli as _register_pipeline  # noqa: E402
 
 _register_pipeline(register)
+from splitrl.privacy.cli import register_cli as _register_privacy  # noqa: E402
+
+_register_privacy(register)
+from splitrl.sweep import register_cli as _register_sweep_merge  # noqa: E402
+
+_register_sweep_merge(register)
 register("sweep", "perplexity over split points x channel levels x transports x seeds (resumable CSV)")(_build_sweep)(cmd_sweep)
 register("plot", "a sweep table as perplexity-vs-SNR lines per split, latency/energy heatmaps, the best-split map and a printed table")(_build_plot)(cmd_plot)
 

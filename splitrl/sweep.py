@@ -43,6 +43,7 @@ OLD_COLUMNS = COLUMNS[:-1]  # tables written before ppl_finite existed (read and
 EMULATED = COLUMNS[-6:-1]
 MAX_CELLS = 100_000  # a grid larger than this is refused (split it into several sweeps)
 MAX_LEVELS = 10_000
+PROVENANCE_KEY = "runs"  # meta.json key listing the runs that wrote the table (not compared on resume)
 
 
 @dataclass
@@ -248,29 +249,40 @@ def run_sweep(
         lock.release()
 
 
+def _write_meta(meta_path: Path, config: SweepConfig, runs: list) -> None:
+    """The table's setup (`SweepConfig.identity`) plus, under ``runs``, the provenance of every run
+    that appended rows (command, git revision, machine, load: `splitrl.provenance.run_record`)."""
+    from splitrl.provenance import run_record
+
+    meta = {**config.identity(), PROVENANCE_KEY: [*runs, run_record()]}
+    tmp = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, meta_path)
+
+
 def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded) -> Path:
     from splitrl.eval import PerplexityConfig, PerplexityEvaluator
     from splitrl.models import load_model
 
     meta_path = path.with_suffix(path.suffix + ".meta.json")
+    runs: list = []
     if meta_path.exists():
         try:
             previous = json.loads(meta_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             raise UsageError(f"{meta_path} is unreadable; write to a new file") from None
-        if not isinstance(previous, dict) or previous != config.identity():
-            previous = previous if isinstance(previous, dict) else {}
+        previous = previous if isinstance(previous, dict) else {}
+        runs = list(previous.pop(PROVENANCE_KEY, None) or [])  # who wrote the rows is not part of the setup
+        if previous != config.identity():
             raise ValueError(
                 f"{path} was written by a different sweep setup ({meta_path}); "
                 f"differences: {sorted(k for k in previous if previous.get(k) != config.identity().get(k))[:10]}. "
                 "Write to a new file."
             )
-    else:
-        tmp = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(config.identity(), indent=2))
-        os.replace(tmp, meta_path)
     done = read_done(path)
     todo = [c for c in cells(config) if c.key not in done]
+    if todo or not meta_path.exists():
+        _write_meta(meta_path, config, runs)
     loaded = loaded or load_model(config.model)
     L = loaded.view.num_layers
     bad = [s for s in config.splits if not 0 <= s <= L]
@@ -521,3 +533,93 @@ def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
     return out_path
+
+
+def merge_tables(dst: str | os.PathLike, src: str | os.PathLike) -> int:
+    """Append to table ``dst`` the rows of table ``src`` (a shard of the same sweep run elsewhere,
+    e.g. other splits in a second process) whose cells ``dst`` lacks. Both tables must come from
+    the same setup (`SweepConfig.identity`, same columns, same clean perplexity); every cell's seed
+    derives from its coordinates, so a merged table is what one sweep over the union would write.
+    ``dst``'s meta gains ``src``'s runs (tagged ``merged_from``) and the merge's own record. Holds
+    both tables' locks (a shard still being written is refused). Returns the rows appended."""
+    from splitrl.provenance import run_record
+
+    dst_p, src_p = Path(dst), Path(src)
+    for p in (dst_p, src_p):
+        if not p.is_file() or not p.with_suffix(p.suffix + ".meta.json").is_file():
+            raise UsageError(f"{p}: not a sweep table with its .meta.json (write it with `splitrl sweep --out {p.name}`)")
+    if dst_p.resolve() == src_p.resolve():
+        raise UsageError("--from: the shard must be another table than --out")
+    locks = [TableLock(dst_p)]
+    try:
+        locks.append(TableLock(src_p))
+    except UsageError:
+        locks[0].release()
+        raise
+    try:
+        metas = []
+        for p in (dst_p, src_p):
+            try:
+                m = json.loads(p.with_suffix(p.suffix + ".meta.json").read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                raise UsageError(f"{p}.meta.json is unreadable") from None
+            if not isinstance(m, dict):
+                raise UsageError(f"{p}.meta.json is not a sweep meta file")
+            metas.append(m)
+        ident = [{k: v for k, v in m.items() if k != PROVENANCE_KEY} for m in metas]
+        if ident[0] != ident[1]:
+            diff = sorted(k for k in set(ident[0]) | set(ident[1]) if ident[0].get(k) != ident[1].get(k))
+            raise UsageError(f"{src_p} was written by a different sweep setup than {dst_p} (differences: {diff[:10]})")
+        done = read_done(dst_p)
+        read_done(src_p)  # cuts a half-written last line of the shard too
+        with open(dst_p, newline="") as f:
+            dst_rows = csv.DictReader(f)
+            columns = dst_rows.fieldnames
+            clean = next((r["clean_ppl"] for r in dst_rows), None)
+        with open(src_p, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != columns:
+                raise UsageError(f"{src_p} has other columns than {dst_p}; write to a new file")
+            rows = list(reader)
+        if clean is not None and rows and {r["clean_ppl"] for r in rows} != {clean}:
+            raise UsageError(f"{src_p} has another clean perplexity than {dst_p}: not the same evaluation")
+        new = []
+        for r in rows:
+            key = (r["transport"], int(r["split"]), _level_key(float(r["level"])), int(r["seed_index"]))
+            if key not in done:
+                done.add(key)
+                new.append(r)
+        with open(dst_p, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            for r in new:
+                writer.writerow(r)
+            f.flush()
+            os.fsync(f.fileno())
+        runs = list(metas[0].get(PROVENANCE_KEY) or [])
+        runs += [{**r, "merged_from": str(src_p)} for r in (metas[1].get(PROVENANCE_KEY) or [])]
+        runs.append({**run_record(), "merged_rows": len(new), "merged_from": str(src_p)})
+        meta_path = dst_p.with_suffix(dst_p.suffix + ".meta.json")
+        tmp = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({**ident[0], PROVENANCE_KEY: runs}, indent=2))
+        os.replace(tmp, meta_path)
+        return len(new)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _build_merge(p) -> None:
+    p.add_argument("--out", required=True, help="the sweep table to complete (appended to)")
+    p.add_argument("--from", dest="src", required=True, help="a shard of the same sweep (e.g. other --splits)")
+
+
+def _cmd_merge(args) -> int:
+    n = merge_tables(args.out, args.src)
+    print(f"sweep-merge: {n} rows from {args.src} appended to {args.out}")
+    return 0
+
+
+def register_cli(register) -> None:
+    """Register ``sweep-merge`` with `splitrl.cli.register`."""
+    register("sweep-merge", "append a shard of the same sweep (run in another process) to a sweep table")(
+        _build_merge)(_cmd_merge)
