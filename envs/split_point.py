@@ -575,8 +575,8 @@ class SweepTable:
 
         path = Path(path)
         name = str(model or "MODEL")
-        todo = (f"run `splitrl sweep --model {name} --splits all --transports {transport} --levels 0:30:5 "
-                f"--out sweep_{Path(name).stem}.csv` first, then pass --set env.table=sweep_{Path(name).stem}.csv")
+        todo = (f"run `splitrl sweep --model {name} --splits all --transports {transport} --levels=-15:30:5 "
+                f"--tokens 256 --window 256 --out sweep_{Path(name).stem}.csv` first, then pass --set env.table=sweep_{Path(name).stem}.csv")
         if not path.is_file():
             raise UsageError(f"sweep table {path} not found: {todo}")
         try:
