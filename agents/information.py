@@ -42,26 +42,43 @@ def action_splits(env: Any, obs: np.ndarray) -> np.ndarray:
     from splitrl.agents.baselines import current_split
 
     e = _env(env)
-    c = e.config
-    if c.action_mode == "absolute":
-        return np.asarray(e.splits, dtype=int)
-    moves = np.arange(-c.max_move, c.max_move + 1)
-    return np.clip(current_split(e, obs) + moves, c.s_min, e.L).astype(int)
+    cur = current_split(e, obs)
+    return np.array([e.obs_spec.split_for_action(a, cur) for a in range(int(e.action_space.n))], dtype=int)
+
+
+def _observed(e, obs: np.ndarray, name: str) -> float | None:
+    try:
+        return float(obs[e.obs_spec.index(name)])
+    except KeyError:
+        return None
 
 
 def known_reward_parts(env: Any, obs: np.ndarray) -> np.ndarray:
     """For every action: the reward it earns from the state in ``obs`` at zero quality loss
-    (latency, energy and, when the observation has it, UE load from the cost model; minus the
-    switching cost from the split in place). The true reward is this minus ``w_q · quality loss``."""
-    from splitrl.agents.baselines import current_split, observed_load
+    (latency, energy and — when the observation has them — UE load, observed edge load and battery
+    from the cost model; minus the switching cost from the split in place). The true reward is this
+    minus ``w_q · quality loss`` (and, where modelled, the privacy term)."""
+    from splitrl.agents.baselines import current_split
 
     e = _env(env)
     obs = np.asarray(obs, dtype=float)
+    cur = current_split(e, obs)
+    n = int(e.action_space.n)
     splits = action_splits(e, obs)
-    base = e.base_rewards(float(obs[0]), observed_load(e, obs))  # [L + 1]
+    state = {"edge_load": _observed(e, obs, "edge_load")}
+    if getattr(e, "battery", None) is not None:
+        state["battery"] = _observed(e, obs, "battery")
+    transports = getattr(e, "transports", (e.config.transport,))
+    codec = np.array([e.obs_spec.codec_for_action(a) for a in range(n)], dtype=int)
+    base = np.empty(n)
+    for c in np.unique(codec):
+        kw = dict(state, transport=transports[c]) if len(transports) > 1 else state
+        kw = {k: v for k, v in kw.items() if v is not None}
+        b = e.base_rewards(float(obs[0]), _observed(e, obs, "load"), **kw)  # [L + 1]
+        base[codec == c] = b[splits[codec == c]]
     rc = e.config.reward
-    sw = rc.w_switch * switch_cost(rc, splits, current_split(e, obs))
-    return np.asarray(base[splits] - sw, dtype=float)  # [n_actions]
+    sw = rc.w_switch * switch_cost(rc, splits, cur)
+    return np.asarray(base - sw, dtype=float)  # [n_actions]
 
 
 class KnownCostsObservation(gym.ObservationWrapper):
@@ -69,7 +86,7 @@ class KnownCostsObservation(gym.ObservationWrapper):
     for learners that only see observations (PPO, DQN, A2C). The original entries keep their
     indices, so the exact baselines still read the wrapped observation correctly."""
 
-    def __init__(self, env: gym.Env, *, bound: float = 100.0) -> None:
+    def __init__(self, env: gym.Env, *, bound: float = 10.0) -> None:
         super().__init__(env)
         base = env.observation_space
         n = int(env.action_space.n)
