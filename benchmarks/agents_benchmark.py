@@ -291,6 +291,10 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=128, help="steps per held-out episode")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (one thread each)")
     ap.add_argument("--agents", nargs="+", default=list(BUDGETS), choices=list(BUDGETS), help="learners to run")
+    ap.add_argument("--sb3-budgets", type=int, nargs="+", default=None, metavar="STEPS",
+                    help=f"PPO/DQN snapshot budgets (default {BUDGETS['ppo']})")
+    ap.add_argument("--budgets", type=int, nargs="+", default=None, metavar="N",
+                    help=f"threshold/bandit/mbrl snapshot budgets (default {BUDGETS['mbrl']})")
     args = ap.parse_args(argv)
     if args.seeds < 2 or args.episodes < 1 or args.steps < 1 or args.workers < 1:
         from splitrl.errors import UsageError
@@ -300,7 +304,11 @@ def main(argv=None) -> int:
     import tempfile
 
     quick = args.quick
-    budgets = QUICK_BUDGETS if quick else BUDGETS
+    budgets = dict(QUICK_BUDGETS if quick else BUDGETS)
+    if args.sb3_budgets:
+        budgets.update(ppo=sorted(args.sb3_budgets), dqn=sorted(args.sb3_budgets))
+    if args.budgets:
+        budgets.update({k: sorted(args.budgets) for k in ("threshold", "bandit", "mbrl")})
     seeds = list(range(2 if quick else args.seeds))
     episodes, steps = (2, 32) if quick else (args.episodes, args.steps)
     out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="agents-bench-")) if quick else ROOT / "benchmarks" / "results")
