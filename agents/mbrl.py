@@ -225,8 +225,13 @@ class MBRLAgent(Agent):
         w = (pos - lo)[:, None]
         return (1 - w) * grid[lo] + w * grid[lo + 1]
 
-    def expected_rewards(self, snr_now: float) -> np.ndarray:
-        """Expected reward (before switching) of each allowed split at steps 0..horizon-1."""
+    def expected_rewards(self, snr_now: float, obs: np.ndarray | None = None) -> np.ndarray:
+        """Expected reward (before switching) of each allowed split at steps 0..horizon-1.
+
+        The cost grid is over SNR only; with ``known-costs`` and an observation carrying UE/edge
+        state (UE load, delayed edge load, battery), the known costs at the observed state replace
+        the grid's at the current SNR, and the same state offset is assumed for the forecast steps
+        (the state is persistent: a Markov load, a slowly draining battery)."""
         H = self.config.horizon
         mean, std = self.channel.forecast(snr_now, H)
         nodes, weights = self._gh
@@ -235,11 +240,31 @@ class MBRLAgent(Agent):
             q = self._q_grid if self._q_grid is not None else 0.0
             self._r_grid = self._base_grid - self._wq * q
         r = self._interp(self._r_grid, snrs).reshape(H, len(nodes), len(self.splits))
-        return np.einsum("hqs,q->hs", r, weights)
+        out = np.einsum("hqs,q->hs", r, weights)
+        if obs is not None and self.known_costs and self._has_state:
+            offset = self._state_base(snr_now, obs) - self._interp(self._base_grid, np.array([snr_now]))[0]
+            out = out + offset[None, :]
+        return out
 
-    def plan(self, snr_now: float, current_split: int) -> tuple[int, np.ndarray]:
+    @property
+    def _has_state(self) -> bool:
+        c = self.env.config
+        return bool(c.include_ue_state or getattr(c, "edge_load", None) is not None)
+
+    def _state_base(self, snr: float, obs: np.ndarray) -> np.ndarray:
+        """Known zero-loss reward of every allowed split at ``snr`` and the observed UE/edge state."""
+        from splitrl.agents.information import _observed
+
+        e = self.env
+        kw = {"edge_load": _observed(e, obs, "edge_load")}
+        if getattr(e, "battery", None) is not None:
+            kw["battery"] = _observed(e, obs, "battery")
+        kw = {k: v for k, v in kw.items() if v is not None}
+        return np.asarray(e.base_rewards(float(snr), _observed(e, obs, "load"), **kw), float)[self.splits]
+
+    def plan(self, snr_now: float, current_split: int, obs: np.ndarray | None = None) -> tuple[int, np.ndarray]:
         """(best split now, value of each first split) by exact DP over the horizon."""
-        r = self.expected_rewards(snr_now)
+        r = self.expected_rewards(snr_now, obs)
         S = self.splits
         gamma = self.config.discount
         V = np.zeros(len(S))
@@ -261,7 +286,7 @@ class MBRLAgent(Agent):
         """Plan at the observed SNR (fed to the channel model: acting is online)."""
         snr, current = self._parse(obs)
         self.channel.observe(snr)
-        split, values = self.plan(snr, current)
+        split, values = self.plan(snr, current, np.asarray(obs, dtype=float))
         self.decisions += 1
         self._pending = None
         if self._sd_grid is not None and self.config.eval_threshold > 0:

@@ -78,7 +78,9 @@ def main() -> None:
     thr = ThresholdAgent(env, ThresholdConfig(), seed=0).learn(env, args.budget)
     learn_s["threshold"] = time.perf_counter() - t0
 
-    agents = {"oracle(table)": OracleAgent(table_env), "mbrl": mbrl, "threshold": thr,
+    oracle = OracleAgent(table_env)
+    oracle.use_true_state = False  # it acts on the real env's observations, not on table_env's state
+    agents = {"oracle(table)": oracle, "mbrl": mbrl, "threshold": thr,
               "random": RandomAgent(table_env, seed=0), "min-ue": MinUEAgent(table_env), "all-on-ue": AllOnUEAgent(table_env)}
     rewards: dict[str, np.ndarray] = {}
     results = {}
