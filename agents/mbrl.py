@@ -400,7 +400,8 @@ class MBRLAgent(Agent):
         self._since_fit = int(state.get("since_fit", 0))
         self._last_obs = state.get("last_obs")
         self.switch_coef = tuple(float(v) for v in state.get("switch_coef", (0.0, 0.0)))
-        self._base_grid = self._precompute_costs()
+        if not self.known_costs:  # the constructor tabulated the known costs; this setting learns them
+            self._base_grid = self._precompute_costs()
         S = self.splits
         self._switch = self._switch_cost(S[None, :], S[:, None])
 
