@@ -61,6 +61,13 @@ class Agent(ABC):
         """Improve from ``total_steps`` env steps; exact baselines need none and return at once."""
         return self
 
+    def learning_progress(self) -> tuple[int, ...]:
+        """Counters that change whenever the agent's policy may have changed. The trainer compares
+        them to decide whether a final evaluation and checkpoint are due: an agent that keeps
+        learning after its last env step (e.g. ``ppo-surrogate``'s free surrogate phase) must
+        include that learning here, or its final checkpoint would hold the policy from before it."""
+        return (int(self.env_steps), int(self.real_evaluations))
+
     # --- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state (counters, small parameters); big artefacts go in `save_artifacts`."""

@@ -52,6 +52,9 @@ def split_point_env(env: gym.Env):
 
 
 def _index(env, name: str) -> int:
+    spec = getattr(env, "obs_spec", None)
+    if spec is not None:
+        return spec.index(name)
     k = env.config.history
     return {"snr": 0, "bandwidth": k + 1, "split": k + 2, "battery": k + 3, "load": k + 4}[name]
 
@@ -177,14 +180,43 @@ class OracleAgent(_Baseline):
     def __init__(self, env: gym.Env, config: Any = None, *, seed: int = 0) -> None:
         super().__init__(env, config, seed=seed)
         self.table = quality_table(self.env)
+        # Knows the TRUE state of the env it was built on (edge load before its delayed report,
+        # battery, privacy floor, memory mask: `SplitPointBaseEnv.action_values`) when it acts on
+        # that env's current observation; on any other observation (another env instance, e.g.
+        # the trainer's evaluation env) or with False it decides from the observed state.
+        self.use_true_state = hasattr(self.env, "action_values")
+
+    def _best(self, obs: np.ndarray) -> tuple[int, int]:
+        """(split, codec index) of the best reachable action."""
+        obs = np.asarray(obs)
+        cur = current_split(self.env, obs)
+        reach = reachable_splits(self.env, obs)
+        idx = reach - self.env.config.s_min
+        if self.use_true_state and np.array_equal(np.asarray(self.env._obs(), np.float32), obs.astype(np.float32)):
+            v = self.env.action_values(cur)[idx]  # [reachable splits, codecs]
+            i, j = np.unravel_index(int(np.argmax(v)), v.shape)
+            return int(reach[i]), int(j)
+        # Another env instance (e.g. the trainer's evaluation env), or told to: the observed state.
+        from splitrl.agents.information import action_splits, known_reward_parts
+
+        parts = known_reward_parts(self.env, obs)  # [actions]
+        q = self.env.mean_quality(float(obs[0])) if hasattr(self.env, "mean_quality") else None
+        if q is None:
+            rewards = expected_rewards(self.env, float(obs[0]), cur, load=observed_load(self.env, obs), table=self.table)
+            return int(reach[int(np.argmax(rewards[idx]))]), 0
+        a_splits = action_splits(self.env, obs)
+        v = parts - self.env.config.reward.w_quality * q[a_splits]
+        a = int(np.argmax(v))
+        return int(a_splits[a]), int(self.env.obs_spec.codec_for_action(a))
 
     def target_split(self, obs: np.ndarray) -> int:
-        obs = np.asarray(obs)
-        rewards = expected_rewards(self.env, float(obs[0]), current_split(self.env, obs),
-                                   load=observed_load(self.env, obs), table=self.table)
-        reach = reachable_splits(self.env, obs)
-        r = rewards[reach - self.env.config.s_min]
-        return int(reach[int(np.argmax(r))])
+        return self._best(obs)[0]
+
+    def act(self, obs: np.ndarray, *, deterministic: bool = True) -> int:
+        split, codec = self._best(obs)
+        if codec and self.env.config.action_mode == "absolute":
+            return int(self.env.obs_spec.action_for_split(split, current_split(self.env, obs), codec))
+        return action_towards(self.env, split, obs)
 
 
 class AllOnUEAgent(_Baseline):

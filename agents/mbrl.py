@@ -15,6 +15,12 @@
   uncertainty at the chosen split (in reward units) exceeds ``eval_threshold`` times the decision
   margin to the runner-up, or when the SNR is outside what the surrogate has seen — then the
   measured outcome is added and the surrogate refitted, within ``online_budget_fraction``.
+* **Information** (`splitrl.agents.information`): with ``information: known-costs`` (default) the
+  latency/energy/switching terms come from the cost model and only the quality term is learned.
+  With ``reward-only`` the agent is told nothing but the reward: its surrogate learns the whole
+  pre-switch reward of (split, SNR) and the switching cost ``c_fixed·[moved] + c_layer·|move|`` is
+  estimated from the observed rewards by ridge regression (`estimate_switch_cost`) at every refit;
+  online evaluations (`feedback`) are off, since the info's quality measurement is not the reward.
 """
 from __future__ import annotations
 
@@ -52,6 +58,8 @@ class MBRLConfig:
             this times the margin to the runner-up (>= 0; 0 disables online evaluations).
         online_budget_fraction: cap on online evaluations as a fraction of decisions, in [0, 1].
         channel_forgetting: forgetting factor of the channel model, in (0, 1].
+        information: ``known-costs`` (the cost model's terms are given) or ``reward-only`` (learn the
+            whole reward, switching cost included); see the module doc.
     """
 
     surrogate_kind: str = "extratrees"
@@ -65,6 +73,7 @@ class MBRLConfig:
     eval_threshold: float = 1.0
     online_budget_fraction: float = 0.05
     channel_forgetting: float = 0.98
+    information: str = "known-costs"
 
     def __post_init__(self) -> None:
         from splitrl.surrogate import SURROGATE_KINDS
@@ -81,6 +90,7 @@ class MBRLConfig:
             ("eval_threshold", self.eval_threshold >= 0, ">= 0"),
             ("online_budget_fraction", 0 <= self.online_budget_fraction <= 1, "[0, 1]"),
             ("channel_forgetting", 0 < self.channel_forgetting <= 1, "(0, 1]"),
+            ("information", self.information in ("known-costs", "reward-only"), "known-costs, reward-only"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -110,6 +120,10 @@ class MBRLAgent(Agent):
         self.channel = AR1ChannelModel(forgetting=self.config.channel_forgetting)
         self.cells: list[tuple[str, int, float]] = []
         self.targets: list[float] = []
+        # reward-only: the observed reward and the split in place before each evaluation
+        self.rewards: list[float] = []
+        self.previous: list[int] = []
+        self.switch_coef = (0.0, 0.0)  # learned (fixed, per layer) switching cost, reward-only
         self.surrogate = None
         self.decisions = 0
         self.online_evaluations = 0
@@ -124,20 +138,59 @@ class MBRLAgent(Agent):
         nodes, weights = np.polynomial.hermite_e.hermegauss(self.config.quadrature)
         self._gh = (nodes, weights / weights.sum())
         S = self.splits
-        self._switch = self.reward_cfg.w_switch * switch_cost(self.reward_cfg, S[None, :], S[:, None])  # [prev, next]
+        self._switch = self._switch_cost(S[None, :], S[:, None])  # [prev, next]
+
+    @property
+    def known_costs(self) -> bool:
+        return self.config.information == "known-costs"
+
+    @property
+    def _wq(self) -> float:
+        """Weight of the learned term in the reward (reward-only learns the reward itself: 1)."""
+        return self.reward_cfg.w_quality if self.known_costs else 1.0
+
+    def _switch_cost(self, split, previous) -> np.ndarray:
+        """Weighted switching cost: the config's (known-costs) or the learned one (reward-only)."""
+        if self.known_costs:
+            return self.reward_cfg.w_switch * switch_cost(self.reward_cfg, split, previous)
+        moved = np.abs(np.asarray(split) - np.asarray(previous))
+        return np.where(moved > 0, self.switch_coef[0] + self.switch_coef[1] * moved, 0.0)
 
     # --- models -----------------------------------------------------------------------------
     def _precompute_costs(self) -> np.ndarray:
-        """Reward at zero quality loss, [snr grid, allowed split], from the env's analytic costs."""
+        """Reward at zero quality loss, [snr grid, allowed split], from the env's analytic costs
+        (reward-only: zero; the surrogate then learns the whole pre-switch reward)."""
+        if not self.known_costs:
+            return np.zeros((len(SNR_GRID), len(self.splits)))
         return np.stack([self.env.base_rewards(float(snr))[self.splits] for snr in SNR_GRID])
 
     def _fit(self) -> None:
         from splitrl.surrogate import make_surrogate
 
         self.surrogate = make_surrogate(self.config.surrogate_kind, self.spec, seed=self.seed)
-        self.surrogate.fit(self.cells, np.asarray(self.targets))
+        if self.known_costs:
+            y = np.asarray(self.targets)
+        else:  # learned term = -(reward + switching) = minus the pre-switch reward
+            self.switch_coef = estimate_switch_cost([c[1] for c in self.cells], self.previous,
+                                                    [c[2] for c in self.cells], self.rewards)
+            S = self.splits
+            self._switch = self._switch_cost(S[None, :], S[:, None])
+            y = -(np.asarray(self.rewards) + self._switch_cost(np.array([c[1] for c in self.cells]),
+                                                               np.asarray(self.previous)))
+            self._base_grid = self._learned_base(y)
+        self.surrogate.fit(self.cells, y)
         self._refresh_grids()
         self._since_fit = 0
+
+    def _learned_base(self, y: np.ndarray) -> np.ndarray:
+        """reward-only: the surrogate's structural zero at split == L (no link, no quality loss) does
+        not hold for the whole reward, so the all-on-UE reward (no link: no SNR dependence) is the
+        mean of its observed pre-switch rewards (0 — optimistic — until one is observed)."""
+        base = np.zeros((len(SNR_GRID), len(self.splits)))
+        at_l = np.array([c[1] for c in self.cells]) == self.L
+        if at_l.any() and self.splits[-1] == self.L:
+            base[:, -1] = -float(np.asarray(y)[at_l].mean())
+        return base
 
     def _refresh_grids(self) -> None:
         """Tabulate the surrogate over SNR_GRID so decisions never call scikit-learn."""
@@ -150,7 +203,13 @@ class MBRLAgent(Agent):
         snrs = np.array([c[2] for c in self.cells])
         self._seen_snr = (float(snrs.min()), float(snrs.max()))
 
-    def _add(self, split: int, snr: float, log_ratio: float) -> None:
+    def _add(self, split: int, snr: float, log_ratio: float, *, reward: float | None = None,
+             previous: int | None = None) -> None:
+        if not self.known_costs:
+            if reward is None or previous is None:
+                raise ValueError("a reward-only MBRL agent learns from (reward, previous split), not the quality alone")
+            self.rewards.append(float(reward))
+            self.previous.append(int(previous))
         self.cells.append((self.transport, int(split), float(snr)))
         self.targets.append(float(log_ratio))
         self.real_evaluations += 1
@@ -166,21 +225,46 @@ class MBRLAgent(Agent):
         w = (pos - lo)[:, None]
         return (1 - w) * grid[lo] + w * grid[lo + 1]
 
-    def expected_rewards(self, snr_now: float) -> np.ndarray:
-        """Expected reward (before switching) of each allowed split at steps 0..horizon-1."""
+    def expected_rewards(self, snr_now: float, obs: np.ndarray | None = None) -> np.ndarray:
+        """Expected reward (before switching) of each allowed split at steps 0..horizon-1.
+
+        The cost grid is over SNR only; with ``known-costs`` and an observation carrying UE/edge
+        state (UE load, delayed edge load, battery), the known costs at the observed state replace
+        the grid's at the current SNR, and the same state offset is assumed for the forecast steps
+        (the state is persistent: a Markov load, a slowly draining battery)."""
         H = self.config.horizon
         mean, std = self.channel.forecast(snr_now, H)
         nodes, weights = self._gh
         snrs = (mean[:, None] + std[:, None] * nodes[None, :]).ravel()  # [H * Q]
         if self._r_grid is None:  # reward before switching on the SNR grid: one interpolation per decision
             q = self._q_grid if self._q_grid is not None else 0.0
-            self._r_grid = self._base_grid - self.reward_cfg.w_quality * q
+            self._r_grid = self._base_grid - self._wq * q
         r = self._interp(self._r_grid, snrs).reshape(H, len(nodes), len(self.splits))
-        return np.einsum("hqs,q->hs", r, weights)
+        out = np.einsum("hqs,q->hs", r, weights)
+        if obs is not None and self.known_costs and self._has_state:
+            offset = self._state_base(snr_now, obs) - self._interp(self._base_grid, np.array([snr_now]))[0]
+            out = out + offset[None, :]
+        return out
 
-    def plan(self, snr_now: float, current_split: int) -> tuple[int, np.ndarray]:
+    @property
+    def _has_state(self) -> bool:
+        c = self.env.config
+        return bool(c.include_ue_state or getattr(c, "edge_load", None) is not None)
+
+    def _state_base(self, snr: float, obs: np.ndarray) -> np.ndarray:
+        """Known zero-loss reward of every allowed split at ``snr`` and the observed UE/edge state."""
+        from splitrl.agents.information import _observed
+
+        e = self.env
+        kw = {"edge_load": _observed(e, obs, "edge_load")}
+        if getattr(e, "battery", None) is not None:
+            kw["battery"] = _observed(e, obs, "battery")
+        kw = {k: v for k, v in kw.items() if v is not None}
+        return np.asarray(e.base_rewards(float(snr), _observed(e, obs, "load"), **kw), float)[self.splits]
+
+    def plan(self, snr_now: float, current_split: int, obs: np.ndarray | None = None) -> tuple[int, np.ndarray]:
         """(best split now, value of each first split) by exact DP over the horizon."""
-        r = self.expected_rewards(snr_now)
+        r = self.expected_rewards(snr_now, obs)
         S = self.splits
         gamma = self.config.discount
         V = np.zeros(len(S))
@@ -190,7 +274,7 @@ class MBRLAgent(Agent):
         if S[i] == current_split:
             switch_now = self._switch[i]
         else:  # the split in place is outside the allowed range (e.g. a reset state): pay for moving
-            switch_now = self.reward_cfg.w_switch * switch_cost(self.reward_cfg, S, current_split)
+            switch_now = self._switch_cost(S, current_split)
         first = r[0] - switch_now + gamma * V
         return int(S[int(np.argmax(first))]), first
 
@@ -202,12 +286,12 @@ class MBRLAgent(Agent):
         """Plan at the observed SNR (fed to the channel model: acting is online)."""
         snr, current = self._parse(obs)
         self.channel.observe(snr)
-        split, values = self.plan(snr, current)
+        split, values = self.plan(snr, current, np.asarray(obs, dtype=float))
         self.decisions += 1
         self._pending = None
         if self._sd_grid is not None and self.config.eval_threshold > 0:
             i = int(np.searchsorted(self.splits, split))
-            sd = float(self._interp(self._sd_grid, np.array([snr]))[0, i]) * self.reward_cfg.w_quality
+            sd = float(self._interp(self._sd_grid, np.array([snr]))[0, i]) * self._wq
             ranked = np.sort(values)
             margin = float(ranked[-1] - ranked[-2]) if len(ranked) > 1 else np.inf
             unseen = not (self._seen_snr[0] - 1.0 <= snr <= self._seen_snr[1] + 1.0)
@@ -217,7 +301,7 @@ class MBRLAgent(Agent):
 
     def feedback(self, info: dict[str, Any]) -> bool:
         """Pay for the measured outcome when the last decision was flagged as worth it."""
-        if self._pending is None or "log_ppl_ratio" not in info:
+        if self._pending is None or "log_ppl_ratio" not in info or not self.known_costs:
             return False
         budget = self.config.online_budget_fraction * max(self.decisions, 1)
         if self.online_evaluations + 1 > max(1.0, budget):
@@ -256,14 +340,15 @@ class MBRLAgent(Agent):
             else:
                 cand = [(self.transport, int(s), snr) for s in self.splits]
                 i = propose(self.surrogate, cand, lambda tr, q: self._full_base(q), 1, beta=self.config.beta,
-                            w_quality=self.reward_cfg.w_quality, allowed_splits=self.splits,
+                            w_quality=self._wq, allowed_splits=self.splits,
                             seed=int(self.rng.integers(2**31 - 1)))[0]
                 split = int(self.splits[int(i)])
             action = action_towards(e, split, obs)
             next_obs, reward, terminated, truncated, info = env.step(action)
             self.env_steps += 1
             refits_before = self.surrogate
-            self._add(int(info["split"]), float(info["snr_db"]), float(info["log_ppl_ratio"]))
+            self._add(int(info["split"]), float(info["snr_db"]), float(info["log_ppl_ratio"]), reward=float(reward),
+                      previous=int(info["previous_split"]))
             done = bool(terminated or truncated)
             if done:
                 next_obs, _ = env.reset()
@@ -300,7 +385,8 @@ class MBRLAgent(Agent):
         d = super().state_dict()
         d.update({"config": asdict(self.config), "seed": self.seed, "decisions": self.decisions,
                   "online_evaluations": self.online_evaluations, "channel": self.channel.state_dict(),
-                  "rng": self.rng.bit_generator.state, "since_fit": self._since_fit, "last_obs": self._last_obs})
+                  "rng": self.rng.bit_generator.state, "since_fit": self._since_fit, "last_obs": self._last_obs,
+                  "switch_coef": list(self.switch_coef)})
         return d
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -313,9 +399,15 @@ class MBRLAgent(Agent):
         self.rng.bit_generator.state = state["rng"]
         self._since_fit = int(state.get("since_fit", 0))
         self._last_obs = state.get("last_obs")
+        self.switch_coef = tuple(float(v) for v in state.get("switch_coef", (0.0, 0.0)))
+        if not self.known_costs:  # the constructor tabulated the known costs; this setting learns them
+            self._base_grid = self._precompute_costs()
+        S = self.splits
+        self._switch = self._switch_cost(S[None, :], S[:, None])
 
     def save_artifacts(self, directory: Path) -> None:
-        (directory / "evaluations.json").write_text(json.dumps({"cells": self.cells, "targets": self.targets}))
+        (directory / "evaluations.json").write_text(json.dumps({"cells": self.cells, "targets": self.targets,
+                                                                 "rewards": self.rewards, "previous": self.previous}))
         if self.surrogate is not None:
             self.surrogate.save(directory / "surrogate")
 
@@ -331,6 +423,13 @@ class MBRLAgent(Agent):
         if len(cells) != len(targets) or not all(np.isfinite(targets)) or any(t != self.transport for t, *_ in cells):
             raise ValueError(f"{path}: cells and targets must pair up, be finite and use transport {self.transport!r}")
         self.cells, self.targets = cells, targets
+        self.rewards = [float(v) for v in data.get("rewards", [])]
+        self.previous = [int(v) for v in data.get("previous", [])]
+        if not self.known_costs and (len(self.rewards) != len(cells) or len(self.previous) != len(cells)):
+            raise ValueError(f"{path}: a reward-only agent needs a reward and a previous split per cell")
+        if not self.known_costs and cells:
+            y = -(np.asarray(self.rewards) + self._switch_cost(np.array([c[1] for c in cells]), np.asarray(self.previous)))
+            self._base_grid = self._learned_base(y)
         if (directory / "surrogate.json").exists():
             from splitrl.surrogate import load_surrogate
 
@@ -338,3 +437,28 @@ class MBRLAgent(Agent):
             if self.surrogate.n_train > len(self.cells):
                 raise ValueError(f"{directory / 'surrogate.json'} was fitted on more cells than {path} holds")
             self._refresh_grids()
+
+
+def estimate_switch_cost(splits, previous, snrs, rewards, *, ridge: float = 1e-2) -> tuple[float, float]:
+    """(fixed, per-layer) switching cost estimated from observed rewards alone.
+
+    Ridge regression of the reward on a free per-split function of the SNR (one-hot split x
+    [1, SNR RBFs every 5 dB]) plus ``-[moved]`` and ``-|move|``; the two switching coefficients are
+    not penalised and are clipped to >= 0. It is only as good as the data: if every step moved, the
+    fixed part is confounded with the per-split intercepts (the ridge then shrinks it towards 0)."""
+    s, p = np.asarray(splits, int), np.asarray(previous, int)
+    y = np.asarray(rewards, float)
+    if len(y) < 4:
+        return 0.0, 0.0
+    snr = np.asarray(snrs, float)
+    centres = np.arange(-10.0, 45.0, 5.0)
+    basis = np.concatenate([np.ones((len(y), 1)), np.exp(-0.5 * ((snr[:, None] - centres[None, :]) / 5.0) ** 2)], 1)
+    uniq = np.unique(s)
+    onehot = (s[:, None] == uniq[None, :]).astype(float)  # [n, U]
+    X_split = (onehot[:, :, None] * basis[:, None, :]).reshape(len(y), -1)  # [n, U * B]
+    move = np.abs(s - p).astype(float)
+    X = np.concatenate([X_split, -(move > 0)[:, None].astype(float), -move[:, None]], 1)
+    pen = np.full(X.shape[1], ridge)
+    pen[-2:] = 1e-9
+    coef = np.linalg.solve(X.T @ X + np.diag(pen), X.T @ y)
+    return max(0.0, float(coef[-2])), max(0.0, float(coef[-1]))

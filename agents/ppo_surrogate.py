@@ -189,6 +189,9 @@ class PPOSurrogateAgent(Agent):
         self.policy.real_evaluations = 0
         self.trained = True
 
+    def learning_progress(self) -> tuple[int, ...]:
+        return (*super().learning_progress(), int(self.trained), int(self.surrogate_env_steps))
+
     # --- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "seed": self.seed, "config": asdict(self.config), "trained": self.trained,

@@ -21,6 +21,7 @@ from splitrl.agents.baselines import (
     AllOnUEAgent, BaselineConfig, FixedSplitAgent, FixedSplitConfig, LatencyOnlyAgent, MinUEAgent, OracleAgent,
     RandomAgent,
 )
+from splitrl.agents.bandits import BanditConfig, LinUCBAgent, ThresholdAgent, ThresholdConfig
 from splitrl.agents.mbrl import MBRLAgent, MBRLConfig
 from splitrl.agents.ppo_surrogate import PPOSurrogateAgent, PPOSurrogateConfig
 from splitrl.agents.sb3 import A2CAgent, A2CConfig, DQNAgent, DQNConfig, PPOAgent, PPOConfig
@@ -39,6 +40,8 @@ AGENTS: dict[str, tuple[type[Agent], type]] = {
     "min-ue": (MinUEAgent, BaselineConfig),
     "latency-only": (LatencyOnlyAgent, BaselineConfig),
     "random": (RandomAgent, BaselineConfig),
+    "threshold": (ThresholdAgent, ThresholdConfig),
+    "bandit": (LinUCBAgent, BanditConfig),
 }
 
 

@@ -43,8 +43,15 @@ def test_report_on_a_tiny_sweep_has_every_key_and_writes_its_files(tiny_sweep, l
                            kind_params=SMALL, out_json=out, out_png=tmp_path / "rep.png", out_md=tmp_path / "rep.md")
     for key in ("best_split_agreement", "r2_log_ppl", "real_evaluations", "query_speedup_vs_real", "spearman_per_snr",
                 "single_query_speedup_vs_real", "default_kind", "per_model", "baselines", "timings", "protocol",
-                "targets", "feature_ablation", "feature_names", "cut_stats"):
+                "targets", "feature_ablation", "feature_names", "cut_stats", "heldout_best_split_agreement",
+                "cost_only_agreement", "per_snr", "single_query_latency_s", "command", "git_revision"):
         assert key in rep, key
+    h = rep["heldout_snr"]
+    assert 0.0 <= rep["heldout_best_split_agreement"] <= 1.0 and 0.0 <= rep["cost_only_agreement"] <= 1.0
+    assert h["levels_db"] and not set(h["levels_db"]) & {min(rep["protocol"]["levels_db"]), max(rep["protocol"]["levels_db"])}
+    assert all(min(abs(np.array(h["levels_db"]) - x)) < min(abs(np.array(rep["protocol"]["levels_db"]) - x)) + 1e-9
+               for x in h["decision_snrs_db"])  # every decision is nearest to a held-out level
+    assert set(h["per_snr"]) == {f"{t}@{lv:g}dB" for t in rep["protocol"]["transports"] for lv in h["levels_db"]}
     assert rep["real_evaluations"] == 14 and rep["default_kind"] in rep["per_model"]
     assert set(rep["per_model"]) == {"extratrees", "gbr", "gp", "mlp"}
     for by in rep["per_model"].values():

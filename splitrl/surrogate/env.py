@@ -76,6 +76,9 @@ class SurrogateEnv(SplitPointBaseEnv):
             self._cache.move_to_end(key)
         return hit
 
-    def quality(self, split: int, snr_db: float) -> tuple[float, float]:
+    def quality(self, split: int, snr_db: float, transport: str | None = None) -> tuple[float, float]:
+        if transport is not None and transport != self.config.transport:
+            # per-request codecs (SplitPointConfig.codecs) need a surrogate per transport
+            raise ValueError(f"this SurrogateEnv predicts transport {self.config.transport!r} only, not {transport!r}")
         log_ratio = float(self.predicted_quality(snr_db)[int(split)])
         return self._ppl_clean * math.exp(log_ratio), log_ratio

@@ -26,7 +26,16 @@ Protocol (`surrogate_report`), repeated for each seed in ``seeds``:
      `SweepTable.lookup` does); agreement = the surrogate's split is the true best split or its
      true reward is within ``tolerance`` (1%) of the true best reward (``..._exact``: identical
      split). ``best_split_agreement_levels`` does the same at the measured levels only.
-4. Learning curves are these metrics against the number of real evaluations, mean and std over
+4. **Held-out SNRs** (`heldout_best_split_agreement`): the decision metrics above are computed
+   on a grid that includes SNRs the surrogate was fitted at. To measure generalisation honestly,
+   the default kind and strategy are re-run with whole interior SNR levels held out (every other
+   interior measured level; no cell at those levels is ever measured) and scored only there:
+   best-split agreement at the held-out levels, next to ``cost_only_agreement`` (the best split
+   from the costs alone, quality loss taken as 0 — what you get with no quality model) at the
+   same levels; Spearman and RMSE of the predicted log ppl ratio over the splits at each held-out
+   level (``heldout_per_snr``). ``per_snr`` gives Spearman and RMSE per measured level for the
+   held-out cells of step 1.
+5. Learning curves are these metrics against the number of real evaluations, mean and std over
    seeds. The default kind is the one with the best final ``best_split_agreement`` (active),
    ties broken by ``r2_log_ppl``.
 
@@ -111,6 +120,31 @@ class _Truth:
                     true_r = rewards.reward(t, float(snr), true_q, allowed)
                     out.append((t, float(snr), allowed, true_q, true_r))
             self.decisions[name] = out
+
+    def add_decisions(self, name: str, snrs: np.ndarray) -> None:
+        """Decisions (best split per transport) at ``snrs`` under the key ``name``."""
+        out = []
+        for t in self.transports:
+            allowed = self.rewards.allowed(t)
+            for snr in snrs:
+                true_q = self.tables[t].mean_table(float(snr), allowed)
+                out.append((t, float(snr), allowed, true_q, self.rewards.reward(t, float(snr), true_q, allowed)))
+        self.decisions[name] = out
+
+    def per_snr(self, sur: Surrogate, mask: np.ndarray) -> dict[str, dict[str, float]]:
+        """Spearman (over splits) and RMSE of the predicted mean log ppl ratio per (transport, level)
+        of the cells in ``mask``."""
+        idx = np.flatnonzero(mask)
+        cells = [self.cells[i] for i in idx]
+        y, p = self.mean[idx], np.asarray(sur.predict(cells), float)
+        groups: dict[tuple, list[int]] = {}
+        for k, (t, _, lv) in enumerate(cells):
+            groups.setdefault((t, lv), []).append(k)
+        return {f"{t}@{lv:g}dB": {"snr_db": float(lv), "transport": t, "splits": len(ix),
+                                  "spearman": _spearman(y[ix], p[ix]),
+                                  "rmse_log_ppl": float(np.sqrt(np.mean((y[ix] - p[ix]) ** 2))),
+                                  "truth_span_log_ppl": float(np.ptp(y[ix]))}
+                for (t, lv), ix in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))}
 
     def _decision_cells(self, which: str):
         """All (transport, split, snr) cells of the decisions, concatenated, and each decision's slice."""
@@ -330,6 +364,50 @@ def surrogate_report(
     best_strategy = "active" if "active" in strategies else strategies[0]
     head = per_model[default_kind][best_strategy]["final"]
 
+    # Held-out SNR levels (protocol step 4): every other interior level, never measured.
+    interior = levels[1:-1]
+    held_levels = interior[::2] if len(interior) else levels[:0]
+    heldout_out = None
+    if len(held_levels):
+        # decisions on the 1 dB grid wherever the nearest measured level is a held-out one
+        step_lv = float(np.min(np.diff(levels))) if len(levels) > 1 else 1.0
+        near = np.array([g for g in grid if np.min(np.abs(levels - g)) == np.min(np.abs(held_levels - g))
+                         and np.min(np.abs(held_levels - g)) < step_lv / 2])
+        truth.add_decisions("heldout", near if len(near) else held_levels)
+        at_held = np.isin(np.array([c[2] for c in truth.cells]), held_levels)
+        pool_h = [truth.cells[i] for i in np.flatnonzero(~at_held)]
+        h_runs, h_per_snr = [], []
+        for seed in seeds:
+            res = run_acquisition(
+                table_oracle(tables, seed=seed), min(budget, len(pool_h)), best_strategy, candidates=pool_h,
+                surrogate_factory=lambda: make_surrogate(default_kind, spec, seed=seed, **kind_params.get(default_kind, {})),
+                costs_fn=rewards, initial=initial, batch=batch, seed=seed, beta=beta)
+            agree_h, exact_h, _ = truth.agreement(truth.predicted_quality(res.surrogate.predict, "heldout"), "heldout")
+            h_runs.append({"agreement": agree_h, "exact": exact_h})
+            h_per_snr.append(truth.per_snr(res.surrogate, at_held))
+        blind_h, blind_h_exact, _ = truth.agreement(truth.predicted_quality(lambda c: np.zeros(len(c[1])), "heldout"), "heldout")
+        per_snr_mean = {k: {**h_per_snr[0][k],
+                            "spearman": _nanmean(r[k]["spearman"] for r in h_per_snr),
+                            "rmse_log_ppl": float(np.mean([r[k]["rmse_log_ppl"] for r in h_per_snr]))}
+                        for k in h_per_snr[0]}
+        heldout_out = {
+            "levels_db": held_levels.tolist(), "decision_snrs_db": (near if len(near) else held_levels).tolist(),
+            "kind": default_kind, "strategy": best_strategy,
+            "decisions": len(truth.decisions["heldout"]), "pool_cells": len(pool_h),
+            "best_split_agreement": float(np.mean([r["agreement"] for r in h_runs])),
+            "best_split_agreement_std": float(np.std([r["agreement"] for r in h_runs])),
+            "best_split_agreement_exact": float(np.mean([r["exact"] for r in h_runs])),
+            "cost_only_agreement": blind_h, "cost_only_agreement_exact": blind_h_exact,
+            "per_snr": per_snr_mean, "per_seed": h_runs,
+        }
+        _log(progress, f"held-out SNR levels {held_levels.tolist()}: agreement {heldout_out['best_split_agreement']:.3f} "
+             f"(cost-only {blind_h:.3f})")
+    # Spearman / RMSE per level on the random held-out cells (seed 0's holdout, default kind).
+    rng0 = np.random.default_rng([seeds[0], 7])
+    held0 = np.zeros(n_cells, dtype=bool)
+    held0[rng0.choice(n_cells, size=int(round(holdout * n_cells)), replace=False)] = True
+    per_snr_cells = truth.per_snr(last_surrogates[default_kind], held0)
+
     # Baselines: quality-blind (costs only) and the table itself on the decision grid.
     blind, blind_exact, _ = truth.agreement(truth.predicted_quality(lambda c: np.zeros(len(c[1]))), "grid")
     baselines = {"costs_only_agreement": blind, "costs_only_agreement_exact": blind_exact,
@@ -381,6 +459,13 @@ def surrogate_report(
     timings["surrogate_env_step_seconds"] = _median_time(lambda: senv.step(0), 20)
 
     report = {
+        "heldout_best_split_agreement": None if heldout_out is None else heldout_out["best_split_agreement"],
+        "cost_only_agreement": None if heldout_out is None else heldout_out["cost_only_agreement"],
+        "heldout_levels_db": None if heldout_out is None else heldout_out["levels_db"],
+        "heldout_snr": heldout_out,
+        "per_snr": per_snr_cells,
+        "single_query_latency_s": q1,
+        "batched_query_latency_per_prediction_s": q1000 / 1000.0,
         "best_split_agreement": head["best_split_agreement"]["mean"],
         "best_split_agreement_std": head["best_split_agreement"]["std"],
         "best_split_agreement_exact": head["best_split_agreement_exact"]["mean"],
@@ -518,7 +603,27 @@ def markdown_table(report: dict) -> str:
               f"{f(t['single_query_seconds'][report['default_kind']] * 1e3, '{:.2f}')} ms → "
               f"{f(report['single_query_speedup_vs_real'], '{:.3g}')}×). Real steps timed at 1-min load average "
               f"{f(real.get('load_average_1min'), '{:.1f}')} on {_cpus()} CPUs.", ""]
-    return "\n".join(lines)
+    h = report.get("heldout_snr")
+    if h:
+        lines += ["## Held-out SNR levels (never measured while fitting)", "",
+                  f"Levels {h['levels_db']} dB held out ({h['kind']}, {h['strategy']}, {h['pool_cells']} pool cells): "
+                  f"best-split agreement **{f(h['best_split_agreement'])}** ± {f(h['best_split_agreement_std'])} "
+                  f"(exact {f(h['best_split_agreement_exact'])}) vs cost-only (no quality model) "
+                  f"**{f(h['cost_only_agreement'])}** over {h['decisions']} decisions.", "",
+                  "| transport @ SNR | splits | Spearman | RMSE log ppl | truth span |", "|---|---:|---:|---:|---:|"]
+        for k, v in h["per_snr"].items():
+            lines.append(f"| {k} | {v['splits']} | {f(v['spearman'])} | {f(v['rmse_log_ppl'])} | {f(v['truth_span_log_ppl'])} |")
+        lines.append("")
+    if report.get("per_snr"):
+        lines += ["## Per SNR on the held-out cells (seed 0's random holdout, default kind)", "",
+                  "| transport @ SNR | held-out splits | Spearman | RMSE log ppl | truth span |", "|---|---:|---:|---:|---:|"]
+        for k, v in report["per_snr"].items():
+            lines.append(f"| {k} | {v['splits']} | {f(v['spearman'])} | {f(v['rmse_log_ppl'])} | {f(v['truth_span_log_ppl'])} |")
+        lines.append("")
+    lines.append(f"Single-query latency {f(report.get('single_query_latency_s', 0) * 1e3, '{:.2f}')} ms (one cell, one call) "
+                 f"vs {f(report.get('batched_query_latency_per_prediction_s', 0) * 1e6, '{:.1f}')} µs per prediction batched "
+                 "(1,000 cells per call): the batched speedup is not the latency of one decision.")
+    return "\n".join(lines) + "\n"
 
 
 def _cpus() -> int:

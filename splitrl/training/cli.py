@@ -1,6 +1,7 @@
 """``train.py``: train (or roll out) a split-point agent with logging, evaluation and checkpoints.
 
-    python train.py --agent {ppo,a2c,dqn,oracle,fixed,all-on-ue,min-ue,latency-only,random}
+    python train.py --agent {ppo,a2c,dqn,mbrl,ppo-surrogate,threshold,bandit,oracle,fixed,all-on-ue,min-ue,
+                             latency-only,random}
                     [--env ID] [--config FILE.yaml] [--seed N] [--total-steps N] [--run NAME]
                     [--set KEY=VALUE ...] [--stop-at STEP] [--runs-dir DIR] [--checkpoints-dir DIR]
                     [--no-progress]

@@ -160,6 +160,10 @@ class Trainer:
         self.hist_window: list[int] = []
         self.obs: np.ndarray | None = None  # baselines' rollout loop
         self.last_eval: dict[str, float] | None = None
+        # the agent's learning_progress() at the last evaluation / checkpoint (not checkpointed:
+        # after a resume they are unknown, and the final evaluation and checkpoint are redone)
+        self._eval_progress: tuple | None = None
+        self._ckpt_progress: tuple | None = None
         self.episode_rewards: list[float] = []
         self._stop_at: int | None = None
         self._interrupted = False
@@ -254,6 +258,7 @@ class Trainer:
         path = write_checkpoint(self.ckpt_dir, self.step, fill, keep=self.config.train.keep_checkpoints,
                                 meta={"run": self.run, "kind": self.config.kind, "env_id": self.config.env_id})
         self.last_checkpoint_step = self.step
+        self._ckpt_progress = self.agent.learning_progress()
         self.logger.flush()
         return path
 
@@ -332,6 +337,7 @@ class Trainer:
         metrics = self.evaluator(self.agent)
         self.logger.scalars(metrics, self.step)
         self.last_eval, self.last_eval_step = metrics, self.step
+        self._eval_progress = self.agent.learning_progress()
         if self._pbar is not None and "eval/regret_vs_oracle" in metrics:
             self._pbar.set_postfix(regret=f"{metrics['eval/regret_vs_oracle']:.3g}", refresh=False)
         return metrics
@@ -402,11 +408,14 @@ class Trainer:
             if completed:
                 self.step = max(self.step, int(self.agent.env_steps))
                 self._flush_histogram()
-                if self.last_eval_step != self.step:
+                # Also when the step count did not move but the agent did (learning after its last
+                # env step, e.g. ppo-surrogate's surrogate phase): report and keep the final policy.
+                progress = self.agent.learning_progress()
+                if self.last_eval_step != self.step or self._eval_progress != progress:
                     if self._pbar is not None:
                         self._pbar.set_description(f"{self.run}: final evaluation", refresh=True)
                     self.evaluate()
-                if self.last_checkpoint_step != self.step:
+                if self.last_checkpoint_step != self.step or self._ckpt_progress != progress:
                     self.checkpoint()
             self.logger.flush()
         finally:
