@@ -201,7 +201,7 @@ def load_scenario(path: str | Path) -> Scenario:
         bad = (edge.values < 0) | (edge.values >= 1)
         if bad.any():
             raise UsageError(f"{where}.edge_load: utilisation must be in [0, 1), {edge.source} has "
-                             f"{edge.values[bad][0]!r} at time {edge.time_s[bad][0]!r}")
+                             f"{float(edge.values[bad][0])!r} at time {float(edge.time_s[bad][0])!r}")
     delay = _number(f"{where}.edge_load_delay_s", raw.get("edge_load_delay_s", 0.0), low=0.0)
     arrivals, rule = _arrivals(raw["arrivals"], raw.get("requests"), base, where, float(channel.time_s[0]))
     for key, series in (("channel", channel), ("edge_load", edge)):
