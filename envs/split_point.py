@@ -49,6 +49,23 @@ class SplitPointConfig:
         initial_split: split in place at reset (None: drawn uniformly from the allowed splits).
         eval_tokens, eval_window: WikiText-2 tokens and window per real evaluation (SplitPoint-v0).
         table: sweep CSV backing SplitPointTable-v0 (None: the committed SmolLM2 sweep).
+        prefill_chunks: largest number of chunks the UE pipelines the prompt in (1: sequential
+            prefill, the old model); see `splitrl.cost.model`.
+        edge_load: the shared edge's background utilisation process (`splitrl.cost.EdgeLoadConfig`
+            or its dict; None: a dedicated idle edge). Adds the (delayed) edge load to the observation.
+        battery_aware_energy: with ``include_ue_state``, the energy weight is scaled by
+            ``1 / max(battery, 0.05)`` (`splitrl.reward.battery_energy_scale`).
+        battery_range: the battery level at reset is uniform in this range (``(1, 1)``: full).
+        memory_mask: splits whose UE weights + KV cache exceed the UE profile's memory budget
+            (`CostModel.feasible_splits`) are not allowed (an action selecting one runs the nearest
+            allowed split; `action_masks` lists the allowed actions).
+        privacy_table: privacy file (top-1 token recovery per cut, `splitrl.cost.privacy`);
+            None: privacy not modelled. With it the reward charges ``reward.w_privacy * recovery``.
+        privacy_targets: per-request privacy targets (largest tolerated recovery), one drawn
+            uniformly per request; the smallest split meeting it is that request's floor (shown
+            in the observation). Empty: no per-request floor. Needs ``privacy_table``.
+        codecs: transports the action may choose per request (absolute mode; the action is
+            (split, codec)); empty: ``transport`` only. Each needs its rows in the sweep table.
     """
 
     model: str = "smollm2-135m"
@@ -73,12 +90,44 @@ class SplitPointConfig:
     eval_tokens: int = 256
     eval_window: int = 256
     table: str | None = None
+    prefill_chunks: int = 1
+    edge_load: Any = None
+    battery_aware_energy: bool = False
+    battery_range: tuple[float, float] = (1.0, 1.0)
+    memory_mask: bool = False
+    privacy_table: str | None = None
+    privacy_targets: tuple[float, ...] = ()
+    codecs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        from splitrl.cost.edge_load import EdgeLoadConfig
         from splitrl.link import LINK_NAMES
 
         if isinstance(self.reward, dict):
             self.reward = RewardConfig(**self.reward)
+        if isinstance(self.edge_load, dict):
+            self.edge_load = EdgeLoadConfig(**self.edge_load)
+        if self.edge_load is not None and not isinstance(self.edge_load, EdgeLoadConfig):
+            raise ValueError(f"edge_load must be None or an EdgeLoadConfig mapping, got {self.edge_load!r}")
+        if isinstance(self.prefill_chunks, bool) or not isinstance(self.prefill_chunks, int) or not 1 <= self.prefill_chunks <= 64:
+            raise ValueError(f"prefill_chunks must be an integer in 1..64, got {self.prefill_chunks!r}")
+        br = tuple(float(x) for x in self.battery_range)
+        if len(br) != 2 or not 0.0 <= br[0] <= br[1] <= 1.0:
+            raise ValueError(f"battery_range must be (low, high) with 0 <= low <= high <= 1, got {self.battery_range!r}")
+        self.battery_range = br
+        self.privacy_targets = tuple(float(x) for x in self.privacy_targets)
+        if any(not 0.0 <= t <= 1.0 for t in self.privacy_targets):
+            raise ValueError(f"privacy_targets must be recoveries in [0, 1], got {self.privacy_targets!r}")
+        if self.privacy_targets and not self.privacy_table:
+            raise ValueError("privacy_targets need privacy_table (the measured recovery per cut)")
+        self.codecs = tuple(str(c) for c in self.codecs)
+        for c in self.codecs:
+            if c not in LINK_NAMES:
+                raise ValueError(f"codecs: {c!r} not allowed; choose from {', '.join(LINK_NAMES)}")
+        if len(set(self.codecs)) != len(self.codecs):
+            raise ValueError(f"codecs must be distinct, got {self.codecs!r}")
+        if len(self.codecs) > 1 and self.action_mode != "absolute":
+            raise ValueError("codecs: choosing a codec per request needs action_mode absolute")
         if self.transport not in LINK_NAMES:
             raise ValueError(f"transport {self.transport!r} not allowed; choose from {', '.join(LINK_NAMES)}")
         if self.action_mode not in ACTION_MODES:
@@ -101,6 +150,11 @@ class SplitPointConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def transports(self) -> tuple[str, ...]:
+        """The transports an action may use: ``codecs``, or ``(transport,)``."""
+        return self.codecs or (self.transport,)
 
 
 class SplitPointBaseEnv(gym.Env):
@@ -168,23 +222,32 @@ class SplitPointBaseEnv(gym.Env):
         if config.initial_split is not None and not config.s_min <= config.initial_split <= self.L:
             raise ValueError(f"initial_split must be in {config.s_min}..{self.L}, got {config.initial_split}")
         self.splits = np.arange(config.s_min, self.L + 1)
+        self.transports = config.transports
         self._setup_costs(view)
         self._setup_channel()
-        k = config.history
-        low = [SNR_BOUNDS_DB[0]] * (k + 1) + [0.0, 0.0]
-        high = [SNR_BOUNDS_DB[1]] * (k + 1) + [1e4, float(self.L)]
-        if config.include_ue_state:
-            low += [0.0, 0.0]
-            high += [1.0, 1.0]
-        self.observation_space = spaces.Box(np.array(low, np.float32), np.array(high, np.float32), dtype=np.float32)
-        n = len(self.splits) if config.action_mode == "absolute" else 2 * config.max_move + 1
-        self.action_space = spaces.Discrete(n)
+        self.edge_process = None
+        if config.edge_load is not None:
+            from splitrl.cost.edge_load import EdgeLoadProcess
+
+            self.edge_process = EdgeLoadProcess(config.edge_load)
+        # Splits whose weights + KV cache fit the UE's memory budget (every split without the mask).
+        fit = np.ones(self.L + 1, dtype=bool)
+        if config.memory_mask:
+            fit[:] = False
+            fit[self.cost_model.feasible_splits(config.prompt_tokens + config.new_tokens - 1)] = True
+            if not fit[self.splits].any():
+                raise ValueError(f"memory_mask: no split in {config.s_min}..{self.L} fits the UE memory budget "
+                                 f"of {config.ue_profile}")
+        self.memory_feasible = fit
+        self.observation_space = self.obs_spec.box()
+        self.action_space = spaces.Discrete(self.obs_spec.num_actions)
         self.real_evaluations = 0
         self._episode_evaluations = 0
         self._snr = 0.0
         self._history: list[float] = []
         self._split = self.L
         self._battery, self._load = 1.0, 0.3
+        self._privacy_floor: int | None = None
 
     # --- set-up -------------------------------------------------------------------------
     def _setup_costs(self, view) -> None:
@@ -215,30 +278,81 @@ class SplitPointBaseEnv(gym.Env):
         self.channel = build_channel(self.config.channel, self.link_profile, self.config.decision_interval_s, rng)
 
     # --- quality backend ----------------------------------------------------------------
-    def quality(self, split: int, snr_db: float) -> tuple[float, float]:
-        """(ppl, log(ppl / ppl_clean)) of one request at ``split`` and ``snr_db``."""
+    def quality(self, split: int, snr_db: float, transport: str | None = None) -> tuple[float, float]:
+        """(ppl, log(ppl / ppl_clean)) of one request at ``split`` and ``snr_db`` over ``transport``
+        (None: ``config.transport``)."""
         raise NotImplementedError
 
     @property
     def ppl_clean(self) -> float:
         raise NotImplementedError
 
+    # --- state ----------------------------------------------------------------------------
+    @property
+    def edge_load(self) -> float | None:
+        """True background utilisation of the edge this epoch (None: not modelled)."""
+        return None if self.edge_process is None else self.edge_process.value
+
+    @property
+    def observed_edge_load(self) -> float | None:
+        """The edge load the controller sees (reported with a delay; None: not modelled)."""
+        return None if self.edge_process is None else self.edge_process.observed
+
+    @property
+    def battery(self) -> float | None:
+        """Battery level charged in the reward (None unless ``include_ue_state`` and ``battery_aware_energy``)."""
+        c = self.config
+        return self._battery if (c.include_ue_state and c.battery_aware_energy) else None
+
+    @property
+    def ue_load(self) -> float | None:
+        return self._load if self.config.include_ue_state else None
+
+    def state_kwargs(self) -> dict[str, Any]:
+        """The current state as `RequestCostService` keyword arguments (true edge load, battery)."""
+        return {"load": self.ue_load, "edge_load": self.edge_load, "battery": self.battery}
+
+    def allowed_splits(self, privacy_floor: int | None = None) -> np.ndarray:
+        """Boolean mask over splits 0..L allowed for a request with ``privacy_floor`` (s_min, memory)."""
+        ok = self.memory_feasible.copy()
+        ok[: max(self.config.s_min, privacy_floor or 0)] = False
+        if not ok.any():  # the privacy floor and the memory budget exclude each other: all on the UE
+            ok[self.L] = True
+        return ok
+
+    def action_masks(self) -> np.ndarray:
+        """Which actions select an allowed split this step (sb3-contrib MaskablePPO's convention)."""
+        ok = self.allowed_splits(self._privacy_floor)
+        n = self.obs_spec.num_codecs
+        if self.config.action_mode == "absolute":
+            return np.repeat(ok[self.splits], n)
+        m = self.config.max_move
+        return np.array([ok[int(np.clip(self._split + a - m, self.config.s_min, self.L))] for a in range(2 * m + 1)])
+
+    def _nearest_allowed(self, split: int, ok: np.ndarray) -> int:
+        if ok[split]:
+            return split
+        up = np.flatnonzero(ok[split:])
+        if len(up):
+            return int(split + up[0])
+        return int(np.flatnonzero(ok)[-1])
+
     # --- dynamics (costs: `RequestCostService`; observation/actions: `ObservationSpec`) ----------
-    def costs_at(self, snr_db: float):
+    def costs_at(self, snr_db: float, *, edge_load: float | None = None, transport: str | None = None):
         """Cost-model figures of every split at ``snr_db`` (a `CostTable`)."""
-        return self.costs.costs_at(snr_db)
+        return self.costs.costs_at(snr_db, edge_load=edge_load, transport=transport)
 
-    def request_latency(self, snr_db: float, load: float | None = None) -> np.ndarray:
-        """See `RequestCostService.request_latency`."""
-        return self.costs.request_latency(snr_db, load)
+    def request_latency(self, snr_db: float, load: float | None = None, **state: Any) -> np.ndarray:
+        """See `RequestCostService.request_latency` (keywords ``edge_load``, ``battery``, ``transport``)."""
+        return self.costs.request_latency(snr_db, load, **state)
 
-    def request_costs(self, snr_db: float, load: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """See `RequestCostService.request_costs`."""
-        return self.costs.request_costs(snr_db, load)
+    def request_costs(self, snr_db: float, load: float | None = None, **state: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """See `RequestCostService.request_costs` (keywords ``edge_load``, ``battery``, ``transport``)."""
+        return self.costs.request_costs(snr_db, load, **state)
 
-    def base_rewards(self, snr_db: float, load: float | None = None) -> np.ndarray:
-        """See `RequestCostService.base_rewards`."""
-        return self.costs.base_rewards(snr_db, load)
+    def base_rewards(self, snr_db: float, load: float | None = None, **state: Any) -> np.ndarray:
+        """See `RequestCostService.base_rewards` (keywords ``edge_load``, ``battery``, ``transport``)."""
+        return self.costs.base_rewards(snr_db, load, **state)
 
     def split_for_action(self, action: int) -> int:
         a = int(action)
@@ -246,9 +360,9 @@ class SplitPointBaseEnv(gym.Env):
             raise ValueError(f"action {action!r} outside {self.action_space}")
         return self.obs_spec.split_for_action(a, self._split)
 
-    def action_for_split(self, split: int) -> int:
-        """The action selecting ``split`` (for baselines and planners)."""
-        return self.obs_spec.action_for_split(split, self._split)
+    def action_for_split(self, split: int, codec: int = 0) -> int:
+        """The action selecting ``split`` (and codec index ``codec``), for baselines and planners."""
+        return self.obs_spec.action_for_split(split, self._split, codec)
 
     def observation(self):
         """The current state as a `splitrl.controller.policy.Observation`."""
@@ -256,14 +370,26 @@ class SplitPointBaseEnv(gym.Env):
 
         ue = self.config.include_ue_state
         return Observation(snr_db=self._snr, snr_history_db=tuple(self._history), bandwidth_mhz=self.bandwidth_mhz,
-                           split=self._split, battery=self._battery if ue else None, load=self._load if ue else None)
+                           split=self._split, battery=self._battery if ue else None, load=self._load if ue else None,
+                           edge_load=self.observed_edge_load, privacy_target=self._privacy_floor)
 
     def _obs(self) -> np.ndarray:
         return self.obs_spec.vector(self.observation())
 
+    def _draw_privacy_floor(self) -> None:
+        targets = self.config.privacy_targets
+        if targets:
+            t = targets[int(self.np_random.integers(len(targets)))]
+            self._privacy_floor = max(self.config.s_min, self.costs.privacy_min_split(t))
+        else:
+            self._privacy_floor = None
+
     def _advance_channel(self) -> None:
         self._history = [self._snr, *self._history][: self.config.history]
         self._snr = float(self.channel.step().snr_db)
+        if self.edge_process is not None:
+            self.edge_process.step()
+        self._draw_privacy_floor()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -271,21 +397,33 @@ class SplitPointBaseEnv(gym.Env):
         self._snr = float(self.channel.step().snr_db)
         self._history = []
         c = self.config
-        self._split = int(c.initial_split if c.initial_split is not None else self.np_random.choice(self.splits))
-        self._battery, self._load = 1.0, 0.3
+        ok = self.allowed_splits()
+        self._split = int(c.initial_split if c.initial_split is not None else self.np_random.choice(np.flatnonzero(ok[self.splits]) + c.s_min))
+        lo, hi = c.battery_range
+        self._battery = 1.0 if lo == hi == 1.0 else float(self.np_random.uniform(lo, hi))
+        self._load = 0.3
+        if self.edge_process is not None:
+            self.edge_process.reset(np.random.default_rng(int(self.np_random.integers(2**63 - 1))))
+        self._draw_privacy_floor()
         self._episode_evaluations = self.real_evaluations
         return self._obs(), {"snr_db": self._snr, "split": self._split, "real_evaluations": 0}
 
     def step(self, action):
-        split = self.split_for_action(action)
+        requested = self.split_for_action(action)
+        transport = self.transports[self.obs_spec.codec_for_action(action)]
+        split = self._nearest_allowed(requested, self.allowed_splits(self._privacy_floor))
         snr = self._snr
-        ppl, log_ratio = self.quality(split, snr)
-        table = self.costs_at(snr)
+        ppl, log_ratio = self.quality(split, snr, transport)
+        state = self.state_kwargs()
+        table = self.costs_at(snr, edge_load=state["edge_load"], transport=transport)
         i = split  # CostTable rows are indexed by split 0..L
-        latencies, energies, timeouts = self.request_costs(snr, self._load if self.config.include_ue_state else None)
+        latencies, energies, timeouts = self.request_costs(snr, state["load"], edge_load=state["edge_load"],
+                                                           transport=transport)
         latency, energy, timed_out = float(latencies[i]), float(energies[i]), bool(timeouts[i])
+        rec = self.costs.privacy_recovery(transport)
         terms = self.costs.reward(log_ppl_ratio=log_ratio, latency_s=latency, energy_j=energy, split=split,
-                                  previous_split=self._split)
+                                  previous_split=self._split, battery=state["battery"],
+                                  privacy_recovery=None if rec is None else float(rec[i]))
         reward = float(terms["reward"])
         info = {
             "split": split, "previous_split": self._split, "snr_db": snr, "ppl": ppl, "ppl_clean": self.ppl_clean,
@@ -295,6 +433,14 @@ class SplitPointBaseEnv(gym.Env):
             "reward_terms": {k: float(v) for k, v in terms.items() if k != "reward"},
             "real_evaluations": self.real_evaluations - self._episode_evaluations,
         }
+        if self.config.codecs:
+            info["transport"] = transport
+        if split != requested:
+            info["requested_split"] = requested
+        if self.edge_process is not None:
+            info["edge_load"] = float(state["edge_load"])
+        if self._privacy_floor is not None:
+            info["privacy_floor"] = int(self._privacy_floor)
         self._split = split
         if self.config.include_ue_state:
             request_j = float(table.ue_energy_j[i])
@@ -331,10 +477,10 @@ class SplitPointEnv(SplitPointBaseEnv):
     def ppl_clean(self) -> float:
         return self._ppl_clean
 
-    def quality(self, split: int, snr_db: float) -> tuple[float, float]:
+    def quality(self, split: int, snr_db: float, transport: str | None = None) -> tuple[float, float]:
         from splitrl.link import link_at
 
-        link = link_at(self.config.transport, seed=int(self.np_random.integers(2**31 - 1)), snr_db=snr_db,
+        link = link_at(transport or self.config.transport, seed=int(self.np_random.integers(2**31 - 1)), snr_db=snr_db,
                        modulation=self.config.modulation, vocab_size=self.loaded.view.vocab_size)
         ppl = self.evaluator.evaluate(split, link).ppl
         self.real_evaluations += 1
@@ -423,13 +569,17 @@ class SplitPointTableEnv(SplitPointBaseEnv):
 
             view = load_model(cfg.model).view
         super().__init__(cfg, num_layers=view.num_layers, view=view)
-        self.table = SweepTable(cfg.table or DEFAULT_TABLE, cfg.transport, self.splits, model=cfg.model)
+        self.tables = {t: SweepTable(cfg.table or DEFAULT_TABLE, t, self.splits, model=cfg.model) for t in self.transports}
+        if cfg.transport not in self.tables:
+            self.tables[cfg.transport] = SweepTable(cfg.table or DEFAULT_TABLE, cfg.transport, self.splits, model=cfg.model)
+        self.table = self.tables[cfg.transport]
 
     @property
     def ppl_clean(self) -> float:
         return self.table.ppl_clean
 
-    def quality(self, split: int, snr_db: float) -> tuple[float, float]:
-        log_ratio = self.table.lookup(split, snr_db, int(self.np_random.integers(self.table.seeds)))
+    def quality(self, split: int, snr_db: float, transport: str | None = None) -> tuple[float, float]:
+        table = self.tables[transport or self.config.transport]
+        log_ratio = table.lookup(split, snr_db, int(self.np_random.integers(table.seeds)))
         self.real_evaluations += 1
-        return self.table.ppl_clean * math.exp(log_ratio), log_ratio
+        return table.ppl_clean * math.exp(log_ratio), log_ratio

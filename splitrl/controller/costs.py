@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from splitrl.link.factory import codec_for
-from splitrl.reward import RewardConfig, reward_terms
+from splitrl.reward import RewardConfig, battery_energy_scale, reward_terms
 
 __all__ = ["RequestCostService", "LATENCY_FIELDS"]
 
@@ -27,8 +27,15 @@ class RequestCostService:
     Args:
         config: a `SplitPointConfig` (or any object with its cost fields: ``transport``,
             ``ue_profile``, ``edge_profile``, ``link_profile``, ``prompt_tokens``, ``new_tokens``,
-            ``reward``, ``include_ue_state``, ``request_timeout_s``).
+            ``reward``, ``include_ue_state``, ``request_timeout_s``; optional: ``prefill_chunks``,
+            ``decision_interval_s``, ``edge_load``, ``privacy_table``, ``codecs``).
         view: the model's `DecoderView` (its shape drives the cost model).
+
+    Every cost method takes the request's state: ``snr_db``, the UE compute ``load`` (used only
+    with ``include_ue_state``), keyword-only ``edge_load`` (the shared edge's background
+    utilisation in [0, 1); None: a dedicated idle edge, the old behaviour), ``battery`` (UE
+    battery level in [0, 1]; None: not modelled, energy weight 1) and ``transport`` (one of the
+    configured codec transports; None: ``config.transport``).
     """
 
     def __init__(self, config: Any, view) -> None:
@@ -38,8 +45,15 @@ class RequestCostService:
         self.reward_config: RewardConfig = config.reward
         self.L = int(view.num_layers)
         self.link_profile = load_profile("link", config.link_profile)
-        self.cost_model = CostModel(view, config.ue_profile, config.edge_profile, self.link_profile,
-                                    codec=codec_for(config.transport))
+        chunks = int(getattr(config, "prefill_chunks", 1) or 1)
+        self.transports: tuple[str, ...] = tuple(getattr(config, "codecs", None) or ()) or (config.transport,)
+        self.cost_models = {t: CostModel(view, config.ue_profile, config.edge_profile, self.link_profile,
+                                         codec=codec_for(t), prefill_chunks=chunks) for t in self.transports}
+        if config.transport not in self.cost_models:
+            self.cost_models[config.transport] = CostModel(view, config.ue_profile, config.edge_profile,
+                                                           self.link_profile, codec=codec_for(config.transport),
+                                                           prefill_chunks=chunks)
+        self.cost_model = self.cost_models[config.transport]
         ue_only = self.cost_model.estimate(self.L, snr_db=30.0, prompt_tokens=config.prompt_tokens,
                                            new_tokens=config.new_tokens)
         self.latency_field = LATENCY_FIELDS[self.reward_config.latency_metric]
@@ -51,17 +65,55 @@ class RequestCostService:
         busy_w = ue.compute_power_w + ue.radio_tx_power_w(self.link_profile.tx_power_w)
         # A timed-out request burns compute + radio power until the timeout, spread over its tokens.
         self.timeout_energy_per_token = busy_w * config.request_timeout_s / max(1, config.new_tokens)
+        self.interval_s = float(getattr(config, "decision_interval_s", 0.5))
+        load_cfg = getattr(config, "edge_load", None)
+        self.self_load = bool(getattr(load_cfg, "self_load", True)) if load_cfg is not None else True
+        # This UE's own edge work per request (idle edge), per split: what it adds to the edge's load.
+        self._edge_busy = {t: self._edge_busy_s(cm) for t, cm in self.cost_models.items()}
+        self.privacy = None
+        if getattr(config, "privacy_table", None):
+            from splitrl.cost.privacy import PrivacyTable
 
-    def costs_at(self, snr_db: float):
-        """Cost-model figures of every split at ``snr_db`` (a `CostTable`)."""
+            self.privacy = PrivacyTable.load(config.privacy_table, num_layers=self.L, model=config.model)
+        self._rows = np.arange(self.L + 1)
+
+    def _edge_busy_s(self, cm) -> np.ndarray:
         c = self.config
-        return self.cost_model.estimate_all(snr_db=float(snr_db), prompt_tokens=c.prompt_tokens, new_tokens=c.new_tokens)
+        t = cm.estimate_all(snr_db=30.0, prompt_tokens=c.prompt_tokens, new_tokens=c.new_tokens)
+        return np.asarray(t.edge_prefill_s + max(0, c.new_tokens - 1) * t.edge_decode_s, dtype=float)
 
-    def request_latency(self, snr_db: float, load: float | None = None) -> np.ndarray:
+    # --- state -> per-split figures ---------------------------------------------------------
+    def edge_utilization(self, edge_load: float | None, transport: str | None = None) -> np.ndarray | None:
+        """Utilisation the edge runs at for each split 0..L: background + this UE's own work per
+        decision interval (``config.edge_load.self_load``), capped at `RHO_MAX`; None for no edge load."""
+        from splitrl.cost.edge_load import RHO_MAX
+
+        if edge_load is None:
+            return None
+        rho = float(edge_load)
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"edge_load must be in [0, 1), got {edge_load!r}")
+        own = self._edge_busy[transport or self.config.transport] / self.interval_s if self.self_load else 0.0
+        return np.minimum(rho + own, RHO_MAX)
+
+    def costs_at(self, snr_db: float, *, edge_load: float | None = None, transport: str | None = None):
+        """Cost-model figures of every split at ``snr_db`` (a `CostTable`), the edge's compute time
+        stretched by the M/D/1 factor at ``edge_load`` (`splitrl.cost.edge_load`)."""
+        from splitrl.cost.edge_load import md1_slowdown
+
+        c = self.config
+        cm = self.cost_models[transport or c.transport]
+        rho = self.edge_utilization(edge_load, transport)
+        slow = None if rho is None else md1_slowdown(rho)
+        return cm.estimate_all(snr_db=float(snr_db), prompt_tokens=c.prompt_tokens, new_tokens=c.new_tokens,
+                               edge_slowdown=slow)
+
+    def request_latency(self, snr_db: float, load: float | None = None, *, edge_load: float | None = None,
+                        battery: float | None = None, transport: str | None = None) -> np.ndarray:
         """Latency (the reward's metric) of every split 0..L at ``snr_db``, with the UE slow-down
-        under compute ``load`` when UE state is modelled; before the request timeout (a dead link
-        is ``inf`` here)."""
-        t = self.costs_at(snr_db)
+        under compute ``load`` when UE state is modelled and the edge's queueing at ``edge_load``;
+        before the request timeout (a dead link is ``inf`` here). ``battery`` does not change latency."""
+        t = self.costs_at(snr_db, edge_load=edge_load, transport=transport)
         lat = np.asarray(getattr(t, self.latency_field), dtype=float)
         if self.config.include_ue_state and load is not None:
             slow = 1.0 / (1.0 - 0.5 * float(load))
@@ -70,39 +122,61 @@ class RequestCostService:
             lat = lat + (slow - 1.0) * np.asarray(extra[self.latency_field], dtype=float)
         return lat
 
-    def request_costs(self, snr_db: float, load: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def request_costs(self, snr_db: float, load: float | None = None, *, edge_load: float | None = None,
+                      battery: float | None = None, transport: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(latency, UE energy per token, timed out) of every split 0..L, as the reward charges them:
         a request slower than ``request_timeout_s`` is charged the timeout, and the energy of
-        computing and transmitting until then."""
-        lat = self.request_latency(snr_db, load)
+        computing and transmitting until then. Energy is physical (joules): the battery level
+        changes its weight in the reward, not the joules."""
+        lat = self.request_latency(snr_db, load, edge_load=edge_load, transport=transport)
         timeout = self.config.request_timeout_s
         timed_out = ~(lat <= timeout)
-        energy = np.asarray(self.costs_at(snr_db).ue_energy_j_per_token, dtype=float)
+        energy = np.asarray(self.costs_at(snr_db, edge_load=edge_load, transport=transport).ue_energy_j_per_token,
+                            dtype=float)
         energy = np.where(timed_out, np.minimum(energy, self.timeout_energy_per_token), energy)
         return np.minimum(lat, timeout), energy, timed_out
 
-    def reward(self, *, log_ppl_ratio, latency_s, energy_j, split, previous_split) -> dict[str, Any]:
+    def privacy_recovery(self, transport: str | None = None) -> np.ndarray | None:
+        """Probe top-1 token recovery at each cut 0..L (None when privacy is not modelled)."""
+        return None if self.privacy is None else self.privacy.recovery
+
+    def reward(self, *, log_ppl_ratio, latency_s, energy_j, split, previous_split, battery: float | None = None,
+               privacy_recovery=None) -> dict[str, Any]:
         """The reward terms (`splitrl.reward.reward_terms`) with this service's references;
-        arguments broadcast like numpy arrays."""
+        arguments broadcast like numpy arrays. ``battery`` scales the energy weight
+        (`splitrl.reward.battery_energy_scale`; None: 1)."""
+        scale = 1.0 if battery is None else battery_energy_scale(battery)
         return reward_terms(self.reward_config, log_ppl_ratio=log_ppl_ratio, latency_s=latency_s, energy_j=energy_j,
                             split=split, previous_split=previous_split, latency_ref_s=self.latency_ref_s,
-                            energy_ref_j=self.energy_ref_j)
+                            energy_ref_j=self.energy_ref_j, privacy_recovery=privacy_recovery, energy_scale=scale)
 
-    def base_rewards(self, snr_db: float, load: float | None = None) -> np.ndarray:
-        """Reward of every split 0..L at ``snr_db`` with no quality loss and no switch; the reward of
+    def base_rewards(self, snr_db: float, load: float | None = None, *, edge_load: float | None = None,
+                     battery: float | None = None, transport: str | None = None) -> np.ndarray:
+        """Reward of every split 0..L at this state with no quality loss and no switch; the reward of
         split ``s`` at quality loss ``q`` is ``base_rewards(snr)[s] - w_quality * q`` minus switching."""
-        lat, energy, _ = self.request_costs(snr_db, load)
-        splits = np.arange(self.L + 1)
+        lat, energy, _ = self.request_costs(snr_db, load, edge_load=edge_load, transport=transport)
+        splits = self._rows
         return np.asarray(self.reward(log_ppl_ratio=0.0, latency_s=lat, energy_j=energy, split=splits,
-                                      previous_split=splits)["reward"], dtype=float)
+                                      previous_split=splits, battery=battery,
+                                      privacy_recovery=self.privacy_recovery(transport))["reward"], dtype=float)
 
     def request_outcome(self, split: int, snr_db: float, *, previous_split: int, log_ppl_ratio: float = 0.0,
-                        load: float | None = None) -> dict[str, Any]:
+                        load: float | None = None, edge_load: float | None = None, battery: float | None = None,
+                        transport: str | None = None) -> dict[str, Any]:
         """One request's charged latency/energy, timeout flag and reward at ``split`` (the env's step
         figures without the quality measurement: pass the quality loss when one is known)."""
-        lat, energy, timed_out = self.request_costs(snr_db, load)
+        lat, energy, timed_out = self.request_costs(snr_db, load, edge_load=edge_load, transport=transport)
+        rec = self.privacy_recovery(transport)
         terms = self.reward(log_ppl_ratio=log_ppl_ratio, latency_s=float(lat[split]), energy_j=float(energy[split]),
-                            split=int(split), previous_split=int(previous_split))
+                            split=int(split), previous_split=int(previous_split), battery=battery,
+                            privacy_recovery=None if rec is None else float(rec[split]))
         return {"latency_s": float(lat[split]), "energy_j": float(energy[split]), "timed_out": bool(timed_out[split]),
                 "reward": float(terms["reward"]),
                 "reward_terms": {k: float(v) for k, v in terms.items() if k != "reward"}}
+
+    def privacy_min_split(self, target: float | None) -> int | None:
+        """Smallest split whose recovery is at most ``target`` (None: no target or privacy not modelled)."""
+        if target is None or self.privacy is None:
+            return None
+        return self.privacy.min_split(target)

@@ -64,9 +64,15 @@ class ObservationSpec:
     """The observation vector layout and the action -> split mapping of the split-point MDP.
 
     Vector: ``[snr, snr_1..snr_history (newest first, padded with snr), bandwidth_mhz, split
-    (, battery, load)]``, SNRs clipped to `SNR_BOUNDS_DB`. Actions: ``absolute`` — action ``a``
-    selects split ``s_min + a``; ``relative`` — moves the split in place by ``a - max_move``,
-    clipped to ``[s_min, L]``.
+    (, battery, load)(, edge_load)(, privacy_target)]``, SNRs clipped to `SNR_BOUNDS_DB`; the
+    optional parts are present when ``include_ue_state`` / ``include_edge_load`` /
+    ``include_privacy_target`` are set (`index` gives each field's position). ``edge_load`` is the
+    edge's reported utilisation (0 when unknown); ``privacy_target`` is the request's smallest
+    allowed split in layers (``s_min`` when the request has none).
+
+    Actions: ``absolute`` — action ``a`` selects split ``s_min + a // num_codecs`` and codec
+    ``a % num_codecs``; ``relative`` — moves the split in place by ``a - max_move``, clipped to
+    ``[s_min, L]`` (one codec only).
     """
 
     num_layers: int
@@ -75,6 +81,9 @@ class ObservationSpec:
     action_mode: str = "absolute"
     max_move: int = 4
     include_ue_state: bool = False
+    include_edge_load: bool = False
+    include_privacy_target: bool = False
+    num_codecs: int = 1
 
     def __post_init__(self) -> None:
         if self.action_mode not in ACTION_MODES:
@@ -83,12 +92,18 @@ class ObservationSpec:
             raise UsageError(f"s_min must be in 0..{self.num_layers}, got {self.s_min}")
         if self.history < 0 or self.max_move < 1:
             raise UsageError(f"history must be >= 0 and max_move >= 1, got {self.history}, {self.max_move}")
+        if self.num_codecs < 1 or (self.num_codecs > 1 and self.action_mode != "absolute"):
+            raise UsageError(f"codecs: more than one codec needs action_mode absolute, got {self.num_codecs} "
+                             f"codecs with {self.action_mode!r}")
 
     @classmethod
     def from_config(cls, config: Any, num_layers: int) -> "ObservationSpec":
         """The spec of a `SplitPointConfig` for a model of ``num_layers`` layers."""
         return cls(num_layers=int(num_layers), history=config.history, s_min=config.s_min,
-                   action_mode=config.action_mode, max_move=config.max_move, include_ue_state=config.include_ue_state)
+                   action_mode=config.action_mode, max_move=config.max_move, include_ue_state=config.include_ue_state,
+                   include_edge_load=getattr(config, "edge_load", None) is not None,
+                   include_privacy_target=bool(getattr(config, "privacy_targets", ())),
+                   num_codecs=max(1, len(getattr(config, "codecs", None) or ())))
 
     @property
     def L(self) -> int:
@@ -96,11 +111,49 @@ class ObservationSpec:
 
     @property
     def size(self) -> int:
-        return self.history + 3 + (2 if self.include_ue_state else 0)
+        return (self.history + 3 + (2 if self.include_ue_state else 0) + int(self.include_edge_load)
+                + int(self.include_privacy_target))
+
+    def box(self):
+        """The gymnasium ``Box`` of the vector (bounds per field)."""
+        from gymnasium import spaces
+
+        k = self.history
+        low = [SNR_BOUNDS_DB[0]] * (k + 1) + [0.0, 0.0]
+        high = [SNR_BOUNDS_DB[1]] * (k + 1) + [1e4, float(self.num_layers)]
+        if self.include_ue_state:
+            low += [0.0, 0.0]
+            high += [1.0, 1.0]
+        if self.include_edge_load:
+            low.append(0.0)
+            high.append(1.0)
+        if self.include_privacy_target:
+            low.append(0.0)
+            high.append(float(self.num_layers))
+        return spaces.Box(np.array(low, np.float32), np.array(high, np.float32), dtype=np.float32)
+
+    def index(self, name: str) -> int:
+        """Position of ``name`` (snr, bandwidth, split, battery, load, edge_load, privacy_target) in the vector."""
+        k = self.history
+        pos = {"snr": 0, "bandwidth": k + 1, "split": k + 2}
+        i = k + 3
+        if self.include_ue_state:
+            pos["battery"], pos["load"] = i, i + 1
+            i += 2
+        if self.include_edge_load:
+            pos["edge_load"] = i
+            i += 1
+        if self.include_privacy_target:
+            pos["privacy_target"] = i
+        if name not in pos:
+            raise KeyError(f"{name!r} is not in this observation (fields: {', '.join(pos)})")
+        return pos[name]
 
     @property
     def num_actions(self) -> int:
-        return self.num_layers - self.s_min + 1 if self.action_mode == "absolute" else 2 * self.max_move + 1
+        if self.action_mode == "absolute":
+            return (self.num_layers - self.s_min + 1) * self.num_codecs
+        return 2 * self.max_move + 1
 
     def vector(self, obs: Observation) -> np.ndarray:
         """The float32 observation vector ``[size]`` the agents act on."""
@@ -108,6 +161,10 @@ class ObservationSpec:
         v = [obs.snr_db, *hist, obs.bandwidth_mhz, float(obs.split)]
         if self.include_ue_state:
             v += [1.0 if obs.battery is None else obs.battery, 0.3 if obs.load is None else obs.load]
+        if self.include_edge_load:
+            v.append(0.0 if obs.edge_load is None else float(obs.edge_load))
+        if self.include_privacy_target:
+            v.append(float(self.s_min if obs.privacy_target is None else obs.privacy_target))
         lo, hi = SNR_BOUNDS_DB
         out = np.asarray(v, dtype=np.float32)
         out[: self.history + 1] = np.clip(out[: self.history + 1], lo, hi)
@@ -118,14 +175,20 @@ class ObservationSpec:
         if not 0 <= a < self.num_actions:
             raise ValueError(f"action {action!r} outside Discrete({self.num_actions})")
         if self.action_mode == "absolute":
-            return self.s_min + a
+            return self.s_min + a // self.num_codecs
         return int(np.clip(split_in_place + a - self.max_move, self.s_min, self.num_layers))
 
-    def action_for_split(self, split: int, split_in_place: int) -> int:
+    def codec_for_action(self, action: int) -> int:
+        """Index of the codec ``action`` selects (0 with one codec)."""
+        return int(action) % self.num_codecs if self.action_mode == "absolute" else 0
+
+    def action_for_split(self, split: int, split_in_place: int, codec: int = 0) -> int:
         if not self.s_min <= split <= self.num_layers:
             raise ValueError(f"split {split} outside {self.s_min}..{self.num_layers}")
+        if not 0 <= codec < self.num_codecs:
+            raise ValueError(f"codec {codec} outside 0..{self.num_codecs - 1}")
         if self.action_mode == "absolute":
-            return int(split - self.s_min)
+            return int((split - self.s_min) * self.num_codecs + codec)
         return int(np.clip(split - split_in_place, -self.max_move, self.max_move) + self.max_move)
 
 

@@ -13,7 +13,18 @@ What one request costs at split ``s`` (UE: embeddings + layers ``[0, s)``; edge:
   positions (attention FLOPs ``per_ctx * T (T + 1) / 2``); the activations ``[1, T, H]`` cross the
   uplink (the codec's exact frame bytes, header included; token ids at ``s = 0``: 2 or 4 bytes each,
   no frame); the edge runs its layers and the head on the last position; the sampled token id
-  returns on the downlink. TTFT is the sum of these four terms (sequential, no pipelining).
+  returns on the downlink. TTFT is the sum of these four terms (sequential, no pipelining) when
+  ``prefill_chunks`` is 1. With ``prefill_chunks = C > 1`` the UE may send the prompt in ``c``
+  chunks (``c = 1..C``, the TTFT-minimising count per split): the UE computes chunk ``k+1`` while
+  chunk ``k`` is on the air and the edge computes chunk ``k-1``, so the prefill takes
+  ``fill + (c - 1) * max(UE chunk time, chunk transfer time, edge chunk time)`` — fill being one
+  chunk through all three stages — and is minimised where the stages balance. Each chunk is one
+  uplink transfer (its own frame header, grant overhead and HARQ), the UE/edge chunk times are the
+  roofline of a ``ceil(T / c)``-token pass attending to the whole prompt before it (the last,
+  slowest chunk; head included on the edge), so the steady-state figure is conservative.
+  Pipelining applies to ``0 < s < L`` only (``s = 0`` sends token ids in one transfer).
+* Edge load: ``edge_slowdown`` (a factor, or one per split) multiplies the edge's compute time
+  of every pass — the M/D/1 sojourn factor of a shared edge, see `splitrl.cost.edge_load`.
 * Decode step ``k = 1 .. N-1`` processes one token attending to ``T + k`` positions, with the same
   four terms; TPOT is their mean over the ``N - 1`` steps (for ``N = 1`` or ``None``: the next step,
   at context ``T + 1``, so an RL environment always gets a meaningful per-token figure).
@@ -137,7 +148,8 @@ class ModelCosts:
 class CostEstimate:
     """Expected cost of one request at one split and SNR (all times in seconds, energy in joules).
 
-    TTFT decomposition: ``ttft_s == ue_prefill_s + uplink_prefill_s + edge_prefill_s + downlink_s``.
+    TTFT decomposition: ``ttft_s == ue_prefill_s + uplink_prefill_s + edge_prefill_s + downlink_s``
+    without pipelining (``prefill_chunks = 1``); pipelined, ``ttft_s`` is at most that sum.
     Per-token decomposition: ``tpot_s == ue_decode_s + uplink_decode_s + edge_decode_s + downlink_s``.
     ``e2e_latency_s == ttft_s + (new_tokens - 1) * tpot_s``.
     UE energy: ``ue_energy_j == ue_compute_energy_j + ue_radio_energy_j + ue_idle_energy_j``
@@ -329,6 +341,17 @@ class _Device:
         """Total compute time of ``m`` single-token passes at contexts ``c0 .. c0+m-1``."""
         return self.decode.sum(c0, m) + m * self.overhead
 
+    def chunk_s(self, tokens: int, prior: int, *, head: bool) -> FloatArray:
+        """Compute time of one prefill chunk of ``tokens`` tokens after ``prior`` cached positions
+        (roofline: weights + embedding rows + KV read/written; the head only when ``head``)."""
+        attn = self.flops_ctx * (tokens * prior + tokens * (tokens + 1) / 2.0)
+        flops = tokens * self.flops_token + attn + (self.flops_head if head else 0.0)
+        t = flops / self.flops_per_s
+        if self.bandwidth is not None:
+            kv = self.kv_token * (prior + tokens)
+            t = np.maximum(t, (self.weight_read + tokens * self.row_read + kv) / self.bandwidth)
+        return t + self.overhead
+
 
 def _device_arrays(mc: ModelCosts, profile: UEProfile | EdgeProfile, side: str) -> _Device:
     L = mc.num_layers
@@ -401,8 +424,10 @@ class CostModel:
             payload can outweigh its higher rate, so with ``"target_bler"`` latency can rise by a
             few % as the SNR improves. ``"min_latency"`` is non-increasing in SNR by construction
             (a growing admissible set of CQIs whose BLER each fall with SNR).
-        cache_size: how many ``estimate_all`` results (keyed by SNR, prompt and output length) are
-            kept; 0 disables the cache. Results are immutable, so sharing them is safe.
+        cache_size: how many ``estimate_all`` results (keyed by SNR, prompt and output length and
+            edge slow-down) are kept; 0 disables the cache. Results are immutable, so sharing them is safe.
+        prefill_chunks: largest number of chunks the prompt may be pipelined in (1: no pipelining,
+            the sequential prefill); see the module docstring.
     """
 
     def __init__(
@@ -415,6 +440,7 @@ class CostModel:
         *,
         link_adaptation: str = "min_latency",
         cache_size: int = 4096,
+        prefill_chunks: int = 1,
     ) -> None:
         view = getattr(view, "view", view)  # accept a LoadedModel
         if not isinstance(view, DecoderView):
@@ -448,6 +474,9 @@ class CostModel:
         self._dl_bytes = np.where(self._crosses, tok, 0).astype(np.int64)
         self._decode_bytes = self._uplink_bytes(1)
         self._prompt_bytes_cache: dict[int, NDArray[np.int64]] = {}
+        if isinstance(prefill_chunks, bool) or not isinstance(prefill_chunks, (int, np.integer)) or not 1 <= prefill_chunks <= 64:
+            raise ValueError(f"prefill_chunks = {prefill_chunks!r}: must be an integer in 1..64")
+        self.prefill_chunks = int(prefill_chunks)
         self.cache_size = int(cache_size)
         self._cache: dict[tuple[float, int, int], CostTable] = {}
 
@@ -528,10 +557,40 @@ class CostModel:
         )
 
     # ---- public API ---------------------------------------------------------------------------
-    def estimate_all(self, snr_db: float, prompt_tokens: int, new_tokens: int | None = None) -> CostTable:
-        """Costs of every split ``0..L`` at uplink SNR ``snr_db`` (see the module docstring)."""
+    def _pipelined_prefill(self, T: int, ul_opts, slow: FloatArray, ttft_seq: FloatArray,
+                           dl_latency: FloatArray) -> FloatArray:
+        """TTFT per split with the prompt pipelined in the best chunk count ``c`` in ``1..C``."""
+        best = ttft_seq
+        for c in range(2, min(self.prefill_chunks, T) + 1):
+            tc = -(-T // c)                     # tokens of the largest chunk
+            prior = T - tc                      # context the last chunk attends to
+            ue_first = self._ue.chunk_s(tc, 0, head=False)
+            ue_last = self._ue.chunk_s(tc, prior, head=False)
+            edge_first = slow * self._edge.chunk_s(tc, 0, head=False)
+            edge_last = slow * self._edge.chunk_s(tc, prior, head=True)
+            air = self._transfer(self._uplink_bytes(tc), ul_opts, self.link.uplink_overhead_s).latency
+            steady = np.maximum(np.maximum(ue_last, air), edge_last)
+            ttft = ue_first + air + edge_first + (c - 1) * steady + dl_latency
+            best = np.where(self._is_hidden, np.minimum(best, ttft), best)
+        return best
+
+    def estimate_all(self, snr_db: float, prompt_tokens: int, new_tokens: int | None = None, *,
+                     edge_slowdown: Any = None) -> CostTable:
+        """Costs of every split ``0..L`` at uplink SNR ``snr_db`` (see the module docstring).
+
+        ``edge_slowdown``: None (an idle, dedicated edge), a factor >= 1 or one factor per split
+        ``[L+1]`` multiplying the edge's compute time (a shared edge's queueing, `splitrl.cost.edge_load`).
+        """
         snr_db, T, N = self._check(snr_db, prompt_tokens, new_tokens)
-        key = (snr_db, T, N)
+        slow_key: Any = None
+        if edge_slowdown is not None:
+            slow = np.broadcast_to(np.asarray(edge_slowdown, dtype=np.float64), (self.num_layers + 1,))
+            if not (np.isfinite(slow).all() and (slow >= 1.0).all()):
+                raise ValueError(f"edge_slowdown must be finite factors >= 1, got {edge_slowdown!r}")
+            slow_key = slow.tobytes()
+        else:
+            slow = np.ones(self.num_layers + 1)
+        key = (snr_db, T, N, slow_key)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -541,8 +600,9 @@ class CostModel:
 
         ue_pre, ue_flops = ue.prefill_s(T)
         edge_pre, edge_flops = edge.prefill_s(T)
+        edge_pre = slow * edge_pre
         ue_dec = ue.decode_sum_s(T + 1, m_eff) / m_eff
-        edge_dec = edge.decode_sum_s(T + 1, m_eff) / m_eff
+        edge_dec = slow * edge.decode_sum_s(T + 1, m_eff) / m_eff
 
         ul_opts, dl_opts = self._options(snr_db, "uplink"), self._options(snr_db, "downlink")
         prompt_bytes = self.prompt_bytes(T)
@@ -551,6 +611,8 @@ class CostModel:
         dl = self._transfer(self._dl_bytes, dl_opts, self.link.downlink_overhead_s)
 
         ttft = ue_pre + ul_pre.latency + edge_pre + dl.latency
+        if self.prefill_chunks > 1:
+            ttft = self._pipelined_prefill(T, ul_opts, slow, ttft, dl.latency)
         tpot = ue_dec + ul_dec.latency + edge_dec + dl.latency
 
         def over_steps(x: FloatArray) -> FloatArray:
