@@ -92,9 +92,18 @@ def test_controller_serves_a_scenario_with_battery_load_and_privacy_floor(tmp_pa
     scen = _scenario(tmp_path, privacy_target=3)
     cfg = ControlConfig(agent="min-ue", env={"model": "llama-tiny", **assets()}, scenario=str(scen),
                         max_new_tokens=3, out=str(tmp_path / "ctl"))
-    summary = Controller(cfg, loaded=llama_tiny).run(progress=False)
+    ctl = Controller(cfg, loaded=llama_tiny)
+    summary = ctl.run(progress=False)
     rows = list(iter_decisions(tmp_path / "ctl" / "decisions.jsonl"))
     assert summary["requests"] == 5 and [r["arrival_s"] for r in rows] == [0.5, 1.0, 4.2, 4.9, 11.0]
+    # charged at the TRUE load at arrival (the observation only had the 2 s old report)
+    costs = ctl.server.costs
+    assert summary["charged_with"] == ["edge_load"]  # battery_aware_energy is off: the reward ignores the battery
+    for r in rows:
+        want = costs.request_outcome(r["split"], r["snr_db"], previous_split=r["previous_split"], edge_load=r["edge_load"])
+        assert r["charged_latency_s"] == want["latency_s"]
+    busy = costs.request_outcome(3, 30.0, previous_split=3, edge_load=0.9)["latency_s"]
+    assert busy > costs.request_outcome(3, 30.0, previous_split=3, edge_load=0.0)["latency_s"]
     assert [r["snr_db"] for r in rows] == [30.0, 28.0, 22.0, 22.0, 8.0]
     assert [r["edge_load_reported"] for r in rows] == pytest.approx([0.0, 0.0, 0.08, 0.08, 0.36])
     # min-ue would take split 1; the privacy target is a hard floor

@@ -7,8 +7,10 @@ physical model (not tuned to a result); the YAML files next to them say which.
   Mean SNR from the 3GPP TR 38.901 UMi-street-canyon NLOS path loss
   (PL = 35.3 log10(d) + 22.4 + 21.3 log10(f_GHz), f = 3.5 GHz), 23 dBm UE transmit power over a
   20 MHz uplink (noise -174 dBm/Hz + 10 log10(20e6) + 7 dB noise figure), shadowing with 4 dB std
-  and 10 m decorrelation distance (Gudmundson), sampled every 0.5 s. The edge is lightly loaded
-  (utilisation 0.2 +- 0.05 noise). Requests arrive every 2 s.
+  and 10 m decorrelation distance (Gudmundson), sampled every 0.5 s. The shared edge runs at a
+  typical utilisation: an AR(1) around 0.5 (std 0.1, 10 s correlation), the mean of the
+  `splitrl.cost.EdgeLoadConfig` default (public cluster traces: machines mostly 20-60 % busy).
+  Requests arrive every 2 s.
 * ``busy_hour``: a stationary UE at a good-but-not-great SNR (12 dB mean, the same shadowing
   model with a slow 0.05 m/s drift, i.e. almost static) while the shared edge goes through a
   busy hour compressed into 120 s: utilisation ramps 0.2 -> 0.92 -> 0.3 (a raised-cosine
@@ -56,7 +58,12 @@ def main() -> None:
     d = 20.0 + 1.4 * t
     snr = _snr_db(d) + _shadowing(t.size, 0.7, rng)
     _write(HERE / "walk_away_snr.csv", "snr_db", t, snr)
-    load = np.clip(0.2 + 0.05 * rng.standard_normal(t.size), 0.0, 0.95)
+    rho = np.exp(-0.5 / 10.0)  # 0.5 s samples, 10 s correlation time
+    dev = np.empty(t.size)
+    dev[0] = rng.normal(0, 0.1)
+    for i in range(1, t.size):
+        dev[i] = rho * dev[i - 1] + np.sqrt(1 - rho**2) * rng.normal(0, 0.1)
+    load = np.clip(0.5 + dev, 0.0, 0.95)
     _write(HERE / "walk_away_edge_load.csv", "edge_load", t, load)
     # busy_hour: 0.5 s samples over 120 s
     t = np.arange(0, 120, 0.5)

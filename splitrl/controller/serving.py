@@ -13,8 +13,9 @@ What the controller observes vs what the request is charged:
 * SNR: this request's (observed = true).
 * Edge load: the observation holds the *reported* utilisation (``edge_load_delay_s`` old in a
   scenario); the request is charged at the *true* utilisation at its arrival.
-* Battery: observed and charged at its current level; after the request it drains by the UE
-  energy the request was charged (per token x ``new_tokens``) over the battery capacity.
+* Battery: observed at its current level (charged at it when the config's
+  ``battery_aware_energy`` is on); after the request it drains by the UE energy the request was
+  charged (per token x ``new_tokens``) over the battery capacity.
 * Privacy target: a hard floor; a policy's split below it is raised to it (``privacy_raised``).
 
 Decision latency (``decision_us``) is measured from the start of building the observation to the
@@ -94,15 +95,17 @@ class DecisionRecord:
 
 
 def _cost_keywords(costs: RequestCostService) -> frozenset[str]:
-    """The state keywords (``edge_load``, ``battery``) ``costs.request_outcome`` charges with.
+    """The state keywords ``costs.request_outcome`` is charged with, as the env charges them.
 
-    Read once at construction (not per request): a cost service without shared-edge or battery
-    terms charges those requests without them, and the record says so (``charged_with``)."""
-    try:
-        params = inspect.signature(costs.request_outcome).parameters
-    except (TypeError, ValueError):
-        return frozenset()
-    return frozenset(k for k in ("edge_load", "battery") if k in params)
+    ``edge_load`` whenever the state has one (the queueing is physical); ``battery`` only with the
+    config's ``battery_aware_energy`` (the reward's energy weight then rises as it drains; without
+    it the env's reward does not depend on the battery, and neither does the controller's). Read
+    once at construction, not per request."""
+    params = inspect.signature(costs.request_outcome).parameters
+    keys = {"edge_load"} if "edge_load" in params else set()
+    if "battery" in params and getattr(costs.config, "battery_aware_energy", False):
+        keys.add("battery")
+    return frozenset(keys)
 
 
 class RequestServer:
