@@ -122,3 +122,14 @@ def test_control_config_rejects_conflicting_arrivals():
         ControlConfig(agent="oracle", scenario="x.yaml", arrival_rate_hz=2.0)
     with pytest.raises(UsageError, match="--battery"):
         ControlConfig(agent="oracle", battery_start=0.0)
+
+
+def test_cli_bad_scenario_is_one_line(tmp_path, capsys):
+    from splitrl.cli import main
+
+    assert main(["control", "--agent", "oracle", "--model", "llama-tiny", "--scenario", str(tmp_path / "no.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--scenario:" in err[0] and "not found" in err[0]
+    bad = _scenario(tmp_path, edge_load_delay_s=-1)
+    assert main(["control", "--agent", "oracle", "--model", "llama-tiny", "--scenario", str(bad)]) == 2
+    assert "edge_load_delay_s: must be a number in [0" in capsys.readouterr().err
