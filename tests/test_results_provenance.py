@@ -10,9 +10,10 @@ The rule (README, "Results and their provenance"):
 
   1. is its sidecar ``X.meta.json``, or
   2. shares its stem (``agents.png`` and ``agents.md`` <- ``agents.json``), or
-  3. lists it in ``produced_files``, or
-  4. names (in its command) a script whose source writes ``X``'s file name
-     (``pipeline_schedule.png`` <- ``pipeline.json``'s ``benchmarks/pipeline_benchmark.py``).
+  3. lists it in ``produced_files`` (the script that writes ``X`` says so in its JSON).
+
+(A script merely *mentioning* a file name is not enough: ``reward_calibration.py`` reads
+``sweep_smollm2.csv``, it does not produce it.)
 
 Files that other work is regenerating right now, and that still lack provenance in main, are
 listed in `PENDING` with the reason; the integrator deletes an entry once its file is regenerated.
@@ -41,6 +42,8 @@ PENDING = {
                                    "h10p re-runs the extended sweep",
     "sweep_smollm2.csv": "covered by its sidecar once that carries provenance (h10p)",
     "sweep_smollm2.png": "plot of the sweep CSV (splitrl plot-sweep); h10p regenerates the sweep",
+    "pipeline_schedule.png": "written by benchmarks/pipeline_benchmark.py beside pipeline.json, which does not list it "
+                             "in produced_files yet (h11)",
 }
 
 
@@ -110,20 +113,12 @@ def audit(results: Path = RESULTS) -> dict[str, str]:
             else:
                 problems[path.name] = problem
     listed = {f for d in good.values() for f in d.get("produced_files", []) or []}
-    script_text = {}
-    for d in good.values():
-        for prog in named_programs(d["command"]):
-            if prog.endswith(".py"):
-                p = Path(prog) if Path(prog).is_absolute() else ROOT / prog
-                script_text.setdefault(prog, p.read_text(encoding="utf-8", errors="replace"))
     for path in sorted(results.iterdir()):
         if not path.is_file() or path.suffix == ".json" or path.name.startswith("."):
             continue
-        covered = (f"{path.name}.meta.json" in good or f"{path.stem}.json" in good or path.name in listed
-                   or any(path.name in text for text in script_text.values()))
+        covered = f"{path.name}.meta.json" in good or f"{path.stem}.json" in good or path.name in listed
         if not covered:
-            problems[path.name] = ("no JSON with provenance covers it (sidecar X.meta.json, same-stem JSON, "
-                                   "produced_files, or a script that writes its name)")
+            problems[path.name] = "no JSON with provenance covers it (sidecar X.meta.json, same-stem JSON or produced_files)"
     return problems
 
 
@@ -132,11 +127,17 @@ def test_every_result_file_names_an_existing_committed_script():
     assert not problems, "\n".join(f"benchmarks/results/{k}: {v}" for k, v in problems.items())
 
 
-def test_pending_entries_name_real_files_with_reasons():
+def test_pending_entries_give_reasons_and_only_excuse_what_fails():
+    problems = audit()
     for name, reason in PENDING.items():
         assert reason.strip(), name
-    # an entry whose file is gone is stale: delete it
-    assert all((RESULTS / name).exists() for name in PENDING), [n for n in PENDING if not (RESULTS / n).exists()]
+    # An entry whose file now passes (or is gone) is stale: the integrator deletes it. Reported, not
+    # failed, so that merging the branches that regenerate these files never breaks the suite.
+    stale = sorted(n for n in PENDING if n not in problems)
+    if stale:
+        import warnings
+
+        warnings.warn(f"PENDING entries no longer needed (delete them): {stale}")
 
 
 def test_the_audit_catches_hand_made_and_orphan_files(tmp_path):
