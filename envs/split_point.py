@@ -66,6 +66,8 @@ class SplitPointConfig:
             in the observation). Empty: no per-request floor. Needs ``privacy_table``.
         codecs: transports the action may choose per request (absolute mode; the action is
             (split, codec)); empty: ``transport`` only. Each needs its rows in the sweep table.
+        snr_resolution_db: the channel's SNR is rounded to this step (0: not rounded). With a
+            step > 0 the table env precomputes its per-state figures on that SNR grid (fast path).
     """
 
     model: str = "smollm2-135m"
@@ -98,6 +100,7 @@ class SplitPointConfig:
     privacy_table: str | None = None
     privacy_targets: tuple[float, ...] = ()
     codecs: tuple[str, ...] = ()
+    snr_resolution_db: float = 0.0
 
     def __post_init__(self) -> None:
         from splitrl.cost.edge_load import EdgeLoadConfig
@@ -126,6 +129,8 @@ class SplitPointConfig:
                 raise ValueError(f"codecs: {c!r} not allowed; choose from {', '.join(LINK_NAMES)}")
         if len(set(self.codecs)) != len(self.codecs):
             raise ValueError(f"codecs must be distinct, got {self.codecs!r}")
+        if not (math.isfinite(self.snr_resolution_db) and 0.0 <= self.snr_resolution_db <= 5.0):
+            raise ValueError(f"snr_resolution_db must be in [0, 5], got {self.snr_resolution_db!r}")
         if len(self.codecs) > 1 and self.action_mode != "absolute":
             raise ValueError("codecs: choosing a codec per request needs action_mode absolute")
         if self.transport not in LINK_NAMES:
@@ -164,18 +169,36 @@ class SplitPointBaseEnv(gym.Env):
     Each step is one decision epoch (one inference request). The UE observes the channel SNR
     of this slot (and the last ``history`` ones) and chooses the split point ``s``: the UE runs
     embeddings + layers ``[0, s)``, sends the activations at the cut over the emulated link
-    (``config.transport``), and the edge runs layers ``[s, L)`` + head. The link corrupts what
-    crosses it depending on the SNR; the request's latency and UE energy come from the device
-    cost model (`splitrl.cost.CostModel`). Then the channel moves to the next slot
-    (correlated fading, a Markov channel or a replayed trace).
+    (``config.transport``, or the codec the action picks), and the edge runs layers ``[s, L)`` +
+    head. The link corrupts what crosses it depending on the SNR; the request's latency and UE
+    energy come from the device cost model (`splitrl.cost.CostModel`). Then the channel moves to
+    the next slot (correlated fading, a Markov channel or a replayed trace).
+
+    Every richer term is a config switch (`SplitPointConfig`; the dataclass defaults keep the
+    original MDP, ``configs/base.yaml`` switches them on):
+
+    | switch | what it models | source / reason |
+    |---|---|---|
+    | ``prefill_chunks`` | pipelined prefill: TTFT = fill + (c-1)·max(UE chunk, air, edge chunk), best c <= C per split | `splitrl.cost.model` (chunked prefill; per-chunk grant + HARQ) |
+    | ``edge_load`` | shared edge: background utilisation (Markov or trace) observed with ``delay_steps`` delay; edge per-layer time x M/D/1 factor 1 + rho/(2(1-rho)); this UE's own edge work per decision interval adds to rho | `splitrl.cost.edge_load` (cluster-trace utilisation levels) |
+    | ``include_ue_state`` | battery level and UE background/thermal load (UE compute x 1/(1 - load/2)) | AR(1) load around 0.3 |
+    | ``battery_aware_energy`` | energy weight x 1/max(battery, 0.05); ``battery_range`` draws the level at reset | Lyapunov energy-queue weighting (`splitrl.reward.battery_energy_scale`) |
+    | ``memory_mask`` | splits whose UE weights + KV cache exceed the UE profile's ``memory_budget_bytes`` are not allowed | `CostModel.feasible_splits`, the profile's budget |
+    | ``privacy_table`` / ``privacy_targets`` | reward ``w_privacy`` x probe top-1 token recovery at the cut; per-request target -> smallest split meeting it is that request's floor | measured probe (`splitrl.cost.privacy`) |
+    | ``codecs`` | the action is (split, codec): bytes per codec from the codec's frame size, quality per (split, codec, SNR) from the sweep | sweep table rows per transport |
 
     ## Action space
-    ``absolute`` (default): ``Discrete(L - s_min + 1)``; action ``a`` selects split ``s_min + a``.
+    ``absolute`` (default): ``Discrete((L - s_min + 1) * n_codecs)``; action ``a`` selects split
+    ``s_min + a // n_codecs`` and codec ``codecs[a % n_codecs]`` (``n_codecs = 1`` without ``codecs``).
     ``relative``: ``Discrete(2 * max_move + 1)``; action ``a`` moves the split by ``a - max_move``
     layers (0 = stay), clipped to ``[s_min, L]``.
+    A split that is not allowed for this request (below its privacy floor, or over the UE memory
+    budget) runs as the nearest allowed split above it (``info["requested_split"]`` records the
+    ask); `action_masks` gives the allowed actions (sb3-contrib MaskablePPO convention).
 
     ## Observation space
-    ``Box(float32)`` of length ``history + 3`` (+2 with ``include_ue_state``):
+    ``Box(float32)`` of length ``history + 3`` (+2 with ``include_ue_state``, +1 with
+    ``edge_load``, +1 with ``privacy_targets``), in this order (`ObservationSpec.index`):
 
     | index | observation | unit | min | max |
     |---|---|---|---|---|
@@ -183,16 +206,22 @@ class SplitPointBaseEnv(gym.Env):
     | 1..k | SNR of the k previous slots (newest first) | dB | -50 | 80 |
     | k+1 | uplink bandwidth | MHz | 0 | 10000 |
     | k+2 | split currently in place | layers | 0 | L |
-    | k+3 | battery level (optional) | fraction | 0 | 1 |
-    | k+4 | UE compute load (optional) | fraction | 0 | 1 |
+    | (opt.) | battery level (``include_ue_state``) | fraction | 0 | 1 |
+    | (opt.) | UE compute load (``include_ue_state``) | fraction | 0 | 1 |
+    | (opt.) | edge utilisation as last reported, ``delay_steps`` old (``edge_load``) | fraction | 0 | 1 |
+    | (opt.) | this request's privacy floor (``privacy_targets``) | layers | 0 | L |
 
     ## Reward
-    ``-(w_q·log(ppl/ppl_clean) + w_l·latency/latency_ref + w_e·energy/energy_ref + w_s·switch)``,
-    see `splitrl.reward`. References default to the all-on-UE split (no link involved).
+    ``-(w_q·log(ppl/ppl_clean) + w_l·latency/latency_ref + w_e·k(b)·energy/energy_ref + w_s·switch
+    + w_p·recovery(s))``, see `splitrl.reward`; ``k(b) = 1/max(b, 0.05)`` with
+    ``battery_aware_energy`` (else 1); the privacy term only with ``privacy_table``. References
+    default to the all-on-UE split (no link involved). Latency includes the edge's queueing at
+    the TRUE edge load (the observation's is delayed).
 
     ## Starting state
-    The channel restarts from its stationary law (seeded by ``reset(seed=)``); the split in
-    place is ``initial_split`` or uniform over the allowed splits; battery full, load 0.3.
+    The channel and the edge load restart from their stationary laws (seeded by
+    ``reset(seed=)``); the split in place is ``initial_split`` or uniform over the allowed splits;
+    battery uniform in ``battery_range`` (full by default), UE load 0.3.
 
     ## Episode end
     The process is continuing: ``terminated`` is always False. Registration wraps the env in
@@ -201,11 +230,13 @@ class SplitPointBaseEnv(gym.Env):
     ## Info
     ``split, previous_split, snr_db, ppl, ppl_clean, log_ppl_ratio, latency_s, ttft_s, tpot_s,
     energy_j, bytes_on_air, timed_out, reward_terms, real_evaluations`` (running count, within the episode,
-    of real perplexity evaluations — or of measured table cells consumed). The lifetime total is
-    ``env.unwrapped.real_evaluations`` (kept out of ``info`` so that equal seeds give equal infos).
+    of real perplexity evaluations — or of measured table cells consumed); plus ``edge_load`` (true
+    utilisation) with an edge-load process, ``privacy_floor`` with privacy targets, ``transport``
+    with ``codecs`` and ``requested_split`` when the action's split was not allowed. The lifetime
+    total is ``env.unwrapped.real_evaluations`` (kept out of ``info`` so that equal seeds give equal infos).
 
     ## Version history
-    * v0: initial version.
+    * v0: initial version; the richer terms above are opt-in config switches of the same id.
     """
 
     metadata = {"render_modes": []}
@@ -225,11 +256,16 @@ class SplitPointBaseEnv(gym.Env):
         self.transports = config.transports
         self._setup_costs(view)
         self._setup_channel()
+        # The edge-load state lives in plain attributes (_edge_i, _edge_past, _edge_rng) so that
+        # training checkpoints capture it; `edge_process` is the stateless model.
         self.edge_process = None
         if config.edge_load is not None:
-            from splitrl.cost.edge_load import EdgeLoadProcess
+            from splitrl.cost.edge_load import EdgeLoadModel
 
-            self.edge_process = EdgeLoadProcess(config.edge_load)
+            self.edge_process = EdgeLoadModel(config.edge_load)
+        self._edge_i = 0
+        self._edge_past: list[float] = []
+        self._edge_rng = np.random.default_rng(0)
         # Splits whose weights + KV cache fit the UE's memory budget (every split without the mask).
         fit = np.ones(self.L + 1, dtype=bool)
         if config.memory_mask:
@@ -291,12 +327,12 @@ class SplitPointBaseEnv(gym.Env):
     @property
     def edge_load(self) -> float | None:
         """True background utilisation of the edge this epoch (None: not modelled)."""
-        return None if self.edge_process is None else self.edge_process.value
+        return None if self.edge_process is None else self.edge_process.value(self._edge_i)
 
     @property
     def observed_edge_load(self) -> float | None:
         """The edge load the controller sees (reported with a delay; None: not modelled)."""
-        return None if self.edge_process is None else self.edge_process.observed
+        return None if self.edge_process is None else self._edge_past[0]
 
     @property
     def battery(self) -> float | None:
@@ -354,6 +390,38 @@ class SplitPointBaseEnv(gym.Env):
         """See `RequestCostService.base_rewards` (keywords ``edge_load``, ``battery``, ``transport``)."""
         return self.costs.base_rewards(snr_db, load, **state)
 
+    def mean_quality(self, snr_db: float, transport: str | None = None) -> np.ndarray:
+        """Expected log(ppl / ppl_clean) of every split 0..L at ``snr_db`` (the sweep table's mean
+        over measured seeds; the configured table for the real-evaluation env)."""
+        tables = getattr(self, "tables", None)
+        if tables is None:
+            tables = self.__dict__.setdefault("_mean_tables", {})
+        t = transport or self.config.transport
+        if t not in tables:
+            tables[t] = SweepTable(self.config.table or DEFAULT_TABLE, t, self.splits, model=self.config.model)
+        out = np.zeros(self.L + 1)
+        out[self.splits] = tables[t].mean_table(snr_db, self.splits)
+        return out
+
+    def action_values(self, previous_split: int | None = None) -> np.ndarray:
+        """Expected reward ``[len(splits), num_codecs]`` of each (split, codec) at the current TRUE
+        state (edge load, battery, UE load, privacy floor), from ``previous_split`` (None: no switch
+        charged); ``-inf`` where the split is not allowed this request. What an oracle maximises."""
+        st = self.state_kwargs()
+        ok = self.allowed_splits(self._privacy_floor)[self.splits]
+        rc = self.config.reward
+        out = np.empty((len(self.splits), len(self.transports)))
+        for j, t in enumerate(self.transports):
+            base = self.costs.base_rewards(self._snr, st["load"], edge_load=st["edge_load"], battery=st["battery"],
+                                           transport=t)
+            v = base[self.splits] - rc.w_quality * self.mean_quality(self._snr, t)[self.splits]
+            if previous_split is not None:
+                from splitrl.reward import switch_cost
+
+                v = v - rc.w_switch * switch_cost(rc, self.splits, int(previous_split))
+            out[:, j] = np.where(ok, v, -np.inf)
+        return out
+
     def split_for_action(self, action: int) -> int:
         a = int(action)
         if not self.action_space.contains(a):
@@ -384,17 +452,23 @@ class SplitPointBaseEnv(gym.Env):
         else:
             self._privacy_floor = None
 
+    def _next_snr(self) -> float:
+        snr = float(self.channel.step().snr_db)
+        r = self.config.snr_resolution_db
+        return round(snr / r) * r if r > 0 else snr
+
     def _advance_channel(self) -> None:
         self._history = [self._snr, *self._history][: self.config.history]
-        self._snr = float(self.channel.step().snr_db)
+        self._snr = self._next_snr()
         if self.edge_process is not None:
-            self.edge_process.step()
+            self._edge_i = self.edge_process.next(self._edge_i, self._edge_rng)
+            self._edge_past = [*self._edge_past[1:], self.edge_process.value(self._edge_i)]
         self._draw_privacy_floor()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.channel.reset(np.random.default_rng(int(self.np_random.integers(2**63 - 1))))
-        self._snr = float(self.channel.step().snr_db)
+        self._snr = self._next_snr()
         self._history = []
         c = self.config
         ok = self.allowed_splits()
@@ -403,7 +477,9 @@ class SplitPointBaseEnv(gym.Env):
         self._battery = 1.0 if lo == hi == 1.0 else float(self.np_random.uniform(lo, hi))
         self._load = 0.3
         if self.edge_process is not None:
-            self.edge_process.reset(np.random.default_rng(int(self.np_random.integers(2**63 - 1))))
+            self._edge_rng = np.random.default_rng(int(self.np_random.integers(2**63 - 1)))
+            self._edge_i = self.edge_process.initial(self._edge_rng)
+            self._edge_past = [self.edge_process.value(self._edge_i)] * (c.edge_load.delay_steps + 1)
         self._draw_privacy_floor()
         self._episode_evaluations = self.real_evaluations
         return self._obs(), {"snr_db": self._snr, "split": self._split, "real_evaluations": 0}
@@ -413,7 +489,9 @@ class SplitPointBaseEnv(gym.Env):
         transport = self.transports[self.obs_spec.codec_for_action(action)]
         split = self._nearest_allowed(requested, self.allowed_splits(self._privacy_floor))
         snr = self._snr
-        ppl, log_ratio = self.quality(split, snr, transport)
+        # Backends written before codecs (e.g. the surrogate) take (split, snr) only.
+        ppl, log_ratio = (self.quality(split, snr) if transport == self.config.transport
+                          else self.quality(split, snr, transport))
         state = self.state_kwargs()
         table = self.costs_at(snr, edge_load=state["edge_load"], transport=transport)
         i = split  # CostTable rows are indexed by split 0..L
@@ -551,16 +629,91 @@ class SweepTable:
         return np.array([self.lookup(int(s), snr_db) for s in splits])
 
 
+class _Bin:
+    """Figures of one SNR bin for one transport: per edge-load level ``e`` and split ``s``."""
+
+    __slots__ = ("lat", "energy", "ttft", "tpot", "ue_energy", "ue_extra", "q", "ppl_q")
+
+    def __init__(self, lat, energy, ttft, tpot, ue_energy, ue_extra, q) -> None:
+        self.lat, self.energy, self.ttft, self.tpot = lat, energy, ttft, tpot  # [E, L+1] python lists
+        self.ue_energy, self.ue_extra, self.q = ue_energy, ue_extra, q  # [E, L+1], [L+1], [L+1][seeds]
+
+
+class StateTables:
+    """The table env's per-state figures, precomputed lazily per SNR bin (shared by vector envs).
+
+    Keyed by (transport, SNR bin of ``snr_resolution_db`` over `SNR_BOUNDS_DB`); each bin holds,
+    for every edge-load level of the Markov chain and every split, exactly what the slow path
+    computes at that state (`RequestCostService.request_latency` without the UE-load term, the
+    energy per token, TTFT/TPOT, the request's UE energy, the UE part the load stretches) and the
+    sweep table's log-ppl ratio of every measured seed. Figures are plain Python lists: a step
+    reads a handful of scalars.
+    """
+
+    def __init__(self, env: "SplitPointTableEnv") -> None:
+        c = env.config
+        self.res = float(c.snr_resolution_db)
+        self.lo = SNR_BOUNDS_DB[0]
+        self.costs, self.tables, self.L = env.costs, env.tables, env.L
+        self.levels = [None] if env.edge_process is None else [float(x) for x in env.edge_process.levels]
+        self.new_tokens = c.new_tokens
+        self._bins: dict[tuple[int, int], _Bin] = {}
+
+    def snr_of(self, i: int) -> float:
+        return round(self.lo / self.res + i) * self.res
+
+    def index(self, snr_db: float) -> int:
+        return int(round(snr_db / self.res - self.lo / self.res))
+
+    def get(self, t: int, transport: str, i: int) -> _Bin:
+        b = self._bins.get((t, i))
+        if b is None:
+            b = self._bins[(t, i)] = self._fill(transport, i)
+        return b
+
+    def _fill(self, transport: str, i: int) -> _Bin:
+        snr = self.snr_of(i)
+        svc = self.costs
+        lat, energy, ttft, tpot, ue_e = [], [], [], [], []
+        for el in self.levels:
+            tab = svc.costs_at(snr, edge_load=el, transport=transport)
+            lat.append(svc.request_latency(snr, None, edge_load=el, transport=transport).tolist())
+            energy.append(np.asarray(tab.ue_energy_j_per_token, dtype=float).tolist())
+            ttft.append(tab.ttft_s.tolist())
+            tpot.append(tab.tpot_s.tolist())
+            ue_e.append(tab.ue_energy_j.tolist())
+        t0 = svc.costs_at(snr, transport=transport)
+        field = svc.latency_field
+        extra = {"ttft_s": t0.ue_prefill_s, "tpot_s": t0.ue_decode_s,
+                 "e2e_latency_s": t0.ue_prefill_s + t0.ue_decode_s * max(0, self.new_tokens - 1)}[field]
+        table = self.tables[transport]
+        x = float(np.clip(snr, table.levels[0], table.levels[-1]))
+        hi = int(np.clip(np.searchsorted(table.levels, x), 1, len(table.levels) - 1))
+        lo = hi - 1
+        w = (x - table.levels[lo]) / (table.levels[hi] - table.levels[lo])
+        q = np.zeros((self.L + 1, table.seeds))
+        rows = ~np.isnan(table.log_ratio[:, lo, 0])
+        q[rows] = (1 - w) * table.log_ratio[rows, lo, :] + w * table.log_ratio[rows, hi, :]
+        return _Bin(lat, energy, ttft, tpot, ue_e, np.asarray(extra, dtype=float).tolist(), q.tolist())
+
+
 class SplitPointTableEnv(SplitPointBaseEnv):
     """`SplitPointBaseEnv` backed by a measured sweep table (``splitrl/SplitPointTable-v0``).
 
     A step samples one of the measured seeds of the (split, SNR) cell, interpolating linearly
-    over SNR between measured levels (clipped to the measured range). Thousands of steps per
-    second; each step counts as one real evaluation consumed (every lookup is a measured cell).
-    The cost model needs the model's shape: pass ``view=`` to reuse a loaded model.
+    over SNR between measured levels (clipped to the measured range); each step counts as one real
+    evaluation consumed (every lookup is a measured cell). The cost model needs the model's shape:
+    pass ``view=`` to reuse a loaded model.
+
+    Fast path: with ``snr_resolution_db > 0``, a fading channel and a Markov edge load (or none),
+    a step reads precomputed figures of its state from `StateTables` (filled lazily per SNR bin,
+    shareable between copies: `make_table_vec_env`) instead of running the cost model; the
+    figures equal the slow path's at the same state (tested), and ``fast_path=False`` forces the
+    slow path. ``benchmarks/env_speed.py`` measures both.
     """
 
-    def __init__(self, config: SplitPointConfig | None = None, *, view=None, **overrides: Any) -> None:
+    def __init__(self, config: SplitPointConfig | None = None, *, view=None, fast_path: bool = True,
+                 shared_tables: "StateTables | None" = None, **overrides: Any) -> None:
         cfg = config or SplitPointConfig()
         if overrides:
             cfg = SplitPointConfig(**{**asdict(cfg), **overrides})
@@ -573,13 +726,182 @@ class SplitPointTableEnv(SplitPointBaseEnv):
         if cfg.transport not in self.tables:
             self.tables[cfg.transport] = SweepTable(cfg.table or DEFAULT_TABLE, cfg.transport, self.splits, model=cfg.model)
         self.table = self.tables[cfg.transport]
+        self.fast_path = False
+        self.state_tables: StateTables | None = None
+        self._snr_buf: list[float] = []
+        if fast_path and self._fast_path_possible():
+            self.state_tables = shared_tables if shared_tables is not None else StateTables(self)
+            self.fast_path = True
+
+    def _fast_path_possible(self) -> bool:
+        from splitrl.channel import CorrelatedFadingChannel
+
+        c = self.config
+        return (c.snr_resolution_db > 0 and (c.edge_load is None or c.edge_load.kind == "markov")
+                and isinstance(self.channel, CorrelatedFadingChannel))
 
     @property
     def ppl_clean(self) -> float:
         return self.table.ppl_clean
+
+    # --- fast path ------------------------------------------------------------------------
+    def _next_snr(self) -> float:
+        if not self.fast_path:
+            return super()._next_snr()
+        # The fading channel's sample(n) and n step() calls draw identical sequences
+        # (`CorrelatedFadingChannel.sample_detail`), so buffering changes no trajectory.
+        if not self._snr_buf:
+            self._snr_buf = self.channel.sample(256)[::-1].tolist()
+        r = self.config.snr_resolution_db
+        return round(self._snr_buf.pop() / r) * r
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._snr_buf = []
+        out = super().reset(seed=seed, options=options)
+        if self.fast_path:
+            self._cache_allowed()
+        return out
+
+    def _draw_privacy_floor(self) -> None:
+        super()._draw_privacy_floor()
+        if self.fast_path:
+            self._cache_allowed()
+
+    def _cache_allowed(self) -> None:
+        cache = self.__dict__.setdefault("_nearest_by_floor", {})
+        nearest = cache.get(self._privacy_floor)
+        if nearest is None:
+            ok = self.allowed_splits(self._privacy_floor)
+            nearest = cache[self._privacy_floor] = [self._nearest_allowed(s, ok) for s in range(self.L + 1)]
+        self._nearest = nearest
+
+    def step(self, action):
+        if not self.fast_path:
+            return super().step(action)
+        a = int(action)
+        spec = self.obs_spec
+        if not 0 <= a < spec.num_actions:
+            raise ValueError(f"action {action!r} outside {self.action_space}")
+        c = self.config
+        if c.action_mode == "absolute":
+            nc = spec.num_codecs
+            requested, ti = c.s_min + a // nc, a % nc
+        else:
+            requested, ti = min(max(self._split + a - c.max_move, c.s_min), self.L), 0
+        split = self._nearest[requested]
+        transport = self.transports[ti]
+        snr = self._snr
+        b = self.state_tables.get(ti, transport, self.state_tables.index(snr))
+        table = self.tables[transport]
+        log_ratio = b.q[split][int(self.np_random.integers(table.seeds))]
+        self.real_evaluations += 1
+        ppl = table.ppl_clean * math.exp(log_ratio)
+        e = self._edge_i
+        lat = b.lat[e][split]
+        if c.include_ue_state:
+            lat = lat + (1.0 / (1.0 - 0.5 * self._load) - 1.0) * b.ue_extra[split]
+        timeout = c.request_timeout_s
+        timed_out = not lat <= timeout
+        energy = b.energy[e][split]
+        if timed_out:
+            energy = min(energy, self.costs.timeout_energy_per_token)
+        latency = min(lat, timeout)
+        rc = c.reward
+        scale = 1.0 if not (c.include_ue_state and c.battery_aware_energy) else 1.0 / max(self._battery, 0.05)
+        prev = self._split
+        moved = abs(split - prev)
+        terms = {"quality": rc.w_quality * log_ratio,
+                 "latency": rc.w_latency * latency / self.costs.latency_ref_s,
+                 "energy": rc.w_energy * scale * energy / self.costs.energy_ref_j,
+                 "switch": rc.w_switch * (rc.switch_fixed + rc.switch_per_layer * moved if moved > 0 else 0.0)}
+        total = terms["quality"] + terms["latency"] + terms["energy"] + terms["switch"]
+        rec = self.costs.privacy
+        if rec is not None:
+            terms["privacy"] = rc.w_privacy * float(rec.recovery[split])
+            total = total + terms["privacy"]
+        info = {
+            "split": split, "previous_split": prev, "snr_db": snr, "ppl": ppl, "ppl_clean": table.ppl_clean,
+            "log_ppl_ratio": log_ratio, "latency_s": latency, "ttft_s": b.ttft[e][split], "tpot_s": b.tpot[e][split],
+            "energy_j": energy, "bytes_on_air": self._bytes[ti][split], "timed_out": timed_out,
+            "reward_terms": terms, "real_evaluations": self.real_evaluations - self._episode_evaluations,
+        }
+        if c.codecs:
+            info["transport"] = transport
+        if split != requested:
+            info["requested_split"] = requested
+        if self.edge_process is not None:
+            info["edge_load"] = self.edge_process.value(e)
+        if self._privacy_floor is not None:
+            info["privacy_floor"] = self._privacy_floor
+        self._split = split
+        if c.include_ue_state:
+            self._battery = max(0.0, self._battery - b.ue_energy[e][split] / c.battery_capacity_j)
+            self._load = min(max(0.8 * self._load + 0.2 * 0.3 + 0.1 * float(self.np_random.standard_normal()), 0.0), 1.0)
+        self._advance_channel()
+        return self._obs(), -total, False, False, info
+
+    def _obs(self) -> np.ndarray:
+        if not self.fast_path:
+            return super()._obs()
+        # `ObservationSpec.vector` without building an Observation (same values, same order).
+        spec, snr = self.obs_spec, self._snr
+        lo, hi = SNR_BOUNDS_DB
+        k = spec.history
+        hist = self._history + [snr] * (k - len(self._history))
+        v = [min(max(x, lo), hi) for x in (snr, *hist)]
+        v += (self.bandwidth_mhz, float(self._split))
+        if spec.include_ue_state:
+            v += (self._battery, self._load)
+        if spec.include_edge_load:
+            v.append(self._edge_past[0])
+        if spec.include_privacy_target:
+            v.append(float(spec.s_min if self._privacy_floor is None else self._privacy_floor))
+        return np.array(v, dtype=np.float32)
+
+    @property
+    def _bytes(self) -> list[list[int]]:
+        b = self.__dict__.get("_bytes_cache")
+        if b is None:
+            b = self.__dict__["_bytes_cache"] = [
+                [int(x) for x in self.costs.costs_at(30.0, transport=t).bytes_on_air] for t in self.transports]
+        return b
 
     def quality(self, split: int, snr_db: float, transport: str | None = None) -> tuple[float, float]:
         table = self.tables[transport or self.config.transport]
         log_ratio = table.lookup(split, snr_db, int(self.np_random.integers(table.seeds)))
         self.real_evaluations += 1
         return table.ppl_clean * math.exp(log_ratio), log_ratio
+
+
+def make_table_vec_env(config: SplitPointConfig | None = None, n_envs: int = 8, *, seed: int = 0, view=None,
+                       max_episode_steps: int = 256, **overrides: Any):
+    """An SB3 ``DummyVecEnv`` of ``n_envs`` `SplitPointTableEnv` copies sharing one `StateTables`
+    (each SNR bin's figures are computed once for all copies); env ``i`` is seeded ``seed + i``.
+
+    Each copy is wrapped in ``TimeLimit(max_episode_steps)`` and SB3's ``Monitor`` (episode
+    returns for the logger), as ``stable_baselines3.common.env_util.make_vec_env`` does.
+    """
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
+    cfg = config or SplitPointConfig()
+    if overrides:
+        cfg = SplitPointConfig(**{**asdict(cfg), **overrides})
+    if view is None:
+        from splitrl.models import load_model
+
+        view = load_model(cfg.model).view
+    first = SplitPointTableEnv(cfg, view=view)
+    shared = first.state_tables
+
+    def factory(i: int):
+        def make():
+            env = first if i == 0 else SplitPointTableEnv(cfg, view=view, shared_tables=shared)
+            return Monitor(gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps))
+        return make
+
+    vec = DummyVecEnv([factory(i) for i in range(n_envs)])
+    vec.seed(seed)
+    return vec

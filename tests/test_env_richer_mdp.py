@@ -28,8 +28,8 @@ def tiny_table(tmp_path_factory, llama_tiny):
     path = tmp_path_factory.mktemp("sweep") / "tiny.csv"
     if not DEFAULT_WIKITEXT_PATH.is_file():
         pytest.skip("shared WikiText-2 not present")
-    cfg = SweepConfig(model="llama-tiny", splits=list(range(L_TINY + 1)), levels=[-5, 0, 10, 20, 30],
-                      transports=["awgn", "int8-biterr", "int4-biterr"], seeds=2, tokens=64, window=64, stride=64)
+    cfg = SweepConfig(model="llama-tiny", splits=list(range(L_TINY + 1)), levels=[-5, 10, 30],
+                      transports=["awgn", "int8-biterr", "int4-biterr"], seeds=2, tokens=32, window=32, stride=32)
     run_sweep(cfg, path, progress=False, loaded=llama_tiny)
     return path
 
@@ -124,10 +124,10 @@ def test_edge_load_chain_keeps_its_stationary_law_and_delays_reports():
     np.testing.assert_allclose(cfg.stationary() @ P, cfg.stationary(), atol=1e-12)
     proc = EdgeLoadProcess(cfg)
     proc.reset(np.random.default_rng(0))
-    seen = [proc.value]
+    seen = [proc.current]
     for _ in range(50):
         proc.step()
-        seen.append(proc.value)
+        seen.append(proc.current)
         assert proc.observed == seen[max(0, len(seen) - 3)]
     with pytest.raises(UsageError, match="edge_load.levels"):
         EdgeLoadConfig(levels=(0.5, 0.2))
@@ -213,3 +213,73 @@ def test_rich_env_is_seeded_and_reports_edge_load(tiny_table, llama_tiny):
             out.append((obs.tolist(), r, info["edge_load"]))
         return out
     assert roll(3) == roll(3) and roll(3) != roll(4)
+
+
+# --- table env fast path -----------------------------------------------------------------------
+@pytest.mark.parametrize("kw", [
+    {**RICH, "snr_resolution_db": 0.1},
+    {**RICH, "snr_resolution_db": 0.5, "action_mode": "relative", "battery_aware_energy": False},
+    {"snr_resolution_db": 0.1, "codecs": ("int8-biterr", "int4-biterr"), "edge_load": {"delay_steps": 0}},
+])
+def test_fast_table_step_equals_slow_path_at_the_same_states(tiny_table, llama_tiny, kw):
+    fast = _env(tiny_table, llama_tiny, **kw)
+    cfg = SplitPointConfig(model="llama-tiny", table=str(tiny_table), **kw)
+    slow = gym.wrappers.TimeLimit(SplitPointTableEnv(cfg, view=llama_tiny.view, fast_path=False), max_episode_steps=20)
+    assert fast.unwrapped.fast_path and not slow.unwrapped.fast_path
+    rng = np.random.default_rng(7)
+    of, _ = fast.reset(seed=11)
+    os_, _ = slow.reset(seed=11)
+    np.testing.assert_array_equal(of, os_)
+    for _ in range(60):
+        a = int(rng.integers(fast.action_space.n))
+        of, rf, tf, trf, inf = fast.step(a)
+        os_, rs, ts, trs, ins = slow.step(a)
+        np.testing.assert_allclose(of, os_, rtol=0, atol=0)
+        assert np.isclose(rf, rs, rtol=1e-12, atol=1e-12) and (tf, trf) == (ts, trs)
+        assert inf.keys() == ins.keys()
+        for k, v in ins.items():
+            if k == "reward_terms":
+                assert v.keys() == inf[k].keys()
+                np.testing.assert_allclose([inf[k][t] for t in v], list(v.values()), rtol=1e-12, atol=1e-15)
+            else:
+                assert np.isclose(inf[k], v, rtol=1e-12, atol=0) if isinstance(v, float) else inf[k] == v, k
+        if trf:
+            of, _ = fast.reset()
+            os_, _ = slow.reset()
+
+
+def test_vector_env_shares_tables_and_runs_ppo_steps(tiny_table, llama_tiny):
+    from stable_baselines3 import PPO
+
+    from splitrl.envs.split_point import make_table_vec_env
+
+    cfg = SplitPointConfig(model="llama-tiny", table=str(tiny_table), **RICH, snr_resolution_db=0.1)
+    vec = make_table_vec_env(cfg, n_envs=3, seed=5, view=llama_tiny.view, max_episode_steps=16)
+    envs = [e.unwrapped for e in vec.envs]
+    assert len({id(e.state_tables) for e in envs}) == 1
+    obs = vec.reset()
+    assert obs.shape == (3, envs[0].obs_spec.size)
+    assert not np.array_equal(obs[0], obs[1])  # different seeds
+    PPO("MlpPolicy", vec, n_steps=16, batch_size=24, n_epochs=1, seed=0, device="cpu").learn(48)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_action_values_are_the_expected_step_reward(tiny_table, llama_tiny, privacy_file, fast):
+    """action_values = the step's reward with the sampled quality replaced by the table mean."""
+    cfg = SplitPointConfig(model="llama-tiny", table=str(tiny_table), **RICH, snr_resolution_db=0.1,
+                           privacy_table=str(privacy_file), privacy_targets=(1.0, 0.6), reward={"w_privacy": 0.5})
+    env = SplitPointTableEnv(cfg, view=llama_tiny.view, fast_path=fast)
+    env.reset(seed=2)
+    rng = np.random.default_rng(0)
+    w_q = cfg.reward.w_quality
+    for _ in range(25):
+        prev = env._split
+        values = env.action_values(previous_split=prev)[:, 0]
+        mean_q = env.mean_quality(env._snr)
+        a = int(rng.integers(env.action_space.n))
+        _, r, *_, info = env.step(a)
+        i = int(np.flatnonzero(env.splits == info["split"])[0])
+        assert np.isfinite(values[i])
+        assert np.isclose(r, values[i] - w_q * (info["log_ppl_ratio"] - mean_q[info["split"]]), rtol=1e-9, atol=1e-12)
+        if "privacy_floor" in info:
+            assert np.isneginf(values[: max(0, info["privacy_floor"] - cfg.s_min)]).all() or info["privacy_floor"] <= cfg.s_min

@@ -22,7 +22,7 @@ from splitrl.integrity import list_files, sha256_file
 from splitrl.training import Trainer, load_run_config
 from splitrl.training.checkpoint import RunLock, latest_checkpoint
 from splitrl.training.cli import main as train_main
-from test_agents_support import cli_sets, make_env
+from test_agents_support import cli_sets
 
 TRAIN = ["train.max_episode_steps=32", "train.eval_every=0", "train.eval_episodes=1", "train.checkpoint_every=16",
          "train.log_every=4", "train.histogram_every=64"]
@@ -42,11 +42,24 @@ class _Evil:
         return (open, (self.sentinel, "w"))
 
 
+def _run_config(kind: str):
+    sets, steps = RUNS[kind]
+    return load_run_config(kind, overrides=[*cli_sets(), *sets, *TRAIN], seed=0, total_steps=steps)
+
+
+def _run_env(kind: str):
+    """The env the runs were trained in (configs/base.yaml's env + the tiny overrides): the agent's
+    observation size must match it, and base.yaml's env differs from SplitPointConfig's defaults."""
+    from splitrl.training.trainer import make_env as run_env
+
+    return run_env(_run_config(kind))
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("sec")
-    for kind, (sets, steps) in RUNS.items():
-        cfg = load_run_config(kind, overrides=[*cli_sets(), *sets, *TRAIN], seed=0, total_steps=steps)
+    for kind in RUNS:
+        cfg = _run_config(kind)
         t = Trainer(cfg, kind, runs_dir=root / "runs", checkpoints_dir=root / "ckpt", progress=False)
         t.train()
         t.close()
@@ -118,8 +131,8 @@ def test_a_forged_checkpoint_cannot_run_code(runs, tmp_path, kind, case):
     sentinel = tmp_path / "PWNED"
     _tamper(case, ckpt, sentinel)
     for load in (lambda: Trainer.resume(kind, runs_dir=tmp_path / "runs", checkpoints_dir=ckroot, progress=False).close(),
-                 lambda: load_agent(kind, make_env(), ckpt),
-                 lambda: load_agent(kind, make_env(), ckpt / "agent")):
+                 lambda: load_agent(kind, _run_env(kind), ckpt),
+                 lambda: load_agent(kind, _run_env(kind), ckpt / "agent")):
         try:
             load()
         except UsageError as e:  # refused: fine, as one line
@@ -135,8 +148,8 @@ def test_unlisted_or_linked_files_are_refused_on_every_load_path(runs, tmp_path,
     shutil.copytree(runs / "ckpt" / "mbrl", ckroot / "mbrl", symlinks=True)
     ckpt = latest_checkpoint(ckroot / "mbrl")
     (ckpt / "agent" / "extra.joblib").write_bytes(b"not listed")
-    for load in (lambda: load_agent("mbrl", make_env(), ckpt), lambda: load_agent("mbrl", make_env(), ckpt / "agent"),
-                 lambda: load_agent("mbrl", make_env(), ckroot / "mbrl")):
+    for load in (lambda: load_agent("mbrl", _run_env("mbrl"), ckpt), lambda: load_agent("mbrl", _run_env("mbrl"), ckpt / "agent"),
+                 lambda: load_agent("mbrl", _run_env("mbrl"), ckroot / "mbrl")):
         with pytest.raises(UsageError, match="extra.joblib is not listed"):
             load()
     d = ["--runs-dir", str(tmp_path / "runs"), "--checkpoints-dir", str(ckroot), "--no-progress"]
@@ -146,7 +159,7 @@ def test_unlisted_or_linked_files_are_refused_on_every_load_path(runs, tmp_path,
     (ckpt / "agent" / "extra.joblib").unlink()
     (ckpt / "agent" / "link.json").symlink_to(ckpt / "config.yaml")
     with pytest.raises(UsageError, match="symlink"):
-        load_agent("mbrl", make_env(), ckpt / "agent")
+        load_agent("mbrl", _run_env("mbrl"), ckpt / "agent")
 
 
 @pytest.mark.timeout(120)

@@ -4,6 +4,9 @@
   (`load_profile`, `list_profiles`).
 * `model` — `CostModel.estimate` / `estimate_all`: TTFT, time per output token, UE energy, UE
   memory and bytes on the air for a split and an SNR; `emulate_report` for real runtime requests.
+* `edge_load` — a shared edge: its utilisation process (Markov / trace, delayed report) and the
+  M/D/1 slow-down of its compute (`EdgeLoadConfig`, `EdgeLoadModel`, `md1_slowdown`).
+* `privacy` — `PrivacyTable`: measured top-1 token recovery per cut, and the privacy floor.
 * `measure` — `measure_layer_times`: time this machine's layers, fit FLOP/s, write a UE profile.
 * `cli` — the ``splitrl profile`` subcommand (`register_cli`).
 

@@ -1,7 +1,8 @@
 """A shared edge server: its background utilisation process and the queueing slow-down it causes.
 
-Owns `EdgeLoadConfig` (the process, validated), `EdgeLoadProcess` (a Markov chain over
-utilisation levels or a replayed utilisation trace, observed with a delay) and `md1_slowdown`,
+Owns `EdgeLoadConfig` (the process, validated), `EdgeLoadModel` / `EdgeLoadProcess` (a Markov
+chain over utilisation levels or a replayed utilisation trace, observed with a delay; without /
+with its own state) and `md1_slowdown`,
 the factor by which the edge's compute time grows under load.
 
 Queueing model: the edge runs every user's work layer by layer (iteration-level scheduling, as
@@ -14,6 +15,7 @@ offloads: its edge busy time per request divided by the time between its request
 """
 from __future__ import annotations
 
+import bisect
 import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EdgeLoadConfig", "EdgeLoadProcess", "md1_slowdown", "RHO_MAX"]
+__all__ = ["EdgeLoadConfig", "EdgeLoadModel", "EdgeLoadProcess", "md1_slowdown", "RHO_MAX"]
 
 RHO_MAX = 0.98
 """Utilisation cap: the M/D/1 wait diverges at rho = 1; a saturated edge is charged as 98 % busy
@@ -123,14 +125,42 @@ def _read_trace(path: str) -> np.ndarray:
     return u
 
 
-class EdgeLoadProcess:
-    """The background utilisation, one value per epoch, and its delayed observation."""
+class EdgeLoadModel:
+    """The utilisation process without state: an env keeps the state (level index or trace
+    position, the recent values, the generator) in its own plain attributes, so checkpoints
+    capture it (`splitrl.training.state`)."""
 
     def __init__(self, config: EdgeLoadConfig) -> None:
         self.config = config
         self.levels = np.asarray(config.levels, dtype=float)
-        self._P_cum = np.cumsum(config.transition_matrix(), axis=1)
+        self._P_cum = np.cumsum(config.transition_matrix(), axis=1).tolist()  # rows as lists: bisect per step
+        self._levels = self.levels.tolist()
         self._trace = _read_trace(config.trace) if config.kind == "trace" else None
+
+    def initial(self, rng: np.random.Generator) -> int:
+        """A state drawn from the stationary law (a uniformly random trace position)."""
+        if self._trace is not None:
+            return int(rng.integers(len(self._trace)))
+        return int(rng.choice(len(self.levels), p=self.config.stationary()))
+
+    def next(self, state: int, rng: np.random.Generator) -> int:
+        """The state one epoch later."""
+        if self._trace is not None:
+            return state + 1
+        return min(bisect.bisect_right(self._P_cum[state], rng.random()), len(self._levels) - 1)
+
+    def value(self, state: int) -> float:
+        """Utilisation of ``state``."""
+        if self._trace is not None:
+            return float(self._trace[state % len(self._trace)])
+        return self._levels[state]
+
+
+class EdgeLoadProcess(EdgeLoadModel):
+    """`EdgeLoadModel` with its own state: the utilisation per epoch and its delayed report."""
+
+    def __init__(self, config: EdgeLoadConfig) -> None:
+        super().__init__(config)
         self._rng = np.random.default_rng(0)
         self._state = 0
         self._past: list[float] = []
@@ -138,19 +168,14 @@ class EdgeLoadProcess:
     def reset(self, rng: np.random.Generator) -> float:
         """Start from the stationary law (a random trace offset); returns the true utilisation."""
         self._rng = rng
-        if self._trace is not None:
-            self._state = int(rng.integers(len(self._trace)))
-        else:
-            self._state = int(rng.choice(len(self.levels), p=self.config.stationary()))
-        self._past = [self.value] * (self.config.delay_steps + 1)
-        return self.value
+        self._state = self.initial(rng)
+        self._past = [self.current] * (self.config.delay_steps + 1)
+        return self.current
 
     @property
-    def value(self) -> float:
+    def current(self) -> float:
         """True background utilisation of this epoch."""
-        if self._trace is not None:
-            return float(self._trace[self._state % len(self._trace)])
-        return float(self.levels[self._state])
+        return self.value(self._state)
 
     @property
     def observed(self) -> float:
@@ -159,10 +184,6 @@ class EdgeLoadProcess:
 
     def step(self) -> float:
         """Advance one epoch; returns the new true utilisation."""
-        if self._trace is not None:
-            self._state += 1
-        else:
-            u = self._rng.random()
-            self._state = int(min(np.searchsorted(self._P_cum[self._state], u, side="right"), len(self.levels) - 1))
-        self._past = [*self._past[1:], self.value]
-        return self.value
+        self._state = self.next(self._state, self._rng)
+        self._past = [*self._past[1:], self.current]
+        return self.current

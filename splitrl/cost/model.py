@@ -321,6 +321,7 @@ class _Device:
     flops_ctx: FloatArray        # attention FLOPs per token per attended position
     flops_head: FloatArray       # head FLOPs per pass (head runs on the last position only)
     weight_read: FloatArray      # weight bytes streamed per pass
+    head_read: FloatArray        # the part of weight_read that is the head (final norm + lm_head)
     row_read: FloatArray         # embedding bytes read per token
     kv_token: FloatArray         # KV-cache bytes per token of context
     overhead: FloatArray         # dispatch overhead per pass (s)
@@ -349,7 +350,8 @@ class _Device:
         t = flops / self.flops_per_s
         if self.bandwidth is not None:
             kv = self.kv_token * (prior + tokens)
-            t = np.maximum(t, (self.weight_read + tokens * self.row_read + kv) / self.bandwidth)
+            weights = self.weight_read if head else self.weight_read - self.head_read
+            t = np.maximum(t, (weights + tokens * self.row_read + kv) / self.bandwidth)
         return t + self.overhead
 
 
@@ -384,7 +386,7 @@ def _device_arrays(mc: ModelCosts, profile: UEProfile | EdgeProfile, side: str) 
     )
     return _Device(
         flops_token=flops_token, flops_ctx=ctx, flops_head=flops_head, weight_read=weight_read,
-        row_read=row_read, kv_token=kv_token,
+        head_read=hh * mc.head_params_read * wb, row_read=row_read, kv_token=kv_token,
         overhead=(n_layers + hh) * profile.layer_overhead_s,
         weight_resident=(he * mc.embed_params + params + hh * mc.head_params_resident) * wb,
         flops_per_s=R, bandwidth=bw, compute_power_w=profile.compute_power_w, decode=decode,
