@@ -42,6 +42,8 @@ PENDING = {
                                    "h10p re-runs the extended sweep",
     "sweep_smollm2.csv": "covered by its sidecar once that carries provenance (h10p)",
     "sweep_smollm2.png": "plot of the sweep CSV (splitrl plot-sweep); h10p regenerates the sweep",
+    "privacy_smollm2.json": "h10a's copy of h10p's measured file; its script benchmarks/privacy_probe.py arrives "
+                            "with h10p's branch (then this entry is stale)",
     "pipeline_schedule.png": "written by benchmarks/pipeline_benchmark.py beside pipeline.json, which does not list it "
                              "in produced_files yet (h11)",
 }
