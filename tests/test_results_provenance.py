@@ -44,6 +44,8 @@ PENDING = {
     "sweep_smollm2.png": "plot of the sweep CSV (splitrl plot-sweep); h10p regenerates the sweep",
     "privacy_smollm2.json": "h10a's copy of h10p's measured file; its script benchmarks/privacy_probe.py arrives "
                             "with h10p's branch (then this entry is stale)",
+    "agents_regret.png": "in main from h10g's agents_benchmark.py; agents.json does not list it in produced_files yet",
+    "privacy_smollm2.png": "in main from h10p's privacy_probe.py; privacy_smollm2.json does not list it in produced_files yet",
     "pipeline_schedule.png": "written by benchmarks/pipeline_benchmark.py beside pipeline.json, which does not list it "
                              "in produced_files yet (h11)",
 }
