@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """Runtime overhead of splitrl vs plain transformers, on SmolLM2-135M, same process, same threads.
 
-Measures, interleaving baseline and splitrl runs so drift hits both alike:
+Measures, repeating and interleaving baseline and splitrl runs (A, B, A, B, ...; the order flips
+every repeat) so drift and other people's load hit both alike:
 1. greedy generation: plain ``model.generate`` vs ``SplitRuntime.generate`` at splits 0, L/2, L —
-   prefill time (time to the first token) and decode tokens/s; reported as splitrl / baseline.
+   prefill time (time to the first token) and decode tokens/s; one ratio splitrl / baseline per
+   repeat (the runs of the same repeat paired), reported as median, IQR and min/max over repeats.
 2. perplexity at 8 split points: splitrl's evaluator with the prefix cache (one full pass per
-   window, then only layers [s, L) + the head on scored positions) vs naive re-runs (plain
-   transformers perplexity, the whole model per split) — total wall time, splitrl / naive.
+   window, then only layers [s, L) + the head on scored positions; cache fill included: a new
+   evaluator per repeat) vs naive re-runs (plain transformers perplexity, the whole model per
+   split) — total wall time, splitrl / naive, one ratio per repeat (``--sweep-repeats``), median + spread.
 
 Reproduce:  make bench   (or: .venv/bin/python benchmarks/runtime_overhead.py --threads 2)
 Writes a NEW result file (runtime_overhead-<UTC time>.json/.md) unless ``--overwrite`` (``make bench
@@ -38,13 +41,20 @@ def _timed(fn):
     return time.perf_counter() - t0, out
 
 
+def spread(values: list[float]) -> dict:
+    """The repeats' values with their interquartile range and min/max."""
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return {"values": values, "iqr": [q[0], q[2]], "min": min(values), "max": max(values)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5, help="generation repeats (>= 5 for a spread worth reading)")
+    ap.add_argument("--sweep-repeats", type=int, default=5, help="repeats of the naive/cached perplexity pair")
     ap.add_argument("--ppl-tokens", type=int, default=1024)
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--stride", type=int, default=256)
@@ -54,6 +64,8 @@ def main() -> None:
                     help="write the committed benchmarks/results/runtime_overhead.json (or replace an existing --out)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
+    if args.repeats < 1 or args.sweep_repeats < 1:
+        raise SystemExit("runtime_overhead.py: error: --repeats and --sweep-repeats must be >= 1 (>= 5 for a spread)")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else RESULTS / ("runtime_overhead.json" if args.overwrite else f"runtime_overhead-{stamp}.json")
     if out.exists() and not args.overwrite:
@@ -86,9 +98,12 @@ def main() -> None:
 
     hf(4), ours(L // 2, 4)  # warm-up: thread pools, allocator
     samples: dict[str, dict[str, list[float]]] = {k: {"prefill": [], "full": []} for k in ["hf"] + [f"s{s}" for s in splits]}
-    bar = tqdm(total=args.repeats * (1 + len(splits)) + 2, desc="bench", unit="run", disable=args.no_progress)
-    for _ in range(args.repeats):
-        for key, run in [("hf", hf)] + [(f"s{s}", (lambda n, s=s: ours(s, n))) for s in splits]:
+    bar = tqdm(total=args.repeats * (1 + len(splits)) + 2 * args.sweep_repeats, desc="bench", unit="run",
+               disable=args.no_progress)
+    runs = [("hf", hf)] + [(f"s{s}", (lambda n, s=s: ours(s, n))) for s in splits]
+    for r in range(args.repeats):
+        # A, B, A, B ... with the order reversed every other repeat: neither side always runs first
+        for key, run in (runs if r % 2 == 0 else runs[::-1]):
             bar.set_postfix(run=key, refresh=False)
             bar.update(1)
             t1, _ = _timed(lambda: run(1))
@@ -98,23 +113,24 @@ def main() -> None:
             samples[key]["prefill"].append(t1)
             samples[key]["full"].append(tn)
 
-    def decode_tps(key):
-        pre = statistics.median(samples[key]["prefill"])
-        full = statistics.median(samples[key]["full"])
-        return (args.new_tokens - 1) / (full - pre)
+    def tps(key) -> list[float]:  # decode tokens/s per repeat
+        return [(args.new_tokens - 1) / (f - p) for p, f in zip(samples[key]["prefill"], samples[key]["full"])]
 
     base_prefill = statistics.median(samples["hf"]["prefill"])
-    base_tps = decode_tps("hf")
-    per_split = {
-        s: {
-            "prefill_s": statistics.median(samples[f"s{s}"]["prefill"]),
-            "decode_tokens_per_s": decode_tps(f"s{s}"),
-        }
-        for s in splits
-    }
+    base_tps = statistics.median(tps("hf"))
+    per_split = {}
     for s in splits:
-        per_split[s]["prefill_time_ratio"] = per_split[s]["prefill_s"] / base_prefill
-        per_split[s]["decode_tokens_per_s_ratio"] = per_split[s]["decode_tokens_per_s"] / base_tps
+        k = f"s{s}"
+        decode_ratios = [a / b for a, b in zip(tps(k), tps("hf"))]
+        prefill_ratios = [a / b for a, b in zip(samples[k]["prefill"], samples["hf"]["prefill"])]
+        per_split[s] = {
+            "prefill_s": statistics.median(samples[k]["prefill"]),
+            "decode_tokens_per_s": statistics.median(tps(k)),
+            "prefill_time_ratio": statistics.median(prefill_ratios),
+            "decode_tokens_per_s_ratio": statistics.median(decode_ratios),
+            "prefill_time_ratio_spread": spread(prefill_ratios),
+            "decode_tokens_per_s_ratio_spread": spread(decode_ratios),
+        }
     identical = all(ours(s, args.new_tokens) == hf(args.new_tokens) for s in splits)
 
     # --- perplexity at 8 split points: prefix cache vs naive whole-model re-runs ---
@@ -122,35 +138,54 @@ def main() -> None:
     cfg = PerplexityConfig(tokens=args.ppl_tokens, window=args.window, stride=args.stride)
     text_ids = corpus_tokens(tok, args.ppl_tokens)
     reference_perplexity(model, text_ids[:, :64], 64, 64)  # warm-up
-    bar.set_postfix(run="perplexity, naive", refresh=True)
-    naive_s, naive_ppl = _timed(lambda: [reference_perplexity(model, text_ids, args.window, args.stride) for _ in ppl_splits])
-    bar.update(1)
-    bar.set_postfix(run="perplexity, prefix cache", refresh=True)
-    cached_s, cached = _timed(lambda: (lambda ev: [ev.evaluate(s).ppl for s in ppl_splits])(PerplexityEvaluator(loaded, cfg)))
-    bar.update(1)
+    naive_times, cached_times = [], []
+    for r in range(args.sweep_repeats):
+        order = ["naive", "cached"] if r % 2 == 0 else ["cached", "naive"]
+        for which in order:
+            bar.set_postfix(run=f"perplexity, {which}", refresh=True)
+            if which == "naive":
+                t, naive_ppl = _timed(lambda: [reference_perplexity(model, text_ids, args.window, args.stride)
+                                               for _ in ppl_splits])
+                naive_times.append(t)
+            else:
+                t, cached = _timed(lambda: (lambda ev: [ev.evaluate(s).ppl for s in ppl_splits])(PerplexityEvaluator(loaded, cfg)))
+                cached_times.append(t)
+            bar.update(1)
     bar.close()
+    sweep_ratios = [c / n for c, n in zip(cached_times, naive_times)]
+    naive_s, cached_s = statistics.median(naive_times), statistics.median(cached_times)
     max_rel = max(abs(a - b) / b for a, b in zip(cached, naive_ppl))
 
+    worst_decode = min(splits, key=lambda s: per_split[s]["decode_tokens_per_s_ratio"])
+    worst_prefill = max(splits, key=lambda s: per_split[s]["prefill_time_ratio"])
     result = {
-        "decode_tokens_per_s_ratio": min(v["decode_tokens_per_s_ratio"] for v in per_split.values()),
-        "prefill_time_ratio": max(v["prefill_time_ratio"] for v in per_split.values()),
-        "cached_sweep_cost_ratio": cached_s / naive_s,
+        "decode_tokens_per_s_ratio": per_split[worst_decode]["decode_tokens_per_s_ratio"],
+        "prefill_time_ratio": per_split[worst_prefill]["prefill_time_ratio"],
+        "cached_sweep_cost_ratio": statistics.median(sweep_ratios),
+        "spread": {
+            "decode_tokens_per_s_ratio": {"split": worst_decode, **per_split[worst_decode]["decode_tokens_per_s_ratio_spread"]},
+            "prefill_time_ratio": {"split": worst_prefill, **per_split[worst_prefill]["prefill_time_ratio_spread"]},
+            "cached_sweep_cost_ratio": spread(sweep_ratios),
+        },
         "definitions": {
-            "decode_tokens_per_s_ratio": "min over splits of splitrl decode tok/s / transformers generate decode tok/s (>=0.97 target)",
-            "prefill_time_ratio": "max over splits of splitrl time-to-first-token / transformers generate (1 token)",
-            "cached_sweep_cost_ratio": "splitrl prefix-cached perplexity at 8 splits (cache fill included) / 8 plain transformers perplexity runs (<=0.6 target)",
+            "decode_tokens_per_s_ratio": "min over splits of the median over repeats of splitrl decode tok/s / transformers generate decode tok/s in the same repeat (>=0.97 target)",
+            "prefill_time_ratio": "max over splits of the median over repeats of splitrl time-to-first-token / transformers generate (1 token) in the same repeat",
+            "cached_sweep_cost_ratio": "median over repeats of splitrl prefix-cached perplexity at 8 splits (cache fill included) / 8 plain transformers perplexity runs in the same repeat (<=0.6 target)",
+            "spread": "per ratio: the repeats' values, their interquartile range [q25, q75] and min/max; runs alternate A,B,A,B with the order reversed every other repeat",
         },
         "baseline": {"prefill_s": base_prefill, "decode_tokens_per_s": base_tps},
         "per_split": {str(k): v for k, v in per_split.items()},
         "greedy_tokens_identical_to_transformers": identical,
         "perplexity": {
             "splits": ppl_splits, "naive_seconds": naive_s, "cached_seconds": cached_s,
+            "naive_seconds_per_repeat": naive_times, "cached_seconds_per_repeat": cached_times,
             "ppl": cached[0], "max_rel_diff_vs_transformers": max_rel,
             "tokens": args.ppl_tokens, "window": args.window, "stride": args.stride,
         },
         "setup": {
             "model": args.model, "threads": args.threads, "prompt_tokens": args.prompt_tokens,
-            "new_tokens": args.new_tokens, "repeats": args.repeats, "statistic": "median",
+            "new_tokens": args.new_tokens, "repeats": args.repeats, "sweep_repeats": args.sweep_repeats,
+            "statistic": "median over interleaved repeats (spread: IQR and min/max)",
             "torch": torch.__version__, "transformers": transformers.__version__,
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
@@ -162,12 +197,21 @@ def main() -> None:
     result = {**run_record(), **result}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    rows = ["| measure | splitrl / baseline |", "|---|---|"]
+    def iqr(sp):
+        return f"[{sp['iqr'][0]:.3f}, {sp['iqr'][1]:.3f}]"
+
+    rows = [f"| measure | splitrl / baseline, median of {args.repeats} interleaved repeats | IQR | min-max |", "|---|---|---|---|"]
     for s in splits:
         v = per_split[s]
-        rows.append(f"| split {s}: decode tok/s | {v['decode_tokens_per_s_ratio']:.3f} ({v['decode_tokens_per_s']:.1f} vs {base_tps:.1f}) |")
-        rows.append(f"| split {s}: time to first token | {v['prefill_time_ratio']:.3f} ({v['prefill_s'] * 1e3:.0f} vs {base_prefill * 1e3:.0f} ms) |")
-    rows.append(f"| perplexity at 8 splits, prefix cache vs naive | {result['cached_sweep_cost_ratio']:.3f} ({cached_s:.1f} vs {naive_s:.1f} s) |")
+        d, p = v["decode_tokens_per_s_ratio_spread"], v["prefill_time_ratio_spread"]
+        rows.append(f"| split {s}: decode tok/s | {v['decode_tokens_per_s_ratio']:.3f} ({v['decode_tokens_per_s']:.1f} vs "
+                    f"{base_tps:.1f}) | {iqr(d)} | {d['min']:.3f}-{d['max']:.3f} |")
+        rows.append(f"| split {s}: time to first token | {v['prefill_time_ratio']:.3f} ({v['prefill_s'] * 1e3:.0f} vs "
+                    f"{base_prefill * 1e3:.0f} ms) | {iqr(p)} | {p['min']:.3f}-{p['max']:.3f} |")
+    sw = result["spread"]["cached_sweep_cost_ratio"]
+    rows.append(f"| perplexity at 8 splits, prefix cache vs naive ({args.sweep_repeats} repeats) | "
+                f"{result['cached_sweep_cost_ratio']:.3f} ({cached_s:.1f} vs {naive_s:.1f} s) | {iqr(sw)} | "
+                f"{sw['min']:.3f}-{sw['max']:.3f} |")
     md = "\n".join(rows)
     out.with_suffix(".md").write_text(md + "\n")
     print(md)

@@ -1,6 +1,7 @@
 """`splitrl control`: the controller serving requests in-process, for experiments.
 
-For each request the channel process advances one slot, the policy (a trained agent from its
+For each request (arriving at the trace's or scenario's clock: `splitrl.controller.channel`,
+`splitrl.controller.scenario`) the state advances to its arrival time, the policy (a trained agent from its
 checkpoint, or an exact baseline) reads the observed SNR and the split in place and picks the
 split, the runtime generates through that split with the link emulated at this slot's SNR, and
 the decision is logged — split, SNR, emulated TTFT/energy (cost model), measured tokens/s,
@@ -36,8 +37,15 @@ class ControlConfig:
         agent: an exact-baseline kind to run without a checkpoint (``oracle``, ``fixed``, ...).
         env: SplitPointConfig overrides (e.g. ``{"model": "llama-tiny", "reward": {"w_energy": 2}}``);
             with a checkpoint they are applied over the run's own env config.
-        channel: see `splitrl.controller.channel.channel_spec`.
-        requests: number of requests to serve (>= 1).
+        channel: see `splitrl.controller.channel.channel_spec` (a trace is read on its time column,
+            one request every ``1 / arrival_rate_hz`` seconds).
+        scenario: a scenario YAML file (`splitrl.controller.scenario`): channel and edge-load traces,
+            request arrivals, battery, privacy target; replaces ``channel`` and ``arrival_rate_hz``.
+        arrival_rate_hz: requests per second on the channel's clock (None: one per the env's
+            ``decision_interval_s``).
+        battery_start: UE battery level at the first request, (0, 1] (None: the scenario's, else not modelled).
+        privacy_target: smallest split any request may use (None: the scenario's, else none).
+        requests: number of requests to serve (>= 1; None: 20, or all of the scenario's).
         prompts: text file with one prompt per line (None: WikiText-2 passages).
         max_new_tokens: tokens generated per request (>= 1).
         ppl_tokens: also measure perplexity on this many WikiText tokens through the chosen split (0: off).
@@ -49,7 +57,11 @@ class ControlConfig:
     agent: str | None = None
     env: dict = field(default_factory=dict)
     channel: str = "fading"
-    requests: int = 20
+    scenario: str | None = None
+    arrival_rate_hz: float | None = None
+    battery_start: float | None = None
+    privacy_target: int | None = None
+    requests: int | None = None
     prompts: str | None = None
     max_new_tokens: int = 16
     ppl_tokens: int = 0
@@ -59,8 +71,16 @@ class ControlConfig:
     def __post_init__(self) -> None:
         if (self.checkpoint is None) == (self.agent is None):
             raise UsageError("give exactly one of checkpoint (a trained run) or agent (an exact baseline kind)")
-        if self.requests < 1 or self.max_new_tokens < 1 or self.ppl_tokens < 0:
+        if (self.requests is not None and self.requests < 1) or self.max_new_tokens < 1 or self.ppl_tokens < 0:
             raise UsageError("requests and max_new_tokens must be >= 1, ppl_tokens >= 0")
+        if self.scenario is not None and self.arrival_rate_hz is not None:
+            raise UsageError("--arrival-rate: a scenario sets its own arrivals; give one of --scenario or --arrival-rate")
+        if self.arrival_rate_hz is not None and not self.arrival_rate_hz > 0:
+            raise UsageError(f"--arrival-rate: must be > 0 requests/s, got {self.arrival_rate_hz}")
+        if self.battery_start is not None and not 0 < self.battery_start <= 1:
+            raise UsageError(f"--battery: must be in (0, 1], got {self.battery_start}")
+        if self.privacy_target is not None and self.privacy_target < 0:
+            raise UsageError(f"--privacy-target: must be >= 0, got {self.privacy_target}")
 
 
 def env_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -99,8 +119,15 @@ def _wikitext_prompts(tokenizer, n: int, tokens: int = 48) -> list[str]:
 
 
 def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channel: str, seed: int, loaded=None,
-                 backend_factory=None, split: int | None = None):
+                 backend_factory=None, split: int | None = None, scenario=None, arrival_rate_hz: float | None = None,
+                 battery_start: float | None = None, privacy_target: int | None = None):
     """(RequestServer, loaded model, env config) for a checkpoint, a baseline kind or a fixed ``split``.
+
+    ``scenario`` (a `splitrl.controller.scenario.Scenario`) replaces ``channel``: its env overrides
+    apply under ``env``, its arrivals and traces drive the state, its battery and privacy target
+    apply unless ``battery_start`` / ``privacy_target`` are given. Without a scenario, a trace
+    channel is read on its time column at ``arrival_rate_hz`` (None: one request per
+    ``decision_interval_s``).
 
     ``backend_factory(loaded, env_config)`` gives the `GenerationBackend` (default: an in-process
     `LocalBackend` over ``loaded``).
@@ -116,8 +143,16 @@ def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channe
     from splitrl.models import load_model
     from splitrl.runtime import SplitRuntime
 
-    spec = channel_spec(channel)
-    overrides = merge_env(env, {"channel": spec})
+    from splitrl.controller.scenario import ScenarioProcess
+
+    if scenario is not None:
+        spec = {"kind": "trace", "path": scenario.channel.source, "on_end": "loop"}
+        overrides = merge_env(merge_env(scenario.env, env), {"channel": spec})
+        battery_start = scenario.battery_start if battery_start is None else battery_start
+        privacy_target = scenario.privacy_target if privacy_target is None else privacy_target
+    else:
+        spec = channel_spec(channel)
+        overrides = merge_env(env, {"channel": spec})
     if checkpoint is not None:
         policy = AgentPolicy.from_checkpoint(checkpoint, env_overrides=overrides, loaded=loaded)
         env_cfg = policy.env.config
@@ -139,7 +174,12 @@ def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channe
             costs = RequestCostService(env_cfg, loaded.view)
     if loaded.view.num_layers != policy.num_layers:
         raise UsageError(f"the agent was trained for {policy.num_layers} layers, the model has {loaded.view.num_layers}")
-    chan = ChannelProcess(spec, costs.link_profile, slot_s=env_cfg.decision_interval_s, history=env_cfg.history, seed=seed)
+    if scenario is not None:
+        chan = ScenarioProcess(scenario, history=env_cfg.history)
+        chan.rng = np.random.default_rng(seed)  # draws the initial split, as ChannelProcess's stream does
+    else:
+        slot_s = 1.0 / arrival_rate_hz if arrival_rate_hz else env_cfg.decision_interval_s
+        chan = ChannelProcess(spec, costs.link_profile, slot_s=slot_s, history=env_cfg.history, seed=seed)
     # As the env's reset: the initial split is configured or drawn after the channel's stream.
     allowed = np.arange(env_cfg.s_min, loaded.view.num_layers + 1)
     initial = env_cfg.initial_split if env_cfg.initial_split is not None else int(chan.rng.choice(allowed))
@@ -147,7 +187,9 @@ def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channe
         backend = backend_factory(loaded, env_cfg)
     else:
         backend = LocalBackend(SplitRuntime(loaded), model_name=loaded.name, modulation=env_cfg.modulation)
-    server = RequestServer(policy, backend, costs, chan, transport=env_cfg.transport, seed=seed, initial_split=initial)
+    capacity = scenario.battery_capacity_j if scenario is not None else None
+    server = RequestServer(policy, backend, costs, chan, transport=env_cfg.transport, seed=seed, initial_split=initial,
+                           battery_start=battery_start, battery_capacity_j=capacity, privacy_target=privacy_target)
     return server, loaded, env_cfg
 
 
@@ -155,10 +197,18 @@ class Controller:
     """Serves ``config.requests`` requests in-process under a policy (see module doc)."""
 
     def __init__(self, config: ControlConfig, *, loaded=None) -> None:
+        from splitrl.controller.scenario import load_scenario
+
         self.config = config
+        self.scenario = load_scenario(config.scenario) if config.scenario else None
+        if self.scenario is not None and (config.requests or 0) > self.scenario.requests:
+            raise UsageError(f"--requests: scenario {self.scenario.name} has {self.scenario.requests} requests, "
+                             f"asked for {config.requests}")
+        self.requests = config.requests or (self.scenario.requests if self.scenario is not None else 20)
         self.server, self.loaded, self.env_config = build_server(
             checkpoint=config.checkpoint, agent=config.agent, env=config.env, channel=config.channel,
-            seed=config.seed, loaded=loaded)
+            seed=config.seed, loaded=loaded, scenario=self.scenario, arrival_rate_hz=config.arrival_rate_hz,
+            battery_start=config.battery_start, privacy_target=config.privacy_target)
         self.policy = self.server.policy
         self.agent_name = self.policy.name
         self.evaluator = None
@@ -190,8 +240,8 @@ class Controller:
             lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
             if not lines:
                 raise UsageError(f"--prompts: {c.prompts} holds no prompts")
-            return [lines[i % len(lines)] for i in range(c.requests)]
-        return _wikitext_prompts(self.loaded.tokenizer, c.requests)
+            return [lines[i % len(lines)] for i in range(self.requests)]
+        return _wikitext_prompts(self.loaded.tokenizer, self.requests)
 
     def run(self, *, progress: bool = True) -> dict[str, Any]:
         """Serve ``config.requests`` requests; returns the summary (also written to ``summary.json``)."""
@@ -214,8 +264,8 @@ class Controller:
                 table_ratio = None
                 if self.table is not None:
                     table_ratio = self.table.lookup(rec.split, rec.snr_db, int(quality_rng.integers(self.table.seeds)))
-                    rec.reward_table = server.costs.request_outcome(
-                        rec.split, rec.snr_db, previous_split=rec.previous_split, log_ppl_ratio=table_ratio)["reward"]
+                    rec.reward_table = server.charge(rec.split, rec.snr_db, rec.previous_split, edge_load=rec.edge_load,
+                                                     battery=rec.battery, log_ppl_ratio=table_ratio)["reward"]
                 log_ratio = table_ratio
                 if self.evaluator is not None:
                     link = link_at(self.env_config.transport, seed=rec.link_seed + 1, snr_db=rec.snr_db,
@@ -234,15 +284,18 @@ class Controller:
         finally:
             for sink in sinks:
                 sink.close()
-        summary = summarize(records, agent=self.agent_name, channel=c.channel, transport=self.env_config.transport)
+        channel = f"scenario:{self.scenario.source}" if self.scenario is not None else c.channel
+        summary = summarize(records, agent=self.agent_name, channel=channel, transport=self.env_config.transport)
         summary["agent_real_evaluations"] = self.policy.real_evaluations
+        summary["charged_with"] = sorted(server.charged_with)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
 
 def summarize(records: list[dict[str, Any]], *, agent: str, channel: str, transport: str) -> dict[str, Any]:
     """Session figures from the decision records."""
-    dec = [r["decision_us"] for r in records]
+    dec = [r["decision_us"] for r in records if r["edge_available"]]  # a fallback decides without the policy
+    dec = dec or [r["decision_us"] for r in records]
     steps = [r["decode_step_ms"] for r in records if r["decode_step_ms"] > 0]
     splits = [r["split"] for r in records]
     rewards = [r["reward_table"] for r in records if r.get("reward_table") is not None]
@@ -250,13 +303,20 @@ def summarize(records: list[dict[str, Any]], *, agent: str, channel: str, transp
         "agent": agent, "requests": len(records), "channel": channel, "transport": transport,
         "split_changes": int(sum(a != b for a, b in zip(splits, splits[1:]))),
         "splits_used": sorted(set(splits)),
-        "decision_latency_us_median": statistics.median(dec), "decision_latency_us_p99": float(np.percentile(dec, 99)),
+        "arrival_span_s": [records[0]["arrival_s"], records[-1]["arrival_s"]],
+        "decision_latency_us_median": statistics.median(dec), "decision_latency_us_p95": float(np.percentile(dec, 95)),
+        "decision_latency_us_p99": float(np.percentile(dec, 99)),
+        "policy_latency_us_median": statistics.median(r["policy_us"] for r in records),
         "decode_step_ms_median": statistics.median(steps) if steps else None,
         "decision_pct_of_decode_step": 100 * statistics.median(dec) / 1e3 / statistics.median(steps) if steps else None,
         "mean_emulated_ttft_s": float(np.mean([r["emulated_ttft_s"] for r in records])),
         "mean_emulated_ue_energy_j_per_token": float(np.mean([r["emulated_ue_energy_j_per_token"] for r in records])),
         "mean_reward_table": float(np.mean(rewards)) if rewards else None,
         "fallbacks": int(sum(bool(r["fallback"]) for r in records)),
+        "privacy_raised": int(sum(bool(r.get("privacy_raised")) for r in records)),
+        "battery_end": records[-1].get("battery"),
+        "mean_edge_load": (float(np.mean([r["edge_load"] for r in records]))
+                           if records[0].get("edge_load") is not None else None),
     }
 
 
@@ -264,10 +324,17 @@ def _build_control(p) -> None:
     p.add_argument("--checkpoint", default=None, help="trained run folder checkpoints/<run> (or a checkpoint folder)")
     p.add_argument("--agent", default=None, help="exact baseline to run without a checkpoint (oracle, latency-only, ...)")
     p.add_argument("--model", default=None, help="model for --agent runs (default: the env config's)")
-    p.add_argument("--channel", default="fading", help="fading | markov | trace:FILE.csv | FILE.csv | spec.yaml")
+    p.add_argument("--channel", default="fading",
+                   help="fading | markov | trace:FILE.csv | FILE.csv | spec.yaml (a trace is read on its time column)")
+    p.add_argument("--scenario", default=None,
+                   help="scenario YAML (channel + edge-load traces, arrivals, battery, privacy target); replaces --channel")
+    p.add_argument("--arrival-rate", type=float, default=None,
+                   help="requests per second on the channel's clock (default: 1 / env.decision_interval_s)")
+    p.add_argument("--battery", type=float, default=None, help="UE battery level at the first request, (0, 1]")
+    p.add_argument("--privacy-target", type=int, default=None, help="smallest split any request may use")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="env config overrides as in train.py: env.transport=int8-biterr, env.reward.w_energy=2, ...")
-    p.add_argument("--requests", type=int, default=20)
+    p.add_argument("--requests", type=int, default=None, help="requests to serve (default: 20, or the scenario's)")
     p.add_argument("--prompts", default=None, help="text file, one prompt per line (default: WikiText-2 passages)")
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--ppl-tokens", type=int, default=0, help="also measure perplexity on N tokens per decision")
@@ -283,7 +350,8 @@ def _cmd_control(args) -> int:
         if args.model:
             env["model"] = args.model
         cfg = ControlConfig(checkpoint=args.checkpoint, agent=args.agent, env=env, channel=args.channel,
-                            requests=args.requests, prompts=args.prompts, max_new_tokens=args.max_new_tokens,
+                            scenario=args.scenario, arrival_rate_hz=args.arrival_rate, battery_start=args.battery,
+                            privacy_target=args.privacy_target, requests=args.requests, prompts=args.prompts, max_new_tokens=args.max_new_tokens,
                             ppl_tokens=args.ppl_tokens, out=args.out, seed=args.seed)
         summary = Controller(cfg).run()
     except UsageError:

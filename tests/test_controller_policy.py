@@ -65,8 +65,10 @@ def test_agent_policy_decides_like_the_agent_in_the_env_and_keeps_the_ue_after_a
 
 
 def test_channel_process_sees_the_envs_snrs_with_the_same_seed(tmp_path):
+    # rows one decision interval (0.5 s) apart: the controller reads a trace on its time column
+    # (tests/test_controller_scenario.py), the env one row per step; here the two coincide
     trace = tmp_path / "t.csv"
-    trace.write_text("time,snr_db\n" + "".join(f"{i},{v}\n" for i, v in enumerate([3.0, 9.0, 27.0])))
+    trace.write_text("time,snr_db\n" + "".join(f"{0.5 * i},{v}\n" for i, v in enumerate([3.0, 9.0, 27.0])))
     for spec in (None, channel_spec("markov"), channel_spec(f"trace:{trace}")):
         env = make_env(channel=spec).unwrapped
         env.reset(seed=7)

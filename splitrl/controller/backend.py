@@ -1,6 +1,8 @@
 """Generation backends: what the serving code calls to run one request through a split.
 
-`GenerationBackend` is the protocol: `LocalBackend` runs the whole partitioned model in this
+`GenerationBackend` is the protocol (a backend may also offer ``prepare(split)``, returning what
+``generate`` takes in place of the split — `LocalBackend` returns the cached `Partition`):
+`LocalBackend` runs the whole partitioned model in this
 process (`splitrl.runtime.SplitRuntime`, the link emulated in-process); the remote UE client
 (`splitrl.deploy.client.UEClient`) runs layers ``[0, s)`` here and the rest on an edge server
 over gRPC, and reports ``edge_available`` False after a fallback until the edge's health check
@@ -13,6 +15,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 
 from splitrl.models.view import DecoderView
+from splitrl.runtime.partition import Partition
 from splitrl.runtime.engine import GenerationResult
 from splitrl.runtime.sampling import SamplingConfig
 
@@ -50,16 +53,26 @@ class LocalBackend:
         self.tokenizer = runtime.tokenizer
         self.model_name = model_name
         self.modulation = modulation
+        self._partitions: dict[int, Partition] = {}
+
+    def prepare(self, split: int) -> Partition:
+        """The validated `Partition` of ``split``, built once per split (the serving loop's
+        decision latency ends here: the partition is in place for the next request)."""
+        p = self._partitions.get(split)
+        if p is None:
+            p = self._partitions[split] = self.runtime.partition(int(split))
+        return p
 
     @property
     def edge_available(self) -> bool:
         return True  # the "edge" is this process
 
-    def generate(self, prompt_ids: torch.Tensor, split: int, *, link: str, snr_db: float, seed: int,
+    def generate(self, prompt_ids: torch.Tensor, split: int | Partition, *, link: str, snr_db: float, seed: int,
                  sampling: SamplingConfig, max_new_tokens: int, stop_at_eos: bool = True,
                  on_token: Callable[[int], None] | None = None) -> GenerationResult:
         from splitrl.link import link_at
 
         links = link_at(link, seed=seed, snr_db=snr_db, modulation=self.modulation, vocab_size=self.view.vocab_size)
-        return self.runtime.generate(prompt_ids, int(split), max_new_tokens=max_new_tokens, sampling=sampling,
+        placed = split if isinstance(split, Partition) else self.prepare(int(split))
+        return self.runtime.generate(prompt_ids, placed, max_new_tokens=max_new_tokens, sampling=sampling,
                                      links=links, stop_at_eos=stop_at_eos, on_token=on_token)

@@ -4,6 +4,12 @@
 ``FILE.csv`` or a ``spec.yaml``) into a `splitrl.channel.make_channel` spec; `build_channel`
 makes the channel object (the split-point env builds its channel with it too), and
 `ChannelProcess` advances it one slot per request and keeps the SNR history the observation needs.
+
+A trace is replayed on its own time column: requests arrive every ``slot_s`` seconds (one
+decision interval, i.e. at rate ``1 / slot_s``) and each sees the SNR the trace holds at its
+arrival time (zero-order hold, `splitrl.channel.trace`), not one row per request whatever the
+rows' times are. For arrivals at given timestamps, and an edge-load trace beside the channel,
+use a scenario (`splitrl.controller.scenario`).
 """
 from __future__ import annotations
 
@@ -65,8 +71,15 @@ class ChannelProcess:
     same SNRs.
     """
 
+    edge_load: float | None = None  # no shared-edge process here: a scenario has one
+    edge_load_reported: float | None = None
+
     def __init__(self, spec: dict | None, link_profile, *, slot_s: float, history: int, seed: int = 0) -> None:
         self.history_len = int(history)
+        self.slot_s = float(slot_s)
+        if spec is not None and spec.get("kind") == "trace" and spec.get("slot_s") is None:
+            spec = {**spec, "slot_s": self.slot_s}  # read the trace at the arrival times (its time column)
+        self.spec = spec
         self.channel = build_channel(spec, link_profile, slot_s, np.random.default_rng(0))
         self.rng = np.random.default_rng(seed)
         self.reset(seed)
@@ -76,9 +89,16 @@ class ChannelProcess:
         self.channel.reset(np.random.default_rng(int(self.rng.integers(2**63 - 1))))
         self.snr_db = float(self.channel.step().snr_db)
         self.history: list[float] = []
+        self.k = 0
+
+    @property
+    def time_s(self) -> float:
+        """This request's arrival time, s from the first request (one slot per request)."""
+        return self.k * self.slot_s
 
     def advance(self) -> float:
         """Move to the next slot; returns its SNR."""
         self.history = [self.snr_db, *self.history][: self.history_len]
         self.snr_db = float(self.channel.step().snr_db)
+        self.k += 1
         return self.snr_db
