@@ -273,6 +273,10 @@ class PipelineRun:
     def finished(self) -> list[bool]:
         return [self.store.check([key("done", sid)]) for sid in range(len(self.job.prompts))]
 
+    def all_finished(self) -> bool:
+        """Every sample finished (one store round trip: the driver's polling shares the stages' cores)."""
+        return self.store.check([key("done", sid) for sid in range(len(self.job.prompts))])
+
     def _heartbeat_age(self, stage: int) -> float | None:
         k = key("hb", stage)
         if not self.store.check([k]):
@@ -347,7 +351,7 @@ class PipelineRun:
         return new
 
     def wait(self, *, progress: bool = False, on_poll: Callable[["PipelineRun"], None] | None = None,
-             poll_s: float = 0.02) -> PipelineResult:
+             poll_s: float = 0.1) -> PipelineResult:
         """Watch the run to the end (re-forming on stage deaths) and collect the result."""
         n = len(self.job.prompts)
         total = sum(self.job.max_new_tokens)
@@ -360,12 +364,12 @@ class PipelineRun:
         last_count = 0
         try:
             while True:
-                if all(self.finished()):
+                if self.all_finished():
                     break
                 self._check_errors()
                 dead = self._dead(plan)
                 acked = self._acked(plan)
-                if (dead or acked) and not all(self.finished()):  # (stages exit normally once all are done)
+                if (dead or acked) and not self.all_finished():  # (stages exit normally once all are done)
                     plan = self._reform(plan, dead, time.time())
                     if bar is not None:
                         bar.set_postfix_str(f"re-formed over stages {plan.members}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import resource
 import threading
 import time
@@ -108,6 +109,84 @@ class _Heartbeat(threading.Thread):
             self.stop_event.wait(HEARTBEAT_S)
 
 
+class _Committer(threading.Thread):
+    """Writes the starter's tokens (``out/{sid}``) and finish marks (``done/{sid}``) to the store, in order.
+
+    A synchronous store round trip per token sat on the ring's critical path (on a busy 2-core
+    machine the driver that hosts the store must first be scheduled); this thread takes it off.
+    Replay stays exact: the committed prefix is always a prefix of what was fed on, and token
+    selection depends only on (sample, step), so a re-formed ring that replays from an older
+    committed token regenerates the same tokens. Tokens queued for one sample are appended in one
+    round trip; a ``done`` mark is written only after that sample's tokens.
+    """
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__(daemon=True, name="committer")
+        self.store = connect_store(endpoint, host_store=False)
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def token(self, sid: int, tok: int) -> None:
+        self._put(("out", sid, f"{tok},"))
+
+    def done(self, sid: int, reason: str) -> None:
+        self._put(("done", sid, reason))
+
+    def _put(self, item: tuple) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"committing to the store failed: {self.error}")
+        with self._lock:
+            self._pending += 1
+            self._idle.clear()
+        self.queue.put(item)
+
+    def run(self) -> None:
+        while True:
+            items = [self.queue.get()]
+            if items[0] is None:
+                return
+            while True:  # take everything queued: one append per sample
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = items[-1] is None
+            items = [i for i in items if i is not None]
+            try:
+                out: dict[int, str] = {}
+                for kind, sid, text in items:
+                    if kind == "out":
+                        out[sid] = out.get(sid, "") + text
+                    else:  # done: its tokens first
+                        if sid in out:
+                            self.store.append(key("out", sid), out.pop(sid))
+                        self.store.set(key("done", sid), text)
+                for sid, text in out.items():
+                    self.store.append(key("out", sid), text)
+            except Exception as e:  # the driver is gone; the caller sees it at its next put or flush
+                self.error = e
+            with self._lock:
+                self._pending -= len(items)
+                if self._pending == 0:
+                    self._idle.set()
+            if stop:
+                return
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Block until everything queued so far is in the store."""
+        if not self._idle.wait(timeout_s):
+            raise RuntimeError(f"committing to the store took more than {timeout_s} s")
+        if self.error is not None:
+            raise RuntimeError(f"committing to the store failed: {self.error}")
+
+    def close(self) -> None:
+        self.queue.put(None)
+
+
 class _Ring:
     """Point-to-point messaging with the two neighbours of this member (tensors only, no pickle)."""
 
@@ -118,6 +197,7 @@ class _Ring:
         self._pending: deque = deque()
         self._max_pending = 64
         self.recv_wait_s = 0.0
+        self._h = torch.empty(HEADER_LEN, dtype=torch.int64)  # reused: parsed before the next receive
 
     def send(self, header: Header, payload: torch.Tensor | None = None) -> None:
         h = header.tensor()
@@ -140,7 +220,7 @@ class _Ring:
 
     def recv(self) -> tuple[Header, torch.Tensor | None]:
         t0 = time.perf_counter()
-        h = torch.empty(HEADER_LEN, dtype=torch.int64)
+        h = self._h
         dist.irecv(h, src=self.prev).wait()
         header = Header.from_tensor(h)
         payload = None
@@ -156,8 +236,9 @@ class _Ring:
 class _Worker:
     """The compute of one member in one generation."""
 
-    def __init__(self, store, job: JobSpec, view, plan: Plan, stage_id: int) -> None:
+    def __init__(self, store, job: JobSpec, view, plan: Plan, stage_id: int, committer: _Committer) -> None:
         self.store, self.job, self.view, self.plan = store, job, view, plan
+        self.committer = committer
         self.rank = plan.members.index(stage_id)
         self.world = plan.world
         self.start, self.stop = plan.bounds(view.num_layers)[self.rank]
@@ -253,7 +334,7 @@ class _Worker:
             toks = parse_committed(store.get(key("out", sid))) if store.check([key("out", sid)]) else []
             committed[sid] = toks
             if toks and (len(toks) >= job.max_new_tokens[sid] or (eos is not None and toks[-1] == eos)):
-                store.set(key("done", sid), "eos" if toks[-1] == eos else "length")
+                self.committer.done(sid, "eos" if toks[-1] == eos else "length")
                 continue
             emit(sid, list(prompt) + toks, 0, True)
             in_flight += 1
@@ -272,17 +353,18 @@ class _Worker:
             logits = self._timed(sid, "head", lambda: view.head(h[:, -1, :]))  # [1, V]
             tok = select_token(job, sid, len(toks), logits)
             toks.append(tok)
-            # Commit before feeding it on: a re-formed ring replays from here.
-            store.append(key("out", sid), f"{tok},")
+            # Commit (in order, off the critical path): a re-formed ring replays from the last committed token.
+            self.committer.token(sid, tok)
             self.report.tokens += 1
             finished = (eos is not None and tok == eos) or len(toks) >= job.max_new_tokens[sid]
             if finished:
-                store.set(key("done", sid), "eos" if eos is not None and tok == eos else "length")
+                self.committer.done(sid, "eos" if eos is not None and tok == eos else "length")
                 in_flight -= 1
                 if self.world > 1:
                     self.ring.send(Header(sid, 0, 0, STOP, 0))
             else:
                 emit(sid, [tok], len(job.prompts[sid]) + len(toks) - 1, False)
+        self.committer.flush()
         if self.world > 1:
             self.ring.send(Header(0, 0, 0, SHUTDOWN, 0))
             while True:  # every member has drained once the shutdown comes back around
@@ -325,6 +407,8 @@ def run_stage(endpoint: Endpoint, stage_id: int, *, world: int | None = None, de
     store = connect_store(endpoint, host_store=False, timeout_s=120.0)
     beat = _Heartbeat(endpoint, stage_id)
     beat.start()
+    committer = _Committer(endpoint)
+    committer.start()
     try:
         job = JobSpec.from_json(store.get("job"))
         from splitrl.models import load_model
@@ -339,11 +423,15 @@ def run_stage(endpoint: Endpoint, stage_id: int, *, world: int | None = None, de
             try:
                 form_group(store, rank, plan.world, generation=generation, backend=backend_for(device),
                            timeout_s=job.timeout_s)
-                report = _Worker(store, job, view, plan, stage_id).run()
+                report = _Worker(store, job, view, plan, stage_id, committer).run()
             except (RuntimeError, dist.DistBackendError, ConnectionError) as e:
                 # A neighbour is gone (or the driver aborted this generation): leave, which closes our
                 # connections and so tells our own neighbours, then wait for the next plan.
                 leave_group()
+                try:  # what this member committed must be in the store before the next starter replays
+                    committer.flush(timeout_s=job.timeout_s)
+                except RuntimeError:
+                    pass
                 store.set(key("ack", generation, stage_id), str(e)[:500])
                 generation += 1
                 plan = _wait_for_plan(store, generation, 600.0)
@@ -360,4 +448,5 @@ def run_stage(endpoint: Endpoint, stage_id: int, *, world: int | None = None, de
         raise
     finally:
         leave_group()
+        committer.close()
         beat.stop_event.set()
