@@ -76,6 +76,17 @@ def test_greedy_exact_k4_s6_independent_lengths():
     for r in res.reports:
         assert r["messages"] == sum(max_new)
         assert r["hop"]["bytes"] > 0
+    # Each stage process materialised only its own layers (the starter also the embeddings and the head).
+    full = load_model("llama-tiny").view
+    bounds = [(0, 1), (1, 3), (3, 5), (5, 6)]
+    for r in res.reports:
+        a, b = bounds[r["rank"]]
+        tensors = {id(p): p for i in range(a, b) for p in full.layers[i].parameters()}
+        if r["rank"] == 0:
+            for m in (full.embed_tokens, full.final_norm, full.lm_head):
+                tensors.update({id(p): p for p in m.parameters()})
+        assert r["param_bytes"] == sum(p.numel() * p.element_size() for p in tensors.values())
+        assert r["held_layers"] == [a, b] and r["holds_embed_head"] == (r["rank"] == 0)
 
 
 @pytest.mark.slow
@@ -135,6 +146,9 @@ def test_stage_death_is_detected_reported_and_replayed(victim):
     # The re-formed generation ran on two members with the layers re-split between them.
     last = [r for r in res.reports if r["generation"] == 1]
     assert sorted(r["stage"] for r in last) == survivors and {tuple(r["layers"]) for r in last} == {(0, 3), (3, 6)}
+    # The survivors loaded the layers they newly own, and only those.
+    for r in last:
+        assert r["held_layers"] == r["layers"] and r["holds_embed_head"] == (r["rank"] == 0)
 
 
 def test_cli_usage_errors(capsys):

@@ -177,7 +177,8 @@ class PipelineRun:
         from splitrl.runtime import InvalidPartitionError, Partition
 
         self.config = c = config
-        self.loaded = load_model(c.model)
+        # The driver computes nothing: tokenizer, config and fingerprint only, every weight on ``meta``.
+        self.loaded = load_model(c.model, layers=(0, 0), embed=False, head=False)
         self.tokenizer = self.loaded.tokenizer
         L = self.loaded.view.num_layers
         try:
@@ -204,7 +205,7 @@ class PipelineRun:
             temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, seed=c.seed,
             seeds=None if c.seeds is None else [int(s) for s in c.seeds], hop_links=hop_links,
             link_profile=c.link_profile, snr_db=None if c.snr_db is None else [float(s) for s in c.snr_db],
-            timeout_s=c.timeout_s,
+            timeout_s=c.timeout_s, num_layers=L, fingerprint=self.loaded.fingerprint,
         )
         self.num_layers = L
         self.replan = replan or (lambda layers, k: equal_cuts(layers, k))

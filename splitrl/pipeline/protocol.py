@@ -93,6 +93,8 @@ class JobSpec:
         snr_db: fixed SNR per hop (None: the profile's fading process, seeded per hop).
         timeout_s: torch.distributed timeout (a dead peer becomes an error after at most this).
         trace: record a per-stage schedule (start/end of every compute step) in the reports.
+        num_layers: the model's decoder layers (a stage loads only its range of them before loading).
+        fingerprint: `LoadedModel.fingerprint` of the driver's model; a stage whose weights differ refuses.
     """
 
     model: str
@@ -110,6 +112,8 @@ class JobSpec:
     snr_db: list[float] | None = None
     timeout_s: float = 60.0
     trace: bool = True
+    num_layers: int = 0
+    fingerprint: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

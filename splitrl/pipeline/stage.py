@@ -35,7 +35,7 @@ from splitrl.pipeline.hops import Hop, wait_until_us
 from splitrl.pipeline.protocol import HEADER_LEN, RESET, SHUTDOWN, STOP, Header, JobSpec, Plan, key
 from splitrl.runtime.sampling import SamplingConfig, TokenSampler
 
-__all__ = ["StageReport", "run_stage", "select_token", "parse_committed"]
+__all__ = ["StageReport", "run_stage", "select_token", "parse_committed", "load_for", "param_bytes"]
 
 HEARTBEAT_S = 0.25
 MAX_TRACE = 4000
@@ -79,6 +79,9 @@ class StageReport:
     t_end: float = 0.0
     hop: dict = field(default_factory=dict)
     peak_rss_bytes: int = 0
+    param_bytes: int = 0        # bytes of the weights this process materialised (the rest is on ``meta``)
+    held_layers: list = field(default_factory=list)  # [start, stop) of the decoder layers it holds
+    holds_embed_head: bool = False
     trace: list = field(default_factory=list)   # [sample, kind, t_start, t_end] (wall clock)
 
     def to_json(self) -> str:
@@ -387,7 +390,42 @@ class _Worker:
             r.recv_wait_s = self.ring.recv_wait_s
             r.hop = {"index": self.hop.index, "link": self.hop.link_name, **self.hop.stats.to_dict()}
         r.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        r.param_bytes = param_bytes(self.view.model)
+        held = self.view.held_range()
+        r.held_layers = list(held) if held is not None else ([] if not self.view.held_layers() else None)
+        r.holds_embed_head = bool(self.view.holds_embed and self.view.holds_head)
         return r
+
+
+def param_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the materialised (not ``meta``) parameters, each shared tensor once (tied embeddings)."""
+    seen, total = set(), 0
+    for p in model.parameters():  # parameters() already skips duplicates of a tied tensor
+        if p.device.type != "meta" and id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel() * p.element_size()
+    return total
+
+
+def load_for(job: JobSpec, plan: Plan, stage_id: int, current=None):
+    """The `LoadedModel` this member needs in ``plan``: only its layer range (the starter: plus the
+    embeddings and the head). ``current`` is kept when it already holds all of that; otherwise the
+    newly owned range is read (after a re-formation a survivor usually owns more layers)."""
+    from splitrl.models import load_model
+
+    rank = plan.members.index(stage_id)
+    start, stop = plan.bounds(job.num_layers)[rank]
+    starter = rank == 0
+    if current is not None and current.view.holds(start, stop, embed=starter, head=starter) is None:
+        return current
+    del current  # free the old range before reading the new one
+    lm = load_model(job.model, layers=(start, stop), embed=starter, head=starter)
+    if job.fingerprint and lm.fingerprint != job.fingerprint:
+        raise ValueError(f"this stage's model {job.model!r} has fingerprint {lm.fingerprint[:12]}, the driver's "
+                         f"{job.fingerprint[:12]}: every stage must hold parts of the same weights")
+    if lm.view.num_layers != job.num_layers:
+        raise ValueError(f"model has {lm.view.num_layers} layers, the job {job.num_layers}")
+    return lm
 
 
 def _wait_for_plan(store, generation: int, timeout_s: float) -> Plan | None:
@@ -411,15 +449,15 @@ def run_stage(endpoint: Endpoint, stage_id: int, *, world: int | None = None, de
     committer.start()
     try:
         job = JobSpec.from_json(store.get("job"))
-        from splitrl.models import load_model
-
-        view = load_model(job.model).view
         plan = _wait_for_plan(store, 0, 120.0)
         if plan is not None and world is not None and plan.world != world:
             raise ValueError(f"--world {world} does not match the driver's plan of {plan.world} stages")
         generation = 0
+        lm = None
         while plan is not None and stage_id in plan.members:
             rank = plan.members.index(stage_id)
+            lm = load_for(job, plan, stage_id, lm)  # only this member's layers (+ embeddings/head on the starter)
+            view = lm.view
             try:
                 form_group(store, rank, plan.world, generation=generation, backend=backend_for(device),
                            timeout_s=job.timeout_s)
