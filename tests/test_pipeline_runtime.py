@@ -10,7 +10,9 @@ import torch
 from splitrl.errors import UsageError
 from splitrl.models import load_model
 from splitrl.pipeline import PipelineConfig, PipelineRun, run_pipeline
-from splitrl.pipeline.protocol import HEADER_LEN, RESET, STOP, Header, JobSpec, Plan
+from splitrl.pipeline.protocol import (
+    HEADER_LEN, RESET, STOP, Header, JobSpec, Plan, decode_frame, encode_frame, frame_bytes,
+)
 
 PROMPTS = [
     "The history of the city begins",
@@ -44,6 +46,14 @@ def test_header_roundtrip_and_validation():
         Header.from_tensor(torch.tensor([-1, 0, 1, 0, 0]))
     with pytest.raises(ValueError):
         Header.from_tensor(torch.tensor([0, 0, 1, 64, 0]))
+    # The fixed first frame of a hop: header + one inline position (decode), bit-exact.
+    x = torch.randn(1, 1, 8)
+    got, inline = decode_frame(encode_frame(Header(3, 17, 1, RESET, 2**60 + 5), x, 8), 8)
+    assert got == Header(3, 17, 1, RESET, 2**60 + 5) and torch.equal(inline, x)
+    assert decode_frame(encode_frame(Header(1, 0, 6, RESET), torch.randn(1, 6, 8), 8), 8) == (Header(1, 0, 6, RESET), None)
+    assert decode_frame(encode_frame(Header(2, 0, 0, STOP), None, 8), 8) == (Header(2, 0, 0, STOP), None)
+    with pytest.raises(ValueError):
+        decode_frame(torch.zeros(frame_bytes(8) + 1, dtype=torch.uint8), 8)
     job = JobSpec(model="llama-tiny", prompts=[[1, 2]], max_new_tokens=[3])
     assert JobSpec.from_json(job.to_json()) == job
     plan = Plan(1, [0, 2], [3])
