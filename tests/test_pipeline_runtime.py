@@ -180,3 +180,15 @@ def test_cli_plan_prints_dp_equal_and_mdi(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"dp", "equal", "mdi_llm"}
     assert out["dp"]["bottleneck_tok_s"] >= out["equal"]["bottleneck_tok_s"] - 1e-9
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("cuts", [[12], [8, 20]], ids=["K2", "K3"])
+def test_smollm2_greedy_exact_k2_and_k3(cuts):
+    """SmolLM2-135M on real 2- and 3-stage rings (partial loads): each sample == generate on its own prompt."""
+    prompts, max_new = PROMPTS[:3], [12, 7, 10]
+    res = run_pipeline(PipelineConfig(model="smollm2-135m", cuts=cuts, prompts=prompts, max_new_tokens=max_new,
+                                      stop_at_eos=False))
+    assert [s.token_ids for s in res.samples] == _reference("smollm2-135m", prompts, max_new)
+    assert sorted(r["rank"] for r in res.reports) == list(range(len(cuts) + 1))
