@@ -40,6 +40,7 @@ from splitrl.runtime.sampling import SamplingConfig, TokenSampler
 __all__ = ["StageReport", "run_stage", "select_token", "parse_committed", "load_for", "param_bytes"]
 
 HEARTBEAT_S = 0.25
+COMMIT_COALESCE_S = 0.02
 MAX_TRACE = 4000
 
 
@@ -81,6 +82,7 @@ class StageReport:
     t_end: float = 0.0
     hop: dict = field(default_factory=dict)
     peak_rss_bytes: int = 0
+    rss_bytes: int = 0          # resident set at the end of the generation (psutil)
     param_bytes: int = 0        # bytes of the weights this process materialised (the rest is on ``meta``)
     held_layers: list = field(default_factory=list)  # [start, stop) of the decoder layers it holds
     holds_embed_head: bool = False
@@ -180,6 +182,7 @@ class _Committer(threading.Thread):
                     self._idle.set()
             if stop:
                 return
+            time.sleep(COMMIT_COALESCE_S)  # let a few tokens gather: fewer wake-ups of this thread and the store
 
     def flush(self, timeout_s: float = 60.0) -> None:
         """Block until everything queued so far is in the store."""
@@ -397,6 +400,9 @@ class _Worker:
             r.hop = {"index": self.hop.index, "link": self.hop.link_name, **self.hop.stats.to_dict()}
         r.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         r.param_bytes = param_bytes(self.view.model)
+        import psutil
+
+        r.rss_bytes = int(psutil.Process().memory_info().rss)
         held = self.view.held_range()
         r.held_layers = list(held) if held is not None else ([] if not self.view.held_layers() else None)
         r.holds_embed_head = bool(self.view.holds_embed and self.view.holds_head)
