@@ -57,6 +57,7 @@ TIMING_KEYS = (
     "real_k2_s2_throughput_ratio", "real_k2_s2_throughput_ratio_per_repeat", "real_k2_s2_target",
     "sim_hop_overhead_ms_calibrated_on_k2_s1", "sim_vs_real", "sim_vs_real_rel_error", "sim_vs_real_rel_error_max",
     "sim_vs_real_rel_error_offline_times", "sim_vs_real_target", "real_runs", "loadavg_start",
+    "tokens_per_sample", "repeats",
 )
 
 PROMPTS = [
@@ -127,8 +128,7 @@ def main() -> int:
                          "of this script and recompute only the simulated sections (no timing, no lock needed)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    out: dict = {**run_record(threads=1), "model": args.model, "tokens_per_sample": args.tokens,
-                 "repeats": args.repeats, "threads_per_process": 1, "cpu_count": os.cpu_count(),
+    out: dict = {**run_record(threads=1), "model": args.model, "threads_per_process": 1, "cpu_count": os.cpu_count(),
                  "loadavg_start": list(os.getloadavg())}
     lm = load_model(args.model)
     view = lm.view
@@ -149,6 +149,7 @@ def main() -> int:
         sims, runs = prev["sim_vs_real"], None
         b = prev["baseline_tokens_per_s"]
     else:
+        out["tokens_per_sample"], out["repeats"] = args.tokens, args.repeats
         # 1. measured decode times on this machine
         here = measure_decode_times(lm, context=16, steps=12)
         out["measured_decode_ms"] = {"layers_total": 1e3 * sum(here.layer_s), "per_layer": [1e3 * t for t in here.layer_s],

@@ -158,13 +158,15 @@ class PipelineResult:
                          f"flight {f['in_flight_samples']}; detected {f['detect_s']:.2f} s into the run; "
                          f"re-formed over {f['survivors']}")
         last_g = self.plans[-1]["generation"] if self.plans else 0
-        lines.append("  stage  rank  layers    msgs  compute_s  recv_wait_s  air_wait_s  hop_bytes  hop_air_s  rss_MB")
+        lines.append("  stage  rank  layers    msgs  compute_s  recv_wait_s  air_wait_s  hop_bytes  hop_air_s  "
+                     "param_MB  rss_MB")
         for r in sorted((r for r in self.reports if r["generation"] == last_g), key=lambda r: r["rank"]):
             hop = r.get("hop") or {}
             lines.append(
                 f"  {r['stage']:>5}  {r['rank']:>4}  {r['layers'][0]:>2}-{r['layers'][1]:<4} {r['messages']:>6}  "
                 f"{r['compute_s']:9.3f}  {r['recv_wait_s']:11.3f}  {r['air_wait_s']:10.3f}  "
-                f"{hop.get('bytes', 0):>9}  {hop.get('air_s', 0.0):9.3f}  {r['peak_rss_bytes'] / 2**20:6.0f}"
+                f"{hop.get('bytes', 0):>9}  {hop.get('air_s', 0.0):9.3f}  {r.get('param_bytes', 0) / 2**20:8.0f}  "
+                f"{r.get('rss_bytes', 0) / 2**20:6.0f}"
             )
         return "\n".join(lines)
 
