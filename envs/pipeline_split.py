@@ -180,6 +180,10 @@ class PipelineSplitEnv(gym.Env):
         return {"throughput": float(thr), "round_s": float(min(sum(stage) + sum(hops), T)), "energy": float(energy),
                 "stage_s": [float(t) for t in stage], "hop_s": [float(t) for t in hops]}
 
+    def step_figures(self, action: int, snr: np.ndarray, load: np.ndarray, samples: int) -> dict[str, Any]:
+        """The exact step model (uncounted): throughput, round time, energy, per-stage and per-hop times."""
+        return self._evaluate(int(action), np.asarray(snr, float), np.asarray(load, float), int(samples))
+
     def measure(self, action: int, snr: np.ndarray, load: np.ndarray, samples: int, *,
                 noise: float = 0.0, rng: np.random.Generator | None = None) -> dict[str, Any]:
         """One *real evaluation*: run candidate ``action`` at a state and report what a ring reports

@@ -5,7 +5,7 @@ split points: one `AR1ChannelModel` per device link (fitted online from the obse
 forgetting), a persistence-with-decay forecast of each device's load (AR(1) in log space, its
 coefficient fitted online), and a receding-horizon dynamic program over the candidates with the
 switching cost between consecutive ones. What scores a step at a forecast state is the *step
-model*: by default the env's exact analytic cost model (`PipelineSplitEnv.predict_reward`, an
+model*: by default the env's exact analytic cost model (`PipelineSplitEnv.step_figures`, an
 upper reference that needs no evaluations), or a learned `RingSurrogate`.
 
 `RingSurrogate` is the learned model of the model-based agent: fitted from *real evaluations*
@@ -40,7 +40,7 @@ class RingPlanner:
         self.env = env.unwrapped if hasattr(env, "unwrapped") else env
         # the step model: the learned surrogate, or the env's exact cost model
         self.model = model
-        self._figures = model.predict if model is not None else self.env._evaluate
+        self._figures = model.predict if model is not None else self.env.step_figures
         if horizon < 1 or not 0 < discount <= 1:
             raise ValueError("horizon must be >= 1 and discount in (0, 1]")
         self.horizon, self.discount = int(horizon), float(discount)
