@@ -76,7 +76,7 @@ def pooled(results: list[dict], name: str) -> dict:
     ref = results[0]["oracle"]["per_episode_throughput"]
     fr = [t / o for r in results for t, o in zip(r[name]["per_episode_throughput"], ref) if o > 0]
     rw = [x for r in results for x in r[name]["per_episode_reward"]]
-    return {"throughput_fraction_of_oracle": mean_ci(fr), "reward": mean_ci(rw),
+    return {"throughput_fraction_of_oracle": mean_ci(fr), "reward": mean_ci(rw), "reward_median": float(np.median(rw)),
             "mean_throughput_tok_s": float(np.mean([r[name]["mean_throughput_tok_s"] for r in results])),
             "switches_per_episode": float(np.mean([r[name]["switches_per_episode"] for r in results]))}
 

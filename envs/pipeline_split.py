@@ -15,7 +15,7 @@ device's compute is slowed by a background load that drifts. Requests arrive at 
   S = min(waiting, max_samples) and Θ the closed form of `splitrl.cost.pipeline` at the true
   state (stage times x load, hop times at the SNRs); changing the partition first pays the
   switching time: the weight bytes of every layer that moves to a device not already holding it,
-  sent over the receiving device's link (devices keep the layers they once held).
+  sent over the receiving device's link (devices keep the layers they once held), at most `max_switch_s`.
 * Reward: ``throughput / ref_throughput - w_latency * round_s / ref_round_s - w_energy * starter
   energy per token / ref_energy - w_switch * switch_s / decision_interval_s``.
 
@@ -57,6 +57,8 @@ class PipelineSplitConfig:
             infinite transfer time; the reward stays finite).
         preload_all: every device stores every layer from the start (switching is free); else a
             device holds only the layers it was given so far.
+        max_switch_s: a weight transfer slower than this (a receiving link in outage) is charged
+            this: the ring is stalled for the whole step and the penalty stays bounded.
     """
 
     model: str = "smollm2-135m"
@@ -77,6 +79,7 @@ class PipelineSplitConfig:
     weight_dtype_bytes: float = 2.0
     timeout_s: float = 2.0
     preload_all: bool = False
+    max_switch_s: float = 5.0
 
     def __post_init__(self) -> None:
         self.devices = tuple(self.devices)
@@ -86,8 +89,8 @@ class PipelineSplitConfig:
                             ("max_samples", self.max_samples, 1), ("history", self.history, 0)):
             if int(v) < lo:
                 raise ValueError(f"{name} must be >= {lo}, got {v}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if not self.timeout_s > 0 or not self.max_switch_s > 0:
+            raise ValueError(f"timeout_s and max_switch_s must be > 0, got {self.timeout_s}, {self.max_switch_s}")
         if not self.arrival_rate >= 0 or not self.decision_interval_s > 0:
             raise ValueError("arrival_rate must be >= 0 and decision_interval_s > 0")
         if not 0 <= self.load_rho < 1 or self.load_sigma < 0:
@@ -223,7 +226,7 @@ class PipelineSplitEnv(gym.Env):
                 rate = max(float(self._rate.rate_bps(float(snr[d]))), 1.0)
                 t = max(t, 8.0 * float(self._layer_bytes[list(need)].sum()) / rate)  # devices load in parallel
             held[d] |= set(range(b[k], b[k + 1]))
-        return (t if new != old else 0.0), held
+        return (min(t, self.config.max_switch_s) if new != old else 0.0), held
 
     def predict_reward(self, action: int, prev_action: int, snr: np.ndarray, load: np.ndarray, waiting: int,
                        held: list[set[int]]) -> tuple[float, dict[str, Any]]:
