@@ -132,7 +132,7 @@ class RingSurrogate:
         ridge: smoothing of the hop-time fit (second differences of the knot values).
     """
 
-    def __init__(self, env: Any, *, knot_db: float = 2.5, ridge: float = 1e-2) -> None:
+    def __init__(self, env: Any, *, knot_db: float = 1.0, ridge: float = 1e-3) -> None:
         self.env = env.unwrapped if hasattr(env, "unwrapped") else env
         self.knot_db, self.ridge = float(knot_db), float(ridge)
         self.data: list[tuple[int, np.ndarray, np.ndarray, dict]] = []  # (action, snr, load, measured)
@@ -177,8 +177,8 @@ class RingSurrogate:
             for k, d in enumerate(cand.active):
                 rows[d].append([b[k + 1] - b[k], 1.0 if k == 0 else 0.0, 1.0])
                 ys[d].append(m["stage_s"][k] / max(load[d], 1e-6))
-                if len(cand.active) > 1 and m["hop_s"][k] < T:  # a capped (outage) hop says only "too slow"
-                    hop_pts[d].append((float(snr[d]), float(m["hop_s"][k])))
+                if len(cand.active) > 1:  # a hop capped at the timeout (outage) is learned as the cap
+                    hop_pts[d].append((float(snr[d]), min(float(m["hop_s"][k]), T)))
             hop0 = m["hop_s"][0] if len(cand.active) > 1 else 0.0
             e_rows.append([m["stage_s"][0], hop0])
             e_y.append(m["energy"])
