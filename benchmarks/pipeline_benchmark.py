@@ -19,6 +19,12 @@ average is recorded before and after.
 
     flock /tmp/splitrl-bench.lock .venv/bin/python benchmarks/pipeline_benchmark.py
 
+Its defaults are the reported configuration: 96 new tokens per sample (long enough that the
+pipeline's fill and drain weigh little), 3 interleaved repeats of baseline vs K = 2, S = 2, real
+K = 2, 3 x S = 1..4; a few minutes on 2 quiet cores. Every stage process loads only its own layers
+(`splitrl.models.load_model(layers=...)`); the parameter bytes each stage holds are measured for
+K = 1..4 and reported with each real run's per-stage peak RSS.
+
 ``--reuse-timing FILE`` recomputes only the simulated sections (4) from an earlier result's
 measured times, keeping its timing sections and recording where they came from.
 """
@@ -27,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +48,8 @@ from splitrl.models import load_model  # noqa: E402
 from splitrl.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 from splitrl.pipeline.partition import cost_fn, dp_cuts, equal_cuts, mdi_llm_cuts  # noqa: E402
 from splitrl.pipeline.simulator import simulate_ring  # noqa: E402
+from splitrl.pipeline.stage import param_bytes  # noqa: E402
+from splitrl.provenance import run_record  # noqa: E402
 
 # Keys of sections 1-3 (timing); --reuse-timing copies them from an earlier result.
 TIMING_KEYS = (
@@ -50,6 +57,7 @@ TIMING_KEYS = (
     "real_k2_s2_throughput_ratio", "real_k2_s2_throughput_ratio_per_repeat", "real_k2_s2_target",
     "sim_hop_overhead_ms_calibrated_on_k2_s1", "sim_vs_real", "sim_vs_real_rel_error", "sim_vs_real_rel_error_max",
     "sim_vs_real_rel_error_offline_times", "sim_vs_real_target", "real_runs", "loadavg_start",
+    "tokens_per_sample", "repeats",
 )
 
 PROMPTS = [
@@ -58,12 +66,6 @@ PROMPTS = [
     "The river flows through the valley and",
     "Scientists have discovered that",
 ]
-
-
-def git_revision() -> dict:
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
-    return {"git_revision": rev, "dirty": dirty}
 
 
 def baseline_run(lm, prompts: list[str], new_tokens: int) -> dict:
@@ -100,6 +102,9 @@ def real_run(model: str, cuts: list[int], prompts: list[str], new_tokens: int, l
         "tokens_per_s": res.tokens_per_s, "startup_s": res.startup_s,
         "stage_compute_s": [r["compute_s"] for r in reports], "stage_messages": [r["messages"] for r in reports],
         "stage_recv_wait_s": [r["recv_wait_s"] for r in reports],
+        "stage_param_MiB": [r["param_bytes"] / 2**20 for r in reports],
+        "stage_peak_rss_MiB": [r["peak_rss_bytes"] / 2**20 for r in reports],
+        "stage_rss_at_end_MiB": [r["rss_bytes"] / 2**20 for r in reports],
         "token_ids": [s.token_ids for s in res.samples], "_reports": res.reports,
     }
 
@@ -114,8 +119,8 @@ def stage_times(times: DeviceTimes, cuts: list[int], L: int) -> list[float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--tokens", type=int, default=20, help="new tokens per sample in the real runs")
-    ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of baseline vs K=2,S=2")
+    ap.add_argument("--tokens", type=int, default=96, help="new tokens per sample in the real runs")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of baseline vs K=2,S=2")
     ap.add_argument("--max-k", type=int, default=3, help="largest K of the real runs")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/pipeline.json"))
     ap.add_argument("--reuse-timing", default=None,
@@ -123,8 +128,7 @@ def main() -> int:
                          "of this script and recompute only the simulated sections (no timing, no lock needed)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    out: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), **git_revision(),
-                 "model": args.model, "threads_per_process": 1, "cpu_count": os.cpu_count(),
+    out: dict = {**run_record(threads=1), "model": args.model, "threads_per_process": 1, "cpu_count": os.cpu_count(),
                  "loadavg_start": list(os.getloadavg())}
     lm = load_model(args.model)
     view = lm.view
@@ -136,7 +140,8 @@ def main() -> int:
         prev = json.loads(Path(args.reuse_timing).read_text())
         timing_keys = [k for k in prev if k in TIMING_KEYS]
         out.update({k: prev[k] for k in timing_keys})
-        out["timing_sections_from"] = {"git_revision": prev["git_revision"], "dirty": prev["dirty"],
+        out["timing_sections_from"] = {"git_revision": prev["git_revision"],
+                                       "dirty": prev.get("git_dirty", prev.get("dirty")),
                                        "command": prev["command"], "loadavg_start": prev["loadavg_start"],
                                        "loadavg_end": prev.get("loadavg_end")}
         m = prev["measured_decode_ms"]
@@ -144,6 +149,7 @@ def main() -> int:
         sims, runs = prev["sim_vs_real"], None
         b = prev["baseline_tokens_per_s"]
     else:
+        out["tokens_per_sample"], out["repeats"] = args.tokens, args.repeats
         # 1. measured decode times on this machine
         here = measure_decode_times(lm, context=16, steps=12)
         out["measured_decode_ms"] = {"layers_total": 1e3 * sum(here.layer_s), "per_layer": [1e3 * t for t in here.layer_s],
@@ -247,6 +253,19 @@ def main() -> int:
     out["throughput_vs_K_S_note"] = ("simulated; per-layer times measured here, scaled per device to its roofline "
                                      "decode time at context 128; DP cuts; fp16 activations on every hop")
 
+    # per-stage parameter memory vs K, measured: what each stage's partial load materialises
+    cuts_k = out.get("real_cuts") or {str(K): equal_cuts(L, K) for K in range(1, 5)}
+    mem = {}
+    for K in range(1, 5):
+        cuts = cuts_k.get(str(K), equal_cuts(L, K))
+        b_ = [0, *cuts, L]
+        mem[str(K)] = {"cuts": cuts, "param_MiB": [
+            param_bytes(load_model(args.model, layers=(b_[k], b_[k + 1]), embed=k == 0, head=k == 0).model) / 2**20
+            for k in range(K)]}
+    out["param_MiB_per_stage_vs_K_measured"] = mem
+    out["param_memory_note"] = ("bytes of the parameters each stage process materialises with its partial load "
+                                "(fp32; the starter holds the tied embedding/head); real runs also report each "
+                                "stage's peak RSS (Python + torch + weights + KV)")
     ring_devices = ["phone-midrange", "jetson-orin", "jetson-orin", "jetson-orin"]
     pcm = PipelineCostModel(view, ring_devices, "wifi6-20mhz", codec="fp16")
     out["memory_MiB_per_device_vs_K"] = {

@@ -15,7 +15,7 @@ device's compute is slowed by a background load that drifts. Requests arrive at 
   S = min(waiting, max_samples) and Θ the closed form of `splitrl.cost.pipeline` at the true
   state (stage times x load, hop times at the SNRs); changing the partition first pays the
   switching time: the weight bytes of every layer that moves to a device not already holding it,
-  sent over the receiving device's link (devices keep the layers they once held).
+  sent over the receiving device's link (devices keep the layers they once held), at most `max_switch_s`.
 * Reward: ``throughput / ref_throughput - w_latency * round_s / ref_round_s - w_energy * starter
   energy per token / ref_energy - w_switch * switch_s / decision_interval_s``.
 
@@ -57,6 +57,8 @@ class PipelineSplitConfig:
             infinite transfer time; the reward stays finite).
         preload_all: every device stores every layer from the start (switching is free); else a
             device holds only the layers it was given so far.
+        max_switch_s: a weight transfer slower than this (a receiving link in outage) is charged
+            this: the ring is stalled for the whole step and the penalty stays bounded.
     """
 
     model: str = "smollm2-135m"
@@ -77,6 +79,7 @@ class PipelineSplitConfig:
     weight_dtype_bytes: float = 2.0
     timeout_s: float = 2.0
     preload_all: bool = False
+    max_switch_s: float = 5.0
 
     def __post_init__(self) -> None:
         self.devices = tuple(self.devices)
@@ -86,8 +89,8 @@ class PipelineSplitConfig:
                             ("max_samples", self.max_samples, 1), ("history", self.history, 0)):
             if int(v) < lo:
                 raise ValueError(f"{name} must be >= {lo}, got {v}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if not self.timeout_s > 0 or not self.max_switch_s > 0:
+            raise ValueError(f"timeout_s and max_switch_s must be > 0, got {self.timeout_s}, {self.max_switch_s}")
         if not self.arrival_rate >= 0 or not self.decision_interval_s > 0:
             raise ValueError("arrival_rate must be >= 0 and decision_interval_s > 0")
         if not 0 <= self.load_rho < 1 or self.load_sigma < 0:
@@ -157,6 +160,7 @@ class PipelineSplitEnv(gym.Env):
         self.ref_throughput = max(ref["throughput"], 1e-9)
         self.ref_round_s = max(ref["round_s"], 1e-9)
         self.ref_energy = max(ref["energy"], 1e-12)
+        self.evaluations = 0  # calls of `measure` (real evaluations handed to a learned model)
 
     # ---- model of one step ----------------------------------------------------------------------
     def _evaluate(self, action: int, snr: np.ndarray, load: np.ndarray, samples: int) -> dict[str, float]:
@@ -176,7 +180,39 @@ class PipelineSplitEnv(gym.Env):
         if K > 1:
             air = min(self.cost.hop_time(0, float(snr[0]))[1], T)
             energy += p0.radio_tx_power_w(self.cost.links[0].tx_power_w) * air if hasattr(p0, "radio_tx_power_w") else 0.0
-        return {"throughput": float(thr), "round_s": float(min(sum(stage) + sum(hops), T)), "energy": float(energy)}
+        return {"throughput": float(thr), "round_s": float(min(sum(stage) + sum(hops), T)), "energy": float(energy),
+                "stage_s": [float(t) for t in stage], "hop_s": [float(t) for t in hops]}
+
+    def step_figures(self, action: int, snr: np.ndarray, load: np.ndarray, samples: int) -> dict[str, Any]:
+        """The exact step model (uncounted): throughput, round time, energy, per-stage and per-hop times."""
+        return self._evaluate(int(action), np.asarray(snr, float), np.asarray(load, float), int(samples))
+
+    def measure(self, action: int, snr: np.ndarray, load: np.ndarray, samples: int, *,
+                noise: float = 0.0, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """One *real evaluation*: run candidate ``action`` at a state and report what a ring reports
+        (per-stage compute time, per-hop time, starter energy per token, throughput, round time).
+
+        ``noise`` multiplies every measured time by an independent log-normal factor (a real run
+        is not exact). Each call is counted in ``evaluations`` so a learned model's data cost shows.
+        """
+        self.evaluations += 1
+        m = self._evaluate(int(action), np.asarray(snr, float), np.asarray(load, float), int(samples))
+        if noise > 0:
+            r = rng if rng is not None else self.np_random
+            m["stage_s"] = [t * float(np.exp(noise * r.normal())) for t in m["stage_s"]]
+            m["hop_s"] = [t * float(np.exp(noise * r.normal())) for t in m["hop_s"]]
+            m["energy"] *= float(np.exp(noise * r.normal()))
+        return m
+
+    def combine_reward(self, m: dict[str, float], switch_s: float) -> tuple[float, float, float]:
+        """(reward, served throughput, tokens) of step figures ``m`` (throughput, round_s, energy) after
+        paying ``switch_s`` of switching: the reward formula of the module docstring."""
+        c = self.config
+        useful = max(0.0, c.decision_interval_s - switch_s)
+        served = m["throughput"] * useful / c.decision_interval_s
+        r = served / self.ref_throughput - c.w_latency * m["round_s"] / self.ref_round_s \
+            - c.w_energy * m["energy"] / self.ref_energy - c.w_switch * switch_s / c.decision_interval_s
+        return float(r), float(served), float(m["throughput"] * useful)
 
     def switch_time(self, old: int, new: int, snr: np.ndarray, held: list[set[int]]) -> tuple[float, list[set[int]]]:
         """Seconds to move weights from partition ``old`` to ``new`` given who ``held`` what, and the holdings after."""
@@ -190,7 +226,7 @@ class PipelineSplitEnv(gym.Env):
                 rate = max(float(self._rate.rate_bps(float(snr[d]))), 1.0)
                 t = max(t, 8.0 * float(self._layer_bytes[list(need)].sum()) / rate)  # devices load in parallel
             held[d] |= set(range(b[k], b[k + 1]))
-        return (t if new != old else 0.0), held
+        return (min(t, self.config.max_switch_s) if new != old else 0.0), held
 
     def predict_reward(self, action: int, prev_action: int, snr: np.ndarray, load: np.ndarray, waiting: int,
                        held: list[set[int]]) -> tuple[float, dict[str, Any]]:
@@ -199,15 +235,13 @@ class PipelineSplitEnv(gym.Env):
         samples = min(int(waiting), c.max_samples)
         m = self._evaluate(action, snr, load, samples)
         switch_s, held_after = self.switch_time(prev_action, action, snr, held)
-        useful = max(0.0, c.decision_interval_s - switch_s)
-        tokens = m["throughput"] * useful
-        r = (m["throughput"] * useful / c.decision_interval_s) / self.ref_throughput \
-            - c.w_latency * m["round_s"] / self.ref_round_s - c.w_energy * m["energy"] / self.ref_energy \
-            - c.w_switch * switch_s / c.decision_interval_s
-        info = {"throughput": m["throughput"] * useful / c.decision_interval_s, "tokens": tokens,
+        r, served, tokens = self.combine_reward(m, switch_s)
+        info = {"throughput": served, "tokens": tokens,
                 "round_s": m["round_s"], "energy_j_per_token": m["energy"], "switch_s": switch_s,
-                "samples": samples, "_held": held_after}
-        return float(r), info
+                "samples": samples, "_held": held_after,
+                # what the ring itself reports about the step it ran (a controller may learn from it)
+                "stage_s": m["stage_s"], "hop_s": m["hop_s"]}
+        return r, info
 
     def _reward(self, action: int, snr: np.ndarray, load: np.ndarray) -> tuple[float, dict[str, Any]]:
         return self.predict_reward(action, self._action, snr, load, self._waiting, self._held)

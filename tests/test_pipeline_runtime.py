@@ -10,7 +10,9 @@ import torch
 from splitrl.errors import UsageError
 from splitrl.models import load_model
 from splitrl.pipeline import PipelineConfig, PipelineRun, run_pipeline
-from splitrl.pipeline.protocol import HEADER_LEN, RESET, STOP, Header, JobSpec, Plan
+from splitrl.pipeline.protocol import (
+    HEADER_LEN, RESET, STOP, Header, JobSpec, Plan, decode_frame, encode_frame, frame_bytes,
+)
 
 PROMPTS = [
     "The history of the city begins",
@@ -44,6 +46,14 @@ def test_header_roundtrip_and_validation():
         Header.from_tensor(torch.tensor([-1, 0, 1, 0, 0]))
     with pytest.raises(ValueError):
         Header.from_tensor(torch.tensor([0, 0, 1, 64, 0]))
+    # The fixed first frame of a hop: header + one inline position (decode), bit-exact.
+    x = torch.randn(1, 1, 8)
+    got, inline = decode_frame(encode_frame(Header(3, 17, 1, RESET, 2**60 + 5), x, 8), 8)
+    assert got == Header(3, 17, 1, RESET, 2**60 + 5) and torch.equal(inline, x)
+    assert decode_frame(encode_frame(Header(1, 0, 6, RESET), torch.randn(1, 6, 8), 8), 8) == (Header(1, 0, 6, RESET), None)
+    assert decode_frame(encode_frame(Header(2, 0, 0, STOP), None, 8), 8) == (Header(2, 0, 0, STOP), None)
+    with pytest.raises(ValueError):
+        decode_frame(torch.zeros(frame_bytes(8) + 1, dtype=torch.uint8), 8)
     job = JobSpec(model="llama-tiny", prompts=[[1, 2]], max_new_tokens=[3])
     assert JobSpec.from_json(job.to_json()) == job
     plan = Plan(1, [0, 2], [3])
@@ -76,6 +86,17 @@ def test_greedy_exact_k4_s6_independent_lengths():
     for r in res.reports:
         assert r["messages"] == sum(max_new)
         assert r["hop"]["bytes"] > 0
+    # Each stage process materialised only its own layers (the starter also the embeddings and the head).
+    full = load_model("llama-tiny").view
+    bounds = [(0, 1), (1, 3), (3, 5), (5, 6)]
+    for r in res.reports:
+        a, b = bounds[r["rank"]]
+        tensors = {id(p): p for i in range(a, b) for p in full.layers[i].parameters()}
+        if r["rank"] == 0:
+            for m in (full.embed_tokens, full.final_norm, full.lm_head):
+                tensors.update({id(p): p for p in m.parameters()})
+        assert r["param_bytes"] == sum(p.numel() * p.element_size() for p in tensors.values())
+        assert r["held_layers"] == [a, b] and r["holds_embed_head"] == (r["rank"] == 0)
 
 
 @pytest.mark.slow
@@ -135,6 +156,9 @@ def test_stage_death_is_detected_reported_and_replayed(victim):
     # The re-formed generation ran on two members with the layers re-split between them.
     last = [r for r in res.reports if r["generation"] == 1]
     assert sorted(r["stage"] for r in last) == survivors and {tuple(r["layers"]) for r in last} == {(0, 3), (3, 6)}
+    # The survivors loaded the layers they newly own, and only those.
+    for r in last:
+        assert r["held_layers"] == r["layers"] and r["holds_embed_head"] == (r["rank"] == 0)
 
 
 def test_cli_usage_errors(capsys):
@@ -156,3 +180,15 @@ def test_cli_plan_prints_dp_equal_and_mdi(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"dp", "equal", "mdi_llm"}
     assert out["dp"]["bottleneck_tok_s"] >= out["equal"]["bottleneck_tok_s"] - 1e-9
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("cuts", [[12], [8, 20]], ids=["K2", "K3"])
+def test_smollm2_greedy_exact_k2_and_k3(cuts):
+    """SmolLM2-135M on real 2- and 3-stage rings (partial loads): each sample == generate on its own prompt."""
+    prompts, max_new = PROMPTS[:3], [12, 7, 10]
+    res = run_pipeline(PipelineConfig(model="smollm2-135m", cuts=cuts, prompts=prompts, max_new_tokens=max_new,
+                                      stop_at_eos=False))
+    assert [s.token_ids for s in res.samples] == _reference("smollm2-135m", prompts, max_new)
+    assert sorted(r["rank"] for r in res.reports) == list(range(len(cuts) + 1))

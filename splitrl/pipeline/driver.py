@@ -158,13 +158,15 @@ class PipelineResult:
                          f"flight {f['in_flight_samples']}; detected {f['detect_s']:.2f} s into the run; "
                          f"re-formed over {f['survivors']}")
         last_g = self.plans[-1]["generation"] if self.plans else 0
-        lines.append("  stage  rank  layers    msgs  compute_s  recv_wait_s  air_wait_s  hop_bytes  hop_air_s  rss_MB")
+        lines.append("  stage  rank  layers    msgs  compute_s  recv_wait_s  air_wait_s  hop_bytes  hop_air_s  "
+                     "param_MB  rss_MB")
         for r in sorted((r for r in self.reports if r["generation"] == last_g), key=lambda r: r["rank"]):
             hop = r.get("hop") or {}
             lines.append(
                 f"  {r['stage']:>5}  {r['rank']:>4}  {r['layers'][0]:>2}-{r['layers'][1]:<4} {r['messages']:>6}  "
                 f"{r['compute_s']:9.3f}  {r['recv_wait_s']:11.3f}  {r['air_wait_s']:10.3f}  "
-                f"{hop.get('bytes', 0):>9}  {hop.get('air_s', 0.0):9.3f}  {r['peak_rss_bytes'] / 2**20:6.0f}"
+                f"{hop.get('bytes', 0):>9}  {hop.get('air_s', 0.0):9.3f}  {r.get('param_bytes', 0) / 2**20:8.0f}  "
+                f"{r.get('rss_bytes', 0) / 2**20:6.0f}"
             )
         return "\n".join(lines)
 
@@ -177,7 +179,8 @@ class PipelineRun:
         from splitrl.runtime import InvalidPartitionError, Partition
 
         self.config = c = config
-        self.loaded = load_model(c.model)
+        # The driver computes nothing: tokenizer, config and fingerprint only, every weight on ``meta``.
+        self.loaded = load_model(c.model, layers=(0, 0), embed=False, head=False)
         self.tokenizer = self.loaded.tokenizer
         L = self.loaded.view.num_layers
         try:
@@ -204,7 +207,7 @@ class PipelineRun:
             temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, seed=c.seed,
             seeds=None if c.seeds is None else [int(s) for s in c.seeds], hop_links=hop_links,
             link_profile=c.link_profile, snr_db=None if c.snr_db is None else [float(s) for s in c.snr_db],
-            timeout_s=c.timeout_s,
+            timeout_s=c.timeout_s, num_layers=L, fingerprint=self.loaded.fingerprint,
         )
         self.num_layers = L
         self.replan = replan or (lambda layers, k: equal_cuts(layers, k))
@@ -272,6 +275,10 @@ class PipelineRun:
 
     def finished(self) -> list[bool]:
         return [self.store.check([key("done", sid)]) for sid in range(len(self.job.prompts))]
+
+    def all_finished(self) -> bool:
+        """Every sample finished (one store round trip: the driver's polling shares the stages' cores)."""
+        return self.store.check([key("done", sid) for sid in range(len(self.job.prompts))])
 
     def _heartbeat_age(self, stage: int) -> float | None:
         k = key("hb", stage)
@@ -347,7 +354,7 @@ class PipelineRun:
         return new
 
     def wait(self, *, progress: bool = False, on_poll: Callable[["PipelineRun"], None] | None = None,
-             poll_s: float = 0.02) -> PipelineResult:
+             poll_s: float = 0.1) -> PipelineResult:
         """Watch the run to the end (re-forming on stage deaths) and collect the result."""
         n = len(self.job.prompts)
         total = sum(self.job.max_new_tokens)
@@ -360,12 +367,12 @@ class PipelineRun:
         last_count = 0
         try:
             while True:
-                if all(self.finished()):
+                if self.all_finished():
                     break
                 self._check_errors()
                 dead = self._dead(plan)
                 acked = self._acked(plan)
-                if (dead or acked) and not all(self.finished()):  # (stages exit normally once all are done)
+                if (dead or acked) and not self.all_finished():  # (stages exit normally once all are done)
                     plan = self._reform(plan, dead, time.time())
                     if bar is not None:
                         bar.set_postfix_str(f"re-formed over stages {plan.members}")

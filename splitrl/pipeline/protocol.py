@@ -1,8 +1,12 @@
 """The pipeline's wire and control-plane formats: the int64 message header and the store keys.
 
 Data plane (torch.distributed point-to-point, tensors only): every message between two stages
-is a header tensor ``int64[HEADER_LEN]`` followed, unless the header says there is no payload,
-by one float32 activation tensor ``[1, length, H]``. Byte-exact header layout (``int64`` slots):
+starts with one fixed-size *frame*, ``uint8[frame_bytes(H)] = uint8[8 * HEADER_LEN + 4 * H]``:
+bytes ``0 .. 8*HEADER_LEN`` are the header ``int64[HEADER_LEN]`` (little-endian, native), the rest
+room for one position's float32 activation ``[H]``. A decode step (``length == 1``) carries its
+activation inside the frame (one message per hop); a control message (STOP, SHUTDOWN) leaves it
+zero; a prefill (``length > 1``) leaves it zero and sends the activation ``float32[1, length, H]``
+as a second message. Byte-exact header layout (``int64`` slots):
 
 =====  ==========  =============================================================================
 slot   field       meaning
@@ -41,6 +45,7 @@ import torch
 
 __all__ = [
     "HEADER_LEN", "STOP", "SHUTDOWN", "RESET", "Header", "JobSpec", "Plan", "key",
+    "frame_bytes", "encode_frame", "decode_frame",
 ]
 
 HEADER_LEN = 5
@@ -76,6 +81,37 @@ class Header:
         return not self.flags & (STOP | SHUTDOWN)
 
 
+def frame_bytes(hidden: int) -> int:
+    """Size of the fixed first message of every hop: the header plus one float32 position."""
+    return 8 * HEADER_LEN + 4 * int(hidden)
+
+
+def encode_frame(header: Header, payload: torch.Tensor | None, hidden: int) -> torch.Tensor:
+    """The frame ``uint8[frame_bytes(hidden)]`` for ``header``; a one-position ``payload`` ``[1, 1, H]`` goes inside."""
+    frame = torch.zeros(frame_bytes(hidden), dtype=torch.uint8)
+    frame[: 8 * HEADER_LEN].view(torch.int64).copy_(header.tensor())
+    if payload is not None and header.length == 1:
+        if payload.numel() != hidden:
+            raise ValueError(f"a one-position payload has {hidden} values, got shape {list(payload.shape)}")
+        frame[8 * HEADER_LEN:].view(torch.float32).copy_(payload.detach().reshape(-1))
+    return frame
+
+
+def decode_frame(frame: torch.Tensor, hidden: int) -> tuple[Header, torch.Tensor | None]:
+    """(header, the inline activation ``[1, 1, H]`` (a copy) or None) of a received frame.
+
+    None also for a prefill, whose activation arrives as the next message.
+    """
+    if frame.dtype != torch.uint8 or frame.shape != (frame_bytes(hidden),):
+        raise ValueError(f"frame must be uint8[{frame_bytes(hidden)}], got {frame.dtype}{list(frame.shape)}")
+    header = Header.from_tensor(frame[: 8 * HEADER_LEN].view(torch.int64))
+    if header.has_payload and header.length < 1:
+        raise ValueError(f"header {header} carries a payload of length 0")
+    if header.has_payload and header.length == 1:
+        return header, frame[8 * HEADER_LEN:].view(torch.float32).clone().view(1, 1, hidden)
+    return header, None
+
+
 @dataclass
 class JobSpec:
     """Everything a stage needs to take part, published once by the driver as JSON under ``job``.
@@ -93,6 +129,8 @@ class JobSpec:
         snr_db: fixed SNR per hop (None: the profile's fading process, seeded per hop).
         timeout_s: torch.distributed timeout (a dead peer becomes an error after at most this).
         trace: record a per-stage schedule (start/end of every compute step) in the reports.
+        num_layers: the model's decoder layers (a stage loads only its range of them before loading).
+        fingerprint: `LoadedModel.fingerprint` of the driver's model; a stage whose weights differ refuses.
     """
 
     model: str
@@ -110,6 +148,8 @@ class JobSpec:
     snr_db: list[float] | None = None
     timeout_s: float = 60.0
     trace: bool = True
+    num_layers: int = 0
+    fingerprint: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

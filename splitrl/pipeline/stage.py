@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import resource
 import threading
 import time
@@ -31,12 +32,15 @@ from transformers.cache_utils import DynamicCache
 
 from splitrl.dist import Endpoint, backend_for, connect_store, form_group, leave_group
 from splitrl.pipeline.hops import Hop, wait_until_us
-from splitrl.pipeline.protocol import HEADER_LEN, RESET, SHUTDOWN, STOP, Header, JobSpec, Plan, key
+from splitrl.pipeline.protocol import (
+    RESET, SHUTDOWN, STOP, Header, JobSpec, Plan, decode_frame, encode_frame, frame_bytes, key,
+)
 from splitrl.runtime.sampling import SamplingConfig, TokenSampler
 
-__all__ = ["StageReport", "run_stage", "select_token", "parse_committed"]
+__all__ = ["StageReport", "run_stage", "select_token", "parse_committed", "load_for", "param_bytes"]
 
 HEARTBEAT_S = 0.25
+COMMIT_COALESCE_S = 0.02
 MAX_TRACE = 4000
 
 
@@ -78,6 +82,10 @@ class StageReport:
     t_end: float = 0.0
     hop: dict = field(default_factory=dict)
     peak_rss_bytes: int = 0
+    rss_bytes: int = 0          # resident set at the end of the generation (psutil)
+    param_bytes: int = 0        # bytes of the weights this process materialised (the rest is on ``meta``)
+    held_layers: list = field(default_factory=list)  # [start, stop) of the decoder layers it holds
+    holds_embed_head: bool = False
     trace: list = field(default_factory=list)   # [sample, kind, t_start, t_end] (wall clock)
 
     def to_json(self) -> str:
@@ -108,8 +116,94 @@ class _Heartbeat(threading.Thread):
             self.stop_event.wait(HEARTBEAT_S)
 
 
+class _Committer(threading.Thread):
+    """Writes the starter's tokens (``out/{sid}``) and finish marks (``done/{sid}``) to the store, in order.
+
+    A synchronous store round trip per token sat on the ring's critical path (on a busy 2-core
+    machine the driver that hosts the store must first be scheduled); this thread takes it off.
+    Replay stays exact: the committed prefix is always a prefix of what was fed on, and token
+    selection depends only on (sample, step), so a re-formed ring that replays from an older
+    committed token regenerates the same tokens. Tokens queued for one sample are appended in one
+    round trip; a ``done`` mark is written only after that sample's tokens.
+    """
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__(daemon=True, name="committer")
+        self.store = connect_store(endpoint, host_store=False)
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def token(self, sid: int, tok: int) -> None:
+        self._put(("out", sid, f"{tok},"))
+
+    def done(self, sid: int, reason: str) -> None:
+        self._put(("done", sid, reason))
+
+    def _put(self, item: tuple) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"committing to the store failed: {self.error}")
+        with self._lock:
+            self._pending += 1
+            self._idle.clear()
+        self.queue.put(item)
+
+    def run(self) -> None:
+        while True:
+            items = [self.queue.get()]
+            if items[0] is None:
+                return
+            while True:  # take everything queued: one append per sample
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = items[-1] is None
+            items = [i for i in items if i is not None]
+            try:
+                out: dict[int, str] = {}
+                for kind, sid, text in items:
+                    if kind == "out":
+                        out[sid] = out.get(sid, "") + text
+                    else:  # done: its tokens first
+                        if sid in out:
+                            self.store.append(key("out", sid), out.pop(sid))
+                        self.store.set(key("done", sid), text)
+                for sid, text in out.items():
+                    self.store.append(key("out", sid), text)
+            except Exception as e:  # the driver is gone; the caller sees it at its next put or flush
+                self.error = e
+            with self._lock:
+                self._pending -= len(items)
+                if self._pending == 0:
+                    self._idle.set()
+            if stop:
+                return
+            time.sleep(COMMIT_COALESCE_S)  # let a few tokens gather: fewer wake-ups of this thread and the store
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Block until everything queued so far is in the store."""
+        if not self._idle.wait(timeout_s):
+            raise RuntimeError(f"committing to the store took more than {timeout_s} s")
+        if self.error is not None:
+            raise RuntimeError(f"committing to the store failed: {self.error}")
+
+    def close(self) -> None:
+        self.queue.put(None)
+
+
 class _Ring:
-    """Point-to-point messaging with the two neighbours of this member (tensors only, no pickle)."""
+    """Point-to-point messaging with the two neighbours of this member (tensors only, no pickle).
+
+    Every message starts with one fixed-size frame (`protocol.frame_bytes`): the int64 header and
+    room for one position's activation, so a decode step (and any control message) is a single
+    gloo message per hop: two back-to-back messages cost the receiver two wake-ups, which on a
+    loaded 2-core machine measured several times the round trip of one. A prefill (length > 1)
+    sends its ``[1, T, H]`` activation as a second message.
+    """
 
     def __init__(self, rank: int, world: int, hidden: int) -> None:
         self.rank, self.world, self.hidden = rank, world, hidden
@@ -118,14 +212,16 @@ class _Ring:
         self._pending: deque = deque()
         self._max_pending = 64
         self.recv_wait_s = 0.0
+        self._rbuf = torch.empty(frame_bytes(hidden), dtype=torch.uint8)  # reused: parsed before the next receive
 
     def send(self, header: Header, payload: torch.Tensor | None = None) -> None:
-        h = header.tensor()
-        works = [dist.isend(h, dst=self.next)]
-        if payload is not None:
-            payload = payload.detach().to(torch.float32).contiguous()
-            works.append(dist.isend(payload, dst=self.next))
-        self._pending.append((works, h, payload))  # tensors stay alive until their send completed
+        frame = encode_frame(header, payload, self.hidden)
+        works = [dist.isend(frame, dst=self.next)]
+        big = None
+        if payload is not None and header.length > 1:
+            big = payload.detach().to(torch.float32).contiguous()  # [1, T, H]
+            works.append(dist.isend(big, dst=self.next))
+        self._pending.append((works, frame, big))  # tensors stay alive until their send completed
         while len(self._pending) > self._max_pending:
             self._reap_one()
 
@@ -140,13 +236,9 @@ class _Ring:
 
     def recv(self) -> tuple[Header, torch.Tensor | None]:
         t0 = time.perf_counter()
-        h = torch.empty(HEADER_LEN, dtype=torch.int64)
-        dist.irecv(h, src=self.prev).wait()
-        header = Header.from_tensor(h)
-        payload = None
-        if header.has_payload:
-            if header.length < 1:
-                raise ValueError(f"header {header} carries a payload of length 0")
+        dist.irecv(self._rbuf, src=self.prev).wait()
+        header, payload = decode_frame(self._rbuf, self.hidden)
+        if header.has_payload and payload is None:  # a prefill: the activation follows
             payload = torch.empty(1, header.length, self.hidden, dtype=torch.float32)
             dist.irecv(payload, src=self.prev).wait()
         self.recv_wait_s += time.perf_counter() - t0
@@ -156,8 +248,9 @@ class _Ring:
 class _Worker:
     """The compute of one member in one generation."""
 
-    def __init__(self, store, job: JobSpec, view, plan: Plan, stage_id: int) -> None:
+    def __init__(self, store, job: JobSpec, view, plan: Plan, stage_id: int, committer: _Committer) -> None:
         self.store, self.job, self.view, self.plan = store, job, view, plan
+        self.committer = committer
         self.rank = plan.members.index(stage_id)
         self.world = plan.world
         self.start, self.stop = plan.bounds(view.num_layers)[self.rank]
@@ -253,7 +346,7 @@ class _Worker:
             toks = parse_committed(store.get(key("out", sid))) if store.check([key("out", sid)]) else []
             committed[sid] = toks
             if toks and (len(toks) >= job.max_new_tokens[sid] or (eos is not None and toks[-1] == eos)):
-                store.set(key("done", sid), "eos" if toks[-1] == eos else "length")
+                self.committer.done(sid, "eos" if toks[-1] == eos else "length")
                 continue
             emit(sid, list(prompt) + toks, 0, True)
             in_flight += 1
@@ -272,17 +365,18 @@ class _Worker:
             logits = self._timed(sid, "head", lambda: view.head(h[:, -1, :]))  # [1, V]
             tok = select_token(job, sid, len(toks), logits)
             toks.append(tok)
-            # Commit before feeding it on: a re-formed ring replays from here.
-            store.append(key("out", sid), f"{tok},")
+            # Commit (in order, off the critical path): a re-formed ring replays from the last committed token.
+            self.committer.token(sid, tok)
             self.report.tokens += 1
             finished = (eos is not None and tok == eos) or len(toks) >= job.max_new_tokens[sid]
             if finished:
-                store.set(key("done", sid), "eos" if eos is not None and tok == eos else "length")
+                self.committer.done(sid, "eos" if eos is not None and tok == eos else "length")
                 in_flight -= 1
                 if self.world > 1:
                     self.ring.send(Header(sid, 0, 0, STOP, 0))
             else:
                 emit(sid, [tok], len(job.prompts[sid]) + len(toks) - 1, False)
+        self.committer.flush()
         if self.world > 1:
             self.ring.send(Header(0, 0, 0, SHUTDOWN, 0))
             while True:  # every member has drained once the shutdown comes back around
@@ -305,7 +399,45 @@ class _Worker:
             r.recv_wait_s = self.ring.recv_wait_s
             r.hop = {"index": self.hop.index, "link": self.hop.link_name, **self.hop.stats.to_dict()}
         r.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        r.param_bytes = param_bytes(self.view.model)
+        import psutil
+
+        r.rss_bytes = int(psutil.Process().memory_info().rss)
+        held = self.view.held_range()
+        r.held_layers = list(held) if held is not None else ([] if not self.view.held_layers() else None)
+        r.holds_embed_head = bool(self.view.holds_embed and self.view.holds_head)
         return r
+
+
+def param_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the materialised (not ``meta``) parameters, each shared tensor once (tied embeddings)."""
+    seen, total = set(), 0
+    for p in model.parameters():  # parameters() already skips duplicates of a tied tensor
+        if p.device.type != "meta" and id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel() * p.element_size()
+    return total
+
+
+def load_for(job: JobSpec, plan: Plan, stage_id: int, current=None):
+    """The `LoadedModel` this member needs in ``plan``: only its layer range (the starter: plus the
+    embeddings and the head). ``current`` is kept when it already holds all of that; otherwise the
+    newly owned range is read (after a re-formation a survivor usually owns more layers)."""
+    from splitrl.models import load_model
+
+    rank = plan.members.index(stage_id)
+    start, stop = plan.bounds(job.num_layers)[rank]
+    starter = rank == 0
+    if current is not None and current.view.holds(start, stop, embed=starter, head=starter) is None:
+        return current
+    del current  # free the old range before reading the new one
+    lm = load_model(job.model, layers=(start, stop), embed=starter, head=starter)
+    if job.fingerprint and lm.fingerprint != job.fingerprint:
+        raise ValueError(f"this stage's model {job.model!r} has fingerprint {lm.fingerprint[:12]}, the driver's "
+                         f"{job.fingerprint[:12]}: every stage must hold parts of the same weights")
+    if lm.view.num_layers != job.num_layers:
+        raise ValueError(f"model has {lm.view.num_layers} layers, the job {job.num_layers}")
+    return lm
 
 
 def _wait_for_plan(store, generation: int, timeout_s: float) -> Plan | None:
@@ -325,25 +457,31 @@ def run_stage(endpoint: Endpoint, stage_id: int, *, world: int | None = None, de
     store = connect_store(endpoint, host_store=False, timeout_s=120.0)
     beat = _Heartbeat(endpoint, stage_id)
     beat.start()
+    committer = _Committer(endpoint)
+    committer.start()
     try:
         job = JobSpec.from_json(store.get("job"))
-        from splitrl.models import load_model
-
-        view = load_model(job.model).view
         plan = _wait_for_plan(store, 0, 120.0)
         if plan is not None and world is not None and plan.world != world:
             raise ValueError(f"--world {world} does not match the driver's plan of {plan.world} stages")
         generation = 0
+        lm = None
         while plan is not None and stage_id in plan.members:
             rank = plan.members.index(stage_id)
+            lm = load_for(job, plan, stage_id, lm)  # only this member's layers (+ embeddings/head on the starter)
+            view = lm.view
             try:
                 form_group(store, rank, plan.world, generation=generation, backend=backend_for(device),
                            timeout_s=job.timeout_s)
-                report = _Worker(store, job, view, plan, stage_id).run()
+                report = _Worker(store, job, view, plan, stage_id, committer).run()
             except (RuntimeError, dist.DistBackendError, ConnectionError) as e:
                 # A neighbour is gone (or the driver aborted this generation): leave, which closes our
                 # connections and so tells our own neighbours, then wait for the next plan.
                 leave_group()
+                try:  # what this member committed must be in the store before the next starter replays
+                    committer.flush(timeout_s=job.timeout_s)
+                except RuntimeError:
+                    pass
                 store.set(key("ack", generation, stage_id), str(e)[:500])
                 generation += 1
                 plan = _wait_for_plan(store, generation, 600.0)
@@ -360,4 +498,5 @@ def run_stage(endpoint: Endpoint, stage_id: int, *, world: int | None = None, de
         raise
     finally:
         leave_group()
+        committer.close()
         beat.stop_event.set()
