@@ -347,6 +347,7 @@ def main(argv=None) -> int:
     doc = {
         **run_record(threads=1),
         "seeds": seeds,
+        "produced_files": ["agents.md", "agents_regret.png"],
         "env_note": env_note,
         "agents": summary["agents"],
         "baselines": summary["baselines"],

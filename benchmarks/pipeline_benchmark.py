@@ -322,6 +322,7 @@ def main() -> int:
         sched = next((r for r in runs if r["K"] == args.max_k and r["S"] == 3), runs[-1])
         plot_schedule(sched["_reports"], Path(args.out).with_name("pipeline_schedule.png"),
                       title=f"real ring K={sched['K']} S={sched['S']} cuts {sched['cuts']} ({args.model})")
+        out["produced_files"] = ["pipeline_schedule.png"]
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(json.dumps({k: out[k] for k in ("real_k2_s2_throughput_ratio", "sim_vs_real_rel_error",
                                           "dp_vs_equal_throughput", "real_runs_exact", "loadavg_start")}, indent=1))

@@ -5,7 +5,9 @@ The rule (README, "Results and their provenance"):
 * every JSON file (sidecars ``*.meta.json`` included) carries ``command`` and ``git_revision``
   (`splitrl.provenance.run_record`), and every part of its command (``a && b``) names something
   that exists in the repository: a ``.py`` script (``benchmarks/x.py``, ``train.py``) or a
-  ``splitrl`` subcommand (``splitrl sweep``, ``python -m splitrl control``);
+  ``splitrl`` subcommand (``splitrl sweep``, ``python -m splitrl control``); a table written by several
+  runs (a resumed or merged sweep) may instead list them under ``runs``, each with its own
+  ``command`` and ``git_revision``;
 * every other file (CSV, PNG, MD, ...) ``X`` is covered by a JSON with provenance that
 
   1. is its sidecar ``X.meta.json``, or
@@ -67,7 +69,10 @@ def named_programs(command: str) -> list[str]:
     for part in command.split("&&"):
         words = shlex.split(part)
         script = next((w for w in words if w.endswith(".py")), None)
-        if script is not None:
+        if script is not None and script.endswith("splitrl/__main__.py") and script != words[-1]:
+            # `python -m splitrl sub` recorded before run_record normalised it: argv[0] is the package's __main__.py
+            out.append(f"splitrl {words[words.index(script) + 1]}")
+        elif script is not None:
             out.append(script)
         elif "splitrl" in words:
             i = words.index("splitrl")
@@ -92,12 +97,24 @@ def _json_provenance(path: Path) -> tuple[dict | None, str | None]:
         return None, f"not JSON: {e}"
     if not isinstance(data, dict):
         return None, "not a JSON object"
+    runs = data.get("runs")
+    if "command" not in data and isinstance(runs, list) and runs:
+        # A table built by several runs (a resumed or merged sweep) records every run; each must pass.
+        for run in runs:
+            if not isinstance(run, dict) or _json_provenance_fields(run) is not None:
+                return data, f"a run in 'runs' lacks provenance: {_json_provenance_fields(run) if isinstance(run, dict) else run}"
+        return {**data, "command": " && ".join(r["command"] for r in runs)}, None
+    problem = _json_provenance_fields(data)
+    return data, problem
+
+
+def _json_provenance_fields(data: dict) -> str | None:
     cmd, rev = data.get("command"), data.get("git_revision")
     if not isinstance(cmd, str) or not cmd.strip():
-        return data, "no command"
+        return "no command"
     if not isinstance(rev, str) or len(rev) < 7:
-        return data, "no git_revision"
-    return data, None
+        return "no git_revision"
+    return None
 
 
 def audit(results: Path = RESULTS) -> dict[str, str]:
@@ -155,8 +172,12 @@ def test_the_audit_catches_hand_made_and_orphan_files(tmp_path):
     (tmp_path / "cli.json").write_text(json.dumps({"command": ".venv/bin/python -m splitrl control --agent oracle",
                                                    "git_revision": "0" * 40}))
     (tmp_path / "orphan.csv").write_text("a\n1\n")
+    run = {"command": "python -m splitrl sweep --out t.csv", "git_revision": "0" * 40}
+    (tmp_path / "t.csv.meta.json").write_text(json.dumps({"runs": [run, {**run, "command": "python -m splitrl sweep-merge"}]}))
+    (tmp_path / "t.csv").write_text("a\n1\n")  # covered by its sidecar's runs
+    (tmp_path / "u.csv.meta.json").write_text(json.dumps({"runs": [run, {"command": "x"}]}))
     problems = audit(tmp_path)
-    assert set(problems) == {"hand.json", "ghost.json", "orphan.csv"}
+    assert set(problems) == {"hand.json", "ghost.json", "orphan.csv", "u.csv.meta.json"}
     assert problems["hand.json"] == "no command"
     assert "benchmarks/nope.py" in problems["ghost.json"] and "splitrl nope" in problems["ghost.json"]
 
@@ -165,6 +186,18 @@ def test_the_audit_catches_hand_made_and_orphan_files(tmp_path):
     ("python train.py --agent mbrl && splitrl control --checkpoint x", ["train.py", "splitrl control"]),
     ("/work/main/.venv/bin/python benchmarks/tp_benchmark.py", ["benchmarks/tp_benchmark.py"]),
     (".venv/bin/python -m splitrl sweep --model x", ["splitrl sweep"]),
+    (".venv/bin/python /elsewhere/splitrl/__main__.py sweep-merge --out t.csv", ["splitrl sweep-merge"]),
 ])
 def test_named_programs(command, programs):
     assert named_programs(command) == programs
+
+
+def test_run_record_names_the_command_a_user_types():
+    from splitrl.provenance import run_record
+
+    root = ROOT
+    assert run_record([str(root / "splitrl" / "__main__.py"), "sweep", "--out", "t.csv"], threads=1)["command"].endswith(
+        "-m splitrl sweep --out t.csv")
+    rec = run_record([str(root / "benchmarks" / "pipeline_benchmark.py"), "--tokens", "8"], threads=1)
+    assert rec["command"].endswith(" benchmarks/pipeline_benchmark.py --tokens 8")
+    assert named_programs(rec["command"]) == ["benchmarks/pipeline_benchmark.py"]
