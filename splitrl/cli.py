@@ -421,6 +421,9 @@ def cmd_plot(args) -> int:
         png = plot_sweep(args.table, args.out, tolerance=args.tolerance)
     except (ValueError, KeyError) as e:
         raise CLIError(f"{args.table}: {' '.join(str(e).split())[:300]}")
+    from splitrl.sweep import record_plot
+
+    record_plot(args.table, png)  # the sidecar names the command that drew the committed PNG
     print(table_text(df))
     if str(df["level_kind"].iloc[0]) == "snr" and "emulated_e2e_latency_s" in df:
         best = best_splits(df, args.tolerance)

@@ -535,6 +535,29 @@ def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None
     return out_path
 
 
+def record_plot(csv_path: str | os.PathLike, png: str | os.PathLike) -> bool:
+    """Append this run (`splitrl plot`) to the table's sidecar ``runs`` with the PNG it wrote, when the
+    PNG sits beside the table (a committed result); False when there is no sidecar or it is elsewhere."""
+    from splitrl.provenance import run_record
+
+    csv_path, png = Path(csv_path), Path(png)
+    meta_path = csv_path.with_suffix(csv_path.suffix + ".meta.json")
+    if png.resolve().parent != csv_path.resolve().parent or not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, OSError):
+        return False
+    if not isinstance(meta, dict):
+        return False
+    runs = list(meta.get(PROVENANCE_KEY) or [])
+    runs.append({**run_record(), "produced_files": [png.name]})
+    tmp = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({**meta, PROVENANCE_KEY: runs}, indent=2))
+    os.replace(tmp, meta_path)
+    return True
+
+
 def merge_tables(dst: str | os.PathLike, src: str | os.PathLike) -> int:
     """Append to table ``dst`` the rows of table ``src`` (a shard of the same sweep run elsewhere,
     e.g. other splits in a second process) whose cells ``dst`` lacks. Both tables must come from

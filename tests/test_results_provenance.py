@@ -134,6 +134,8 @@ def audit(results: Path = RESULTS) -> dict[str, str]:
             else:
                 problems[path.name] = problem
     listed = {f for d in good.values() for f in d.get("produced_files", []) or []}
+    listed |= {f for d in good.values() for r in d.get("runs", []) or [] if isinstance(r, dict)
+               for f in r.get("produced_files", []) or []}
     for path in sorted(results.iterdir()):
         if not path.is_file() or path.suffix == ".json" or path.name.startswith("."):
             continue
@@ -175,6 +177,10 @@ def test_the_audit_catches_hand_made_and_orphan_files(tmp_path):
     run = {"command": "python -m splitrl sweep --out t.csv", "git_revision": "0" * 40}
     (tmp_path / "t.csv.meta.json").write_text(json.dumps({"runs": [run, {**run, "command": "python -m splitrl sweep-merge"}]}))
     (tmp_path / "t.csv").write_text("a\n1\n")  # covered by its sidecar's runs
+    plot_run = {**run, "command": "python -m splitrl plot t.csv", "produced_files": ["t.png"]}
+    (tmp_path / "v.csv.meta.json").write_text(json.dumps({"runs": [run, plot_run]}))
+    (tmp_path / "v.csv").write_text("a\n1\n")
+    (tmp_path / "t.png").write_bytes(b"\x89PNG")  # listed by a run of v's sidecar
     (tmp_path / "u.csv.meta.json").write_text(json.dumps({"runs": [run, {"command": "x"}]}))
     problems = audit(tmp_path)
     assert set(problems) == {"hand.json", "ghost.json", "orphan.csv", "u.csv.meta.json"}
@@ -201,3 +207,18 @@ def test_run_record_names_the_command_a_user_types():
     rec = run_record([str(root / "benchmarks" / "pipeline_benchmark.py"), "--tokens", "8"], threads=1)
     assert rec["command"].endswith(" benchmarks/pipeline_benchmark.py --tokens 8")
     assert named_programs(rec["command"]) == ["benchmarks/pipeline_benchmark.py"]
+
+
+def test_plot_beside_a_table_records_itself_in_the_sidecar(tmp_path):
+    from splitrl.sweep import record_plot
+
+    table = tmp_path / "s.csv"
+    table.write_text("a\n1\n")
+    meta = tmp_path / "s.csv.meta.json"
+    meta.write_text(json.dumps({"model": "m", "runs": [{"command": "python -m splitrl sweep", "git_revision": "0" * 40}]}))
+    assert record_plot(table, tmp_path / "s.png")
+    runs = json.loads(meta.read_text())["runs"]
+    assert len(runs) == 2 and runs[-1]["produced_files"] == ["s.png"] and "command" in runs[-1]
+    (tmp_path / "elsewhere").mkdir()
+    assert not record_plot(table, tmp_path / "elsewhere" / "s.png")  # not a result beside its table
+    assert len(json.loads(meta.read_text())["runs"]) == 2
