@@ -74,10 +74,10 @@ def action_towards(env, split: int, obs: np.ndarray) -> int:
     in place (relative mode, at most ``max_move`` layers). Equals ``env.action_for_split(split)``
     when ``obs`` is the env's current observation, but needs no env state."""
     c = env.config
-    split = int(np.clip(split, c.s_min, env.L))
+    split = min(max(int(split), c.s_min), env.L)  # scalar clips: this runs on every decision
     if c.action_mode == "absolute":
         return int(split - c.s_min)
-    move = int(np.clip(split - current_split(env, obs), -c.max_move, c.max_move))
+    move = min(max(split - current_split(env, obs), -c.max_move), c.max_move)
     return move + c.max_move
 
 

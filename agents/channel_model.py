@@ -8,6 +8,7 @@ into expected rewards with Gauss-Hermite quadrature. Observing SNR is free: no r
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -75,16 +76,16 @@ class AR1ChannelModel:
         s = self.state
         m0, sd0, phi0, k0 = self.prior
         if s.n < 2:
-            return m0, phi0, sd0 * np.sqrt(1 - phi0**2)
+            return m0, phi0, sd0 * math.sqrt(1 - phi0**2)
         mx, my = s.sx / s.n, s.sy / s.n
         vxx = max(s.sxx / s.n - mx * mx, 1e-9)
         cxy = s.sxy / s.n - mx * my
         vyy = max(s.syy / s.n - my * my, 1e-9)
         w = s.n / (s.n + k0)  # shrink toward the prior while data is scarce
-        phi = float(np.clip(w * cxy / vxx + (1 - w) * phi0, -0.99, 0.99))
+        phi = min(max(w * cxy / vxx + (1 - w) * phi0, -0.99), 0.99)  # scalar math: every decision runs this
         mean_level = w * my + (1 - w) * m0
         resid = max(vyy - (cxy * cxy) / vxx, 1e-6)
-        sigma = float(np.sqrt(w * resid + (1 - w) * (sd0**2) * (1 - phi0**2)))
+        sigma = math.sqrt(w * resid + (1 - w) * (sd0**2) * (1 - phi0**2))
         # AR(1) mean: y = c + phi x with c = my - phi mx, so mu = c / (1 - phi).
         c = my - (cxy / vxx) * mx if w > 0 else m0 * (1 - phi)
         mu = float(w * (c / (1 - phi)) + (1 - w) * m0) if abs(1 - phi) > 1e-3 else float(mean_level)
@@ -92,11 +93,17 @@ class AR1ChannelModel:
 
     def forecast(self, current_db: float, horizon: int) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std of the SNR at steps 0..horizon-1 ahead of ``current_db`` (step 0 is known)."""
+        mean, std = self.forecast_lists(current_db, horizon)
+        return np.array(mean), np.array(std)
+
+    def forecast_lists(self, current_db: float, horizon: int) -> tuple[list[float], list[float]]:
+        """`forecast` as Python lists, in scalar arithmetic (a planner's hot path: a few values)."""
         mu, phi, sigma = self.params
-        h = np.arange(horizon)
-        mean = mu + (phi**h) * (float(current_db) - mu)
-        var = sigma**2 * (1 - phi ** (2 * h)) / max(1 - phi**2, 1e-9)
-        return mean, np.sqrt(np.maximum(var, 0.0))
+        x = float(current_db) - mu
+        den = max(1 - phi**2, 1e-9)
+        mean = [mu + (phi**h) * x for h in range(horizon)]
+        std = [math.sqrt(max(sigma**2 * (1 - phi ** (2 * h)) / den, 0.0)) for h in range(horizon)]
+        return mean, std
 
     def state_dict(self) -> dict:
         return {"state": asdict(self.state), "forgetting": self.forgetting, "prior": list(self.prior)}

@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from splitrl.reward import switch_cost
 from splitrl.yamlio import short
 
 SNR_GRID = np.arange(-20.0, 50.0 + 1e-9, 0.5)
+_GRID_LO, _GRID_HI, _GRID_STEP = float(SNR_GRID[0]), float(SNR_GRID[-1]), float(SNR_GRID[1] - SNR_GRID[0])
 
 
 @dataclass
@@ -137,6 +139,8 @@ class MBRLAgent(Agent):
         self._seen_snr = (np.inf, -np.inf)
         nodes, weights = np.polynomial.hermite_e.hermegauss(self.config.quadrature)
         self._gh = (nodes, weights / weights.sum())
+        self._gh_nodes = [float(n) for n in nodes]
+        self._gh_weights = [float(w) for w in self._gh[1]]
         S = self.splits
         self._switch = self._switch_cost(S[None, :], S[:, None])  # [prev, next]
 
@@ -225,6 +229,15 @@ class MBRLAgent(Agent):
         w = (pos - lo)[:, None]
         return (1 - w) * grid[lo] + w * grid[lo + 1]
 
+    def _interp1(self, grid: np.ndarray, snr: float) -> np.ndarray:
+        """`_interp` at one SNR -> [S], in scalar arithmetic (a decision's hot path: the same
+        numbers, without the per-call overhead of numpy on a scalar)."""
+        x = min(max(float(snr), _GRID_LO), _GRID_HI)
+        pos = (x - _GRID_LO) / _GRID_STEP
+        lo = min(math.floor(pos), len(SNR_GRID) - 2)
+        w = pos - lo
+        return (1 - w) * grid[lo] + w * grid[lo + 1]
+
     def expected_rewards(self, snr_now: float, obs: np.ndarray | None = None) -> np.ndarray:
         """Expected reward (before switching) of each allowed split at steps 0..horizon-1.
 
@@ -233,16 +246,32 @@ class MBRLAgent(Agent):
         the grid's at the current SNR, and the same state offset is assumed for the forecast steps
         (the state is persistent: a Markov load, a slowly draining battery)."""
         H = self.config.horizon
-        mean, std = self.channel.forecast(snr_now, H)
+        mean, std = self.channel.forecast_lists(snr_now, H)
         nodes, weights = self._gh
-        snrs = (mean[:, None] + std[:, None] * nodes[None, :]).ravel()  # [H * Q]
         if self._r_grid is None:  # reward before switching on the SNR grid: one interpolation per decision
             q = self._q_grid if self._q_grid is not None else 0.0
             self._r_grid = self._base_grid - self._wq * q
-        r = self._interp(self._r_grid, snrs).reshape(H, len(nodes), len(self.splits))
-        out = np.einsum("hqs,q->hs", r, weights)
+        # `_interp` at the H x Q quadrature SNRs, the grid positions worked out in scalar arithmetic
+        # (the same numbers; a decision's hot path should touch few numpy functions).
+        lo_idx, frac = [], []
+        for m, sd in zip(mean, std):
+            for n in self._gh_nodes:
+                x = min(max(m + sd * n, _GRID_LO), _GRID_HI)
+                pos = (x - _GRID_LO) / _GRID_STEP
+                lo = min(math.floor(pos), len(SNR_GRID) - 2)
+                lo_idx.append(lo)
+                frac.append(pos - lo)
+        lo = np.array(lo_idx)
+        w = np.array(frac)[:, None]
+        grid = self._r_grid
+        r = ((1 - w) * grid[lo] + w * grid[lo + 1]).reshape(H, len(nodes), len(self.splits))
+        # sum_q weights[q] * r[:, q] in q order (what einsum("hqs,q->hs") computes), with the ufuncs
+        # used above rather than einsum's own machinery
+        out = r[:, 0] * self._gh_weights[0]
+        for j in range(1, len(nodes)):
+            out = out + r[:, j] * self._gh_weights[j]
         if obs is not None and self.known_costs and self._has_state:
-            offset = self._state_base(snr_now, obs) - self._interp(self._base_grid, np.array([snr_now]))[0]
+            offset = self._state_base(snr_now, obs) - self._interp1(self._base_grid, snr_now)
             out = out + offset[None, :]
         return out
 
@@ -251,16 +280,32 @@ class MBRLAgent(Agent):
         c = self.env.config
         return bool(c.include_ue_state or getattr(c, "edge_load", None) is not None)
 
+    def _state_fields(self) -> tuple[int | None, int | None, int | None]:
+        """Positions of (UE load, edge load, battery) in the observation (None: absent or unused)."""
+        fields = self.__dict__.get("_fields")
+        if fields is None:
+            spec = self.env.obs_spec
+
+            def at(name: str) -> int | None:
+                try:
+                    return spec.index(name)
+                except KeyError:
+                    return None
+
+            fields = self._fields = (at("load"), at("edge_load"),
+                                     at("battery") if getattr(self.env, "battery", None) is not None else None)
+        return fields
+
     def _state_base(self, snr: float, obs: np.ndarray) -> np.ndarray:
         """Known zero-loss reward of every allowed split at ``snr`` and the observed UE/edge state."""
-        from splitrl.agents.information import _observed
-
-        e = self.env
-        kw = {"edge_load": _observed(e, obs, "edge_load")}
-        if getattr(e, "battery", None) is not None:
-            kw["battery"] = _observed(e, obs, "battery")
-        kw = {k: v for k, v in kw.items() if v is not None}
-        return np.asarray(e.base_rewards(float(snr), _observed(e, obs, "load"), **kw), float)[self.splits]
+        i_load, i_edge, i_battery = self._state_fields()
+        kw = {}
+        if i_edge is not None:
+            kw["edge_load"] = float(obs[i_edge])
+        if i_battery is not None:
+            kw["battery"] = float(obs[i_battery])
+        load = None if i_load is None else float(obs[i_load])
+        return self.env.costs.base_rewards(float(snr), load, **kw)[self.splits]
 
     def plan(self, snr_now: float, current_split: int, obs: np.ndarray | None = None) -> tuple[int, np.ndarray]:
         """(best split now, value of each first split) by exact DP over the horizon."""
@@ -268,15 +313,15 @@ class MBRLAgent(Agent):
         S = self.splits
         gamma = self.config.discount
         V = np.zeros(len(S))
-        for h in range(len(r) - 1, 0, -1):
-            V = np.max(r[h][None, :] - self._switch + gamma * V[None, :], axis=1)
-        i = int(np.clip(np.searchsorted(S, current_split), 0, len(S) - 1))
+        for h in range(len(r) - 1, 0, -1):  # ufunc reductions and ndarray methods: the decision's hot path
+            V = np.maximum.reduce(r[h][None, :] - self._switch + gamma * V[None, :], axis=1)
+        i = min(int(S.searchsorted(current_split)), len(S) - 1)
         if S[i] == current_split:
             switch_now = self._switch[i]
         else:  # the split in place is outside the allowed range (e.g. a reset state): pay for moving
             switch_now = self._switch_cost(S, current_split)
         first = r[0] - switch_now + gamma * V
-        return int(S[int(np.argmax(first))]), first
+        return int(S[int(first.argmax())]), first
 
     # --- Agent interface ---------------------------------------------------------------------
     def _parse(self, obs: np.ndarray) -> tuple[float, int]:
@@ -290,10 +335,14 @@ class MBRLAgent(Agent):
         self.decisions += 1
         self._pending = None
         if self._sd_grid is not None and self.config.eval_threshold > 0:
-            i = int(np.searchsorted(self.splits, split))
-            sd = float(self._interp(self._sd_grid, np.array([snr]))[0, i]) * self._wq
-            ranked = np.sort(values)
-            margin = float(ranked[-1] - ranked[-2]) if len(ranked) > 1 else np.inf
+            i = int(self.splits.searchsorted(split))
+            sd = float(self._interp1(self._sd_grid, snr)[i]) * self._wq
+            margin = np.inf
+            if len(values) > 1:  # best minus runner-up (the top two of a sort)
+                k = int(values.argmax())
+                rest = values.copy()
+                rest[k] = -np.inf
+                margin = float(values[k] - np.maximum.reduce(rest))
             unseen = not (self._seen_snr[0] - 1.0 <= snr <= self._seen_snr[1] + 1.0)
             if unseen or sd > self.config.eval_threshold * max(margin, 1e-9):
                 self._pending = {"split": split, "snr": snr}

@@ -116,3 +116,32 @@ def test_local_backend_satisfies_the_generation_backend_protocol(llama_tiny):
     streamed = []
     backend.generate(ids, 2, on_token=streamed.append, **kw)
     assert streamed == a.token_ids
+
+
+def test_observation_spec_rounds_snrs_like_the_env_and_lists_its_levels():
+    spec = ObservationSpec(num_layers=6, history=2, snr_resolution_db=0.5)
+    v = spec.vector(Observation(snr_db=12.26, snr_history_db=(3.74, -0.2), bandwidth_mhz=20.0, split=4))
+    assert v[:3].tolist() == [12.5, 3.5, 0.0]
+    levels = spec.snr_levels()
+    assert levels[0] == -50.0 and levels[-1] == 80.0 and len(levels) == 261
+    assert float(v[0]) in set(levels) and ObservationSpec(num_layers=6).snr_levels() == []
+    with pytest.raises(ValueError, match="snr_resolution_db"):
+        ObservationSpec(num_layers=6, snr_resolution_db=-1.0)
+    env = make_env(snr_resolution_db=0.1).unwrapped
+    assert env.obs_spec.snr_resolution_db == 0.1
+    obs, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(obs, env.obs_spec.vector(env.observation()))  # rounding twice changes nothing
+
+
+def test_agent_policy_warms_the_cost_model_without_changing_a_decision():
+    env = make_env(snr_resolution_db=0.5).unwrapped
+    cold = env.costs.base_rewards(7.5, 0.3)
+    policy = AgentPolicy.baseline("oracle", env.config, llama_view())
+    assert len(policy.env.costs.cost_model._link_cache) >= len(policy.spec.snr_levels())
+    np.testing.assert_array_equal(policy.env.costs.base_rewards(7.5, 0.3), cold)
+    env2 = make_env(snr_resolution_db=0.5).unwrapped
+    obs, _ = env2.reset(seed=0)
+    for _ in range(10):
+        d = policy.decide(env2.observation())
+        assert d.split == env2.split_for_action(policy.agent.act(obs))
+        obs, *_ = env2.step(env2.action_for_split(d.split))

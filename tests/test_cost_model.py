@@ -326,3 +326,31 @@ def test_emulate_report_rejects_multi_hop_partitions(gpt2_tiny, gpt2_model):
     report = SplitRuntime(gpt2_tiny).generate("Hi", [2, 4], max_new_tokens=1).report
     with pytest.raises(ValueError, match="one UE/edge split"):
         emulate_report(report, gpt2_model, 10.0)
+
+
+def test_latency_energy_is_the_tables_figures_and_caches_per_snr(llama_tiny):
+    """The reward's hot path (`latency_energy`) gives exactly the `estimate_all` numbers, at any edge
+    slow-down, reusing one SNR's link terms across loads."""
+    cm = CostModel(llama_tiny.view, "phone-midrange", "edge-cpu-server", "nr-sub6-20mhz", codec="int8",
+                   prefill_chunks=8)
+    rng = np.random.default_rng(0)
+    for snr in (-12.0, 3.3, 17.0, 41.0):
+        for slow in (None, 1.0, rng.uniform(1.0, 6.0, cm.num_layers + 1)):
+            le = cm.latency_energy(snr, 128, 16, edge_slowdown=slow)
+            t = cm.estimate_all(snr, 128, 16, edge_slowdown=slow)
+            for f in le._fields:
+                np.testing.assert_array_equal(getattr(le, f), getattr(t, f), err_msg=f)
+    assert len(cm._link_cache) == 4  # one entry per SNR, whatever the load
+    with pytest.raises(ValueError, match="edge_slowdown"):
+        cm.latency_energy(10.0, 128, 16, edge_slowdown=0.5)
+
+
+def test_pipelined_prefill_takes_the_best_chunk_count(llama_tiny):
+    """TTFT with up to C chunks is the minimum over c <= C of the TTFT with exactly c (all chunk
+    counts are evaluated at once; a minimum does not depend on the order)."""
+    models = [CostModel(llama_tiny.view, "phone-midrange", "edge-cpu-server", "nr-sub6-20mhz", codec="fp16",
+                        prefill_chunks=c) for c in range(1, 9)]
+    for snr in (-3.0, 9.5, 28.0):
+        ttfts = np.stack([m.estimate_all(snr, 100, 4, edge_slowdown=2.0).ttft_s for m in models])
+        assert (np.diff(ttfts, axis=0) <= 0).all()  # more allowed chunk counts never hurt
+        np.testing.assert_array_equal(ttfts[-1], ttfts.min(axis=0))

@@ -64,6 +64,25 @@ def test_service_without_new_state_matches_old_figures(llama_tiny):
         np.testing.assert_array_equal(svc.base_rewards(snr), svc.base_rewards(snr, edge_load=None, battery=None))
 
 
+@pytest.mark.parametrize("privacy", [False, True])
+def test_base_rewards_equal_the_charged_reward_at_zero_quality(llama_tiny, privacy_file, privacy):
+    """`base_rewards` (written flat for the decision path) is exactly the reward `request_outcome`
+    charges each split with no quality loss and no switch, at every state term, with timeouts."""
+    cfg = SplitPointConfig(model="llama-tiny", prefill_chunks=8, edge_load={}, include_ue_state=True,
+                           battery_aware_energy=True, request_timeout_s=0.5,
+                           privacy_table=str(privacy_file) if privacy else None)
+    svc = RequestCostService(cfg, llama_tiny.view)
+    rng = np.random.default_rng(0)
+    for snr in (-20.0, -4.0, 6.5, 31.0):
+        for _ in range(3):
+            st = {"edge_load": float(rng.uniform(0, 0.97)), "battery": float(rng.uniform(0.02, 1.0))}
+            load = float(rng.uniform(0, 1))
+            base = svc.base_rewards(snr, load, **st)
+            want = [svc.request_outcome(s, snr, previous_split=s, load=load, **st)["reward"] for s in range(svc.L + 1)]
+            np.testing.assert_array_equal(base, want)
+    assert svc.request_costs(-20.0, 0.5)[2].any()  # the timeout branch was exercised
+
+
 def test_edge_load_slows_only_the_edge_and_grows_with_load(llama_tiny):
     svc = RequestCostService(SplitPointConfig(model="llama-tiny", edge_load={"self_load": False}), llama_tiny.view)
     idle = svc.costs_at(20.0)

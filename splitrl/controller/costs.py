@@ -108,12 +108,31 @@ class RequestCostService:
         return cm.estimate_all(snr_db=float(snr_db), prompt_tokens=c.prompt_tokens, new_tokens=c.new_tokens,
                                edge_slowdown=slow)
 
+    def warm(self, snrs) -> None:
+        """Work out the channel-dependent cost terms at each SNR in ``snrs`` for every transport
+        now (cached by the cost models), so that later requests at these SNRs only add the
+        load-dependent part. Results are unchanged."""
+        for t in self.transports:
+            for snr in snrs:
+                self._latency_energy(float(snr), None, t)
+
     def request_latency(self, snr_db: float, load: float | None = None, *, edge_load: float | None = None,
                         battery: float | None = None, transport: str | None = None) -> np.ndarray:
         """Latency (the reward's metric) of every split 0..L at ``snr_db``, with the UE slow-down
         under compute ``load`` when UE state is modelled and the edge's queueing at ``edge_load``;
         before the request timeout (a dead link is ``inf`` here). ``battery`` does not change latency."""
-        t = self.costs_at(snr_db, edge_load=edge_load, transport=transport)
+        return self._latency(self._latency_energy(snr_db, edge_load, transport), load)
+
+    def _latency_energy(self, snr_db: float, edge_load: float | None, transport: str | None):
+        """`CostModel.latency_energy` at this state: the `costs_at` figures a reward needs, cheaply."""
+        from splitrl.cost.edge_load import md1_slowdown
+
+        c = self.config
+        rho = self.edge_utilization(edge_load, transport)
+        return self.cost_models[transport or c.transport].latency_energy(
+            float(snr_db), c.prompt_tokens, c.new_tokens, edge_slowdown=None if rho is None else md1_slowdown(rho))
+
+    def _latency(self, t, load: float | None) -> np.ndarray:
         lat = np.asarray(getattr(t, self.latency_field), dtype=float)
         if self.config.include_ue_state and load is not None:
             slow = 1.0 / (1.0 - 0.5 * float(load))
@@ -129,11 +148,11 @@ class RequestCostService:
         a request slower than ``request_timeout_s`` is charged the timeout, and the energy of
         computing and transmitting until then. Energy is physical (joules): the battery level
         changes its weight in the reward, not the joules."""
-        lat = self.request_latency(snr_db, load, edge_load=edge_load, transport=transport)
+        t = self._latency_energy(snr_db, edge_load, transport)
+        lat = self._latency(t, load)
         timeout = self.config.request_timeout_s
         timed_out = ~(lat <= timeout)
-        energy = np.asarray(self.costs_at(snr_db, edge_load=edge_load, transport=transport).ue_energy_j_per_token,
-                            dtype=float)
+        energy = np.asarray(t.ue_energy_j_per_token, dtype=float)
         energy = np.where(timed_out, np.minimum(energy, self.timeout_energy_per_token), energy)
         return np.minimum(lat, timeout), energy, timed_out
 
@@ -154,12 +173,24 @@ class RequestCostService:
     def base_rewards(self, snr_db: float, load: float | None = None, *, edge_load: float | None = None,
                      battery: float | None = None, transport: str | None = None) -> np.ndarray:
         """Reward of every split 0..L at this state with no quality loss and no switch; the reward of
-        split ``s`` at quality loss ``q`` is ``base_rewards(snr)[s] - w_quality * q`` minus switching."""
-        lat, energy, _ = self.request_costs(snr_db, load, edge_load=edge_load, transport=transport)
-        splits = self._rows
-        return np.asarray(self.reward(log_ppl_ratio=0.0, latency_s=lat, energy_j=energy, split=splits,
-                                      previous_split=splits, battery=battery,
-                                      privacy_recovery=self.privacy_recovery(transport))["reward"], dtype=float)
+        split ``s`` at quality loss ``q`` is ``base_rewards(snr)[s] - w_quality * q`` minus switching.
+
+        Every decision of a cost-aware planner calls this, so it is written flat: `request_costs`
+        then the non-zero terms of `reward`, the same operations in the same order (zero quality
+        and switching terms add exact zeros), with no intermediate dicts (tested equal)."""
+        t = self._latency_energy(snr_db, edge_load, transport)
+        lat = self._latency(t, load)
+        timeout = self.config.request_timeout_s
+        timed_out = ~(lat <= timeout)
+        energy = t.ue_energy_j_per_token
+        energy = np.where(timed_out, np.minimum(energy, self.timeout_energy_per_token), energy)
+        lat = np.minimum(lat, timeout)
+        rc = self.reward_config
+        scale = 1.0 if battery is None else battery_energy_scale(battery)
+        total = rc.w_latency * lat / self.latency_ref_s + rc.w_energy * scale * energy / self.energy_ref_j
+        if self.privacy is not None:
+            total = total + rc.w_privacy * self.privacy.recovery
+        return -total
 
     def request_outcome(self, split: int, snr_db: float, *, previous_split: int, log_ppl_ratio: float = 0.0,
                         load: float | None = None, edge_load: float | None = None, battery: float | None = None,

@@ -15,6 +15,7 @@ fallback the split stays on the UE until the edge's health check passes again.
 """
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -64,7 +65,8 @@ class ObservationSpec:
     """The observation vector layout and the action -> split mapping of the split-point MDP.
 
     Vector: ``[snr, snr_1..snr_history (newest first, padded with snr), bandwidth_mhz, split
-    (, battery, load)(, edge_load)(, privacy_target)]``, SNRs clipped to `SNR_BOUNDS_DB`; the
+    (, battery, load)(, edge_load)(, privacy_target)]``, SNRs rounded to ``snr_resolution_db``
+    (0: not rounded; the env's channel resolution) and clipped to `SNR_BOUNDS_DB`; the
     optional parts are present when ``include_ue_state`` / ``include_edge_load`` /
     ``include_privacy_target`` are set (`index` gives each field's position). ``edge_load`` is the
     edge's reported utilisation (0 when unknown); ``privacy_target`` is the request's smallest
@@ -84,6 +86,7 @@ class ObservationSpec:
     include_edge_load: bool = False
     include_privacy_target: bool = False
     num_codecs: int = 1
+    snr_resolution_db: float = 0.0
 
     def __post_init__(self) -> None:
         if self.action_mode not in ACTION_MODES:
@@ -92,6 +95,8 @@ class ObservationSpec:
             raise UsageError(f"s_min must be in 0..{self.num_layers}, got {self.s_min}")
         if self.history < 0 or self.max_move < 1:
             raise UsageError(f"history must be >= 0 and max_move >= 1, got {self.history}, {self.max_move}")
+        if not (math.isfinite(self.snr_resolution_db) and 0.0 <= self.snr_resolution_db <= 5.0):
+            raise UsageError(f"snr_resolution_db must be in [0, 5], got {self.snr_resolution_db!r}")
         if self.num_codecs < 1 or (self.num_codecs > 1 and self.action_mode != "absolute"):
             raise UsageError(f"codecs: more than one codec needs action_mode absolute, got {self.num_codecs} "
                              f"codecs with {self.action_mode!r}")
@@ -103,7 +108,8 @@ class ObservationSpec:
                    action_mode=config.action_mode, max_move=config.max_move, include_ue_state=config.include_ue_state,
                    include_edge_load=getattr(config, "edge_load", None) is not None,
                    include_privacy_target=bool(getattr(config, "privacy_targets", ())),
-                   num_codecs=max(1, len(getattr(config, "codecs", None) or ())))
+                   num_codecs=max(1, len(getattr(config, "codecs", None) or ())),
+                   snr_resolution_db=float(getattr(config, "snr_resolution_db", 0.0)))
 
     @property
     def L(self) -> int:
@@ -156,19 +162,31 @@ class ObservationSpec:
         return 2 * self.max_move + 1
 
     def vector(self, obs: Observation) -> np.ndarray:
-        """The float32 observation vector ``[size]`` the agents act on."""
+        """The float32 observation vector ``[size]`` the agents act on. SNRs are rounded to
+        ``snr_resolution_db`` as the split-point env rounds its channel, so a deployed agent sees
+        the values it was trained on."""
         hist = (list(obs.snr_history_db) + [obs.snr_db] * self.history)[: self.history]
-        v = [obs.snr_db, *hist, obs.bandwidth_mhz, float(obs.split)]
+        r = self.snr_resolution_db
+        snrs = [obs.snr_db, *hist] if r <= 0 else [round(x / r) * r for x in (obs.snr_db, *hist)]
+        lo, hi = SNR_BOUNDS_DB  # clipped before the float32 cast: the same values (the bounds are exact)
+        v = [*(min(max(float(x), lo), hi) for x in snrs), obs.bandwidth_mhz, float(obs.split)]
         if self.include_ue_state:
             v += [1.0 if obs.battery is None else obs.battery, 0.3 if obs.load is None else obs.load]
         if self.include_edge_load:
             v.append(0.0 if obs.edge_load is None else float(obs.edge_load))
         if self.include_privacy_target:
             v.append(float(self.s_min if obs.privacy_target is None else obs.privacy_target))
+        return np.asarray(v, dtype=np.float32)
+
+    def snr_levels(self) -> list[float]:
+        """Every SNR the vector can hold with ``snr_resolution_db > 0`` (as the agents read it:
+        float32), within `SNR_BOUNDS_DB`; empty when SNRs are not rounded."""
+        r = self.snr_resolution_db
+        if r <= 0:
+            return []
         lo, hi = SNR_BOUNDS_DB
-        out = np.asarray(v, dtype=np.float32)
-        out[: self.history + 1] = np.clip(out[: self.history + 1], lo, hi)
-        return out
+        ks = range(math.ceil(lo / r - 1e-9), math.floor(hi / r + 1e-9) + 1)
+        return sorted({float(np.float32(min(max(k * r, lo), hi))) for k in ks})
 
     def split_for_action(self, action: int, split_in_place: int) -> int:
         a = int(action)
@@ -286,6 +304,11 @@ class AgentPolicy(SplitPolicy):
         self.agent, self.env, self.name = agent, env, name
         self.spec = ObservationSpec.from_config(env.config, env.L)
         self.num_layers = int(env.L)
+        # A decision's costs at a new SNR mostly come from the link (rates, HARQ, transfers): work
+        # them out now for every SNR the rounded observation can hold, not inside the serving loop.
+        costs = getattr(env, "costs", None)
+        if costs is not None and self.spec.snr_resolution_db > 0:
+            costs.warm(self.spec.snr_levels())
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, env_overrides: dict | None = None, loaded=None) -> "AgentPolicy":

@@ -51,7 +51,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -62,7 +62,8 @@ from splitrl.models.view import DecoderView
 from splitrl.cost.profiles import EdgeProfile, LinkProfile, UEProfile, load_profile
 
 __all__ = [
-    "LINK_ADAPTATIONS", "CostEstimate", "CostModel", "CostTable", "ModelCosts", "emulate_report", "sum_max_linear",
+    "LINK_ADAPTATIONS", "CostEstimate", "CostModel", "CostTable", "LatencyEnergy", "ModelCosts", "emulate_report",
+    "sum_max_linear",
 ]
 
 LINK_ADAPTATIONS: tuple[str, ...] = ("min_latency", "target_bler")
@@ -401,6 +402,59 @@ class _Transfer:
     rate: FloatArray     # rate (bit/s) of the modulation and coding scheme used, per split
     bler: FloatArray     # its block error rate
 
+    def row(self, i: int) -> "_Transfer":
+        """Payload ``i`` of a ``[K, S]`` transfer."""
+        return _Transfer(self.latency[i], self.air[i], self.loss[i], self.rate[i], self.bler[i])
+
+
+@dataclass(frozen=True)
+class _ChunkPlan:
+    """Channel-independent figures of pipelined prefill, one row per chunk count c = 2..C."""
+
+    steps: NDArray[np.int64]  # [C-1, 1] c - 1: how many times the slowest stage repeats
+    ue_first: FloatArray      # [C-1, S] UE time of the first chunk
+    ue_last: FloatArray       # [C-1, S] UE time of the last (largest-context) chunk
+    edge_first: FloatArray    # [C-1, S] edge time of the first chunk, idle edge
+    edge_last: FloatArray     # [C-1, S] edge time of the last chunk (with the head), idle edge
+    nbytes: NDArray[np.int64] # [C-1, S] uplink bytes of one chunk
+
+
+@dataclass(frozen=True)
+class _LinkTerms:
+    """The channel-dependent, load-independent figures of one (SNR, prompt, output) state."""
+
+    ue_pre: FloatArray               # UE prefill time, UE decode time per step (channel-free, kept at hand)
+    ue_dec: FloatArray
+    ul_pre: _Transfer                # the prompt's uplink transfer
+    ul_dec: _Transfer                # one decode step's uplink transfer
+    dl: _Transfer                    # one token's downlink transfer
+    chunk_air: FloatArray | None     # [C-1, S] uplink latency of one prefill chunk per chunk count
+    plan: _ChunkPlan | None
+    e_pre_compute: FloatArray        # UE energy of the prefill's compute, radio
+    e_pre_radio: FloatArray
+    e_step_compute: FloatArray       # ... of one decode step
+    e_step_radio: FloatArray
+    e_compute: FloatArray            # whole request
+    e_radio: FloatArray
+    e_compute_radio: FloatArray      # e_compute + e_radio (the request's energy before idle power)
+
+
+class LatencyEnergy(NamedTuple):
+    """Per-split latency and UE energy figures of `CostModel.latency_energy` (the same fields and
+    values as the `CostTable` of `CostModel.estimate_all`)."""
+
+    ttft_s: FloatArray
+    tpot_s: FloatArray
+    e2e_latency_s: FloatArray
+    ue_energy_j_per_token: FloatArray
+    ue_prefill_s: FloatArray
+    ue_decode_s: FloatArray
+
+
+def _over_steps(m: int, x: FloatArray) -> FloatArray:
+    """``m * x``, except that no steps cost nothing even where x is inf (0 * inf would be nan)."""
+    return m * x if m else np.zeros_like(x)
+
 
 def _expected_retransmissions(p: FloatArray, k_max: int) -> FloatArray:
     """Vectorised `splitrl.channel.latency.expected_retransmissions`: sum_{k=1}^{K} p^k."""
@@ -476,6 +530,12 @@ class CostModel:
         self._dl_bytes = np.where(self._crosses, tok, 0).astype(np.int64)
         self._decode_bytes = self._uplink_bytes(1)
         self._prompt_bytes_cache: dict[int, NDArray[np.int64]] = {}
+        self._chunk_plans: dict[int, _ChunkPlan | None] = {}
+        self._compute_cache: dict[tuple[int, int], tuple[FloatArray, ...]] = {}
+        self._index_cache: dict[tuple[int, ...], tuple[np.ndarray, ...]] = {}
+        self._link_cache: dict[tuple[float, int, int], _LinkTerms] = {}
+        self._no_slowdown = np.ones(L + 1)
+        self._no_slowdown.flags.writeable = False
         if isinstance(prefill_chunks, bool) or not isinstance(prefill_chunks, (int, np.integer)) or not 1 <= prefill_chunks <= 64:
             raise ValueError(f"prefill_chunks = {prefill_chunks!r}: must be an integer in 1..64")
         self.prefill_chunks = int(prefill_chunks)
@@ -524,28 +584,38 @@ class CostModel:
         bler = np.asarray(self._rate_model.bler_curve(snr_db, q), dtype=np.float64)  # type: ignore[union-attr]
         return self._cqi_rates[q - 1], bler
 
+    def _payload_index(self, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+        """Broadcasting index arrays of a payload array of ``shape`` (cached: shapes are few)."""
+        idx = self._index_cache.get(shape)
+        if idx is None:
+            idx = self._index_cache[shape] = tuple(np.indices(shape, sparse=True))
+        return idx
+
     def _transfer(
         self, nbytes: NDArray[np.int64], options: tuple[FloatArray, FloatArray], overhead_s: float
     ) -> _Transfer:
         """Expected latency, air time and loss per split (closed form of `LatencyModel.expected`).
 
-        With several candidate (rate, BLER) options, each split's payload uses the one with the
-        lowest expected latency; with one option this is exactly `LatencyModel.expected`.
+        ``nbytes`` is ``[S]`` or ``[K, S]`` (K payloads per split, e.g. one per prefill chunk
+        count: one call instead of K). With several candidate (rate, BLER) options, each payload
+        uses the one with the lowest expected latency; with one option this is exactly
+        `LatencyModel.expected`.
         """
         rates, blers = options
         h = self.link.harq
-        ek = _expected_retransmissions(blers, h.max_retransmissions)[:, None]  # [Q, 1]
-        n_blocks = np.ceil(nbytes / h.transport_block_bytes)                   # [S]
-        r = rates[:, None]
+        lead = (slice(None),) + (None,) * nbytes.ndim  # options first: [Q, (K,) S]
+        ek = _expected_retransmissions(blers, h.max_retransmissions)[lead]
+        n_blocks = np.ceil(nbytes / h.transport_block_bytes)                   # [(K,) S]
+        r = rates[lead]
         with np.errstate(divide="ignore", invalid="ignore"):
-            ser = np.where(r > 0, 8.0 * nbytes / r, np.where(nbytes > 0, np.inf, 0.0))  # [Q, S]
+            ser = np.where(r > 0, 8.0 * nbytes / r, np.where(nbytes > 0, np.inf, 0.0))  # [Q, (K,) S]
         latency = ser + self._prop_s + overhead_s + ek * (ser + n_blocks * h.harq_rtt_s)
         air = ser * (1.0 + ek)
         if len(rates) > 1:
-            # Splits that send nothing report the link adaptation's own (highest admissible) choice.
+            # Payloads of zero bytes report the link adaptation's own (highest admissible) choice.
             pick = np.where(nbytes > 0, np.argmin(latency, axis=0), len(rates) - 1)
-            cols = np.arange(latency.shape[1])
-            latency, air, ser = latency[pick, cols], air[pick, cols], ser[pick, cols]
+            at = (pick, *self._payload_index(nbytes.shape))
+            latency, air = latency[at], air[at]
             rate, bler = rates[pick], blers[pick]
         else:
             latency, air = latency[0], air[0]
@@ -558,23 +628,137 @@ class CostModel:
             rate=rate, bler=bler,
         )
 
-    # ---- public API ---------------------------------------------------------------------------
-    def _pipelined_prefill(self, T: int, ul_opts, slow: FloatArray, ttft_seq: FloatArray,
+    def _compute_times(self, T: int, m_eff: int) -> tuple[FloatArray, ...]:
+        """(UE prefill, its FLOPs, idle-edge prefill, its FLOPs, UE decode per step, idle-edge decode
+        over ``m_eff`` steps) per split: channel-independent, so cached per (prompt, steps)."""
+        key = (T, m_eff)
+        out = self._compute_cache.get(key)
+        if out is None:
+            ue_pre, ue_flops = self._ue.prefill_s(T)
+            edge_pre, edge_flops = self._edge.prefill_s(T)
+            out = (ue_pre, ue_flops, edge_pre, edge_flops, self._ue.decode_sum_s(T + 1, m_eff) / m_eff,
+                   self._edge.decode_sum_s(T + 1, m_eff))
+            for a in out:
+                a.flags.writeable = False  # shared by every table at these lengths
+            if len(self._compute_cache) > 4096:  # bounded: prompt/output lengths are few in practice
+                self._compute_cache.clear()
+            self._compute_cache[key] = out
+        return out
+
+    def _chunk_plan(self, T: int) -> "_ChunkPlan | None":
+        """What does not depend on the channel in `_pipelined_prefill`, for every chunk count
+        ``c`` in ``2..C`` at once (cached per prompt length: it is the same for every SNR)."""
+        plan = self._chunk_plans.get(T)
+        if plan is None and T not in self._chunk_plans:
+            counts = np.arange(2, min(self.prefill_chunks, T) + 1)
+            if len(counts):
+                tc = -(-T // counts)                 # tokens of the largest chunk, per count
+                prior = T - tc                       # context the last chunk attends to
+                rows = lambda dev, pri, head: np.stack(  # noqa: E731
+                    [dev.chunk_s(int(t), int(p), head=head) for t, p in zip(tc, pri)])
+                plan = _ChunkPlan(
+                    steps=(counts - 1)[:, None], ue_first=rows(self._ue, 0 * prior, False),
+                    ue_last=rows(self._ue, prior, False), edge_first=rows(self._edge, 0 * prior, False),
+                    edge_last=rows(self._edge, prior, True),
+                    nbytes=np.stack([self._uplink_bytes(int(t)) for t in tc]))
+            if len(self._chunk_plans) > 4096:  # bounded: prompt lengths are few in practice
+                self._chunk_plans.clear()
+            self._chunk_plans[T] = plan
+        return plan
+
+    def _pipelined_prefill(self, plan: _ChunkPlan, air: FloatArray, slow: FloatArray, ttft_seq: FloatArray,
                            dl_latency: FloatArray) -> FloatArray:
-        """TTFT per split with the prompt pipelined in the best chunk count ``c`` in ``1..C``."""
-        best = ttft_seq
-        for c in range(2, min(self.prefill_chunks, T) + 1):
-            tc = -(-T // c)                     # tokens of the largest chunk
-            prior = T - tc                      # context the last chunk attends to
-            ue_first = self._ue.chunk_s(tc, 0, head=False)
-            ue_last = self._ue.chunk_s(tc, prior, head=False)
-            edge_first = slow * self._edge.chunk_s(tc, 0, head=False)
-            edge_last = slow * self._edge.chunk_s(tc, prior, head=True)
-            air = self._transfer(self._uplink_bytes(tc), ul_opts, self.link.uplink_overhead_s).latency
-            steady = np.maximum(np.maximum(ue_last, air), edge_last)
-            ttft = ue_first + air + edge_first + (c - 1) * steady + dl_latency
-            best = np.where(self._is_hidden, np.minimum(best, ttft), best)
-        return best
+        """TTFT per split with the prompt pipelined in the best chunk count ``c`` in ``1..C``;
+        ``air`` ``[C-1, S]`` is the uplink latency of one chunk per count.
+
+        All chunk counts are evaluated together (arrays ``[C-1, S]``); a minimum is exact in any
+        order, so this equals trying the counts one by one."""
+        steady = np.maximum(np.maximum(plan.ue_last, air), slow * plan.edge_last)
+        ttft = plan.ue_first + air + slow * plan.edge_first + plan.steps * steady + dl_latency  # [C-1, S]
+        return np.where(self._is_hidden, np.minimum(ttft_seq, np.minimum.reduce(ttft, axis=0)), ttft_seq)
+
+    # ---- public API ---------------------------------------------------------------------------
+    def _slowdown(self, edge_slowdown: Any) -> FloatArray:
+        """The per-split edge slow-down [S] (ones for an idle edge), validated. Ufunc reductions
+        only: this runs on every decision of a cost-aware planner."""
+        if edge_slowdown is None:
+            return self._no_slowdown
+        slow = edge_slowdown
+        if not (isinstance(slow, np.ndarray) and slow.dtype == np.float64 and slow.shape == self._no_slowdown.shape):
+            slow = np.broadcast_to(np.asarray(edge_slowdown, dtype=np.float64), self._no_slowdown.shape)
+        lo, hi = float(np.minimum.reduce(slow)), float(np.maximum.reduce(slow))
+        if not (lo >= 1.0 and math.isfinite(hi)):
+            raise ValueError(f"edge_slowdown must be finite factors >= 1, got {edge_slowdown!r}")
+        return slow
+
+    def _link(self, snr_db: float, T: int, N: int) -> _LinkTerms:
+        """Everything that depends on the channel but not on the edge's load (cached per SNR and lengths):
+        a decision at a new edge load reuses the SNR's transfers and UE energy."""
+        key = (snr_db, T, N)
+        link = self._link_cache.pop(key, None)
+        if link is not None:
+            self._link_cache[key] = link  # least recently used first: warmed SNRs stay while in use
+            return link
+        m = N - 1
+        m_eff = max(m, 1)
+        ue_pre, _, _, _, ue_dec, _ = self._compute_times(T, m_eff)
+        ul_opts, dl_opts = self._options(snr_db, "uplink"), self._options(snr_db, "downlink")
+        # Every uplink payload in one call (they share the channel): the prompt, one decode step,
+        # and one chunk per pipelined-prefill chunk count.
+        plan = self._chunk_plan(T) if self.prefill_chunks > 1 else None
+        payloads = [self.prompt_bytes(T)[None], self._decode_bytes[None]] + ([plan.nbytes] if plan is not None else [])
+        ul = self._transfer(np.concatenate(payloads), ul_opts, self.link.uplink_overhead_s)  # [2 (+C-1), S]
+        ul_pre, ul_dec = ul.row(0), ul.row(1)
+        dl = self._transfer(self._dl_bytes, dl_opts, self.link.downlink_overhead_s)
+        p = self.ue
+        ptx, prx = self.radio_tx_power_w, p.rx_power_w
+        e_pre_compute = p.compute_power_w * ue_pre
+        e_pre_radio = ptx * ul_pre.air + prx * dl.air
+        e_step_compute = p.compute_power_w * ue_dec
+        e_step_radio = ptx * ul_dec.air + prx * dl.air
+        e_compute = e_pre_compute + _over_steps(m, e_step_compute)
+        e_radio = e_pre_radio + _over_steps(m, e_step_radio)
+        link = _LinkTerms(ue_pre=ue_pre, ue_dec=ue_dec, ul_pre=ul_pre, ul_dec=ul_dec, dl=dl, chunk_air=ul.latency[2:] if plan is not None else None,
+                          plan=plan, e_pre_compute=e_pre_compute, e_pre_radio=e_pre_radio,
+                          e_step_compute=e_step_compute, e_step_radio=e_step_radio, e_compute=e_compute,
+                          e_radio=e_radio, e_compute_radio=e_compute + e_radio)
+        if self.cache_size > 0:
+            if len(self._link_cache) >= self.cache_size:
+                self._link_cache.pop(next(iter(self._link_cache)))  # the least recently used
+            self._link_cache[key] = link
+        return link
+
+    def _latencies(self, link: _LinkTerms, slow: FloatArray, T: int, N: int
+                   ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+        """(TTFT, TPOT, end-to-end latency, UE energy of the request, edge prefill, edge decode per
+        step) at edge slow-down ``slow``: the load-dependent part, shared by `estimate_all` and
+        `latency_energy` so that both compute the same numbers the same way."""
+        m = N - 1
+        m_eff = max(m, 1)
+        ue_pre, _, edge_pre, _, ue_dec, edge_dec_sum = self._compute_times(T, m_eff)
+        edge_pre = slow * edge_pre
+        edge_dec = slow * edge_dec_sum / m_eff
+        dl = link.dl.latency
+        ttft = ue_pre + link.ul_pre.latency + edge_pre + dl
+        if link.plan is not None:
+            ttft = self._pipelined_prefill(link.plan, link.chunk_air, slow, ttft, dl)
+        tpot = ue_dec + link.ul_dec.latency + edge_dec + dl
+        e2e = ttft + _over_steps(m, tpot)
+        e_total = link.e_compute_radio + self.ue.idle_power_w * e2e
+        return ttft, tpot, e2e, e_total, edge_pre, edge_dec
+
+    def latency_energy(self, snr_db: float, prompt_tokens: int, new_tokens: int | None = None, *,
+                       edge_slowdown: Any = None) -> LatencyEnergy:
+        """The latency and UE-energy figures of `estimate_all` (identical values) without the rest of
+        the table: what a reward needs, for a decision's hot path (a new edge load at a seen SNR
+        costs a few vector operations)."""
+        snr_db, T, N = self._check(snr_db, prompt_tokens, new_tokens)
+        slow = self._slowdown(edge_slowdown)
+        link = self._link(snr_db, T, N)
+        ttft, tpot, e2e, e_total, _, _ = self._latencies(link, slow, T, N)
+        ue_pre, ue_dec = link.ue_pre, link.ue_dec
+        return LatencyEnergy(ttft_s=ttft, tpot_s=tpot, e2e_latency_s=e2e, ue_energy_j_per_token=e_total / N,
+                             ue_prefill_s=ue_pre, ue_decode_s=ue_dec)
 
     def estimate_all(self, snr_db: float, prompt_tokens: int, new_tokens: int | None = None, *,
                      edge_slowdown: Any = None) -> CostTable:
@@ -584,65 +768,31 @@ class CostModel:
         ``[L+1]`` multiplying the edge's compute time (a shared edge's queueing, `splitrl.cost.edge_load`).
         """
         snr_db, T, N = self._check(snr_db, prompt_tokens, new_tokens)
-        slow_key: Any = None
-        if edge_slowdown is not None:
-            slow = np.broadcast_to(np.asarray(edge_slowdown, dtype=np.float64), (self.num_layers + 1,))
-            if not (np.isfinite(slow).all() and (slow >= 1.0).all()):
-                raise ValueError(f"edge_slowdown must be finite factors >= 1, got {edge_slowdown!r}")
-            slow_key = slow.tobytes()
-        else:
-            slow = np.ones(self.num_layers + 1)
-        key = (snr_db, T, N, slow_key)
+        slow = self._slowdown(edge_slowdown)
+        key = (snr_db, T, N, None if edge_slowdown is None else slow.tobytes())
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         m = N - 1               # decode steps actually run
-        m_eff = max(m, 1)       # steps averaged for the per-token figures
         ue, edge = self._ue, self._edge
-
-        ue_pre, ue_flops = ue.prefill_s(T)
-        edge_pre, edge_flops = edge.prefill_s(T)
-        edge_pre = slow * edge_pre
-        ue_dec = ue.decode_sum_s(T + 1, m_eff) / m_eff
-        edge_dec = slow * edge.decode_sum_s(T + 1, m_eff) / m_eff
-
-        ul_opts, dl_opts = self._options(snr_db, "uplink"), self._options(snr_db, "downlink")
-        prompt_bytes = self.prompt_bytes(T)
-        ul_pre = self._transfer(prompt_bytes, ul_opts, self.link.uplink_overhead_s)
-        ul_dec = self._transfer(self._decode_bytes, ul_opts, self.link.uplink_overhead_s)
-        dl = self._transfer(self._dl_bytes, dl_opts, self.link.downlink_overhead_s)
-
-        ttft = ue_pre + ul_pre.latency + edge_pre + dl.latency
-        if self.prefill_chunks > 1:
-            ttft = self._pipelined_prefill(T, ul_opts, slow, ttft, dl.latency)
-        tpot = ue_dec + ul_dec.latency + edge_dec + dl.latency
-
-        def over_steps(x: FloatArray) -> FloatArray:
-            # m * x, except that no steps cost nothing even where x is inf (0 * inf would be nan).
-            return m * x if m else np.zeros_like(x)
-
-        e2e = ttft + over_steps(tpot)
+        ue_pre, ue_flops, _, edge_flops, ue_dec, _ = self._compute_times(T, max(m, 1))
+        link = self._link(snr_db, T, N)
+        ul_pre, ul_dec, dl = link.ul_pre, link.ul_dec, link.dl
+        ttft, tpot, e2e, e_total, edge_pre, edge_dec = self._latencies(link, slow, T, N)
 
         p = self.ue
-        ptx, prx = self.radio_tx_power_w, p.rx_power_w
-        e_pre_compute = p.compute_power_w * ue_pre
-        e_pre_radio = ptx * ul_pre.air + prx * dl.air
-        e_pre = e_pre_compute + e_pre_radio + p.idle_power_w * ttft
-        e_step_compute = p.compute_power_w * ue_dec
-        e_step_radio = ptx * ul_dec.air + prx * dl.air
-        e_step = e_step_compute + e_step_radio + p.idle_power_w * tpot
-        e_compute = e_pre_compute + over_steps(e_step_compute)
-        e_radio = e_pre_radio + over_steps(e_step_radio)
+        e_pre = link.e_pre_compute + link.e_pre_radio + p.idle_power_w * ttft
+        e_step = link.e_step_compute + link.e_step_radio + p.idle_power_w * tpot
         e_idle = p.idle_power_w * e2e
-        e_total = e_compute + e_radio + e_idle
 
+        prompt_bytes = self.prompt_bytes(T)
         kv_bytes = np.round(self._ue_kv_token * (T + N - 1)).astype(np.int64)
         w_bytes = np.round(ue.weight_resident).astype(np.int64)
         mem = w_bytes + kv_bytes
         on_air = prompt_bytes + m * self._decode_bytes + N * self._dl_bytes
         with np.errstate(invalid="ignore"):
             ul_loss = 1.0 - (1.0 - ul_pre.loss) * (1.0 - ul_dec.loss) ** m
-        edge_energy = edge.compute_power_w * (edge_pre + over_steps(edge_dec)) / N
+        edge_energy = edge.compute_power_w * (edge_pre + _over_steps(m, edge_dec)) / N
         table = CostTable(
             split=self._splits.copy(), snr_db=snr_db, prompt_tokens=T, new_tokens=N,
             ttft_s=ttft, tpot_s=tpot, e2e_latency_s=e2e,
@@ -654,7 +804,7 @@ class CostModel:
             prompt_bytes=prompt_bytes.copy(), bytes_per_token=self._decode_bytes.copy(),
             downlink_bytes_per_token=self._dl_bytes.copy(), bytes_on_air=on_air.astype(np.int64),
             ue_flops_prefill=ue_flops, edge_flops_prefill=edge_flops,
-            ue_compute_energy_j=e_compute, ue_radio_energy_j=e_radio, ue_idle_energy_j=e_idle,
+            ue_compute_energy_j=link.e_compute, ue_radio_energy_j=link.e_radio, ue_idle_energy_j=e_idle,
             ue_energy_j=e_total, ue_energy_prefill_j=e_pre, ue_energy_decode_j_per_token=e_step,
             ue_energy_j_per_token=e_total / N, edge_energy_j_per_token=edge_energy,
             ue_weight_bytes=w_bytes, ue_kv_bytes=kv_bytes, ue_memory_bytes=mem,
