@@ -10,7 +10,10 @@
   ``horizon`` steps of predicted SNR (Gauss-Hermite quadrature over the forecast's spread), with
   the switching cost between consecutive splits. Latency/energy come from the analytic cost model.
   The surrogate's predictions and the costs are precomputed on an SNR grid at every refit, so a
-  decision is a table interpolation plus an O(horizon · S²) DP — tens of microseconds.
+  decision is a table interpolation, the known costs at the observed state and an
+  O(horizon · S²) DP. `act` runs all of it as one compiled call (`splitrl.agents.kernels`, numba;
+  the same numbers as `plan`, which stays the reference): ~13 µs back to back, ~0.15 ms right
+  after a generation step has flushed the caches (`benchmarks/control_smollm2.py`).
 * **When to pay for a real evaluation** (deployment, via `feedback`): when the surrogate's
   uncertainty at the chosen split (in reward units) exceeds ``eval_threshold`` times the decision
   margin to the runner-up, or when the SNR is outside what the surrogate has seen — then the
@@ -41,6 +44,7 @@ from splitrl.yamlio import short
 
 SNR_GRID = np.arange(-20.0, 50.0 + 1e-9, 0.5)
 _GRID_LO, _GRID_HI, _GRID_STEP = float(SNR_GRID[0]), float(SNR_GRID[-1]), float(SNR_GRID[1] - SNR_GRID[0])
+_NO_LINK = np.zeros((0, 1))  # the kernel's link rows when no state-dependent costs are computed
 
 
 @dataclass
@@ -62,6 +66,8 @@ class MBRLConfig:
         channel_forgetting: forgetting factor of the channel model, in (0, 1].
         information: ``known-costs`` (the cost model's terms are given) or ``reward-only`` (learn the
             whole reward, switching cost included); see the module doc.
+        compiled_decisions: decide with the compiled kernel (`splitrl.agents.kernels`: the same
+            numbers as the numpy planner, in one call) rather than numpy.
     """
 
     surrogate_kind: str = "extratrees"
@@ -76,6 +82,7 @@ class MBRLConfig:
     online_budget_fraction: float = 0.05
     channel_forgetting: float = 0.98
     information: str = "known-costs"
+    compiled_decisions: bool = True
 
     def __post_init__(self) -> None:
         from splitrl.surrogate import SURROGATE_KINDS
@@ -327,22 +334,76 @@ class MBRLAgent(Agent):
     def _parse(self, obs: np.ndarray) -> tuple[float, int]:
         return float(obs[0]), int(round(float(obs[self.history + 2])))
 
+    def prepare_decisions(self) -> None:
+        """Compile (or load from numba's on-disk cache) the decision kernel now, not at the first
+        decision; `splitrl.controller.policy.AgentPolicy` calls this when it loads an agent."""
+        if self.config.compiled_decisions:
+            from splitrl.agents.kernels import warm_up
+
+            warm_up()
+
+    def _compiled_plan(self, snr: float, current: int, obs) -> tuple[int, float, float] | None:
+        """(best split, margin to the runner-up, weighted std at it) from `splitrl.agents.kernels`;
+        None where the numpy planner must decide (kernel off, or the split in place is outside
+        the allowed range, which `plan` prices separately)."""
+        if not self.config.compiled_decisions:
+            return None
+        fixed = self.__dict__.get("_kernel_fixed")
+        if fixed is None:  # what does not change between decisions, looked up once (plain Python on the hot path)
+            from splitrl.agents.kernels import plan_decision
+
+            fixed = self._kernel_fixed = (plan_decision, {int(s): j for j, s in enumerate(self.splits)},
+                                          self.env.costs, *self.env.costs.kernel_inputs())
+        plan_decision, index, costs, static, steps, consts = fixed
+        i = index.get(current)
+        if i is None:
+            return None
+        S = self.splits
+        if self._r_grid is None:
+            q = self._q_grid if self._q_grid is not None else 0.0
+            self._r_grid = self._base_grid - self._wq * q
+        use_state = obs is not None and self.known_costs and self._has_state
+        load = edge = battery = None
+        link = _NO_LINK
+        if use_state:
+            i_load, i_edge, i_battery = self._state_fields()
+            load = None if i_load is None else float(obs[i_load])
+            edge = None if i_edge is None else float(obs[i_edge])
+            battery = None if i_battery is None else float(obs[i_battery])
+            if edge is not None and not 0.0 <= edge < 1.0:
+                raise ValueError(f"edge_load must be in [0, 1), got {edge!r}")
+            link = costs.link_rows(snr)
+        mu, phi, sigma = self.channel.params
+        sd_grid = self._sd_grid if self._sd_grid is not None else self._base_grid
+        k, margin, sd = plan_decision(  # every scalar typed as in kernels.warm_up: one compiled signature
+            snr, i, float(mu), float(phi), float(sigma), int(self.config.horizon), self._gh[0], self._gh[1],
+            self._r_grid, self._base_grid, sd_grid, self._sd_grid is not None, self._switch,
+            float(self.config.discount), float(self._wq), _GRID_LO, _GRID_HI,
+            _GRID_STEP, use_state, S, static, steps, consts, link, 0.0 if load is None else load, load is not None,
+            0.0 if edge is None else edge, edge is not None, 1.0 if battery is None else battery, battery is not None)
+        return int(S[k]), float(margin), float(sd)
+
     def act(self, obs: np.ndarray, *, deterministic: bool = True) -> int:
         """Plan at the observed SNR (fed to the channel model: acting is online)."""
         snr, current = self._parse(obs)
         self.channel.observe(snr)
-        split, values = self.plan(snr, current, np.asarray(obs, dtype=float))
+        compiled = self._compiled_plan(snr, current, obs)
+        if compiled is None:
+            split, values = self.plan(snr, current, np.asarray(obs, dtype=float))
+        else:
+            split, margin, sd = compiled
         self.decisions += 1
         self._pending = None
         if self._sd_grid is not None and self.config.eval_threshold > 0:
-            i = int(self.splits.searchsorted(split))
-            sd = float(self._interp1(self._sd_grid, snr)[i]) * self._wq
-            margin = np.inf
-            if len(values) > 1:  # best minus runner-up (the top two of a sort)
-                k = int(values.argmax())
-                rest = values.copy()
-                rest[k] = -np.inf
-                margin = float(values[k] - np.maximum.reduce(rest))
+            if compiled is None:
+                i = int(self.splits.searchsorted(split))
+                sd = float(self._interp1(self._sd_grid, snr)[i]) * self._wq
+                margin = np.inf
+                if len(values) > 1:  # best minus runner-up (the top two of a sort)
+                    k = int(values.argmax())
+                    rest = values.copy()
+                    rest[k] = -np.inf
+                    margin = float(values[k] - np.maximum.reduce(rest))
             unseen = not (self._seen_snr[0] - 1.0 <= snr <= self._seen_snr[1] + 1.0)
             if unseen or sd > self.config.eval_threshold * max(margin, 1e-9):
                 self._pending = {"split": split, "snr": snr}

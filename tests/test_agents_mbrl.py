@@ -185,3 +185,26 @@ def test_decision_hot_path_equals_the_vectorised_reference(table, llama_tiny):
         want = np.einsum("hqs,q->hs", r, weights) + (base - agent._interp(agent._base_grid, np.array([snr]))[0])[None]
         np.testing.assert_array_equal(got, want)
         obs, *_ = env.step(agent.act(obs))
+
+
+@pytest.mark.parametrize("information", ["known-costs", "reward-only"])
+def test_compiled_decisions_equal_the_numpy_planner(table, llama_tiny, information):
+    """`MBRLConfig.compiled_decisions` (one numba call per decision) picks the same split and flags the
+    same online evaluations as the numpy planner, step for step, on the richer state."""
+    import copy
+
+    kw = dict(edge_load={}, include_ue_state=True, battery_aware_energy=True, prefill_chunks=4, snr_resolution_db=0.1)
+    env = _env(table, llama_tiny, **kw)
+    fast = MBRLAgent(env, MBRLConfig(warmup_evaluations=10, information=information), seed=2).learn(env, 40)
+    slow = copy.deepcopy(fast)
+    slow.config.compiled_decisions = False
+    fast.prepare_decisions()
+    obs, _ = env.reset(seed=11)
+    flagged = 0
+    for _ in range(120):
+        a = fast.act(obs)
+        assert a == slow.act(obs) and fast._pending == slow._pending
+        flagged += fast._pending is not None
+        obs, *_ = env.step(a)
+    assert flagged > 0  # the online-evaluation rule (margin, std) was exercised
+    assert fast._compiled_plan(float(obs[0]), 0, obs) is None  # a split outside the range: the numpy planner decides

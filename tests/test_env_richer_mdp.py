@@ -83,6 +83,40 @@ def test_base_rewards_equal_the_charged_reward_at_zero_quality(llama_tiny, priva
     assert svc.request_costs(-20.0, 0.5)[2].any()  # the timeout branch was exercised
 
 
+@pytest.mark.parametrize("kw", [
+    {},
+    {"prefill_chunks": 8, "edge_load": {}, "include_ue_state": True, "battery_aware_energy": True},
+    {"prefill_chunks": 4, "edge_load": {"self_load": False}, "include_ue_state": True, "request_timeout_s": 0.3,
+     "privacy": True},
+    {"prefill_chunks": 8, "edge_load": {}, "include_ue_state": True, "reward": {"latency_metric": "ttft"}},
+    {"prefill_chunks": 8, "edge_load": {}, "include_ue_state": True, "reward": {"latency_metric": "tpot"},
+     "new_tokens": 1},
+], ids=["plain", "rich", "timeouts-privacy", "ttft", "tpot-one-token"])
+def test_compiled_base_rewards_equal_the_service(llama_tiny, privacy_file, kw):
+    """`splitrl.cost.kernel.base_rewards_into` gives `RequestCostService.base_rewards` bit for bit."""
+    from splitrl.cost.kernel import base_rewards_into
+
+    kw = dict(kw)
+    if kw.pop("privacy", False):
+        kw["privacy_table"] = str(privacy_file)
+    svc = RequestCostService(SplitPointConfig(model="llama-tiny", **kw), llama_tiny.view)
+    static, steps, consts = svc.kernel_inputs()
+    rng = np.random.default_rng(1)
+    timed_out = False
+    for _ in range(40):
+        snr = float(np.round(rng.uniform(-25, 45), 1))
+        load = float(rng.uniform(0, 1)) if rng.random() < 0.8 else None
+        edge = float(rng.uniform(0, 0.99)) if svc.config.edge_load is not None and rng.random() < 0.9 else None
+        battery = float(rng.uniform(0.01, 1)) if rng.random() < 0.7 else None
+        state = {k: v for k, v in (("edge_load", edge), ("battery", battery)) if v is not None}
+        out = np.empty(svc.L + 1)
+        base_rewards_into(out, static, steps, consts, svc.link_rows(snr), load or 0.0, load is not None, edge or 0.0,
+                          edge is not None, 1.0 if battery is None else battery, battery is not None)
+        np.testing.assert_array_equal(out, svc.base_rewards(snr, load, **state))
+        timed_out |= bool(svc.request_costs(snr, load, edge_load=edge)[2].any())
+    assert timed_out or "request_timeout_s" not in kw
+
+
 def test_edge_load_slows_only_the_edge_and_grows_with_load(llama_tiny):
     svc = RequestCostService(SplitPointConfig(model="llama-tiny", edge_load={"self_load": False}), llama_tiny.view)
     idle = svc.costs_at(20.0)

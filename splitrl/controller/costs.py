@@ -76,6 +76,7 @@ class RequestCostService:
 
             self.privacy = PrivacyTable.load(config.privacy_table, num_layers=self.L, model=config.model)
         self._rows = np.arange(self.L + 1)
+        self._link_rows: dict[tuple[float, str | None], np.ndarray] = {}
 
     def _edge_busy_s(self, cm) -> np.ndarray:
         c = self.config
@@ -108,6 +109,42 @@ class RequestCostService:
         return cm.estimate_all(snr_db=float(snr_db), prompt_tokens=c.prompt_tokens, new_tokens=c.new_tokens,
                                edge_slowdown=slow)
 
+    def kernel_inputs(self, transport: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(static rows, chunk steps, constants) of `splitrl.cost.kernel.base_rewards_into` for this
+        service's request lengths and reward (cached per transport; see that module's docstring)."""
+        from splitrl.cost.edge_load import RHO_MAX
+
+        t = transport or self.config.transport
+        cache = self.__dict__.setdefault("_kernel_inputs", {})
+        if t not in cache:
+            c, rc = self.config, self.reward_config
+            cm = self.cost_models[t]
+            head, steps = cm.kernel_static(c.prompt_tokens, c.new_tokens)
+            own = self._edge_busy[t] / self.interval_s if self.self_load else np.zeros(self.L + 1)
+            rec = self.privacy.recovery if self.privacy is not None else np.zeros(self.L + 1)
+            hidden = ((self._rows > 0) & (self._rows < self.L)).astype(np.float64)
+            static = np.ascontiguousarray(np.vstack([head[:4], own, rec, hidden, head[4:]]))
+            N = int(c.new_tokens)
+            consts = np.array([rc.w_latency, self.latency_ref_s, rc.w_energy, self.energy_ref_j, rc.w_privacy,
+                               c.request_timeout_s, self.timeout_energy_per_token, cm.ue.idle_power_w, N, N - 1,
+                               max(N - 1, 1), RHO_MAX, ("ttft_s", "tpot_s", "e2e_latency_s").index(self.latency_field),
+                               float(bool(c.include_ue_state)), float(self.privacy is not None), len(steps)],
+                              dtype=np.float64)
+            cache[t] = (static, steps, consts)
+        return cache[t]
+
+    def link_rows(self, snr_db: float, transport: str | None = None) -> np.ndarray:
+        """The channel-dependent rows of `splitrl.cost.kernel` at ``snr_db`` (cached per SNR)."""
+        key = (snr_db, transport)
+        rows = self._link_rows.get(key)  # one dict lookup on a decision's hot path
+        if rows is None:
+            c = self.config
+            rows = self.cost_models[transport or c.transport].link_rows(float(snr_db), c.prompt_tokens, c.new_tokens)
+            if len(self._link_rows) >= 8192:  # bounded: observed SNRs are rounded, their values few
+                self._link_rows.clear()
+            self._link_rows[key] = rows
+        return rows
+
     def warm(self, snrs) -> None:
         """Work out the channel-dependent cost terms at each SNR in ``snrs`` for every transport
         now (cached by the cost models), so that later requests at these SNRs only add the
@@ -115,6 +152,7 @@ class RequestCostService:
         for t in self.transports:
             for snr in snrs:
                 self._latency_energy(float(snr), None, t)
+                self.link_rows(float(snr), None if t == self.config.transport else t)
 
     def request_latency(self, snr_db: float, load: float | None = None, *, edge_load: float | None = None,
                         battery: float | None = None, transport: str | None = None) -> np.ndarray:

@@ -309,6 +309,9 @@ class AgentPolicy(SplitPolicy):
         costs = getattr(env, "costs", None)
         if costs is not None and self.spec.snr_resolution_db > 0:
             costs.warm(self.spec.snr_levels())
+        prepare = getattr(agent, "prepare_decisions", None)
+        if prepare is not None:  # e.g. compile a decision kernel before the first request, not during it
+            prepare()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, env_overrides: dict | None = None, loaded=None) -> "AgentPolicy":

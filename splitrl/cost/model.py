@@ -437,6 +437,7 @@ class _LinkTerms:
     e_compute: FloatArray            # whole request
     e_radio: FloatArray
     e_compute_radio: FloatArray      # e_compute + e_radio (the request's energy before idle power)
+    rows: FloatArray                 # [4 + C-1, S] the link rows of `splitrl.cost.kernel` (see its docstring)
 
 
 class LatencyEnergy(NamedTuple):
@@ -721,7 +722,9 @@ class CostModel:
         link = _LinkTerms(ue_pre=ue_pre, ue_dec=ue_dec, ul_pre=ul_pre, ul_dec=ul_dec, dl=dl, chunk_air=ul.latency[2:] if plan is not None else None,
                           plan=plan, e_pre_compute=e_pre_compute, e_pre_radio=e_pre_radio,
                           e_step_compute=e_step_compute, e_step_radio=e_step_radio, e_compute=e_compute,
-                          e_radio=e_radio, e_compute_radio=e_compute + e_radio)
+                          e_radio=e_radio, e_compute_radio=e_compute + e_radio,
+                          rows=np.vstack([ul_pre.latency, ul_dec.latency, dl.latency, e_compute + e_radio]
+                                         + ([ul.latency[2:]] if plan is not None else [])))
         if self.cache_size > 0:
             if len(self._link_cache) >= self.cache_size:
                 self._link_cache.pop(next(iter(self._link_cache)))  # the least recently used
@@ -759,6 +762,26 @@ class CostModel:
         ue_pre, ue_dec = link.ue_pre, link.ue_dec
         return LatencyEnergy(ttft_s=ttft, tpot_s=tpot, e2e_latency_s=e2e, ue_energy_j_per_token=e_total / N,
                              ue_prefill_s=ue_pre, ue_decode_s=ue_dec)
+
+    def link_rows(self, snr_db: float, prompt_tokens: int, new_tokens: int | None = None) -> FloatArray:
+        """The channel-dependent rows `splitrl.cost.kernel` reads at this SNR (cached per SNR)."""
+        snr_db, T, N = self._check(snr_db, prompt_tokens, new_tokens)
+        return self._link(snr_db, T, N).rows
+
+    def kernel_static(self, prompt_tokens: int, new_tokens: int | None = None) -> tuple[FloatArray, FloatArray]:
+        """(rows 0-3 and the chunk rows of `splitrl.cost.kernel`'s static array, chunk steps): the
+        channel-independent figures of these request lengths. Rows 4-6 are the caller's."""
+        _, T, N = self._check(0.0, prompt_tokens, new_tokens)
+        m_eff = max(N - 1, 1)
+        ue_pre, _, edge_pre, _, ue_dec, edge_dec_sum = self._compute_times(T, m_eff)
+        plan = self._chunk_plan(T) if self.prefill_chunks > 1 else None
+        rows = [ue_pre, edge_pre, ue_dec, edge_dec_sum]
+        steps = np.zeros(0)
+        if plan is not None:
+            steps = plan.steps[:, 0].astype(np.float64)
+            for c in range(len(steps)):
+                rows += [plan.ue_first[c], plan.ue_last[c], plan.edge_first[c], plan.edge_last[c]]
+        return np.vstack(rows), steps
 
     def estimate_all(self, snr_db: float, prompt_tokens: int, new_tokens: int | None = None, *,
                      edge_slowdown: Any = None) -> CostTable:
