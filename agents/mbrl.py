@@ -45,6 +45,15 @@ from splitrl.yamlio import short
 SNR_GRID = np.arange(-20.0, 50.0 + 1e-9, 0.5)
 _GRID_LO, _GRID_HI, _GRID_STEP = float(SNR_GRID[0]), float(SNR_GRID[-1]), float(SNR_GRID[1] - SNR_GRID[0])
 _NO_LINK = np.zeros((0, 1))  # the kernel's link rows when no state-dependent costs are computed
+_KERNEL: list = []  # splitrl.agents.kernels.plan_decision, imported (numba) on the first compiled decision
+
+
+def _plan_kernel():
+    if not _KERNEL:
+        from splitrl.agents.kernels import plan_decision
+
+        _KERNEL.append(plan_decision)
+    return _KERNEL[0]
 
 
 @dataclass
@@ -350,11 +359,10 @@ class MBRLAgent(Agent):
             return None
         fixed = self.__dict__.get("_kernel_fixed")
         if fixed is None:  # what does not change between decisions, looked up once (plain Python on the hot path)
-            from splitrl.agents.kernels import plan_decision
-
-            fixed = self._kernel_fixed = (plan_decision, {int(s): j for j, s in enumerate(self.splits)},
-                                          self.env.costs, *self.env.costs.kernel_inputs())
-        plan_decision, index, costs, static, steps, consts = fixed
+            fixed = self._kernel_fixed = ({int(s): j for j, s in enumerate(self.splits)}, self.env.costs,
+                                          *self.env.costs.kernel_inputs())
+        index, costs, static, steps, consts = fixed
+        plan_decision = _plan_kernel()
         i = index.get(current)
         if i is None:
             return None

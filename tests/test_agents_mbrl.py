@@ -207,4 +207,5 @@ def test_compiled_decisions_equal_the_numpy_planner(table, llama_tiny, informati
         flagged += fast._pending is not None
         obs, *_ = env.step(a)
     assert flagged > 0  # the online-evaluation rule (margin, std) was exercised
+    assert copy.deepcopy(fast).act(obs) == fast.act(obs)  # a deciding agent still copies (no compiled object held)
     assert fast._compiled_plan(float(obs[0]), 0, obs) is None  # a split outside the range: the numpy planner decides
