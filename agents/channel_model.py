@@ -93,17 +93,11 @@ class AR1ChannelModel:
 
     def forecast(self, current_db: float, horizon: int) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std of the SNR at steps 0..horizon-1 ahead of ``current_db`` (step 0 is known)."""
-        mean, std = self.forecast_lists(current_db, horizon)
-        return np.array(mean), np.array(std)
-
-    def forecast_lists(self, current_db: float, horizon: int) -> tuple[list[float], list[float]]:
-        """`forecast` as Python lists, in scalar arithmetic (a planner's hot path: a few values)."""
         mu, phi, sigma = self.params
-        x = float(current_db) - mu
-        den = max(1 - phi**2, 1e-9)
-        mean = [mu + (phi**h) * x for h in range(horizon)]
-        std = [math.sqrt(max(sigma**2 * (1 - phi ** (2 * h)) / den, 0.0)) for h in range(horizon)]
-        return mean, std
+        h = np.arange(horizon)
+        mean = mu + (phi**h) * (float(current_db) - mu)
+        var = sigma**2 * (1 - phi ** (2 * h)) / max(1 - phi**2, 1e-9)
+        return mean, np.sqrt(np.maximum(var, 0.0))
 
     def state_dict(self) -> dict:
         return {"state": asdict(self.state), "forgetting": self.forgetting, "prior": list(self.prior)}

@@ -23,7 +23,7 @@ __all__ = ["plan_decision", "warm_up"]
 
 @njit(cache=True, nogil=True)
 def _row_at(grid, snr, lo0, hi0, step, out):
-    """`MBRLAgent._interp1`: ``grid`` (rows over the SNR grid) linearly interpolated at ``snr``."""
+    """`MBRLAgent._interp` at one SNR: ``grid`` (rows over the SNR grid) interpolated at ``snr``."""
     x = min(max(snr, lo0), hi0)
     pos = (x - lo0) / step
     lo = min(math.floor(pos), grid.shape[0] - 2)
@@ -41,7 +41,7 @@ def plan_decision(snr, cur, mu, phi, sigma, horizon, nodes, weights, r_grid, bas
     S = splits.shape[0]
     Q = nodes.shape[0]
     H = horizon
-    # AR(1) forecast (AR1ChannelModel.forecast_lists)
+    # AR(1) forecast (AR1ChannelModel.forecast)
     x0 = snr - mu
     den = max(1 - phi ** 2.0, 1e-9)
     r = np.zeros((H, S))

@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -155,8 +154,6 @@ class MBRLAgent(Agent):
         self._seen_snr = (np.inf, -np.inf)
         nodes, weights = np.polynomial.hermite_e.hermegauss(self.config.quadrature)
         self._gh = (nodes, weights / weights.sum())
-        self._gh_nodes = [float(n) for n in nodes]
-        self._gh_weights = [float(w) for w in self._gh[1]]
         S = self.splits
         self._switch = self._switch_cost(S[None, :], S[:, None])  # [prev, next]
 
@@ -245,15 +242,6 @@ class MBRLAgent(Agent):
         w = (pos - lo)[:, None]
         return (1 - w) * grid[lo] + w * grid[lo + 1]
 
-    def _interp1(self, grid: np.ndarray, snr: float) -> np.ndarray:
-        """`_interp` at one SNR -> [S], in scalar arithmetic (a decision's hot path: the same
-        numbers, without the per-call overhead of numpy on a scalar)."""
-        x = min(max(float(snr), _GRID_LO), _GRID_HI)
-        pos = (x - _GRID_LO) / _GRID_STEP
-        lo = min(math.floor(pos), len(SNR_GRID) - 2)
-        w = pos - lo
-        return (1 - w) * grid[lo] + w * grid[lo + 1]
-
     def expected_rewards(self, snr_now: float, obs: np.ndarray | None = None) -> np.ndarray:
         """Expected reward (before switching) of each allowed split at steps 0..horizon-1.
 
@@ -262,34 +250,22 @@ class MBRLAgent(Agent):
         the grid's at the current SNR, and the same state offset is assumed for the forecast steps
         (the state is persistent: a Markov load, a slowly draining battery)."""
         H = self.config.horizon
-        mean, std = self.channel.forecast_lists(snr_now, H)
+        mean, std = self.channel.forecast(snr_now, H)
         nodes, weights = self._gh
-        if self._r_grid is None:  # reward before switching on the SNR grid: one interpolation per decision
-            q = self._q_grid if self._q_grid is not None else 0.0
-            self._r_grid = self._base_grid - self._wq * q
-        # `_interp` at the H x Q quadrature SNRs, the grid positions worked out in scalar arithmetic
-        # (the same numbers; a decision's hot path should touch few numpy functions).
-        lo_idx, frac = [], []
-        for m, sd in zip(mean, std):
-            for n in self._gh_nodes:
-                x = min(max(m + sd * n, _GRID_LO), _GRID_HI)
-                pos = (x - _GRID_LO) / _GRID_STEP
-                lo = min(math.floor(pos), len(SNR_GRID) - 2)
-                lo_idx.append(lo)
-                frac.append(pos - lo)
-        lo = np.array(lo_idx)
-        w = np.array(frac)[:, None]
-        grid = self._r_grid
-        r = ((1 - w) * grid[lo] + w * grid[lo + 1]).reshape(H, len(nodes), len(self.splits))
-        # sum_q weights[q] * r[:, q] in q order (what einsum("hqs,q->hs") computes), with the ufuncs
-        # used above rather than einsum's own machinery
-        out = r[:, 0] * self._gh_weights[0]
-        for j in range(1, len(nodes)):
-            out = out + r[:, j] * self._gh_weights[j]
+        snrs = (mean[:, None] + std[:, None] * nodes[None, :]).ravel()  # [H * Q]
+        r = self._interp(self._reward_grid(), snrs).reshape(H, len(nodes), len(self.splits))
+        out = np.einsum("hqs,q->hs", r, weights)
         if obs is not None and self.known_costs and self._has_state:
-            offset = self._state_base(snr_now, obs) - self._interp1(self._base_grid, snr_now)
+            offset = self._state_base(snr_now, obs) - self._interp(self._base_grid, np.array([snr_now]))[0]
             out = out + offset[None, :]
         return out
+
+    def _reward_grid(self) -> np.ndarray:
+        """Reward before switching on the SNR grid (rebuilt lazily after a refit)."""
+        if self._r_grid is None:
+            q = self._q_grid if self._q_grid is not None else 0.0
+            self._r_grid = self._base_grid - self._wq * q
+        return self._r_grid
 
     @property
     def _has_state(self) -> bool:
@@ -312,15 +288,14 @@ class MBRLAgent(Agent):
                                      at("battery") if getattr(self.env, "battery", None) is not None else None)
         return fields
 
+    def _observed_state(self, obs) -> tuple[float | None, float | None, float | None]:
+        """(UE load, edge load, battery) from the observation; None where absent or unused."""
+        return tuple(None if i is None else float(obs[i]) for i in self._state_fields())  # type: ignore[return-value]
+
     def _state_base(self, snr: float, obs: np.ndarray) -> np.ndarray:
         """Known zero-loss reward of every allowed split at ``snr`` and the observed UE/edge state."""
-        i_load, i_edge, i_battery = self._state_fields()
-        kw = {}
-        if i_edge is not None:
-            kw["edge_load"] = float(obs[i_edge])
-        if i_battery is not None:
-            kw["battery"] = float(obs[i_battery])
-        load = None if i_load is None else float(obs[i_load])
+        load, edge, battery = self._observed_state(obs)
+        kw = {k: v for k, v in (("edge_load", edge), ("battery", battery)) if v is not None}
         return self.env.costs.base_rewards(float(snr), load, **kw)[self.splits]
 
     def plan(self, snr_now: float, current_split: int, obs: np.ndarray | None = None) -> tuple[int, np.ndarray]:
@@ -329,27 +304,31 @@ class MBRLAgent(Agent):
         S = self.splits
         gamma = self.config.discount
         V = np.zeros(len(S))
-        for h in range(len(r) - 1, 0, -1):  # ufunc reductions and ndarray methods: the decision's hot path
-            V = np.maximum.reduce(r[h][None, :] - self._switch + gamma * V[None, :], axis=1)
-        i = min(int(S.searchsorted(current_split)), len(S) - 1)
+        for h in range(len(r) - 1, 0, -1):
+            V = np.max(r[h][None, :] - self._switch + gamma * V[None, :], axis=1)
+        i = int(np.clip(np.searchsorted(S, current_split), 0, len(S) - 1))
         if S[i] == current_split:
             switch_now = self._switch[i]
         else:  # the split in place is outside the allowed range (e.g. a reset state): pay for moving
             switch_now = self._switch_cost(S, current_split)
         first = r[0] - switch_now + gamma * V
-        return int(S[int(first.argmax())]), first
+        return int(S[int(np.argmax(first))]), first
 
     # --- Agent interface ---------------------------------------------------------------------
     def _parse(self, obs: np.ndarray) -> tuple[float, int]:
         return float(obs[0]), int(round(float(obs[self.history + 2])))
 
     def prepare_decisions(self) -> None:
-        """Compile (or load from numba's on-disk cache) the decision kernel now, not at the first
-        decision; `splitrl.controller.policy.AgentPolicy` calls this when it loads an agent."""
+        """Before serving (`splitrl.controller.policy.AgentPolicy` calls this when it loads an agent):
+        compile the decision kernel (or load it from numba's on-disk cache), and work out the link
+        terms of every SNR the rounded observation can hold — a decision's costs at a new SNR are
+        mostly the link's (rates, HARQ, transfers), so none is computed inside the serving loop."""
         if self.config.compiled_decisions:
             from splitrl.agents.kernels import warm_up
 
             warm_up()
+        if self.known_costs and self._has_state:
+            self.env.costs.warm(self.env.obs_spec.snr_levels())
 
     def _compiled_plan(self, snr: float, current: int, obs) -> tuple[int, float, float] | None:
         """(best split, margin to the runner-up, weighted std at it) from `splitrl.agents.kernels`;
@@ -367,25 +346,19 @@ class MBRLAgent(Agent):
         if i is None:
             return None
         S = self.splits
-        if self._r_grid is None:
-            q = self._q_grid if self._q_grid is not None else 0.0
-            self._r_grid = self._base_grid - self._wq * q
         use_state = obs is not None and self.known_costs and self._has_state
         load = edge = battery = None
         link = _NO_LINK
         if use_state:
-            i_load, i_edge, i_battery = self._state_fields()
-            load = None if i_load is None else float(obs[i_load])
-            edge = None if i_edge is None else float(obs[i_edge])
-            battery = None if i_battery is None else float(obs[i_battery])
-            if edge is not None and not 0.0 <= edge < 1.0:
-                raise ValueError(f"edge_load must be in [0, 1), got {edge!r}")
+            load, edge, battery = self._observed_state(obs)
+            if edge is not None:
+                costs.check_edge_load(edge)
             link = costs.link_rows(snr)
         mu, phi, sigma = self.channel.params
         sd_grid = self._sd_grid if self._sd_grid is not None else self._base_grid
         k, margin, sd = plan_decision(  # every scalar typed as in kernels.warm_up: one compiled signature
             snr, i, float(mu), float(phi), float(sigma), int(self.config.horizon), self._gh[0], self._gh[1],
-            self._r_grid, self._base_grid, sd_grid, self._sd_grid is not None, self._switch,
+            self._reward_grid(), self._base_grid, sd_grid, self._sd_grid is not None, self._switch,
             float(self.config.discount), float(self._wq), _GRID_LO, _GRID_HI,
             _GRID_STEP, use_state, S, static, steps, consts, link, 0.0 if load is None else load, load is not None,
             0.0 if edge is None else edge, edge is not None, 1.0 if battery is None else battery, battery is not None)
@@ -404,14 +377,10 @@ class MBRLAgent(Agent):
         self._pending = None
         if self._sd_grid is not None and self.config.eval_threshold > 0:
             if compiled is None:
-                i = int(self.splits.searchsorted(split))
-                sd = float(self._interp1(self._sd_grid, snr)[i]) * self._wq
-                margin = np.inf
-                if len(values) > 1:  # best minus runner-up (the top two of a sort)
-                    k = int(values.argmax())
-                    rest = values.copy()
-                    rest[k] = -np.inf
-                    margin = float(values[k] - np.maximum.reduce(rest))
+                i = int(np.searchsorted(self.splits, split))
+                sd = float(self._interp(self._sd_grid, np.array([snr]))[0, i]) * self._wq
+                ranked = np.sort(values)
+                margin = float(ranked[-1] - ranked[-2]) if len(ranked) > 1 else np.inf
             unseen = not (self._seen_snr[0] - 1.0 <= snr <= self._seen_snr[1] + 1.0)
             if unseen or sd > self.config.eval_threshold * max(margin, 1e-9):
                 self._pending = {"split": split, "snr": snr}

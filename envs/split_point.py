@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from splitrl.controller.policy import ACTION_MODES, SNR_BOUNDS_DB
+from splitrl.controller.policy import ACTION_MODES, SNR_BOUNDS_DB, round_snr
 from splitrl.reward import RewardConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -453,9 +453,7 @@ class SplitPointBaseEnv(gym.Env):
             self._privacy_floor = None
 
     def _next_snr(self) -> float:
-        snr = float(self.channel.step().snr_db)
-        r = self.config.snr_resolution_db
-        return round(snr / r) * r if r > 0 else snr
+        return round_snr(float(self.channel.step().snr_db), self.config.snr_resolution_db)
 
     def _advance_channel(self) -> None:
         self._history = [self._snr, *self._history][: self.config.history]

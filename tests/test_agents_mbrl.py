@@ -166,27 +166,6 @@ def test_config_validation_names_the_field():
         MBRLConfig(surrogate_kind="crystal-ball")
 
 
-def test_decision_hot_path_equals_the_vectorised_reference(table, llama_tiny):
-    """`expected_rewards` (scalar grid positions, ufunc quadrature sum, flat known costs) gives
-    exactly what `_interp` + einsum + the env's `base_rewards` give, on a richer state."""
-    env = _env(table, llama_tiny, edge_load={}, include_ue_state=True, battery_aware_energy=True, prefill_chunks=4,
-               snr_resolution_db=0.1)
-    agent = MBRLAgent(env, MBRLConfig(warmup_evaluations=10, horizon=4, quadrature=5), seed=0).learn(env, 30)
-    obs, _ = env.reset(seed=5)
-    spec = env.obs_spec
-    for _ in range(25):
-        snr = float(obs[0])
-        got = agent.expected_rewards(snr, np.asarray(obs, float))
-        mean, std = agent.channel.forecast(snr, 4)
-        nodes, weights = agent._gh
-        r = agent._interp(agent._r_grid, (mean[:, None] + std[:, None] * nodes[None, :]).ravel()).reshape(4, 5, -1)
-        state = {"edge_load": float(obs[spec.index("edge_load")]), "battery": float(obs[spec.index("battery")])}
-        base = np.asarray(env.base_rewards(snr, float(obs[spec.index("load")]), **state))[env.splits]
-        want = np.einsum("hqs,q->hs", r, weights) + (base - agent._interp(agent._base_grid, np.array([snr]))[0])[None]
-        np.testing.assert_array_equal(got, want)
-        obs, *_ = env.step(agent.act(obs))
-
-
 @pytest.mark.parametrize("information", ["known-costs", "reward-only"])
 def test_compiled_decisions_equal_the_numpy_planner(table, llama_tiny, information):
     """`MBRLConfig.compiled_decisions` (one numba call per decision) picks the same split and flags the

@@ -133,15 +133,22 @@ def test_observation_spec_rounds_snrs_like_the_env_and_lists_its_levels():
     np.testing.assert_array_equal(obs, env.obs_spec.vector(env.observation()))  # rounding twice changes nothing
 
 
-def test_agent_policy_warms_the_cost_model_without_changing_a_decision():
-    env = make_env(snr_resolution_db=0.5).unwrapped
-    cold = env.costs.base_rewards(7.5, 0.3)
-    policy = AgentPolicy.baseline("oracle", env.config, llama_view())
-    assert len(policy.env.costs.cost_model._link_cache) >= len(policy.spec.snr_levels())
-    np.testing.assert_array_equal(policy.env.costs.base_rewards(7.5, 0.3), cold)
-    env2 = make_env(snr_resolution_db=0.5).unwrapped
-    obs, _ = env2.reset(seed=0)
+def test_agent_policy_prepares_the_mbrl_agent_without_changing_a_decision():
+    """Loading an MBRL agent into a policy compiles its kernel and works out the link terms of every
+    observable SNR; costs and decisions stay what they were."""
+    import copy
+
+    from splitrl.agents.mbrl import MBRLAgent, MBRLConfig
+
+    env = make_env(snr_resolution_db=0.5, edge_load={}, include_ue_state=True).unwrapped
+    agent = MBRLAgent(env, MBRLConfig(warmup_evaluations=5), seed=0).learn(env, 12)
+    cold = env.costs.base_rewards(7.5, 0.3, edge_load=0.4)
+    twin = copy.deepcopy(agent)
+    policy = AgentPolicy(agent, env, "mbrl")
+    assert len(env.costs._link_rows) >= len(policy.spec.snr_levels())
+    np.testing.assert_array_equal(env.costs.base_rewards(7.5, 0.3, edge_load=0.4), cold)
+    obs, _ = env.reset(seed=0)
     for _ in range(10):
-        d = policy.decide(env2.observation())
-        assert d.split == env2.split_for_action(policy.agent.act(obs))
-        obs, *_ = env2.step(env2.action_for_split(d.split))
+        d = policy.decide(env.observation())
+        assert d.split == env.split_for_action(twin.act(obs))
+        obs, *_ = env.step(env.action_for_split(d.split))

@@ -84,6 +84,14 @@ class RequestCostService:
         return np.asarray(t.edge_prefill_s + max(0, c.new_tokens - 1) * t.edge_decode_s, dtype=float)
 
     # --- state -> per-split figures ---------------------------------------------------------
+    @staticmethod
+    def check_edge_load(edge_load: float) -> float:
+        """``edge_load`` as a float, or a ValueError naming what is allowed."""
+        rho = float(edge_load)
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"edge_load must be in [0, 1), got {edge_load!r}")
+        return rho
+
     def edge_utilization(self, edge_load: float | None, transport: str | None = None) -> np.ndarray | None:
         """Utilisation the edge runs at for each split 0..L: background + this UE's own work per
         decision interval (``config.edge_load.self_load``), capped at `RHO_MAX`; None for no edge load."""
@@ -91,9 +99,7 @@ class RequestCostService:
 
         if edge_load is None:
             return None
-        rho = float(edge_load)
-        if not 0.0 <= rho < 1.0:
-            raise ValueError(f"edge_load must be in [0, 1), got {edge_load!r}")
+        rho = self.check_edge_load(edge_load)
         own = self._edge_busy[transport or self.config.transport] / self.interval_s if self.self_load else 0.0
         return np.minimum(rho + own, RHO_MAX)
 
@@ -151,7 +157,6 @@ class RequestCostService:
         load-dependent part. Results are unchanged."""
         for t in self.transports:
             for snr in snrs:
-                self._latency_energy(float(snr), None, t)
                 self.link_rows(float(snr), None if t == self.config.transport else t)
 
     def request_latency(self, snr_db: float, load: float | None = None, *, edge_load: float | None = None,
@@ -212,23 +217,12 @@ class RequestCostService:
                      battery: float | None = None, transport: str | None = None) -> np.ndarray:
         """Reward of every split 0..L at this state with no quality loss and no switch; the reward of
         split ``s`` at quality loss ``q`` is ``base_rewards(snr)[s] - w_quality * q`` minus switching.
-
-        Every decision of a cost-aware planner calls this, so it is written flat: `request_costs`
-        then the non-zero terms of `reward`, the same operations in the same order (zero quality
-        and switching terms add exact zeros), with no intermediate dicts (tested equal)."""
-        t = self._latency_energy(snr_db, edge_load, transport)
-        lat = self._latency(t, load)
-        timeout = self.config.request_timeout_s
-        timed_out = ~(lat <= timeout)
-        energy = t.ue_energy_j_per_token
-        energy = np.where(timed_out, np.minimum(energy, self.timeout_energy_per_token), energy)
-        lat = np.minimum(lat, timeout)
-        rc = self.reward_config
-        scale = 1.0 if battery is None else battery_energy_scale(battery)
-        total = rc.w_latency * lat / self.latency_ref_s + rc.w_energy * scale * energy / self.energy_ref_j
-        if self.privacy is not None:
-            total = total + rc.w_privacy * self.privacy.recovery
-        return -total
+        (`splitrl.cost.kernel.base_rewards_into` is the compiled copy a planner's decision uses.)"""
+        lat, energy, _ = self.request_costs(snr_db, load, edge_load=edge_load, transport=transport)
+        splits = self._rows
+        return np.asarray(self.reward(log_ppl_ratio=0.0, latency_s=lat, energy_j=energy, split=splits,
+                                      previous_split=splits, battery=battery,
+                                      privacy_recovery=self.privacy_recovery(transport))["reward"], dtype=float)
 
     def request_outcome(self, split: int, snr_db: float, *, previous_split: int, log_ppl_ratio: float = 0.0,
                         load: float | None = None, edge_load: float | None = None, battery: float | None = None,

@@ -26,10 +26,16 @@ import numpy as np
 
 from splitrl.errors import UsageError
 
-__all__ = ["Observation", "ObservationSpec", "SplitPolicy", "AgentPolicy", "FixedPolicy", "SNR_BOUNDS_DB",
+__all__ = ["Observation", "ObservationSpec", "round_snr", "SplitPolicy", "AgentPolicy", "FixedPolicy", "SNR_BOUNDS_DB",
            "load_checkpointed_agent"]
 
 SNR_BOUNDS_DB = (-50.0, 80.0)
+
+
+def round_snr(snr_db: float, resolution_db: float) -> float:
+    """``snr_db`` rounded to a multiple of ``resolution_db`` (unchanged when it is 0): how the
+    split-point env quantises its channel and how the deployed observation matches it."""
+    return round(snr_db / resolution_db) * resolution_db if resolution_db > 0 else snr_db
 ACTION_MODES = ("absolute", "relative")
 
 
@@ -167,7 +173,7 @@ class ObservationSpec:
         the values it was trained on."""
         hist = (list(obs.snr_history_db) + [obs.snr_db] * self.history)[: self.history]
         r = self.snr_resolution_db
-        snrs = [obs.snr_db, *hist] if r <= 0 else [round(x / r) * r for x in (obs.snr_db, *hist)]
+        snrs = [round_snr(x, r) for x in (obs.snr_db, *hist)]
         lo, hi = SNR_BOUNDS_DB  # clipped before the float32 cast: the same values (the bounds are exact)
         v = [*(min(max(float(x), lo), hi) for x in snrs), obs.bandwidth_mhz, float(obs.split)]
         if self.include_ue_state:
@@ -304,11 +310,6 @@ class AgentPolicy(SplitPolicy):
         self.agent, self.env, self.name = agent, env, name
         self.spec = ObservationSpec.from_config(env.config, env.L)
         self.num_layers = int(env.L)
-        # A decision's costs at a new SNR mostly come from the link (rates, HARQ, transfers): work
-        # them out now for every SNR the rounded observation can hold, not inside the serving loop.
-        costs = getattr(env, "costs", None)
-        if costs is not None and self.spec.snr_resolution_db > 0:
-            costs.warm(self.spec.snr_levels())
         prepare = getattr(agent, "prepare_decisions", None)
         if prepare is not None:  # e.g. compile a decision kernel before the first request, not during it
             prepare()

@@ -676,19 +676,15 @@ class CostModel:
         order, so this equals trying the counts one by one."""
         steady = np.maximum(np.maximum(plan.ue_last, air), slow * plan.edge_last)
         ttft = plan.ue_first + air + slow * plan.edge_first + plan.steps * steady + dl_latency  # [C-1, S]
-        return np.where(self._is_hidden, np.minimum(ttft_seq, np.minimum.reduce(ttft, axis=0)), ttft_seq)
+        return np.where(self._is_hidden, np.minimum(ttft_seq, ttft.min(axis=0)), ttft_seq)
 
     # ---- public API ---------------------------------------------------------------------------
     def _slowdown(self, edge_slowdown: Any) -> FloatArray:
-        """The per-split edge slow-down [S] (ones for an idle edge), validated. Ufunc reductions
-        only: this runs on every decision of a cost-aware planner."""
+        """The per-split edge slow-down [S] (ones for an idle edge), validated."""
         if edge_slowdown is None:
             return self._no_slowdown
-        slow = edge_slowdown
-        if not (isinstance(slow, np.ndarray) and slow.dtype == np.float64 and slow.shape == self._no_slowdown.shape):
-            slow = np.broadcast_to(np.asarray(edge_slowdown, dtype=np.float64), self._no_slowdown.shape)
-        lo, hi = float(np.minimum.reduce(slow)), float(np.maximum.reduce(slow))
-        if not (lo >= 1.0 and math.isfinite(hi)):
+        slow = np.broadcast_to(np.asarray(edge_slowdown, dtype=np.float64), self._no_slowdown.shape)
+        if not (np.isfinite(slow).all() and (slow >= 1.0).all()):
             raise ValueError(f"edge_slowdown must be finite factors >= 1, got {edge_slowdown!r}")
         return slow
 
