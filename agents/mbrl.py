@@ -12,7 +12,7 @@
   The surrogate's predictions and the costs are precomputed on an SNR grid at every refit, so a
   decision is a table interpolation, the known costs at the observed state and an
   O(horizon · S²) DP. `act` runs all of it as one compiled call (`splitrl.agents.kernels`, numba;
-  the same numbers as `plan`, which stays the reference): ~13 µs back to back, ~0.16 ms right
+  the same numbers as `plan`, which stays the reference): ~14 µs back to back, ~0.15 ms right
   after a generation step has flushed the caches (`benchmarks/control_smollm2.py`).
 * **When to pay for a real evaluation** (deployment, via `feedback`): when the surrogate's
   uncertainty at the chosen split (in reward units) exceeds ``eval_threshold`` times the decision
