@@ -273,3 +273,54 @@ def test_smollm2_int4_uses_the_published_codes_and_splits_exactly():
     for s in (0, 7, 15, 29):
         assert torch.allclose(rt.forward(ids, s), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
         assert rt.generate(ids, s, max_new_tokens=8, stop_at_eos=False).token_ids == ref_ids
+
+
+# ---- quality per precision: perplexity and the sweep column ------------------------------
+def test_perplexity_per_precision_uses_each_segments_weights(tiny_models):
+    from splitrl.eval import PerplexityConfig, PerplexityEvaluator
+
+    lm = tiny_models["llama-tiny"]
+    ids = _ids(96)
+    ev = PerplexityEvaluator(lm, PerplexityConfig(tokens=96, window=48, stride=24), input_ids=ids)
+    L = lm.view.num_layers
+    fp = ev.evaluate(3).ppl
+    for p in LOW:
+        cached = ev.evaluate(3, precision=(p, "fp32"))
+        uncached = ev.evaluate(3, precision=(p, "fp32"), use_prefix_cache=False)
+        assert cached.precision == [p, "fp32"]
+        assert cached.ppl == pytest.approx(uncached.ppl, rel=1e-6) and cached.ppl != fp
+        # s = 0: the edge runs everything at fp32; s = L: the UE runs everything at p
+        assert ev.evaluate(0, precision=(p, "fp32")).ppl == pytest.approx(fp, rel=1e-6)
+        assert ev.evaluate(L, precision=(p, "fp32")).ppl == pytest.approx(ev.evaluate(L, precision=p).ppl, rel=1e-6)
+
+
+@pytest.mark.timeout(300)
+def test_sweep_adds_precisions_to_an_fp32_table_and_resumes(tmp_path):
+    import csv
+
+    from splitrl.eval.corpus import DEFAULT_WIKITEXT_PATH
+    from splitrl.sweep import FP32_COLUMNS, SweepConfig, read_sweep_table, run_sweep
+
+    if not DEFAULT_WIKITEXT_PATH.is_file():
+        pytest.skip("shared WikiText-2 not present")
+    out = tmp_path / "t.csv"
+    base = dict(model="llama-tiny", splits=[0, 3, 6], levels=[30.0], transports=["awgn"], seeds=1, tokens=64,
+                window=64, stride=64)
+    run_sweep(SweepConfig(**base), out, progress=False)
+    # make it a table from before the column existed, as the committed one is
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FP32_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    run_sweep(SweepConfig(**base, ue_precisions=["fp32", "int4"]), out, progress=False)
+    run_sweep(SweepConfig(**base, ue_precisions=["fp32", "int4"]), out, progress=False)   # nothing left to do
+    everything = read_sweep_table(out, ue_precision=None)
+    assert sorted(everything.groupby("ue_precision").size().to_dict().items()) == [("fp32", 3), ("int4", 3)]
+    fp, q = read_sweep_table(out), read_sweep_table(out, ue_precision="int4")
+    assert list(fp["ppl"]) == [float(r["ppl"]) for r in rows]                  # old rows untouched
+    by_split = dict(zip(q["split"], q["ppl"]))
+    assert by_split[0] == pytest.approx(fp.loc[fp["split"] == 0, "ppl"].iloc[0])   # s=0: nothing on the UE
+    assert by_split[6] != fp.loc[fp["split"] == 6, "ppl"].iloc[0]
+    assert set(q["clean_ppl"]) == set(fp["clean_ppl"])                          # one fp32 reference

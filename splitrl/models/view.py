@@ -107,10 +107,12 @@ class DecoderView:
     @property
     def device(self) -> torch.device:
         """Where the held weights live (a partial load keeps the rest on ``meta``)."""
-        for p in self.model.parameters():
-            if p.device.type != "meta":
-                return p.device
-        return torch.device("cpu")
+        cached = self.__dict__.get("_device")
+        if cached is None:  # asked per decode step: walk the modules once
+            cached = next((t.device for t in (*self.model.parameters(), *self.model.buffers())
+                           if t.device.type != "meta"), torch.device("cpu"))
+            self.__dict__["_device"] = cached
+        return cached
 
     @staticmethod
     def _held(module: nn.Module) -> bool:
