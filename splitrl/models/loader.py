@@ -200,9 +200,9 @@ def _from_dir(folder: Path, dtype: torch.dtype, keep, on_layer=None):
                 if g != f:
                     continue
                 value = sf.get_tensor(name).to(dtype)
-                if on_layer is not None:
-                    # A quantising load must not keep the file mapped through some small tensor
-                    # (a norm): its pages would count as this process's memory.
+                if on_layer is not None and value.numel() < (1 << 20):
+                    # A quantising load drops the big (memory-mapped) weights once quantised; a small
+                    # tensor it keeps (a norm) must not keep the whole file mapped in this process.
                     value = value.clone()
                 set_module_tensor_to_device(model, name, "cpu", value=value)
                 i = _layer_of(name)
@@ -265,6 +265,22 @@ def tiny_model(name: str, seed: int = 0, dtype: torch.dtype = torch.float32):
         else:
             raise ModelNotFoundError(f"unknown tiny model {name!r}; choose one of {', '.join(TINY_MODELS)}")
     return model.to(dtype), tokenizer
+
+
+def _release_freed_memory() -> None:
+    """Hand the quantising load's freed fp32 temporaries back to the OS (glibc keeps them otherwise)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass  # not glibc: the memory is reused by this process instead
 
 
 def _gguf_codes(gguf: Path, precision: str, layers: tuple[int, int] | None):
@@ -378,6 +394,7 @@ def load_model(
     model.requires_grad_(False)
     if precision != "fp32":
         quantize_in_place(model, precision, codes)
+        _release_freed_memory()
     view = DecoderView(model)  # raises UnsupportedModelError for other architectures
     view.base_precision = precision
     if gguf is not None and view.family == "llama":

@@ -269,3 +269,6 @@ def quantize_in_place(model: nn.Module, precision: str, codes: CodesLookup | Non
             setattr(base, embed_name, embed)
         if head is not None:
             model.lm_head = head
+        elif getattr(model.lm_head, "weight", None) is embed_tokens.weight:
+            # A tied head this process does not run must not keep the fp32 embedding alive.
+            model.lm_head.weight = nn.Parameter(torch.empty_like(embed_tokens.weight, device="meta"), requires_grad=False)
