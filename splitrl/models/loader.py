@@ -165,6 +165,52 @@ def _layer_of(name: str) -> int | None:
     return None
 
 
+class _UnmappedReader:
+    """``safe_open``'s ``get_tensor`` by reading the bytes of one tensor (no memory map).
+
+    The safetensors layout: an 8-byte little-endian header length, a JSON header mapping each name
+    to ``dtype``, ``shape`` and ``data_offsets`` (relative to the end of the header), then the data.
+    Every entry is checked against the file size and its shape before a byte is read.
+    """
+
+    _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+               "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+               "BOOL": torch.bool}
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __enter__(self) -> "_UnmappedReader":
+        self.f = open(self.path, "rb")
+        size = os.fstat(self.f.fileno()).st_size
+        n = int.from_bytes(self.f.read(8), "little")
+        if not 0 < n <= size - 8:
+            raise ModelNotFoundError(f"{self.path} is not a safetensors file (header length {n})")
+        self.header = json.loads(self.f.read(n))
+        self.base, self.size = 8 + n, size
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        entry = self.header[name]
+        dtype = self._DTYPES.get(entry.get("dtype"))
+        begin, end = (int(x) for x in entry["data_offsets"])
+        shape = [int(x) for x in entry["shape"]]
+        count = 1
+        for d in shape:
+            count *= d
+        if dtype is None or not 0 <= begin <= end <= self.size - self.base or \
+                end - begin != count * torch.empty(0, dtype=dtype).element_size():
+            raise ModelNotFoundError(f"{self.path}: tensor {name!r} has an inconsistent header entry {entry}")
+        out = torch.empty(shape, dtype=dtype)
+        self.f.seek(self.base + begin)
+        if end > begin:
+            self.f.readinto(memoryview(out.view(torch.uint8).reshape(-1).numpy()))
+        return out
+
+
 def _from_dir(folder: Path, dtype: torch.dtype, keep, on_layer=None):
     """A model from a local HF directory; with ``keep``, only the kept tensors are read (others on meta).
 
@@ -195,15 +241,15 @@ def _from_dir(folder: Path, dtype: torch.dtype, keep, on_layer=None):
         if (i := _layer_of(name)) is not None:
             pending[i] = pending.get(i, 0) + 1
     for f in files:
-        with safe_open(str(f), "pt") as sf:
+        # A quantising load reads each tensor into its own buffer instead of memory-mapping the file:
+        # a mapping keeps every page it touched resident, so the process would peak at the whole fp32
+        # file although it keeps only the quantised weights.
+        reader = _UnmappedReader(f) if on_layer is not None else safe_open(str(f), "pt")
+        with reader as sf:
             for g, name in wanted:
                 if g != f:
                     continue
                 value = sf.get_tensor(name).to(dtype)
-                if on_layer is not None and value.numel() < (1 << 20):
-                    # A quantising load drops the big (memory-mapped) weights once quantised; a small
-                    # tensor it keeps (a norm) must not keep the whole file mapped in this process.
-                    value = value.clone()
                 set_module_tensor_to_device(model, name, "cpu", value=value)
                 i = _layer_of(name)
                 if i is not None and on_layer is not None:
@@ -267,20 +313,37 @@ def tiny_model(name: str, seed: int = 0, dtype: torch.dtype = torch.float32):
     return model.to(dtype), tokenizer
 
 
-def _release_freed_memory() -> None:
-    """Hand the quantising load's freed fp32 temporaries back to the OS (glibc keeps them otherwise)."""
+def _libc():
     import ctypes
     import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def _map_large_allocations() -> None:
+    """Make glibc serve allocations of 1 MiB and more with their own mappings, for this process.
+
+    A quantising load allocates and frees fp32 temporaries layer after layer; by default glibc
+    raises its mmap threshold after the first such free and serves the rest from the heap, where
+    fragmentation keeps them resident: the process would peak near the fp32 size it never keeps.
+    """
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (fixing it also disables the dynamic raise)
+
+
+def _release_freed_memory() -> None:
+    """Hand the quantising load's freed temporaries back to the OS (glibc keeps heap pages otherwise)."""
     import gc
 
     gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-    except OSError:
-        pass  # not glibc: the memory is reused by this process instead
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)  # not glibc: the memory is reused by this process instead
 
 
 def _gguf_codes(gguf: Path, precision: str, layers: tuple[int, int] | None):
@@ -297,6 +360,7 @@ def _streaming_quantiser(precision: str, codes=None):
     """``on_layer`` for `_from_dir`: quantise layer ``i`` in place once its tensors are loaded."""
     if precision == "fp32":
         return None
+    _map_large_allocations()
 
     def on_layer(model, i: int) -> None:
         layers = model.model.layers if hasattr(model, "model") else model.transformer.h
