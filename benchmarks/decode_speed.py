@@ -8,8 +8,9 @@ stop a run), at 1 and 2 threads:
 1. splitrl ``SplitRuntime.generate`` in one process, split 15, at each precision of `PRECISIONS`
    (the same precision for both segments) and at each (UE, edge) pair of `TWO_PROCESS` whose
    precisions differ;
-2. splitrl as two processes over the real gRPC deployment: the UE in this process (1 thread), a
-   ``splitrl edge --layers 15: --precision P`` child (1 thread), for each (UE, edge) pair of
+2. splitrl as two processes over the real gRPC deployment: the UE (``UEClient``, its model loaded at
+   the UE's precision) in this process (1 thread), a ``splitrl edge --layers 15: --precision P``
+   child (1 thread), for each (UE, edge) pair of
    `TWO_PROCESS`; compared with the in-process run of the same precisions at the same total
    threads (2) and at 1 thread;
 3. plain transformers fp32: ``AutoModelForCausalLM`` from the same cached model directory, a
@@ -96,7 +97,10 @@ def precision_api() -> dict[str, bool]:
     """Which parts of the per-segment precision API this checkout has."""
     from splitrl.runtime import SplitRuntime
 
+    from splitrl.models import load_model
+
     has_rt = "precision" in inspect.signature(SplitRuntime.generate).parameters
+    has_load = "precision" in inspect.signature(load_model).parameters
     try:
         from splitrl.deploy.cli import _build_edge
 
@@ -105,7 +109,7 @@ def precision_api() -> dict[str, bool]:
         has_edge = any("--precision" in a.option_strings for a in ap._actions)
     except ImportError:
         has_edge = False
-    return {"runtime": has_rt, "edge_cli": has_edge}
+    return {"runtime": has_rt, "load_model": has_load, "edge_cli": has_edge}
 
 
 def _label(p: str | tuple[str, str]) -> str:
@@ -229,18 +233,21 @@ def llama_cpp_engine(python: str | None, gguf: Path | None, ids: torch.Tensor, t
 
 def two_process_engine(loaded, ids: torch.Tensor, ue_precision: str, edge_precision: str, tmp: Path,
                        api: dict | None = None, split: int = SPLIT) -> Engine:
-    """UE in this process (1 thread) + a ``splitrl edge`` child (1 thread) over gRPC on loopback."""
+    """The real deployment: a ``splitrl edge --layers s: --precision P`` child (1 thread) and the UE
+    (`splitrl.deploy.client.UEClient`, what ``splitrl ue --precision`` runs) in this process (1 thread),
+    its model loaded at the UE's precision; gRPC on loopback, lossless link, no emulated air time."""
     from splitrl.proc import spawn_splitrl, wait_for_port_file
 
     api = api if api is not None else precision_api()
     key = f"two-process-{ue_precision}+{edge_precision}"
-    if (ue_precision != "fp32" or edge_precision != "fp32") and not (api["runtime"] and api["edge_cli"]):
+    if (ue_precision != "fp32" or edge_precision != "fp32") and not (api["load_model"] and api["edge_cli"]):
         return Engine(key, "splitrl-two-process", 1, f"{ue_precision}+{edge_precision}", lambda n: {},
-                      available=False, reason="this checkout has no per-segment precision in the runtime "
-                                              "and `splitrl edge --precision`")
-    from splitrl.deploy.client import RemoteExecutor, UEClient
-    from splitrl.runtime import LocalExecutor, SplitRuntime
+                      available=False, reason="this checkout has no `load_model(precision=...)` and "
+                                              "`splitrl edge --precision`")
+    from splitrl.deploy.client import UEClient
+    from splitrl.models import load_model
 
+    ue_loaded = loaded if ue_precision == "fp32" else load_model(loaded.name, precision=ue_precision)
     name = f"edge-{ue_precision}-{edge_precision}"
     port_file = tmp / f"{name}.port"
     argv = ["edge", "--listen", "127.0.0.1:0", "--token-file", tmp / "token", "--port-file", port_file,
@@ -250,20 +257,20 @@ def two_process_engine(loaded, ids: torch.Tensor, ue_precision: str, edge_precis
     child = spawn_splitrl(argv, threads=1, log_path=tmp / f"{name}.log")
     try:
         port = wait_for_port_file(port_file, child, timeout_s=600)
-        token = (tmp / "token").read_text().strip()
-        ue = UEClient(f"127.0.0.1:{port}", token, loaded)  # handshake: same model, edge holds [split, L) + head
+        # the handshake checks the model and that the edge holds [split, L) + head (and tells its precision)
+        ue = UEClient(f"127.0.0.1:{port}", (tmp / "token").read_text().strip(), ue_loaded)
+        got = getattr(ue.edge_info, "precision", "fp32")
+        if got != edge_precision:
+            raise RuntimeError(f"{key}: the edge runs {got}, asked for {edge_precision}")
     except BaseException:
         child.stop()
         raise
-    rt = SplitRuntime(loaded)
-    kw = {"precision": (ue_precision, edge_precision)} if api["runtime"] else {}
 
     def run(n: int) -> dict:
         torch.set_num_threads(1)
-        executors = [LocalExecutor(loaded.view), RemoteExecutor(ue.conn, loaded.fingerprint, air=ue.air)]
-        r = rt.generate(ids, split, max_new_tokens=n, stop_at_eos=False, executors=executors, **kw)
+        r = ue.generate(ids, split, max_new_tokens=n, stop_at_eos=False)
         if r.report.fallback_segments:
-            raise RuntimeError(f"{key}: the edge fell back to the UE (see {child.log_path})")
+            raise RuntimeError(f"{key}: the request fell back to the UE (edge log: {child.log_path})")
         return _record(r.token_ids, r.report.prefill_seconds, r.report.decode_seconds)
 
     def close() -> None:
@@ -274,7 +281,9 @@ def two_process_engine(loaded, ids: torch.Tensor, ue_precision: str, edge_precis
 
     return Engine(key, "splitrl-two-process", 1, f"{ue_precision}+{edge_precision}", run, close=close,
                   info={"split": split, "ue_precision": ue_precision, "edge_precision": edge_precision,
-                        "threads_per_process": 1, "transport": "gRPC on loopback, lossless link, no air time"})
+                        "threads_per_process": 1, "ue": "UEClient in the benchmark process, model loaded at "
+                        "the UE's precision", "edge": "splitrl edge child",
+                        "transport": "gRPC on loopback, lossless link, no air time"})
 
 
 # -- the run -----------------------------------------------------------------------------------
