@@ -131,15 +131,21 @@ def _load(args):
         raise CLIError(str(e))
 
 
-def _partition(runtime, text: str | None):
+def _partition(runtime, text: str | None, precision: str | None = None):
     from splitrl.runtime import InvalidPartitionError
 
     L = runtime.num_layers
     cuts = _parse_cuts(text if text is not None else str(L // 2), L)
+    names = None
+    if precision is not None:
+        names = [p.strip() for p in precision.split(",")]
+        if len(names) not in (1, len(cuts) + 1):
+            raise CLIError(f"--precision must be one name or one per segment ({len(cuts) + 1}), got {precision!r}")
+        names = names[0] if len(names) == 1 else names
     try:
-        return runtime.partition(cuts)
+        return runtime.partition(cuts, names)
     except InvalidPartitionError as e:
-        raise CLIError(f"--split: {e}")
+        raise CLIError(f"--split/--precision: {e}")
 
 
 def cmd_generate(args) -> int:
@@ -153,7 +159,7 @@ def cmd_generate(args) -> int:
     _check_link_options(args, given, costs=True)
     loaded = _load(args)
     runtime = SplitRuntime(loaded)
-    partition = _partition(runtime, args.split)
+    partition = _partition(runtime, args.split, args.precision)
     try:
         sampling = SamplingConfig(
             do_sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
@@ -197,6 +203,7 @@ def cmd_generate(args) -> int:
     same = next((i for i, (a, b) in enumerate(zip(result.token_ids, clean_ids)) if a != b),
                 min(len(result.token_ids), len(clean_ids)))
     what = {"model": loaded.name, "split": list(partition.cuts), "num_layers": runtime.num_layers, **link_d,
+            "precision": [s.precision for s in partition.segments()],
             "clean_text": loaded.tokenizer.decode(clean_ids, skip_special_tokens=True), "tokens_matching_clean": same,
             "decoding": "sampled" if args.sample else "greedy", "seed": args.seed, "threads": torch.get_num_threads(),
             "new_tokens": len(result.token_ids), "emulation_snr_db": float(args.snr) if len(partition.cuts) == 1 else None}
@@ -205,8 +212,8 @@ def cmd_generate(args) -> int:
                          allow_nan=False, default=_json_default))
     else:
         print("\n")
-        print(f"{loaded.name}, split {','.join(map(str, partition.cuts))} of {runtime.num_layers} layers, "
-              f"{_link_text(link_d)}, {what['decoding']} decoding, {what['new_tokens']} new tokens, "
+        print(f"{loaded.name}, split {','.join(map(str, partition.cuts))} of {runtime.num_layers} layers "
+              f"(weights {'/'.join(what['precision'])}), {_link_text(link_d)}, {what['decoding']} decoding, {what['new_tokens']} new tokens, "
               f"{what['threads']} torch thread(s)")
         if link is not None:
             print(f"clean reference (no link): {what['clean_text']!r}; the first {same} of {len(clean_ids)} tokens match it")
@@ -231,7 +238,7 @@ def cmd_ppl(args) -> int:
         evaluator = PerplexityEvaluator(loaded, config, progress=not args.json)
     except (CorpusError, ValueError) as e:
         raise CLIError(str(e))
-    partition = _partition(evaluator.runtime, args.split)
+    partition = _partition(evaluator.runtime, args.split, args.precision)
     link = _make_link(args, loaded.view.vocab_size)
     result = evaluator.evaluate(partition, link)
     L = evaluator.runtime.num_layers
@@ -249,7 +256,8 @@ def cmd_ppl(args) -> int:
         print(json.dumps(out, allow_nan=False))
     else:
         ppl = f"{result.ppl:.4f}" if math.isfinite(result.ppl) else "not finite (the link destroyed the activations)"
-        print(f"{loaded.name}, split {','.join(map(str, result.split))} of {L} layers, {_link_text(link_d)}: "
+        print(f"{loaded.name}, split {','.join(map(str, result.split))} of {L} layers "
+              f"(weights {'/'.join(result.precision)}), {_link_text(link_d)}: "
               f"perplexity {ppl} (clean {clean.ppl:.4f}) over {result.scored_tokens} scored of {result.tokens} "
               f"tokens (window {result.window}, stride {result.stride}) in {result.seconds:.2f} s, "
               f"{out['threads']} torch thread(s)")
@@ -309,7 +317,14 @@ def _build_generate(p):
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens, 0 = all (with --sample)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --sample)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and for link noise")
+    _precision_arg(p)
     _link_args(p)
+
+
+def _precision_arg(p) -> None:
+    p.add_argument("--precision", default=None,
+                   help="weight precision: one of fp32, bf16, int8, int4 for every segment, or one per segment "
+                        "(e.g. int4,fp32 = UE int4, edge fp32); int4 runs a GGUF's own Q4_1 codes (default: fp32)")
 
 
 def _link_args(p, costs: bool = True):
@@ -346,6 +361,7 @@ def _build_ppl(p):
     p.add_argument("--corpus", default=None, help="path of WikiText-2 wiki.test.raw (default ../shared/data/...)")
     p.add_argument("--corpus-source", default="file", choices=["file", "datasets"], help="where the corpus comes from")
     p.add_argument("--seed", type=int, default=0, help="seed for link noise")
+    _precision_arg(p)
     _link_args(p, costs=False)
 
 
@@ -374,6 +390,8 @@ def _build_sweep(p):
     p.add_argument("--window", type=int, default=1024)
     p.add_argument("--stride", type=int, default=None, help="default: window")
     p.add_argument("--corpus", default=None)
+    p.add_argument("--ue-precisions", default="fp32",
+                   help="comma-separated weight precisions of the UE's layers (the edge runs fp32), e.g. fp32,int8,int4")
     p.add_argument("--out", default="sweep.csv", help="CSV table, appended cell by cell (resumes if present)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -389,6 +407,7 @@ def cmd_sweep(args) -> int:
             level_kind=args.level_kind, transports=[t for t in args.transports.split(",") if t], seeds=args.seeds,
             base_seed=args.base_seed, modulation=args.modulation, tokens=args.tokens, window=args.window,
             stride=args.stride or args.window, corpus_path=args.corpus,
+            ue_precisions=[p.strip() for p in args.ue_precisions.split(",") if p.strip()],
         )
         path = run_sweep(config, args.out, progress=not args.no_progress, loaded=loaded)
     except (ValueError, CorpusError) as e:

@@ -37,10 +37,13 @@ COLUMNS = [
     "model", "transport", "level_kind", "level", "snr_db", "ber", "bler", "split", "seed_index", "seed",
     "ppl", "nll", "clean_ppl", "log_ppl_ratio", "scored_tokens", "bytes_per_token", "seconds",
     "emulated_ttft_s", "emulated_tpot_s", "emulated_e2e_latency_s", "emulated_ue_energy_j_per_token",
-    "emulated_bytes_on_air", "ppl_finite",
+    "emulated_bytes_on_air", "ppl_finite", "ue_precision",
 ]
-OLD_COLUMNS = COLUMNS[:-1]  # tables written before ppl_finite existed (read and resumed as they are)
-EMULATED = COLUMNS[-6:-1]
+# Tables written before ppl_finite / ue_precision existed are read and resumed as they are
+# (a row without ue_precision ran fp32 weights).
+OLD_COLUMNS = COLUMNS[:-2]
+FP32_COLUMNS = COLUMNS[:-1]
+EMULATED = COLUMNS[-7:-2]
 MAX_CELLS = 100_000  # a grid larger than this is refused (split it into several sweeps)
 MAX_LEVELS = 10_000
 PROVENANCE_KEY = "runs"  # meta.json key listing the runs that wrote the table (not compared on resume)
@@ -64,6 +67,9 @@ class SweepConfig:
         corpus_path: WikiText-2 file (None: default location).
         ue_profile, edge_profile, link_profile: devices and radio of the emulated latency/energy columns.
         prompt_tokens, new_tokens: the request those columns describe.
+        ue_precisions: weight precisions of the UE's layers ``[0, s)`` (`splitrl.quant.PRECISIONS`);
+            the edge runs fp32. The clean reference (``clean_ppl``) is the fp32 model, so
+            ``log_ppl_ratio`` carries the precision's cost as well as the link's.
     """
 
     model: str = "smollm2-135m"
@@ -84,9 +90,15 @@ class SweepConfig:
     link_profile: str = "nr-sub6-20mhz"
     prompt_tokens: int = 128
     new_tokens: int = 32
+    ue_precisions: list[str] = field(default_factory=lambda: ["fp32"])
 
     def __post_init__(self) -> None:
         from splitrl.link import LINK_NAMES
+        from splitrl.quant import PRECISIONS
+
+        bad_p = [p for p in self.ue_precisions if p not in PRECISIONS]
+        if bad_p or not self.ue_precisions or len(set(self.ue_precisions)) != len(self.ue_precisions):
+            raise ValueError(f"ue_precisions {self.ue_precisions}: must be distinct names from {', '.join(PRECISIONS)}")
 
         if self.level_kind not in LEVEL_KINDS:
             raise ValueError(f"level_kind must be one of {', '.join(LEVEL_KINDS)}, got {self.level_kind!r}")
@@ -94,7 +106,7 @@ class SweepConfig:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
         if not all(math.isfinite(float(v)) for v in self.levels) or not self.levels:
             raise ValueError(f"levels must be finite numbers (at least one), got {self.levels[:5]}")
-        n = len(self.splits) * len(self.levels) * len(self.transports) * self.seeds
+        n = len(self.splits) * len(self.levels) * len(self.transports) * self.seeds * len(self.ue_precisions)
         if n > MAX_CELLS:
             raise ValueError(f"the grid has {n} cells (splits {len(self.splits)} x levels {len(self.levels)} x transports "
                              f"{len(self.transports)} x seeds {self.seeds}); at most {MAX_CELLS}: split it into several sweeps")
@@ -109,7 +121,7 @@ class SweepConfig:
     def identity(self) -> dict:
         """Fields that must match for rows to be appended to an existing table."""
         d = asdict(self)
-        for k in ("splits", "levels", "transports", "seeds"):  # the grid may grow between runs
+        for k in ("splits", "levels", "transports", "seeds", "ue_precisions"):  # the grid may grow between runs
             d.pop(k)
         return d
 
@@ -120,10 +132,11 @@ class Cell:
     split: int
     level: float
     seed_index: int
+    ue_precision: str = "fp32"
 
     @property
     def key(self) -> tuple:
-        return (self.transport, self.split, _level_key(self.level), self.seed_index)
+        return (self.transport, self.split, _level_key(self.level), self.seed_index, self.ue_precision)
 
 
 def _level_key(level: float) -> str:
@@ -178,9 +191,32 @@ class Emulator:
 
 def cells(config: SweepConfig) -> list[Cell]:
     return [
-        Cell(t, s, float(lv), r)
-        for s in config.splits for t in config.transports for lv in config.levels for r in range(config.seeds)
+        Cell(t, s, float(lv), r, p)
+        for p in config.ue_precisions for s in config.splits for t in config.transports for lv in config.levels
+        for r in range(config.seeds)
     ]
+
+
+def _row_key(r: dict) -> tuple:
+    """A CSV row's `Cell.key` (a row from before ``ue_precision`` ran fp32 weights)."""
+    return (r["transport"], int(r["split"]), _level_key(float(r["level"])), int(r["seed_index"]),
+            r.get("ue_precision") or "fp32")
+
+
+def _add_precision_column(path: Path) -> list[str]:
+    """Rewrite a table from before ``ue_precision`` with that column (``fp32``), atomically; new columns."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "ue_precision": "fp32"})
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return COLUMNS
 
 
 def read_done(path: Path) -> set[tuple]:
@@ -195,10 +231,10 @@ def read_done(path: Path) -> set[tuple]:
             f.truncate(cut)
         raw = raw[:cut]
     reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
-    if reader.fieldnames and reader.fieldnames not in (COLUMNS, OLD_COLUMNS):
+    if reader.fieldnames and reader.fieldnames not in (COLUMNS, FP32_COLUMNS, OLD_COLUMNS):
         raise ValueError(f"{path} is not a sweep table of this version (its columns differ); write to a new file")
     try:
-        return {(r["transport"], int(r["split"]), _level_key(float(r["level"])), int(r["seed_index"])) for r in reader}
+        return {_row_key(r) for r in reader}
     except (TypeError, ValueError, KeyError):
         raise ValueError(f"{path} has a malformed row (two writers at once, or edited by hand); write to a new file") from None
 
@@ -301,6 +337,10 @@ def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded
     if not new_file:
         with open(path, newline="") as f:
             columns = next(csv.reader(f), COLUMNS)  # an older table keeps its own columns
+        if "ue_precision" not in columns and any(c.ue_precision != "fp32" for c in todo):
+            if columns != FP32_COLUMNS:
+                raise ValueError(f"{path} predates the ppl_finite column; write other precisions to a new file")
+            columns = _add_precision_column(path)
     non_finite = 0
     bar = tqdm(total=len(cells(config)), initial=len(cells(config)) - len(todo), desc="sweep", unit="cell",
                disable=not progress, smoothing=0.05)
@@ -313,7 +353,7 @@ def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded
             seed = cell_seed(config.base_seed, cell)
             link = build_link(config, cell.transport, cell.level, seed, loaded.view.vocab_size)
             state = channel_state(config, cell.transport, cell.level)
-            r = evaluator.evaluate(cell.split, link)
+            r = evaluator.evaluate(cell.split, link, precision=(cell.ue_precision, "fp32"))
             n_tok = evaluator.input_ids.shape[1]
             row = {
                 "model": config.model, "transport": cell.transport, "level_kind": config.level_kind,
@@ -323,7 +363,7 @@ def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded
                 "log_ppl_ratio": math.log(r.ppl / clean) if math.isfinite(r.ppl) else float("nan"),
                 "ppl_finite": math.isfinite(r.ppl),
                 "scored_tokens": r.scored_tokens, "bytes_per_token": link.bytes_total / max(1, n_tok),
-                "seconds": r.seconds,
+                "seconds": r.seconds, "ue_precision": cell.ue_precision,
             }
             row.update(emulate(cell.transport, cell.split, state.snr_db))
             writer.writerow(row)
@@ -342,8 +382,13 @@ def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded
 TABLE_NEEDS = ("model", "transport", "level_kind", "level", "split", "seed_index", "ppl", "clean_ppl", "log_ppl_ratio")
 
 
-def read_sweep_table(path: str | os.PathLike, *, needs: tuple[str, ...] = TABLE_NEEDS):
-    """The sweep CSV at ``path`` as a DataFrame, or one `UsageError` line saying why it is not one."""
+def read_sweep_table(path: str | os.PathLike, *, needs: tuple[str, ...] = TABLE_NEEDS,
+                     ue_precision: str | None = "fp32"):
+    """The sweep CSV at ``path`` as a DataFrame, or one `UsageError` line saying why it is not one.
+
+    Only the rows of ``ue_precision`` (None: every row; a table from before the column is fp32),
+    so a reader that groups by split and level never averages over precisions.
+    """
     import pandas as pd
 
     p = Path(path)
@@ -358,8 +403,12 @@ def read_sweep_table(path: str | os.PathLike, *, needs: tuple[str, ...] = TABLE_
     missing = [c for c in needs if c not in df.columns]
     if missing:
         raise UsageError(f"{p} is not a sweep table written by `splitrl sweep` (missing columns {missing[:5]})")
+    if "ue_precision" not in df.columns:
+        df["ue_precision"] = "fp32"
+    if ue_precision is not None:
+        df = df[df["ue_precision"] == ue_precision].reset_index(drop=True)
     if df.empty:
-        raise UsageError(f"sweep table {p} has no rows")
+        raise UsageError(f"sweep table {p} has no rows" + (f" with ue_precision {ue_precision}" if ue_precision else ""))
     return df
 
 
@@ -608,7 +657,7 @@ def merge_tables(dst: str | os.PathLike, src: str | os.PathLike) -> int:
             raise UsageError(f"{src_p} has another clean perplexity than {dst_p}: not the same evaluation")
         new = []
         for r in rows:
-            key = (r["transport"], int(r["split"]), _level_key(float(r["level"])), int(r["seed_index"]))
+            key = _row_key(r)
             if key not in done:
                 done.add(key)
                 new.append(r)

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from splitrl.errors import UsageError
+from splitrl.quant.precision import PRECISIONS
 
 __all__ = ["register_cli"]
 
@@ -42,9 +43,11 @@ def _load_part(args, start: int, stop: int, embed: bool, head: bool):
     try:
         full = (start, stop, embed, head)
         L = _model_layers(args.model, args.cache_dir)
+        precision = args.precision
         if full == (0, L, True, True):
-            return load_model(args.model, cache_dir=args.cache_dir)
-        return load_model(args.model, cache_dir=args.cache_dir, layers=(start, stop), embed=embed, head=head)
+            return load_model(args.model, cache_dir=args.cache_dir, precision=precision)
+        return load_model(args.model, cache_dir=args.cache_dir, layers=(start, stop), embed=embed, head=head,
+                          precision=precision)
     except (ModelNotFoundError, UnsupportedModelError) as e:
         raise UsageError(f"--model: {e}") from None
 
@@ -56,6 +59,8 @@ def _build_edge(p) -> None:
     p.add_argument("--model", default="smollm2-135m", help="model name or path (default: %(default)s)")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--layers", default="0:", help="decoder layers this edge holds, START:STOP or START: (default: %(default)s = all)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="weight precision of the layers this edge runs (int4 uses a GGUF's own Q4_1 codes) (default: %(default)s)")
     p.add_argument("--tls-cert", default=None, help="PEM certificate (TLS); required off loopback unless --insecure")
     p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without TLS (trusted networks only)")
@@ -110,6 +115,8 @@ def _build_ue(p) -> None:
     p.add_argument("--model", default="smollm2-135m", help="model name or path, the same as the edge's (default: %(default)s)")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--ue-layers", default="all", help="layers the UE holds: all (can finish any request on a fallback) or 0:S (default: %(default)s)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="weight precision of the UE's layers; the edge's comes from its handshake (default: %(default)s)")
     p.add_argument("--split", default="15", help="split point, or a comma list: one request per split, re-split between requests (default: %(default)s)")
     p.add_argument("--prompt", default="Edge computing lets a phone offload part of a neural network because")
     p.add_argument("--max-new-tokens", type=int, default=32)

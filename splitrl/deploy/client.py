@@ -37,6 +37,7 @@ from splitrl.deploy import wire
 from splitrl.deploy.server import SERVICE
 from splitrl.link.base import Frame
 from splitrl.link.codec import peek_header
+from splitrl.quant.precision import PRECISIONS
 from splitrl.runtime.engine import GenerationResult, SplitRuntime
 from splitrl.runtime.executor import Executor, ExecutorError, LocalExecutor, PeerUnavailable, SessionSpec, StepStats
 from splitrl.runtime.sampling import SamplingConfig
@@ -112,12 +113,16 @@ class EdgeInfo:
     embed: bool
     head: bool
     sessions: int
+    precision: str = "fp32"
 
     @classmethod
     def from_reply(cls, d: Any) -> "EdgeInfo":
         try:
+            precision = str(d.get("precision", "fp32"))  # an edge from before precisions runs fp32
+            if precision not in PRECISIONS:
+                raise ValueError(precision)
             return cls(str(d["model"]), str(d["fp"]), int(d["L"]), (int(d["layers"][0]), int(d["layers"][1])),
-                       bool(d["embed"]), bool(d["head"]), int(d["sessions"]))
+                       bool(d["embed"]), bool(d["head"]), int(d["sessions"]), precision)
         except (KeyError, TypeError, ValueError, IndexError):
             raise ExecutorError(f"the edge's handshake reply is malformed: {d!r:.200}") from None
 
@@ -238,7 +243,8 @@ class RemoteExecutor(Executor):
         s.send("open", cuts=list(spec.partition.cuts), L=spec.partition.num_layers, seg=spec.segment,
                sampling={"do_sample": bool(c.do_sample), "temperature": float(c.temperature), "top_k": int(c.top_k),
                          "top_p": float(c.top_p), "seed": int(c.seed)},
-               policy=spec.policy.to_dict(), fp=self.fingerprint)
+               policy=spec.policy.to_dict(), fp=self.fingerprint,
+               **({"prec": list(spec.partition.precisions)} if spec.partition.precisions else {}))
         msg = s.recv(self.open_timeout_s)
         if msg.type != "ok":
             raise ExecutorError(f"{s.where} answered {msg.type!r} to open")
@@ -364,17 +370,24 @@ class UEClient:
         from splitrl.link import link_at
 
         L = self.view.num_layers
-        partition = self.runtime.partition(int(split))
+        ue_p = self.view.base_precision
+        edge_p = self.edge_info.precision if self.edge_info is not None else ue_p
+        partition = self.runtime.partition(int(split), (ue_p, edge_p))
         links = None if link == "identity" else link_at(link, seed=seed, snr_db=snr_db, modulation=modulation,
                                                         vocab_size=self.view.vocab_size)
         self.air.set_snr(snr_db)
         ue_holds_all = self.view.holds(0, L, embed=True, head=True) is None
+        # An exact mid-request fallback replays the edge's segment here at the edge's precision,
+        # which this UE can do when it runs that precision or holds fp32 (it then quantises).
+        exact_fallback = ue_holds_all and self.view.holds(0, 0, precision=edge_p) is None
         remote = partition.cuts[0] < L
         if remote and not self.edge_available:
             if not ue_holds_all:
                 raise ExecutorError(f"the edge at {self.conn.address} is unavailable and this UE does not hold "
                                     f"layers [{partition.cuts[0]}, {L}) to finish the request itself")
             remote = False  # the health check has not passed yet: run the same partition on the UE
+            if not exact_fallback:
+                partition = partition.with_precision(ue_p)  # the whole request at the UE's own precision
         if remote:
             executors = [LocalExecutor(self.view),
                          RemoteExecutor(self.conn, self.loaded.fingerprint, air=self.air,
@@ -385,12 +398,13 @@ class UEClient:
             result = self.runtime.generate(
                 prompt_ids, partition, max_new_tokens=max_new_tokens, sampling=sampling, links=links,
                 stop_at_eos=stop_at_eos, on_token=on_token, executors=executors,
-                fallback=(lambda k: LocalExecutor(self.view)) if ue_holds_all else None,
+                fallback=(lambda k: LocalExecutor(self.view)) if exact_fallback else None,
             )
         except PeerUnavailable as e:
             self._mark_down()
-            raise ExecutorError(f"{e}; this UE does not hold layers [{partition.cuts[0]}, {L}) and the head, "
-                                "so the request cannot finish locally") from None
+            why = (f"this UE does not hold layers [{partition.cuts[0]}, {L}) and the head" if not ue_holds_all else
+                   f"this UE holds its layers at {ue_p}, not the edge's {edge_p}, so it cannot replay the edge exactly")
+            raise ExecutorError(f"{e}; {why}, so the request cannot finish locally") from None
         if remote and result.report.fallback_segments:
             self._mark_down()
         elif not remote and partition.cuts[0] < L:

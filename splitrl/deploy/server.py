@@ -122,7 +122,7 @@ class EdgeServer:
             "layers": [held[0], held[-1] + 1] if held else [0, 0], "embed": self.view.holds_embed,
             "head": self.view.holds_head, "hidden": self.view.hidden_size, "vocab": self.view.vocab_size,
             "dtype": str(self.view.dtype).replace("torch.", ""), "sessions": self.executor.open_sessions,
-            "max_sessions": self.max_sessions,
+            "max_sessions": self.max_sessions, "precision": self.view.base_precision,
         }
 
     # -- RPCs ----------------------------------------------------------------------------
@@ -206,7 +206,12 @@ class EdgeServer:
                 f"({self.fingerprint[:16]}…)")
         if f["L"] != self.view.num_layers:
             raise ValueError(f"the UE's model has {f['L']} layers, this edge's has {self.view.num_layers}")
-        partition = Partition.of(list(f["cuts"]), f["L"])
+        partition = Partition.of(list(f["cuts"]), f["L"], f.get("prec"))
+        want = partition.precision_of(f["seg"]) if f["seg"] < partition.num_segments else None
+        if want is not None and self.view.holds(0, 0, precision=want) is not None:
+            raise ValueError(
+                f"precision mismatch: the UE asks this edge to run its segment at {want}, this edge holds "
+                f"{self.loaded.name} at {self.view.base_precision} (start it with --precision {want})")
         seg = f["seg"]
         if seg >= partition.num_segments:
             raise ValueError(f"segment {seg} does not exist in a partition with cuts {list(partition.cuts)}")

@@ -16,7 +16,8 @@ type      extra keys
 ========  =====================================================================================
 open      ``cuts`` (list of int), ``L`` (layers), ``seg`` (segment the edge runs), ``sampling``
           (map: do_sample, temperature, top_k, top_p, seed), ``policy`` (map: repair_nonfinite,
-          clip), ``fp`` (model SHA-256 the UE expects)
+          clip), ``fp`` (model SHA-256 the UE expects), ``prec`` (optional: the weight precision of
+          each segment, `splitrl.quant.PRECISIONS`; absent = all fp32, the version-1 meaning)
 step      ``ph`` phase (prefill/decode), ``b`` boundary, ``k`` kind (tokens/hidden), ``codec``
           (u16/u32 for tokens, else the codec name in the payload's own header), ``dt`` dtype the
           receiver decodes into, ``shape`` (list of int), ``q`` quantisation parameters: bytes of
@@ -43,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+
+from splitrl.quant.precision import PRECISIONS
 
 __all__ = [
     "MAX_HEADER_BYTES", "MAX_PAYLOAD_BYTES", "MESSAGE_TYPES", "WIRE_VERSION", "Message", "WireError", "decode", "encode",
@@ -143,6 +146,11 @@ def _check_fields(t: str, h: dict[str, Any]) -> dict[str, Any]:
         f["sampling"] = _map("sampling", h.get("sampling", {}), _SAMPLING)
         f["policy"] = _map("policy", h.get("policy", {}), _POLICY)
         f["fp"] = _str("fp", h.get("fp"), max_len=128)
+        prec = h.get("prec")
+        if prec is not None:
+            if not isinstance(prec, list) or len(prec) != len(f["cuts"]) + 1:
+                raise WireError(f"header field 'prec' must list one precision per segment ({len(f['cuts']) + 1})")
+            f["prec"] = [_str("prec", p, PRECISIONS) for p in prec]
     elif t == "step":
         f["ph"] = _str("ph", h.get("ph"), _PHASES)
         f["b"] = _int("b", h.get("b"), 0, 64)
@@ -162,7 +170,7 @@ def _check_fields(t: str, h: dict[str, Any]) -> dict[str, Any]:
 
 
 _ALLOWED = {
-    "open": {"L", "cuts", "seg", "sampling", "policy", "fp"},
+    "open": {"L", "cuts", "seg", "sampling", "policy", "fp", "prec"},
     "step": {"ph", "b", "k", "codec", "dt", "shape", "q"},
     "token": {"tok", "sec"},
     "ok": set(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
 import torch
@@ -90,6 +90,7 @@ class PerplexityResult:
     seconds: float
     window: int
     stride: int
+    precision: list[str] = field(default_factory=list)  # of each segment
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,35 +125,37 @@ class PrefixCache:
         return torch.arange(0, w.end - w.begin, device=self.input_ids.device).unsqueeze(0)
 
     @torch.inference_mode()
-    def hidden(self, window_index: int, cut: int) -> torch.Tensor:
-        """Hidden states ``[1, T, H]`` entering layer ``cut`` (1 <= cut <= L) for one window."""
+    def hidden(self, window_index: int, cut: int, precision: str | None = None) -> torch.Tensor:
+        """Hidden states ``[1, T, H]`` entering layer ``cut`` (1 <= cut <= L) for one window, with
+        layers ``[0, cut)`` at ``precision`` (the UE's; default the model's own)."""
         L = self.view.num_layers
         if not 1 <= cut <= L:
             raise ValueError(f"prefix cache holds cuts 1..{L}, asked for {cut}")
-        key = (window_index, cut)
+        p = precision or self.view.base_precision
+        key = (window_index, cut, p)
         if key in self._store:
             self._store.move_to_end(key)
             return self._store[key]
         w = self.windows[window_index]
         pos = self._positions(w)
-        start = max((c for (wi, c) in self._store if wi == window_index and c < cut), default=0)
+        start = max((c for (wi, c, q) in self._store if wi == window_index and q == p and c < cut), default=0)
         if start == 0:
-            hidden = self.view.embed(self.input_ids[:, w.begin:w.end], pos)
+            hidden = self.view.embed(self.input_ids[:, w.begin:w.end], pos, p)
         else:
-            hidden = self._store[(window_index, start)]
+            hidden = self._store[(window_index, start, p)]
         # Fill every cut up to L on a miss: the first request for a window is usually followed by others.
         for layer in range(start, L):
-            hidden = self.view.run_layers(hidden, layer, layer + 1, pos)
+            hidden = self.view.run_layers(hidden, layer, layer + 1, pos, precision=p)
             self.layers_run += 1
-            self._put((window_index, layer + 1), hidden)
-        return self._store.get(key) if key in self._store else self._recompute(window_index, cut)
+            self._put((window_index, layer + 1, p), hidden)
+        return self._store.get(key) if key in self._store else self._recompute(window_index, cut, p)
 
-    def _recompute(self, window_index: int, cut: int) -> torch.Tensor:
+    def _recompute(self, window_index: int, cut: int, precision: str) -> torch.Tensor:
         # Budget too small to keep this entry: run from the embeddings without storing.
         w = self.windows[window_index]
         pos = self._positions(w)
-        hidden = self.view.embed(self.input_ids[:, w.begin:w.end], pos)
-        hidden = self.view.run_layers(hidden, 0, cut, pos)
+        hidden = self.view.embed(self.input_ids[:, w.begin:w.end], pos, precision)
+        hidden = self.view.run_layers(hidden, 0, cut, pos, precision=precision)
         self.layers_run += cut
         return hidden
 
@@ -202,10 +205,10 @@ class PerplexityEvaluator:
     def scored_tokens(self) -> int:
         return sum(w.n_scored for w in self.windows)
 
-    def _window_nll(self, w: Window, hidden_final: torch.Tensor) -> float:
+    def _window_nll(self, w: Window, hidden_final: torch.Tensor, precision: str | None = None) -> float:
         # hidden at local position i predicts token i+1: score targets [score_from, end).
         lo = w.score_from - w.begin
-        logits = self.view.head(hidden_final[:, lo - 1 : w.end - w.begin - 1, :]).float()
+        logits = self.view.head(hidden_final[:, lo - 1 : w.end - w.begin - 1, :], precision).float()
         targets = self.input_ids[:, w.score_from : w.end]
         return float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"))
 
@@ -222,15 +225,19 @@ class PerplexityEvaluator:
         link: Link | Sequence[Link] | None = None,
         *,
         use_prefix_cache: bool = True,
+        precision: str | Sequence[str] | None = None,
     ) -> PerplexityResult:
         """Perplexity with the model cut at ``split`` and ``link`` applied at each cut.
 
         A single split point uses the prefix cache (only layers ``[s, L)`` run); multi-cut
         partitions, or ``use_prefix_cache=False``, run the whole partition per window.
+        ``precision``: one name or one per segment (see `SplitRuntime.generate`).
         """
         t0 = time.perf_counter()
-        partition = self.runtime.partition(split)
+        partition = self.runtime.partition(split, precision)
         L = self.view.num_layers
+        ue_p = partition.precision_of(0)
+        head_p = partition.precision_of(partition.head_segment)
         nll_sum = 0.0
         cached = use_prefix_cache and self.prefix is not None and len(partition.cuts) == 1
         for wi, w in self._iter(f"ppl split {list(partition.cuts)}"):
@@ -243,23 +250,25 @@ class PerplexityEvaluator:
                     ids = self.input_ids[:, w.begin:w.end]
                     received = self._single_link(partition, link).transmit(ids, phase="eval") if link is not None else ids
                     if torch.equal(received, ids):
-                        hidden = self.prefix.hidden(wi, L)
+                        hidden = self.prefix.hidden(wi, L, head_p)
                     else:
-                        hidden = self.view.run_layers(self.view.embed(received, pos), 0, L, pos)
+                        hidden = self.view.run_layers(self.view.embed(received, pos, head_p), 0, L, pos,
+                                                      precision=head_p)
                 else:
-                    hidden = self.prefix.hidden(wi, s)
+                    hidden = self.prefix.hidden(wi, s, ue_p)
                     if s < L and link is not None:
                         hidden = self._single_link(partition, link).transmit(hidden, boundary=0, phase="eval")
-                    hidden = self.view.run_layers(hidden, s, L, pos)
+                    hidden = self.view.run_layers(hidden, s, L, pos, precision=head_p)
             else:
                 hidden = self._run_partition(partition, link, w, pos)
-            nll_sum += self._window_nll(w, hidden)
+            nll_sum += self._window_nll(w, hidden, head_p)
         n = self.scored_tokens
         nll = nll_sum / n
         return PerplexityResult(
             ppl=math.exp(nll), nll=nll, tokens=int(self.input_ids.shape[1]), scored_tokens=n,
             split=list(partition.cuts), seconds=time.perf_counter() - t0,
             window=self.config.window, stride=self.config.stride,
+            precision=[partition.precision_of(k) for k in range(partition.num_segments)],
         )
 
     def _single_link(self, partition: Partition, link: Link | Sequence[Link]) -> Link:
@@ -271,8 +280,8 @@ class PerplexityEvaluator:
         payload = self.input_ids[:, w.begin:w.end]
         for spec in partition.segments():
             if not spec.is_empty:
-                hidden = self.view.embed(payload, pos) if spec.has_embed else payload
-                payload = self.view.run_layers(hidden, spec.start, spec.stop, pos)
+                hidden = self.view.embed(payload, pos, spec.precision) if spec.has_embed else payload
+                payload = self.view.run_layers(hidden, spec.start, spec.stop, pos, precision=spec.precision)
             if spec.index < len(partition.cuts) and partition.crosses(spec.index):
                 payload = links[spec.index].transmit(payload, boundary=spec.index, phase="eval")
         return payload

@@ -14,6 +14,13 @@ A process that runs only part of the model (the edge, a UE that never runs the h
 safetensors files; the others stay on PyTorch's ``meta`` device (shapes, no memory), so the cost
 model still sees every layer's size. ``LoadedModel.fingerprint`` (a SHA-256 of the weights'
 source) lets two processes check that they hold parts of the same model.
+
+``precision="int8" | "int4" | "bf16"`` loads the model for a one-precision process: each decoder
+layer is quantised as soon as its tensors are read and its fp32 weights dropped, so the process
+never holds more than one fp32 layer (plus the embedding matrix) at a time. For a GGUF source the
+int4 layers use the file's own Q4_1 codes (`splitrl.quant.gguf`). Such a model runs through
+`DecoderView` / `SplitRuntime` (``view.base_precision``); an fp32 model can still run any precision
+per request, building the quantised copies on first use.
 """
 from __future__ import annotations
 
@@ -30,6 +37,8 @@ import torch
 from splitrl.compat import check_transformers_version
 from splitrl.integrity import sha256_file as _sha256
 from splitrl.models.view import DecoderView
+from splitrl.quant.precision import check_precision
+from splitrl.quant.weights import quantize_in_place, quantize_layer_at
 
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODELS = ("gpt2-tiny", "llama-tiny")
@@ -73,7 +82,7 @@ def smollm2_gguf_path() -> Path:
     return files[0]
 
 
-def _load_gguf(path: Path, cache_dir: Path | None, dtype: torch.dtype, keep_for=None):
+def _load_gguf(path: Path, cache_dir: Path | None, dtype: torch.dtype, keep_for=None, on_layer=None):
     """(model, tokenizer, source, sha256) of a GGUF file; ``keep_for(config)`` selects a partial load."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -84,7 +93,7 @@ def _load_gguf(path: Path, cache_dir: Path | None, dtype: torch.dtype, keep_for=
         try:
             if json.loads(marker.read_text()).get("sha256") == digest:
                 keep = keep_for(AutoConfig.from_pretrained(target)) if keep_for is not None else None
-                model = _from_dir(target, dtype, keep)
+                model = _from_dir(target, dtype, keep, on_layer)
                 return model, AutoTokenizer.from_pretrained(target), f"{path} (cached at {target})", digest
         except (OSError, ValueError):
             pass  # a broken cache entry is rebuilt below
@@ -149,12 +158,23 @@ def _drop_unkept(model: torch.nn.Module, keep) -> None:
             set_module_tensor_to_device(model, name, "meta")
 
 
-def _from_dir(folder: Path, dtype: torch.dtype, keep):
-    """A model from a local HF directory; with ``keep``, only the kept tensors are read (others on meta)."""
+def _layer_of(name: str) -> int | None:
+    for prefix in ("model.layers.", "transformer.h."):
+        if name.startswith(prefix):
+            return int(name[len(prefix):].split(".", 1)[0])
+    return None
+
+
+def _from_dir(folder: Path, dtype: torch.dtype, keep, on_layer=None):
+    """A model from a local HF directory; with ``keep``, only the kept tensors are read (others on meta).
+
+    ``on_layer(model, i)`` runs once all of layer ``i``'s tensors are in (the streaming quantiser).
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    if keep is None:
+    if keep is None and on_layer is None:
         return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    keep = keep or (lambda name: True)
     from accelerate import init_empty_weights
     from accelerate.utils import set_module_tensor_to_device
     from safetensors import safe_open
@@ -166,11 +186,30 @@ def _from_dir(folder: Path, dtype: torch.dtype, keep):
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    pending: dict[int, int] = {}  # layer -> tensors still to read
+    wanted = []
     for f in files:
         with safe_open(str(f), "pt") as sf:
-            for name in sf.keys():
-                if name in names and keep(name):
-                    set_module_tensor_to_device(model, name, "cpu", value=sf.get_tensor(name).to(dtype))
+            wanted += [(f, n) for n in sf.keys() if n in names and keep(n)]
+    for _, name in wanted:
+        if (i := _layer_of(name)) is not None:
+            pending[i] = pending.get(i, 0) + 1
+    for f in files:
+        with safe_open(str(f), "pt") as sf:
+            for g, name in wanted:
+                if g != f:
+                    continue
+                value = sf.get_tensor(name).to(dtype)
+                if on_layer is not None and value.numel() < (1 << 20):
+                    # A quantising load drops the big (memory-mapped) weights once quantised; a small
+                    # tensor it keeps (a norm) must not keep the whole file mapped in this process.
+                    value = value.clone()
+                set_module_tensor_to_device(model, name, "cpu", value=value)
+                i = _layer_of(name)
+                if i is not None and on_layer is not None:
+                    pending[i] -= 1
+                    if pending[i] == 0:
+                        on_layer(model, i)
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
     return model
@@ -228,6 +267,44 @@ def tiny_model(name: str, seed: int = 0, dtype: torch.dtype = torch.float32):
     return model.to(dtype), tokenizer
 
 
+def _release_freed_memory() -> None:
+    """Hand the quantising load's freed fp32 temporaries back to the OS (glibc keeps them otherwise)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass  # not glibc: the memory is reused by this process instead
+
+
+def _gguf_codes(gguf: Path, precision: str, layers: tuple[int, int] | None):
+    """The GGUF's own int4 codes for an int4 load (None otherwise, or for a non-LLaMA file)."""
+    if precision != "int4":
+        return None
+    from splitrl.quant.gguf import GGUFCodes
+
+    wanted = set(range(*layers)) if layers is not None else None
+    return GGUFCodes(gguf, wanted)
+
+
+def _streaming_quantiser(precision: str, codes=None):
+    """``on_layer`` for `_from_dir`: quantise layer ``i`` in place once its tensors are loaded."""
+    if precision == "fp32":
+        return None
+
+    def on_layer(model, i: int) -> None:
+        layers = model.model.layers if hasattr(model, "model") else model.transformer.h
+        layers[i] = quantize_layer_at(model, i, precision, codes)
+
+    return on_layer
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
@@ -238,6 +315,7 @@ def load_model(
     layers: tuple[int, int] | None = None,
     embed: bool = True,
     head: bool = True,
+    precision: str = "fp32",
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, in eval mode, and wrap it in a `DecoderView`.
 
@@ -251,12 +329,16 @@ def load_model(
         layers: ``(start, stop)``: materialise only decoder layers ``[start, stop)`` (others on
             ``meta``); None = all.
         embed, head: whether to materialise the embeddings / the final norm and LM head.
+        precision: the precision of every held part (``splitrl.quant.PRECISIONS``); low-bit layers
+            are quantised while loading (see the module docstring).
     """
+    check_precision(precision)
     check_transformers_version()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cache = Path(cache_dir) if cache_dir is not None else None
     path = Path(name_or_path).expanduser()
+    codes = gguf = None
     partial = layers is not None or not embed or not head
 
     def keep_for(config) -> object:
@@ -276,11 +358,13 @@ def load_model(
             _drop_unkept(model, keep_for(model.config))
     elif name_or_path == DEFAULT_MODEL or (path.is_file() and path.suffix == ".gguf"):
         gguf = smollm2_gguf_path() if name_or_path == DEFAULT_MODEL else path
-        model, tokenizer, source, fingerprint = _load_gguf(gguf, cache, dtype, keep_for if partial else None)
+        codes = _gguf_codes(gguf, precision, layers)
+        model, tokenizer, source, fingerprint = _load_gguf(
+            gguf, cache, dtype, keep_for if partial else None, _streaming_quantiser(precision, codes))
     elif path.is_dir():
         from transformers import AutoConfig
 
-        model = _from_dir(path, dtype, keep_for(AutoConfig.from_pretrained(path)))
+        model = _from_dir(path, dtype, keep_for(AutoConfig.from_pretrained(path)), _streaming_quantiser(precision))
         tokenizer = AutoTokenizer.from_pretrained(path)
         source = str(path)
         fingerprint = _dir_fingerprint(path)
@@ -308,6 +392,12 @@ def load_model(
         model.set_attn_implementation(attn_implementation)
     model.eval()
     model.requires_grad_(False)
+    if precision != "fp32":
+        quantize_in_place(model, precision, codes)
+        _release_freed_memory()
     view = DecoderView(model)  # raises UnsupportedModelError for other architectures
+    view.base_precision = precision
+    if gguf is not None and view.family == "llama":
+        view.precision_weights.gguf_path = gguf  # int4 copies of an fp32 load use the file's codes too
     return LoadedModel(name=str(name_or_path), model=model, tokenizer=tokenizer, view=view, source=source,
                        fingerprint=fingerprint)

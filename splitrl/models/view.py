@@ -5,6 +5,10 @@ pre-norm blocks, rotary position embeddings passed into every layer) and the GPT
 (learned absolute position embeddings added at the input): embeddings, the list of decoder
 layers, the head (final norm + lm_head), and an analytic cost model per layer (parameters,
 FLOPs per token as a function of context, bytes crossing each cut).
+
+`embed`, `run_layers` and `head` take a ``precision``: the model's own modules at the precision it
+was loaded at (``base_precision``), else the quantised copies `splitrl.quant.weights.PrecisionWeights`
+builds from the fp32 weights once per layer.
 """
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask
+
+from splitrl.quant.decoder import LeanLlamaLayer, lean_mask
+from splitrl.quant.weights import PrecisionWeights, count_params
 
 LLAMA_FAMILY = ("llama", "mistral", "qwen2")
 GPT2_FAMILY = ("gpt2",)
@@ -51,6 +58,7 @@ class DecoderView:
         self.model_type: str = getattr(config, "model_type", "?")
         if self.model_type in LLAMA_FAMILY:
             self.family = "llama"
+            self.layer_prefix = "model.layers."
             base = model.model
             self.embed_tokens: nn.Module = base.embed_tokens
             self.layers: list[nn.Module] = list(base.layers[: config.num_hidden_layers])
@@ -60,6 +68,7 @@ class DecoderView:
             self.embed_dropout: nn.Module | None = None
         elif self.model_type in GPT2_FAMILY:
             self.family = "gpt2"
+            self.layer_prefix = "transformer.h."
             base = model.transformer
             self.embed_tokens = base.wte
             self.position_embed = base.wpe
@@ -80,23 +89,35 @@ class DecoderView:
         self.max_positions: int = int(
             getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 0) or 0
         )
+        # The precision of the model's own modules (the loader quantises in place for a
+        # one-precision process), and the quantised copies of an fp32 model (built on first use).
+        self.base_precision: str = "fp32"
+        self.precision_weights = PrecisionWeights(self)
+
+    def _layers_at(self, start: int, stop: int, precision: str | None) -> list[nn.Module]:
+        if precision is None or precision == self.base_precision:
+            return self.layers[start:stop]
+        return [self.precision_weights.layer(i, precision) for i in range(start, stop)]
 
     # ---- computation ---------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        return torch.float32 if self.base_precision != "fp32" else self.lm_head.weight.dtype
 
     @property
     def device(self) -> torch.device:
         """Where the held weights live (a partial load keeps the rest on ``meta``)."""
-        for p in self.model.parameters():
-            if p.device.type != "meta":
-                return p.device
-        return torch.device("cpu")
+        cached = self.__dict__.get("_device")
+        if cached is None:  # asked per decode step: walk the modules once
+            cached = next((t.device for t in (*self.model.parameters(), *self.model.buffers())
+                           if t.device.type != "meta"), torch.device("cpu"))
+            self.__dict__["_device"] = cached
+        return cached
 
     @staticmethod
     def _held(module: nn.Module) -> bool:
-        return all(p.device.type != "meta" for p in module.parameters())
+        return all(p.device.type != "meta" for p in module.parameters()) and all(
+            b.device.type != "meta" for b in module.buffers())
 
     def held_layers(self) -> list[int]:
         """Indices of the decoder layers whose weights this process materialised."""
@@ -110,9 +131,13 @@ class DecoderView:
     def holds_head(self) -> bool:
         return self._held(self.lm_head) and self._held(self.final_norm)
 
-    def holds(self, start: int, stop: int, *, embed: bool = False, head: bool = False) -> str | None:
-        """None when layers ``[start, stop)`` (and the embeddings / head if asked) are materialised,
-        else a sentence saying what is missing."""
+    def holds(self, start: int, stop: int, *, embed: bool = False, head: bool = False,
+              precision: str | None = None) -> str | None:
+        """None when layers ``[start, stop)`` (and the embeddings / head if asked) are materialised
+        at ``precision`` or can be made from fp32, else a sentence saying what is missing."""
+        if precision is not None and precision != self.base_precision and self.base_precision != "fp32":
+            return (f"this process holds its weights at {self.base_precision}, not {precision} "
+                    f"(start it with --precision {precision}, or at fp32 to serve several precisions)")
         missing = [i for i in range(start, stop) if not self._held(self.layers[i])]
         if missing:
             return f"layers {missing[0]}..{missing[-1]} are not loaded in this process"
@@ -129,9 +154,12 @@ class DecoderView:
             return None
         return held[0], held[-1] + 1
 
-    def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, precision: str | None = None) -> torch.Tensor:
         """Token ids ``[B, T]`` -> hidden states ``[B, T, H]`` at cut 0."""
-        hidden = self.embed_tokens(input_ids)
+        if precision is None or precision == self.base_precision:
+            hidden = self.embed_tokens(input_ids)
+        else:
+            hidden = self.precision_weights.embedding(precision)(input_ids)
         if self.position_embed is not None:
             hidden = hidden + self.position_embed(position_ids)
         if self.embed_dropout is not None:
@@ -166,21 +194,32 @@ class DecoderView:
         stop: int,
         position_ids: torch.Tensor,
         cache: Cache | None = None,
+        precision: str | None = None,
     ) -> torch.Tensor:
-        """Run layers ``[start, stop)`` on ``hidden``; with a cache, append to it (KV reuse)."""
+        """Run layers ``[start, stop)`` at ``precision`` on ``hidden``; with a cache, append to it (KV reuse)."""
         if start >= stop:
+            return hidden
+        layers = self._layers_at(start, stop, precision)
+        if isinstance(layers[0], LeanLlamaLayer):
+            cos, sin = self.rotary_emb(hidden, position_ids=position_ids)   # [B, T, hd] each
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+            mask = lean_mask(hidden.shape[1], int(position_ids[0, 0]), hidden.device)
+            for layer in layers:
+                hidden = layer(hidden, cos, sin, cache, mask)
             return hidden
         ctx = self.layer_context(hidden, position_ids, cache, start)
         use_cache = cache is not None
-        for layer in self.layers[start:stop]:
+        for layer in layers:
             hidden = layer(hidden, past_key_values=cache, use_cache=use_cache, **ctx)
             if isinstance(hidden, tuple):  # transformers <5 returned tuples
                 hidden = hidden[0]
         return hidden
 
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+    def head(self, hidden: torch.Tensor, precision: str | None = None) -> torch.Tensor:
         """Final norm + lm_head: hidden ``[..., H]`` -> logits ``[..., V]``."""
-        return self.lm_head(self.final_norm(hidden))
+        if precision is None or precision == self.base_precision:
+            return self.lm_head(self.final_norm(hidden))
+        return self.precision_weights.head(precision)(self.final_norm(hidden))
 
     # ---- analytic costs -----------------------------------------------------------------
     def layer_cost(self, index: int) -> LayerCost:
@@ -189,7 +228,7 @@ class DecoderView:
             raise ValueError(f"layer index {index} out of range [0, {self.num_layers - 1}]")
         c = self.config
         h = self.hidden_size
-        params = sum(p.numel() for p in self.layers[index].parameters())
+        params = count_params(self.layers[index])
         if self.family == "llama":
             n_heads = c.num_attention_heads
             head_dim = getattr(c, "head_dim", None) or h // n_heads
@@ -204,6 +243,12 @@ class DecoderView:
             mlp = 2 * h * inner
             attn_per_ctx = 2 * h
         return LayerCost(params=int(params), flops_per_token_base=2 * (proj + mlp), flops_per_token_per_ctx=2 * attn_per_ctx)
+
+    def _params_total(self) -> int:
+        tied = self.lm_head is self.embed_tokens or getattr(self.config, "tie_word_embeddings", False)
+        parts = [self.embed_tokens, self.final_norm, *self.layers]
+        parts += [self.position_embed] if self.position_embed is not None else []
+        return sum(count_params(m) for m in parts) + (0 if tied else count_params(self.lm_head))
 
     def head_flops_per_token(self) -> int:
         return 2 * self.hidden_size * self.vocab_size
@@ -228,8 +273,10 @@ class DecoderView:
             "num_layers": self.num_layers,
             "hidden_size": self.hidden_size,
             "vocab_size": self.vocab_size,
-            "params_total": int(sum(p.numel() for p in self.model.parameters())),
+            "params_total": int(sum(p.numel() for p in self.model.parameters())) if self.base_precision == "fp32"
+            else self._params_total(),
             "embed_params": int(self.embed_tokens.weight.numel()),
+            "precision": self.base_precision,
             "head_flops_per_token": self.head_flops_per_token(),
             "context_length": context_length,
             "layers": [

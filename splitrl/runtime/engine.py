@@ -108,12 +108,16 @@ class SplitRuntime:
     def num_layers(self) -> int:
         return self.view.num_layers
 
-    def partition(self, cuts: int | Sequence[int] | Partition) -> Partition:
+    def partition(self, cuts: int | Sequence[int] | Partition,
+                  precision: str | Sequence[str] | None = None) -> Partition:
+        """A validated partition; ``precision`` (one name, or one per segment) overrides a given one's."""
         if isinstance(cuts, Partition):
             if cuts.num_layers != self.num_layers:
                 raise ValueError(f"partition is for {cuts.num_layers} layers, the model has {self.num_layers}")
-            return cuts
-        return Partition.of(cuts, self.num_layers)
+            return cuts if precision is None else cuts.with_precision(precision)
+        if precision is None and self.view.base_precision != "fp32":
+            precision = self.view.base_precision  # a model loaded at int4 runs int4 unless told
+        return Partition.of(cuts, self.num_layers, precision)
 
     def segments(self, partition: Partition) -> list[Segment]:
         return [Segment(self.view, spec) for spec in partition.segments()]
@@ -146,10 +150,10 @@ class SplitRuntime:
     @torch.inference_mode()
     def forward(
         self, input_ids: torch.Tensor, cuts: int | Sequence[int] | Partition,
-        links: Link | Sequence[Link] | None = None,
+        links: Link | Sequence[Link] | None = None, *, precision: str | Sequence[str] | None = None,
     ) -> torch.Tensor:
         """Logits ``[B, T, V]`` for a whole sequence through the partition (no KV cache)."""
-        partition = self.partition(cuts)
+        partition = self.partition(cuts, precision)
         segs = self.segments(partition)
         logits, _ = self._run(
             segs, partition, self.links_for(partition, links), input_ids,
@@ -183,6 +187,7 @@ class SplitRuntime:
         executors: Sequence[Executor] | None = None,
         fallback: Callable[[int], Executor] | None = None,
         session_id: str | None = None,
+        precision: str | Sequence[str] | None = None,
     ) -> GenerationResult:
         """Generate through the partition: a session driver over one executor per segment.
 
@@ -201,10 +206,12 @@ class SplitRuntime:
                 to that segment — rebuilding its KV cache (and the sampler's stream at the head)
                 exactly — and finishes the request locally. Without it the error propagates.
             session_id: id of this request's sessions (default: a fresh uuid).
+            precision: weight precision of every segment (``"int4"``) or of each (``("int4", "fp32")``);
+                default fp32 (or the precision the model was loaded at).
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        partition = self.partition(cuts)
+        partition = self.partition(cuts, precision)
         link_list = self.links_for(partition, links)
         for link in {id(l): l for l in link_list}.values():
             link.reset_stats()

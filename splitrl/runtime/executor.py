@@ -120,7 +120,7 @@ class LocalExecutor(Executor):
         holds = getattr(self.view, "holds", None)
         if holds is None:
             return None
-        return holds(seg.start, seg.stop, embed=seg.has_embed, head=seg.has_head)
+        return holds(seg.start, seg.stop, embed=seg.has_embed, head=seg.has_head, precision=seg.precision)
 
     def open(self, spec: SessionSpec) -> None:
         seg = spec.spec

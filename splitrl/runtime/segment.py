@@ -48,7 +48,7 @@ class Segment:
         if spec.has_embed:
             if payload.is_floating_point():
                 raise TypeError(f"segment {spec.index} ({spec.role}) embeds token ids, got a float payload")
-            hidden = self.view.embed(payload, position_ids)
+            hidden = self.view.embed(payload, position_ids, spec.precision)
         else:
             if not payload.is_floating_point():
                 raise TypeError(f"segment {spec.index} ({spec.role}) starts at layer {spec.start} and needs hidden states")
@@ -61,12 +61,13 @@ class Segment:
         if use_cache and self.cache is None:
             self.reset()
         hidden = self.view.run_layers(
-            hidden, spec.start, spec.stop, position_ids, cache=self.cache if use_cache else None
+            hidden, spec.start, spec.stop, position_ids, cache=self.cache if use_cache else None,
+            precision=spec.precision,
         )
         if use_cache:
             self.seen_tokens += n
         out = hidden
         if spec.has_head:
-            out = self.view.head(hidden[:, -1:, :] if logits_last_only else hidden)
+            out = self.view.head(hidden[:, -1:, :] if logits_last_only else hidden, spec.precision)
         self.seconds += time.perf_counter() - t0
         return out
