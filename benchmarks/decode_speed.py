@@ -409,16 +409,22 @@ def summarise(engines: list[Engine], runs: dict[str, list[dict]], *, threads=THR
             ratios["two_process_vs_in_process"][f"{ue_p}+{edge_p}_vs_in_process_t{t}"] = _paired(
                 runs, f"two-process-{ue_p}+{edge_p}", f"splitrl-{lab}-t{t}")
 
-    # greedy token agreement with transformers fp32 at the same threads (exact for fp32; informative for the rest)
-    agreement = {}
-    for key, d in out_engines.items():
-        ids = d.get("token_ids")
-        ref = out_engines.get(f"transformers-fp32-t{d['threads']}", {}).get("token_ids")
-        if ids is None or ref is None or d["kind"] == "transformers":
-            continue
-        same = next((i for i, (x, y) in enumerate(zip(ids, ref)) if x != y), min(len(ids), len(ref)))
-        agreement[key] = {"identical": ids == ref, "common_prefix_tokens": same}
-    return {"engines": out_engines, "ratios": ratios, "greedy_tokens_vs_transformers_fp32": agreement}
+    # greedy token agreement at the same threads: with transformers fp32 (exact for splitrl fp32 and any
+    # fp32/fp32 split; informative for the low-bit ones) and with llama.cpp (informative: other kernels)
+    def agreement(ref_key: str, skip_kind: str) -> dict:
+        out = {}
+        for key, d in out_engines.items():
+            ids = d.get("token_ids")
+            ref = out_engines.get(f"{ref_key}-t{d['threads']}", {}).get("token_ids")
+            if ids is None or ref is None or d["kind"] == skip_kind:
+                continue
+            same = next((i for i, (x, y) in enumerate(zip(ids, ref)) if x != y), min(len(ids), len(ref)))
+            out[key] = {"identical": ids == ref, "common_prefix_tokens": same}
+        return out
+
+    return {"engines": out_engines, "ratios": ratios,
+            "greedy_tokens_vs_transformers_fp32": agreement("transformers-fp32", "transformers"),
+            "greedy_tokens_vs_llama_cpp": agreement("llama.cpp", "llama.cpp")}
 
 
 def run_benchmark(model: str = "smollm2-135m", *, repeats: int = REPEATS, new_tokens: int = NEW_TOKENS,
