@@ -99,6 +99,29 @@ def test_greedy_exact_k4_s6_independent_lengths():
         assert r["held_layers"] == [a, b] and r["holds_embed_head"] == (r["rank"] == 0)
 
 
+@pytest.mark.timeout(240)
+def test_per_stage_precision_equals_the_same_precisions_in_process():
+    """Stages at fp32 / int8 / fp32 (the starter runs the head) == SplitRuntime with those segment precisions."""
+    from splitrl.runtime import SplitRuntime
+
+    max_new = [7, 5, 9]
+    res = run_pipeline(PipelineConfig(model="llama-tiny", cuts=[1, 3], prompts=PROMPTS[:3], max_new_tokens=max_new,
+                                      stop_at_eos=False, precisions=["fp32", "int8", "fp32"]))
+    lm = load_model("llama-tiny")
+    rt = SplitRuntime(lm)
+    ref = [rt.generate(torch.tensor([lm.tokenizer(p)["input_ids"]]), [1, 3], max_new_tokens=n, stop_at_eos=False,
+                       precision=("fp32", "int8", "fp32")).token_ids for p, n in zip(PROMPTS[:3], max_new)]
+    assert [s.token_ids for s in res.samples] == ref
+    ids = torch.tensor([lm.tokenizer(PROMPTS[0])["input_ids"]])
+    assert not torch.equal(rt.forward(ids, [1, 3], precision=("fp32", "int8", "fp32")), rt.forward(ids, [1, 3]))
+    stage1 = next(r for r in res.reports if r["rank"] == 1)
+    full = load_model("llama-tiny").view
+    fp32_bytes = sum(p.numel() * p.element_size() for i in (1, 2) for p in full.layers[i].parameters())
+    assert 0 < stage1["param_bytes"] < fp32_bytes / 2                       # int8 weights, not fp32
+    with pytest.raises(UsageError, match="one per stage"):
+        PipelineConfig(model="llama-tiny", cuts=[1, 3], prompts=["x"], precisions=["int8", "fp32"])
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_greedy_exact_gpt2_k2_and_codec_hop():

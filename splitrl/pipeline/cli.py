@@ -42,6 +42,9 @@ def _build(p: argparse.ArgumentParser) -> None:
     g = sub.add_parser("generate", help="run the ring on this machine (or with remote stages) and generate")
     g.add_argument("--model", default="smollm2-135m")
     g.add_argument("--cuts", required=True, help="K-1 cut points, e.g. 10,20 for three stages")
+    g.add_argument("--precision", default=None,
+                   help="weight precision of every stage (fp32, bf16, int8, int4) or one per stage, comma-separated "
+                        "(default: fp32)")
     g.add_argument("--samples", type=int, default=None, help="number of samples in flight (prompts are cycled)")
     g.add_argument("--prompts", default=None, help="file with one prompt per line (default: built-in prompts)")
     g.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable)")
@@ -123,7 +126,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, hop_links=links,
         link_profile=args.link_profile, snr_db=snr, listen=args.listen, trusted_network=args.trusted_network,
         spawn=spawn, threads=args.stage_threads, timeout_s=args.timeout, reform=not args.no_reform,
-        log_dir=args.log_dir,
+        log_dir=args.log_dir, precisions=_str_list(args.precision) or None,
     )
     devices = _str_list(args.devices)
     if devices and len(devices) != cfg.stages:

@@ -67,6 +67,8 @@ class PipelineConfig:
         heartbeat_timeout_s: a stage whose heartbeat is older than this is declared dead.
         reform: re-form the ring over the survivors after a stage death (else fail the run).
         log_dir: where stage logs go (default: a temporary folder).
+        precisions: weight precision per stage id (one name = every stage; `splitrl.quant.PRECISIONS`);
+            a stage keeps its precision when a re-formation gives it more layers.
     """
 
     model: str
@@ -92,11 +94,22 @@ class PipelineConfig:
     heartbeat_timeout_s: float = 3.0
     reform: bool = True
     log_dir: str | None = None
+    precisions: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
+        from splitrl.quant import check_precision
+
         self.cuts = [int(c) for c in self.cuts]
         if not self.cuts:
             raise UsageError("--cuts: give K-1 >= 1 cut points (e.g. 10,20 for 3 stages)")
+        if self.precisions is not None:
+            k = len(self.cuts) + 1
+            names = [self.precisions] if isinstance(self.precisions, str) else list(self.precisions)
+            if len(names) == 1:
+                names = names * k
+            if len(names) != k:
+                raise UsageError(f"--precision: one name or one per stage ({k}), got {','.join(names)}")
+            self.precisions = [check_precision(p, "--precision") for p in names]
         if self.prompt_ids is None and not self.prompts:
             raise UsageError("--prompts: at least one prompt is needed")
         if self.threads < 1:
@@ -208,6 +221,7 @@ class PipelineRun:
             seeds=None if c.seeds is None else [int(s) for s in c.seeds], hop_links=hop_links,
             link_profile=c.link_profile, snr_db=None if c.snr_db is None else [float(s) for s in c.snr_db],
             timeout_s=c.timeout_s, num_layers=L, fingerprint=self.loaded.fingerprint,
+            precisions=None if c.precisions is None else list(c.precisions),
         )
         self.num_layers = L
         self.replan = replan or (lambda layers, k: equal_cuts(layers, k))

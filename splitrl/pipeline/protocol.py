@@ -131,6 +131,7 @@ class JobSpec:
         trace: record a per-stage schedule (start/end of every compute step) in the reports.
         num_layers: the model's decoder layers (a stage loads only its range of them before loading).
         fingerprint: `LoadedModel.fingerprint` of the driver's model; a stage whose weights differ refuses.
+        precisions: weight precision per stage id (None: fp32 everywhere).
     """
 
     model: str
@@ -150,6 +151,10 @@ class JobSpec:
     trace: bool = True
     num_layers: int = 0
     fingerprint: str = ""
+    precisions: list[str] | None = None
+
+    def precision_of(self, stage_id: int) -> str:
+        return "fp32" if not self.precisions else self.precisions[stage_id]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -409,12 +409,20 @@ class _Worker:
 
 
 def param_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the materialised (not ``meta``) parameters, each shared tensor once (tied embeddings)."""
+    """Bytes of the materialised (not ``meta``) weights, each shared tensor once (tied embeddings):
+    parameters, plus the buffers of quantised modules (their weights are buffers)."""
+    from splitrl.quant.decoder import LeanLlamaLayer
+    from splitrl.quant.weights import QUANT_MODULES
+
     seen, total = set(), 0
     for p in model.parameters():  # parameters() already skips duplicates of a tied tensor
         if p.device.type != "meta" and id(p) not in seen:
             seen.add(id(p))
             total += p.numel() * p.element_size()
+    for m in model.modules():  # modules() visits a shared (tied) module once
+        if isinstance(m, (*QUANT_MODULES, LeanLlamaLayer)):
+            total += sum(b.numel() * b.element_size() for b in m.buffers(recurse=False)
+                         if b is not None and b.device.type != "meta")
     return total
 
 
@@ -427,10 +435,12 @@ def load_for(job: JobSpec, plan: Plan, stage_id: int, current=None):
     rank = plan.members.index(stage_id)
     start, stop = plan.bounds(job.num_layers)[rank]
     starter = rank == 0
-    if current is not None and current.view.holds(start, stop, embed=starter, head=starter) is None:
+    precision = job.precision_of(stage_id)
+    if current is not None and current.view.holds(start, stop, embed=starter, head=starter,
+                                                  precision=precision) is None:
         return current
     del current  # free the old range before reading the new one
-    lm = load_model(job.model, layers=(start, stop), embed=starter, head=starter)
+    lm = load_model(job.model, layers=(start, stop), embed=starter, head=starter, precision=precision)
     if job.fingerprint and lm.fingerprint != job.fingerprint:
         raise ValueError(f"this stage's model {job.model!r} has fingerprint {lm.fingerprint[:12]}, the driver's "
                          f"{job.fingerprint[:12]}: every stage must hold parts of the same weights")
