@@ -29,12 +29,10 @@ PARTS = {"whole": None, "ue@15": (0, 15), "edge@15": (15, 30)}
 
 
 def _status() -> dict[str, float]:
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key = line.split(":", 1)[0]
-        if key in ("VmHWM", "VmRSS"):
-            out[key + "_MiB"] = int(line.split()[1]) / 1024
-    return out
+    """This process's own peak and current resident memory (VmHWM, VmRSS), in MiB."""
+    from splitrl.proc import peak_rss_bytes, rss_bytes
+
+    return {"VmHWM_MiB": peak_rss_bytes() / 2**20, "VmRSS_MiB": rss_bytes() / 2**20}
 
 
 def child(precision: str, part: str, tokens: list[int]) -> dict:

@@ -11,6 +11,12 @@ stopped, so the CLI drivers, ``make demo``, benchmarks and tests all do it the s
   checking that the child is still alive, so a crash at start-up is an error, not a hang;
 * children are stopped only through their own pid (SIGTERM, then SIGKILL after a grace period),
   never by name; `ChildProcess` is a context manager so nothing outlives the caller.
+
+It also owns how a process measures its own memory (`peak_rss_bytes`, `anon_rss_bytes`), read from
+``/proc/<pid>/status``. Never use ``getrusage(RUSAGE_SELF).ru_maxrss`` for a per-process peak: on
+Linux it survives fork + exec (the kernel folds the pre-exec address space's high-water mark into
+it), so every child reports at least its parent's resident set at the moment of the fork. VmHWM
+belongs to the address space, which exec replaces, so it is the process's own peak.
 """
 from __future__ import annotations
 
@@ -23,7 +29,55 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-__all__ = ["ChildProcess", "child_env", "spawn_splitrl", "wait_for_port_file", "write_port_file"]
+__all__ = [
+    "ChildProcess", "anon_rss_bytes", "child_env", "peak_rss_bytes", "proc_status_bytes", "rss_bytes", "spawn_splitrl",
+    "wait_for_port_file", "write_port_file",
+]
+
+
+def proc_status_bytes(field: str, pid: int | str = "self") -> int | None:
+    """A ``kB`` field of ``/proc/<pid>/status`` (``VmHWM``, ``VmRSS``, ``RssAnon``, ...) in bytes; None without procfs."""
+    prefix = f"{field}:"
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(prefix):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident memory of the process now (``VmRSS``; psutil where there is no procfs)."""
+    value = proc_status_bytes("VmRSS", pid)
+    if value is not None:
+        return value
+    import psutil
+
+    return int(psutil.Process(None if pid == "self" else int(pid)).memory_info().rss)
+
+
+def peak_rss_bytes(pid: int | str = "self") -> int:
+    """Peak resident memory of the process itself (``VmHWM``), not inherited from its parent.
+
+    Read it inside the process whose peak you want (or pass that process's pid while it runs: the
+    figure is gone once it exits). Without procfs (not Linux) this falls back to the resident set
+    now, a lower bound of the peak — never to ``ru_maxrss`` (see the module docstring).
+    """
+    value = proc_status_bytes("VmHWM", pid)
+    return value if value is not None else rss_bytes(pid)
+
+
+def anon_rss_bytes(pid: int | str = "self") -> int:
+    """Anonymous resident memory (``RssAnon``): mmapped files do not count (psutil's USS without procfs)."""
+    value = proc_status_bytes("RssAnon", pid)
+    if value is not None:
+        return value
+    import psutil
+
+    info = psutil.Process(None if pid == "self" else int(pid)).memory_full_info()
+    return int(getattr(info, "uss", info.rss))
 
 
 def child_env(threads: int = 1, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import resource
 import threading
 import time
 from collections import deque
@@ -35,6 +34,7 @@ from splitrl.pipeline.hops import Hop, wait_until_us
 from splitrl.pipeline.protocol import (
     RESET, SHUTDOWN, STOP, Header, JobSpec, Plan, decode_frame, encode_frame, frame_bytes, key,
 )
+from splitrl.proc import peak_rss_bytes, rss_bytes
 from splitrl.runtime.sampling import SamplingConfig, TokenSampler
 
 __all__ = ["StageReport", "run_stage", "select_token", "parse_committed", "load_for", "param_bytes"]
@@ -81,8 +81,8 @@ class StageReport:
     t_start: float = 0.0
     t_end: float = 0.0
     hop: dict = field(default_factory=dict)
-    peak_rss_bytes: int = 0
-    rss_bytes: int = 0          # resident set at the end of the generation (psutil)
+    peak_rss_bytes: int = 0     # this process's own peak resident set (VmHWM, `splitrl.proc.peak_rss_bytes`)
+    rss_bytes: int = 0          # resident set at the end of the generation
     param_bytes: int = 0        # bytes of the weights this process materialised (the rest is on ``meta``)
     held_layers: list = field(default_factory=list)  # [start, stop) of the decoder layers it holds
     holds_embed_head: bool = False
@@ -398,11 +398,10 @@ class _Worker:
         if self.world > 1:
             r.recv_wait_s = self.ring.recv_wait_s
             r.hop = {"index": self.hop.index, "link": self.hop.link_name, **self.hop.stats.to_dict()}
-        r.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # VmHWM, read in this process: ru_maxrss would be the driver's peak inherited through fork + exec
+        r.peak_rss_bytes = peak_rss_bytes()
         r.param_bytes = param_bytes(self.view.model)
-        import psutil
-
-        r.rss_bytes = int(psutil.Process().memory_info().rss)
+        r.rss_bytes = rss_bytes()
         held = self.view.held_range()
         r.held_layers = list(held) if held is not None else ([] if not self.view.held_layers() else None)
         r.holds_embed_head = bool(self.view.holds_embed and self.view.holds_head)

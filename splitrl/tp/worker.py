@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from splitrl.errors import UsageError
+from splitrl.proc import anon_rss_bytes  # one /proc/<pid>/status reader for every per-process memory figure
 
 __all__ = ["AnonMemorySampler", "TPRank", "TPRunConfig", "anon_rss_bytes", "pin_mmap_threshold", "serve"]
 
@@ -57,21 +58,6 @@ def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
         return bool(libc.mallopt(-3, int(nbytes)))  # M_MMAP_THRESHOLD = -3
     except (OSError, AttributeError):
         return False
-
-
-def anon_rss_bytes(pid: int | str = "self") -> int:
-    """Anonymous resident memory (``RssAnon`` in /proc/<pid>/status): mmapped files do not count."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import psutil
-
-    info = psutil.Process(None if pid == "self" else int(pid)).memory_full_info()
-    return int(getattr(info, "uss", info.rss))
 
 
 class AnonMemorySampler:
