@@ -40,7 +40,6 @@ run folder ``runs/decode_speed/<UTC time>/`` (ignored by git), never over the co
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import statistics
@@ -63,10 +62,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 LLAMA_HELPER = Path(__file__).resolve().parent / "llama_cpp_decode.py"
 
-try:  # the precision names the runtime accepts (one constant: the engines below follow it)
-    from splitrl.quant.precision import PRECISIONS  # noqa: E402
-except ImportError:  # pragma: no cover - a checkout before the precision contract
-    PRECISIONS = ("fp32",)
+from splitrl.quant.precision import PRECISIONS  # noqa: E402  (one constant: the engines follow it)
 THREADS = (1, 2)
 SPLIT = 15
 PROMPT_TOKENS = 128
@@ -91,25 +87,6 @@ def spread(values: list[float]) -> dict:
         return {"median": None, "iqr": None, "min": None, "max": None, "values": []}
     q = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else [v[0]] * 3
     return {"median": statistics.median(v), "iqr": [q[0], q[2]], "min": min(v), "max": max(v), "values": v}
-
-
-def precision_api() -> dict[str, bool]:
-    """Which parts of the per-segment precision API this checkout has."""
-    from splitrl.runtime import SplitRuntime
-
-    from splitrl.models import load_model
-
-    has_rt = "precision" in inspect.signature(SplitRuntime.generate).parameters
-    has_load = "precision" in inspect.signature(load_model).parameters
-    try:
-        from splitrl.deploy.cli import _build_edge
-
-        ap = argparse.ArgumentParser()
-        _build_edge(ap)
-        has_edge = any("--precision" in a.option_strings for a in ap._actions)
-    except ImportError:
-        has_edge = False
-    return {"runtime": has_rt, "load_model": has_load, "edge_cli": has_edge}
 
 
 def _label(p: str | tuple[str, str]) -> str:
@@ -139,20 +116,13 @@ def _record(token_ids: list[int], prefill_s: float, decode_s: float) -> dict:
 
 
 def splitrl_engine(rt, ids: torch.Tensor, threads: int, precision: str | tuple[str, str], split: int = SPLIT,
-                   api: dict | None = None) -> Engine:
+                   ) -> Engine:
     """splitrl in this process, ``split``, one precision for every segment or one per segment."""
-    api = api if api is not None else precision_api()
     key = f"splitrl-{_label(precision)}-t{threads}"
-    kw: dict = {}
-    if api["runtime"]:
-        kw["precision"] = precision
-    elif ({precision} if isinstance(precision, str) else set(precision)) != {"fp32"}:
-        return Engine(key, "splitrl", threads, _label(precision), lambda n: {}, available=False,
-                      reason="SplitRuntime.generate has no precision argument in this checkout")
 
     def run(n: int) -> dict:
         torch.set_num_threads(threads)
-        r = rt.generate(ids, split, max_new_tokens=n, stop_at_eos=False, **kw)
+        r = rt.generate(ids, split, max_new_tokens=n, stop_at_eos=False, precision=precision)
         return _record(r.token_ids, r.report.prefill_seconds, r.report.decode_seconds)
 
     return Engine(key, "splitrl", threads, _label(precision), run, info={"split": split})
@@ -232,18 +202,13 @@ def llama_cpp_engine(python: str | None, gguf: Path | None, ids: torch.Tensor, t
 
 
 def two_process_engine(loaded, ids: torch.Tensor, ue_precision: str, edge_precision: str, tmp: Path,
-                       api: dict | None = None, split: int = SPLIT) -> Engine:
+                       split: int = SPLIT) -> Engine:
     """The real deployment: a ``splitrl edge --layers s: --precision P`` child (1 thread) and the UE
     (`splitrl.deploy.client.UEClient`, what ``splitrl ue --precision`` runs) in this process (1 thread),
     its model loaded at the UE's precision; gRPC on loopback, lossless link, no emulated air time."""
     from splitrl.proc import spawn_splitrl, wait_for_port_file
 
-    api = api if api is not None else precision_api()
     key = f"two-process-{ue_precision}+{edge_precision}"
-    if (ue_precision != "fp32" or edge_precision != "fp32") and not (api["load_model"] and api["edge_cli"]):
-        return Engine(key, "splitrl-two-process", 1, f"{ue_precision}+{edge_precision}", lambda n: {},
-                      available=False, reason="this checkout has no `load_model(precision=...)` and "
-                                              "`splitrl edge --precision`")
     from splitrl.deploy.client import UEClient
     from splitrl.models import load_model
 
@@ -251,9 +216,7 @@ def two_process_engine(loaded, ids: torch.Tensor, ue_precision: str, edge_precis
     name = f"edge-{ue_precision}-{edge_precision}"
     port_file = tmp / f"{name}.port"
     argv = ["edge", "--listen", "127.0.0.1:0", "--token-file", tmp / "token", "--port-file", port_file,
-            "--model", loaded.name, "--layers", f"{split}:", "--threads", "1"]
-    if api["edge_cli"]:
-        argv += ["--precision", edge_precision]
+            "--model", loaded.name, "--layers", f"{split}:", "--threads", "1", "--precision", edge_precision]
     child = spawn_splitrl(argv, threads=1, log_path=tmp / f"{name}.log")
     try:
         port = wait_for_port_file(port_file, child, timeout_s=600)
@@ -317,15 +280,14 @@ def build_engines(loaded, ids: torch.Tensor, *, precisions=PRECISIONS, threads=T
     """Every engine of the run, in their first-repeat order."""
     from splitrl.runtime import SplitRuntime
 
-    api = precision_api()
     rt = SplitRuntime(loaded)
     hf, hf_source = transformers_model(loaded)
     probe = llama_cpp_probe(llama_python)
     mixed = [p for p in two_process if p[0] != p[1]]
     engines: list[Engine] = []
     for t in threads:
-        engines += [splitrl_engine(rt, ids, t, p, split, api) for p in precisions]
-        engines += [splitrl_engine(rt, ids, t, tuple(p), split, api) for p in mixed]
+        engines += [splitrl_engine(rt, ids, t, p, split) for p in precisions]
+        engines += [splitrl_engine(rt, ids, t, tuple(p), split) for p in mixed]
         engines.append(transformers_engine(hf, ids, t))
         engines[-1].info["model_source"] = hf_source
         engines.append(llama_cpp_engine(llama_python, gguf, ids, t, probe))
@@ -333,7 +295,7 @@ def build_engines(loaded, ids: torch.Tensor, *, precisions=PRECISIONS, threads=T
         if tmp is None:
             raise ValueError("two-process engines need a tmp folder")
         for ue_p, edge_p in two_process:
-            engines.append(two_process_engine(loaded, ids, ue_p, edge_p, tmp, api, split))
+            engines.append(two_process_engine(loaded, ids, ue_p, edge_p, tmp, split))
     return engines
 
 

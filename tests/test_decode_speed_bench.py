@@ -76,11 +76,7 @@ def test_engines_measure_and_summarise(ds, llama_tiny, keep_threads, tmp_path):
 @pytest.mark.parametrize("ue_p,edge_p", [("fp32", "fp32"), ("int4", "fp32")])
 def test_two_process_engine(ds, llama_tiny, keep_threads, tmp_path, ue_p, edge_p):
     ids = torch.arange(100, 116).view(1, -1)
-    api = ds.precision_api()
-    e = ds.two_process_engine(llama_tiny, ids, ue_p, edge_p, tmp_path, api, split=3)
-    if ue_p != "fp32" and not (api["load_model"] and api["edge_cli"]):
-        assert not e.available and e.reason
-        return
+    e = ds.two_process_engine(llama_tiny, ids, ue_p, edge_p, tmp_path, split=3)
     try:
         assert e.available
         runs = ds.measure([e], repeats=1, new_tokens=3, warmup_tokens=2, progress=False)
@@ -90,8 +86,8 @@ def test_two_process_engine(ds, llama_tiny, keep_threads, tmp_path, ue_p, edge_p
     assert rec["new_tokens"] == 3 and rec["decode_tokens_per_s"] > 0 and rec["prefill_s"] > 0
     from splitrl.runtime import SplitRuntime
 
-    kw = {"precision": (ue_p, edge_p)} if api["runtime"] else {}
-    want = SplitRuntime(llama_tiny).generate(ids, 3, max_new_tokens=3, stop_at_eos=False, **kw).token_ids
+    want = SplitRuntime(llama_tiny).generate(ids, 3, max_new_tokens=3, stop_at_eos=False,
+                                             precision=(ue_p, edge_p)).token_ids
     assert rec["token_ids"] == want  # the same tokens as the in-process run at the same precisions
 
 
