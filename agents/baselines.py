@@ -76,7 +76,9 @@ def action_towards(env, split: int, obs: np.ndarray) -> int:
     c = env.config
     split = min(max(int(split), c.s_min), env.L)  # scalar clips: this runs on every decision
     if c.action_mode == "absolute":
-        return int(split - c.s_min)
+        # the first (codec, UE precision) option of the split: action (split - s_min) * options
+        spec = getattr(env, "obs_spec", None)
+        return int((split - c.s_min) * (spec.num_options if spec is not None else 1))
     move = min(max(split - current_split(env, obs), -c.max_move), c.max_move)
     return move + c.max_move
 
@@ -187,7 +189,7 @@ class OracleAgent(_Baseline):
         self.use_true_state = hasattr(self.env, "action_values")
 
     def _best(self, obs: np.ndarray) -> tuple[int, int]:
-        """(split, codec index) of the best reachable action."""
+        """(split, option index: codec * n_precisions + UE precision) of the best reachable action."""
         obs = np.asarray(obs)
         cur = current_split(self.env, obs)
         reach = reachable_splits(self.env, obs)
@@ -205,17 +207,25 @@ class OracleAgent(_Baseline):
             rewards = expected_rewards(self.env, float(obs[0]), cur, load=observed_load(self.env, obs), table=self.table)
             return int(reach[int(np.argmax(rewards[idx]))]), 0
         a_splits = action_splits(self.env, obs)
-        v = parts - self.env.config.reward.w_quality * q[a_splits]
+        options = getattr(self.env, "options", ())
+        if len(options) > 1:  # quality per (codec, UE precision) option of each action
+            spec = self.env.obs_spec
+            by_option = [self.env.mean_quality(float(obs[0]), t, p) for t, p in options]
+            qa = np.array([by_option[spec.option_for_action(a)][s] for a, s in enumerate(a_splits)])
+        else:
+            qa = q[a_splits]
+        v = parts - self.env.config.reward.w_quality * qa
         a = int(np.argmax(v))
-        return int(a_splits[a]), int(self.env.obs_spec.codec_for_action(a))
+        return int(a_splits[a]), int(self.env.obs_spec.option_for_action(a))
 
     def target_split(self, obs: np.ndarray) -> int:
         return self._best(obs)[0]
 
     def act(self, obs: np.ndarray, *, deterministic: bool = True) -> int:
-        split, codec = self._best(obs)
-        if codec and self.env.config.action_mode == "absolute":
-            return int(self.env.obs_spec.action_for_split(split, current_split(self.env, obs), codec))
+        split, option = self._best(obs)
+        if option and self.env.config.action_mode == "absolute":
+            codec, precision = divmod(option, self.env.obs_spec.num_precisions)
+            return int(self.env.obs_spec.action_for_split(split, current_split(self.env, obs), codec, precision))
         return action_towards(self.env, split, obs)
 
 

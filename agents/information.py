@@ -69,13 +69,18 @@ def known_reward_parts(env: Any, obs: np.ndarray) -> np.ndarray:
     if getattr(e, "battery", None) is not None:
         state["battery"] = _observed(e, obs, "battery")
     transports = getattr(e, "transports", (e.config.transport,))
-    codec = np.array([e.obs_spec.codec_for_action(a) for a in range(n)], dtype=int)
+    options = getattr(e, "options", None) or tuple((t, None) for t in transports)
+    option = np.array([e.obs_spec.option_for_action(a) if hasattr(e.obs_spec, "option_for_action")
+                       else e.obs_spec.codec_for_action(a) for a in range(n)], dtype=int)
     base = np.empty(n)
-    for c in np.unique(codec):
-        kw = dict(state, transport=transports[c]) if len(transports) > 1 else state
+    for c in np.unique(option):
+        t, p = options[c]
+        kw = dict(state, transport=t) if len(transports) > 1 else dict(state)
+        if p is not None:
+            kw["precision"] = p
         kw = {k: v for k, v in kw.items() if v is not None}
         b = e.base_rewards(float(obs[0]), _observed(e, obs, "load"), **kw)  # [L + 1]
-        base[codec == c] = b[splits[codec == c]]
+        base[option == c] = b[splits[option == c]]
     rc = e.config.reward
     sw = rc.w_switch * switch_cost(rc, splits, cur)
     return np.asarray(base - sw, dtype=float)  # [n_actions]

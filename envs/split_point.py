@@ -17,6 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from splitrl.controller.policy import ACTION_MODES, SNR_BOUNDS_DB, round_snr
+from splitrl.quant.precision import PRECISIONS
 from splitrl.reward import RewardConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,11 @@ class SplitPointConfig:
             (split, codec)); empty: ``transport`` only. Each needs its rows in the sweep table.
         snr_resolution_db: the channel's SNR is rounded to this step (0: not rounded). With a
             step > 0 the table env precomputes its per-state figures on that SNR grid (fast path).
+        ue_precisions: weight precisions (`splitrl.quant.precision.PRECISIONS`) the action may run
+            the UE's segment at (absolute mode; the action is (split, codec, UE precision), the
+            edge stays fp32); empty (default): no precision in the action, the UE profile's
+            ``weight_dtype`` — every result before precisions existed. Each needs ``precision_rates``
+            in the UE profile and, for the table env, rows with that ``ue_precision`` in the sweep.
     """
 
     model: str = "smollm2-135m"
@@ -101,6 +107,7 @@ class SplitPointConfig:
     privacy_targets: tuple[float, ...] = ()
     codecs: tuple[str, ...] = ()
     snr_resolution_db: float = 0.0
+    ue_precisions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from splitrl.cost.edge_load import EdgeLoadConfig
@@ -133,6 +140,15 @@ class SplitPointConfig:
             raise ValueError(f"snr_resolution_db must be in [0, 5], got {self.snr_resolution_db!r}")
         if len(self.codecs) > 1 and self.action_mode != "absolute":
             raise ValueError("codecs: choosing a codec per request needs action_mode absolute")
+        from splitrl.quant.precision import check_precision
+
+        if isinstance(self.ue_precisions, str):
+            raise ValueError(f"ue_precisions must be a list of precisions, got the string {self.ue_precisions!r}")
+        self.ue_precisions = tuple(check_precision(p, "ue_precisions") for p in self.ue_precisions)
+        if len(set(self.ue_precisions)) != len(self.ue_precisions):
+            raise ValueError(f"ue_precisions must be distinct, got {self.ue_precisions!r}")
+        if len(self.ue_precisions) > 1 and self.action_mode != "absolute":
+            raise ValueError("ue_precisions: choosing the UE precision per request needs action_mode absolute")
         if self.transport not in LINK_NAMES:
             raise ValueError(f"transport {self.transport!r} not allowed; choose from {', '.join(LINK_NAMES)}")
         if self.action_mode not in ACTION_MODES:
@@ -186,10 +202,14 @@ class SplitPointBaseEnv(gym.Env):
     | ``memory_mask`` | splits whose UE weights + KV cache exceed the UE profile's ``memory_budget_bytes`` are not allowed | `CostModel.feasible_splits`, the profile's budget |
     | ``privacy_table`` / ``privacy_targets`` | reward ``w_privacy`` x probe top-1 token recovery at the cut; per-request target -> smallest split meeting it is that request's floor | measured probe (`splitrl.cost.privacy`) |
     | ``codecs`` | the action is (split, codec): bytes per codec from the codec's frame size, quality per (split, codec, SNR) from the sweep | sweep table rows per transport |
+    | ``ue_precisions`` | the action is (split, codec, UE weight precision): UE weight bytes (`splitrl.quant.linear_weight_bytes`), memory mask, compute/bandwidth at that precision; quality per (split, precision, SNR) from the sweep, relative to the fp32 model's clean perplexity | UE profile ``precision_rates``; sweep rows per ``ue_precision`` |
 
     ## Action space
-    ``absolute`` (default): ``Discrete((L - s_min + 1) * n_codecs)``; action ``a`` selects split
-    ``s_min + a // n_codecs`` and codec ``codecs[a % n_codecs]`` (``n_codecs = 1`` without ``codecs``).
+    ``absolute`` (default): ``Discrete((L - s_min + 1) * n_codecs * n_prec)``; action ``a`` selects
+    split ``s_min + a // (n_codecs * n_prec)`` and option ``o = a % (n_codecs * n_prec)``: codec
+    ``codecs[o // n_prec]`` and UE precision ``ue_precisions[o % n_prec]`` (``n_codecs = 1`` without
+    ``codecs``, ``n_prec = 1`` without ``ue_precisions``: then action ``a`` is split ``s_min + a // n_codecs``,
+    codec ``a % n_codecs`` as before).
     ``relative``: ``Discrete(2 * max_move + 1)``; action ``a`` moves the split by ``a - max_move``
     layers (0 = stay), clipped to ``[s_min, L]``.
     A split that is not allowed for this request (below its privacy floor, or over the UE memory
@@ -232,7 +252,8 @@ class SplitPointBaseEnv(gym.Env):
     energy_j, bytes_on_air, timed_out, reward_terms, real_evaluations`` (running count, within the episode,
     of real perplexity evaluations — or of measured table cells consumed); plus ``edge_load`` (true
     utilisation) with an edge-load process, ``privacy_floor`` with privacy targets, ``transport``
-    with ``codecs`` and ``requested_split`` when the action's split was not allowed. The lifetime
+    with ``codecs``, ``ue_precision`` with ``ue_precisions`` and ``requested_split`` when the action's
+    split was not allowed. The lifetime
     total is ``env.unwrapped.real_evaluations`` (kept out of ``info`` so that equal seeds give equal infos).
 
     ## Version history
@@ -240,6 +261,7 @@ class SplitPointBaseEnv(gym.Env):
     """
 
     metadata = {"render_modes": []}
+    supports_ue_precisions = False  # a quality backend that can measure each UE precision sets this
 
     def __init__(self, config: SplitPointConfig | None = None, *, num_layers: int, view=None, **overrides: Any) -> None:
         super().__init__()
@@ -254,7 +276,15 @@ class SplitPointBaseEnv(gym.Env):
             raise ValueError(f"initial_split must be in {config.s_min}..{self.L}, got {config.initial_split}")
         self.splits = np.arange(config.s_min, self.L + 1)
         self.transports = config.transports
+        self.precisions: tuple[str, ...] = tuple(config.ue_precisions)
+        if self.precisions and not self.supports_ue_precisions:
+            from splitrl.errors import UsageError
+
+            raise UsageError(f"ue_precisions: {type(self).__name__} cannot measure quality per UE precision "
+                             f"(use splitrl/SplitPointTable-v0 with a sweep that has ue_precision rows)")
         self._setup_costs(view)
+        # (transport, UE precision) of each action option, in action order (precision None: off).
+        self.options: tuple[tuple[str, str | None], ...] = self.costs.options
         self._setup_channel()
         # The edge-load state lives in plain attributes (_edge_i, _edge_past, _edge_rng) so that
         # training checkpoints capture it; `edge_process` is the stateless model.
@@ -267,14 +297,19 @@ class SplitPointBaseEnv(gym.Env):
         self._edge_past: list[float] = []
         self._edge_rng = np.random.default_rng(0)
         # Splits whose weights + KV cache fit the UE's memory budget (every split without the mask).
-        fit = np.ones(self.L + 1, dtype=bool)
-        if config.memory_mask:
-            fit[:] = False
-            fit[self.cost_model.feasible_splits(config.prompt_tokens + config.new_tokens - 1)] = True
-            if not fit[self.splits].any():
-                raise ValueError(f"memory_mask: no split in {config.s_min}..{self.L} fits the UE memory budget "
-                                 f"of {config.ue_profile}")
-        self.memory_feasible = fit
+        # With UE precisions, one mask per precision: each precision's weight bytes decide what fits.
+        self._memory_fit: dict[str | None, np.ndarray] = {}
+        for p in (self.precisions or (None,)):
+            fit = np.ones(self.L + 1, dtype=bool)
+            if config.memory_mask:
+                fit[:] = False
+                cm = self.costs.model_for(None, p) if p is not None else self.cost_model
+                fit[cm.feasible_splits(config.prompt_tokens + config.new_tokens - 1)] = True
+            self._memory_fit[p] = fit
+        if config.memory_mask and not any(f[self.splits].any() for f in self._memory_fit.values()):
+            raise ValueError(f"memory_mask: no split in {config.s_min}..{self.L} fits the UE memory budget "
+                             f"of {config.ue_profile}" + (f" at any of {', '.join(self.precisions)}" if self.precisions else ""))
+        self.memory_feasible = self._memory_fit[self.precisions[0] if self.precisions else None]
         self.observation_space = self.obs_spec.box()
         self.action_space = spaces.Discrete(self.obs_spec.num_actions)
         self.real_evaluations = 0
@@ -348,9 +383,10 @@ class SplitPointBaseEnv(gym.Env):
         """The current state as `RequestCostService` keyword arguments (true edge load, battery)."""
         return {"load": self.ue_load, "edge_load": self.edge_load, "battery": self.battery}
 
-    def allowed_splits(self, privacy_floor: int | None = None) -> np.ndarray:
-        """Boolean mask over splits 0..L allowed for a request with ``privacy_floor`` (s_min, memory)."""
-        ok = self.memory_feasible.copy()
+    def allowed_splits(self, privacy_floor: int | None = None, precision: str | None = None) -> np.ndarray:
+        """Boolean mask over splits 0..L allowed for a request with ``privacy_floor`` (s_min, memory
+        at UE ``precision``; None: the first configured precision, or the profile's dtype)."""
+        ok = (self.memory_feasible if precision is None else self._memory_fit[precision]).copy()
         ok[: max(self.config.s_min, privacy_floor or 0)] = False
         if not ok.any():  # the privacy floor and the memory budget exclude each other: all on the UE
             ok[self.L] = True
@@ -359,9 +395,11 @@ class SplitPointBaseEnv(gym.Env):
     def action_masks(self) -> np.ndarray:
         """Which actions select an allowed split this step (sb3-contrib MaskablePPO's convention)."""
         ok = self.allowed_splits(self._privacy_floor)
-        n = self.obs_spec.num_codecs
         if self.config.action_mode == "absolute":
-            return np.repeat(ok[self.splits], n)
+            if not self.precisions:
+                return np.repeat(ok[self.splits], self.obs_spec.num_codecs)
+            per = {p: self.allowed_splits(self._privacy_floor, p)[self.splits] for p in self.precisions}
+            return np.stack([per[p] for _, p in self.options], axis=1).ravel()
         m = self.config.max_move
         return np.array([ok[int(np.clip(self._split + a - m, self.config.s_min, self.L))] for a in range(2 * m + 1)])
 
@@ -374,9 +412,10 @@ class SplitPointBaseEnv(gym.Env):
         return int(np.flatnonzero(ok)[-1])
 
     # --- dynamics (costs: `RequestCostService`; observation/actions: `ObservationSpec`) ----------
-    def costs_at(self, snr_db: float, *, edge_load: float | None = None, transport: str | None = None):
+    def costs_at(self, snr_db: float, *, edge_load: float | None = None, transport: str | None = None,
+                 precision: str | None = None):
         """Cost-model figures of every split at ``snr_db`` (a `CostTable`)."""
-        return self.costs.costs_at(snr_db, edge_load=edge_load, transport=transport)
+        return self.costs.costs_at(snr_db, edge_load=edge_load, transport=transport, precision=precision)
 
     def request_latency(self, snr_db: float, load: float | None = None, **state: Any) -> np.ndarray:
         """See `RequestCostService.request_latency` (keywords ``edge_load``, ``battery``, ``transport``)."""
@@ -390,31 +429,36 @@ class SplitPointBaseEnv(gym.Env):
         """See `RequestCostService.base_rewards` (keywords ``edge_load``, ``battery``, ``transport``)."""
         return self.costs.base_rewards(snr_db, load, **state)
 
-    def mean_quality(self, snr_db: float, transport: str | None = None) -> np.ndarray:
+    def mean_quality(self, snr_db: float, transport: str | None = None, precision: str | None = None) -> np.ndarray:
         """Expected log(ppl / ppl_clean) of every split 0..L at ``snr_db`` (the sweep table's mean
-        over measured seeds; the configured table for the real-evaluation env)."""
+        over measured seeds; the configured table for the real-evaluation env) at UE ``precision``
+        (None: the first configured precision; fp32 without any)."""
         tables = getattr(self, "tables", None)
         if tables is None:
             tables = self.__dict__.setdefault("_mean_tables", {})
-        t = transport or self.config.transport
-        if t not in tables:
-            tables[t] = SweepTable(self.config.table or DEFAULT_TABLE, t, self.splits, model=self.config.model)
+        key = _table_key(transport or self.config.transport, precision or (self.precisions[0] if self.precisions else None))
+        if key not in tables:
+            t, p = (key, "fp32") if isinstance(key, str) else key
+            tables[key] = SweepTable(self.config.table or DEFAULT_TABLE, t, self.splits, model=self.config.model,
+                                     precision=p)
         out = np.zeros(self.L + 1)
-        out[self.splits] = tables[t].mean_table(snr_db, self.splits)
+        out[self.splits] = tables[key].mean_table(snr_db, self.splits)
         return out
 
     def action_values(self, previous_split: int | None = None) -> np.ndarray:
-        """Expected reward ``[len(splits), num_codecs]`` of each (split, codec) at the current TRUE
+        """Expected reward ``[len(splits), num_options]`` of each (split, option) at the current TRUE
         state (edge load, battery, UE load, privacy floor), from ``previous_split`` (None: no switch
-        charged); ``-inf`` where the split is not allowed this request. What an oracle maximises."""
+        charged); ``-inf`` where the split is not allowed this request. What an oracle maximises.
+        Option ``j`` is codec ``j // n_prec`` at UE precision ``j % n_prec`` (`self.options`; with
+        one precision: codec ``j``)."""
         st = self.state_kwargs()
-        ok = self.allowed_splits(self._privacy_floor)[self.splits]
         rc = self.config.reward
-        out = np.empty((len(self.splits), len(self.transports)))
-        for j, t in enumerate(self.transports):
+        out = np.empty((len(self.splits), len(self.options)))
+        for j, (t, p) in enumerate(self.options):
+            ok = self.allowed_splits(self._privacy_floor, p)[self.splits]
             base = self.costs.base_rewards(self._snr, st["load"], edge_load=st["edge_load"], battery=st["battery"],
-                                           transport=t)
-            v = base[self.splits] - rc.w_quality * self.mean_quality(self._snr, t)[self.splits]
+                                           transport=t, precision=p)
+            v = base[self.splits] - rc.w_quality * self.mean_quality(self._snr, t, p)[self.splits]
             if previous_split is not None:
                 from splitrl.reward import switch_cost
 
@@ -428,9 +472,15 @@ class SplitPointBaseEnv(gym.Env):
             raise ValueError(f"action {action!r} outside {self.action_space}")
         return self.obs_spec.split_for_action(a, self._split)
 
-    def action_for_split(self, split: int, codec: int = 0) -> int:
-        """The action selecting ``split`` (and codec index ``codec``), for baselines and planners."""
-        return self.obs_spec.action_for_split(split, self._split, codec)
+    def action_for_split(self, split: int, codec: int = 0, precision: int = 0) -> int:
+        """The action selecting ``split`` (codec index ``codec``, UE precision index ``precision``),
+        for baselines and planners."""
+        return self.obs_spec.action_for_split(split, self._split, codec, precision)
+
+    def action_for_option(self, split: int, option: int) -> int:
+        """The action selecting ``split`` with option ``option`` (a column of `action_values`)."""
+        codec, precision = divmod(int(option), self.obs_spec.num_precisions)
+        return self.action_for_split(split, codec, precision)
 
     def observation(self):
         """The current state as a `splitrl.controller.policy.Observation`."""
@@ -484,17 +534,21 @@ class SplitPointBaseEnv(gym.Env):
 
     def step(self, action):
         requested = self.split_for_action(action)
-        transport = self.transports[self.obs_spec.codec_for_action(action)]
-        split = self._nearest_allowed(requested, self.allowed_splits(self._privacy_floor))
+        transport, precision = self.options[self.obs_spec.option_for_action(action)]
+        split = self._nearest_allowed(requested, self.allowed_splits(self._privacy_floor, precision))
         snr = self._snr
         # Backends written before codecs (e.g. the surrogate) take (split, snr) only.
-        ppl, log_ratio = (self.quality(split, snr) if transport == self.config.transport
-                          else self.quality(split, snr, transport))
+        if precision is not None:
+            ppl, log_ratio = self.quality(split, snr, transport, precision=precision)
+        elif transport == self.config.transport:
+            ppl, log_ratio = self.quality(split, snr)
+        else:
+            ppl, log_ratio = self.quality(split, snr, transport)
         state = self.state_kwargs()
-        table = self.costs_at(snr, edge_load=state["edge_load"], transport=transport)
+        table = self.costs_at(snr, edge_load=state["edge_load"], transport=transport, precision=precision)
         i = split  # CostTable rows are indexed by split 0..L
         latencies, energies, timeouts = self.request_costs(snr, state["load"], edge_load=state["edge_load"],
-                                                           transport=transport)
+                                                           transport=transport, precision=precision)
         latency, energy, timed_out = float(latencies[i]), float(energies[i]), bool(timeouts[i])
         rec = self.costs.privacy_recovery(transport)
         terms = self.costs.reward(log_ppl_ratio=log_ratio, latency_s=latency, energy_j=energy, split=split,
@@ -511,6 +565,8 @@ class SplitPointBaseEnv(gym.Env):
         }
         if self.config.codecs:
             info["transport"] = transport
+        if self.precisions:
+            info["ue_precision"] = precision
         if split != requested:
             info["requested_split"] = requested
         if self.edge_process is not None:
@@ -535,6 +591,8 @@ class SplitPointEnv(SplitPointBaseEnv):
     See `SplitPointBaseEnv` for spaces, reward and episode structure.
     """
 
+    supports_ue_precisions = True  # fp32 only: the runtime evaluated here runs fp32 weights
+
     def __init__(self, config: SplitPointConfig | None = None, *, loaded=None, **overrides: Any) -> None:
         from splitrl.eval import PerplexityConfig, PerplexityEvaluator
         from splitrl.models import load_model
@@ -542,6 +600,12 @@ class SplitPointEnv(SplitPointBaseEnv):
         cfg = config or SplitPointConfig()
         if overrides:
             cfg = SplitPointConfig(**{**asdict(cfg), **overrides})
+        low = [p for p in cfg.ue_precisions if p != "fp32"]
+        if low:
+            from splitrl.errors import UsageError
+
+            raise UsageError(f"ue_precisions {low}: SplitPoint-v0 evaluates the fp32 runtime only; use "
+                             f"splitrl/SplitPointTable-v0 with sweep rows per ue_precision")
         self.loaded = loaded or load_model(cfg.model)
         super().__init__(cfg, num_layers=self.loaded.view.num_layers, view=self.loaded.view)
         self.evaluator = PerplexityEvaluator(
@@ -553,7 +617,8 @@ class SplitPointEnv(SplitPointBaseEnv):
     def ppl_clean(self) -> float:
         return self._ppl_clean
 
-    def quality(self, split: int, snr_db: float, transport: str | None = None) -> tuple[float, float]:
+    def quality(self, split: int, snr_db: float, transport: str | None = None, *,
+                precision: str | None = None) -> tuple[float, float]:
         from splitrl.link import link_at
 
         link = link_at(transport or self.config.transport, seed=int(self.np_random.integers(2**31 - 1)), snr_db=snr_db,
@@ -563,13 +628,32 @@ class SplitPointEnv(SplitPointBaseEnv):
         return ppl, math.log(ppl / self._ppl_clean)
 
 
-class SweepTable:
-    """A sweep CSV as arrays: log(ppl/ppl_clean)[split, level, seed] for one transport."""
+def _table_key(transport: str, precision: str | None):
+    """Key of a `SweepTable` in an env's ``tables``: the transport alone for fp32 (or no precision,
+    the tables before precisions existed), else (transport, precision)."""
+    return transport if precision in (None, "fp32") else (transport, precision)
 
-    def __init__(self, path: str | Path, transport: str, splits: np.ndarray, *, model: str | None = None) -> None:
+
+class SweepTable:
+    """A sweep CSV as arrays: log(ppl/ppl_clean)[split, level, seed] for one transport and UE precision.
+
+    ``precision`` selects the rows whose ``ue_precision`` column is that precision; a table without
+    the column is all ``fp32`` (the sweep before precisions existed). fp32 reads the sweep's own
+    ``log_ppl_ratio``. Any other precision is scored against the **fp32** model's clean perplexity
+    (the ``clean_ppl`` of the table's fp32 rows of the same model): its cells are
+    ``log(ppl / ppl_clean_fp32)``, so a lower precision's own loss shows in the reward, and
+    ``ppl_clean`` is that fp32 reference. A table lacking the precision is a `UsageError` naming it.
+    """
+
+    def __init__(self, path: str | Path, transport: str, splits: np.ndarray, *, model: str | None = None,
+                 precision: str = "fp32") -> None:
         import pandas as pd
 
         from splitrl.errors import UsageError
+        from splitrl.quant.precision import check_precision
+
+        precision = check_precision(precision, "ue_precision")
+        self.precision = precision
 
         path = Path(path)
         name = str(model or "MODEL")
@@ -587,8 +671,18 @@ class SweepTable:
         if model is not None and not (df.model.astype(str) == str(model)).all():
             raise UsageError(f"sweep table {path} was measured with model {sorted(set(df.model.astype(str)))[:3]}, "
                              f"not {model!r}: {todo}")
-        df = df[df.transport == transport]
+        prec_col = df["ue_precision"].astype(str) if "ue_precision" in df.columns else pd.Series("fp32", index=df.index)
+        bad = sorted(set(prec_col) - set(PRECISIONS))
+        if bad:
+            raise UsageError(f"{path}: ue_precision values {bad[:4]} are not precisions ({', '.join(PRECISIONS)})")
+        fp32_rows = df[prec_col == "fp32"]
+        df = df[(df.transport == transport) & (prec_col == precision)]
         if df.empty:
+            if precision != "fp32":
+                have = sorted(set(prec_col))
+                raise UsageError(f"{path} has no rows for UE precision {precision!r} (transport {transport!r}; the "
+                                 f"table has ue_precision {', '.join(have)}): run the sweep at ue_precision "
+                                 f"{precision} (issue 19) or drop {precision!r} from ue_precisions")
             raise UsageError(f"{path} has no rows for transport {transport!r}: {todo}")
         if (df.level_kind != "snr").any():
             raise UsageError(f"{path}: the table env needs an SNR sweep, found level_kind {set(df.level_kind)}")
@@ -602,13 +696,28 @@ class SweepTable:
             raise UsageError(f"{path} has split points outside 0..{int(splits.max())}: it is for another model")
         if not np.isfinite(df.log_ppl_ratio.to_numpy(float)).all():
             raise UsageError(f"{path} has non-finite log_ppl_ratio cells (NaN perplexities); re-run those cells")
-        self.ppl_clean = float(df.clean_ppl.iloc[0])
+        if precision == "fp32":
+            self.ppl_clean = float(df.clean_ppl.iloc[0])
+            cells = df.log_ppl_ratio.to_numpy(float)
+        else:  # scored against the fp32 model (see the class docstring)
+            if "ppl" not in df.columns:
+                raise UsageError(f"{path} has no ppl column: UE precision {precision!r} is scored from it")
+            if fp32_rows.empty:
+                raise UsageError(f"{path} has UE precision {precision!r} rows but no fp32 rows: the fp32 model's clean "
+                                 f"perplexity is the reference every precision is scored against")
+            self.ppl_clean = float(fp32_rows.clean_ppl.iloc[0])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cells = np.log(df.ppl.to_numpy(float)) - math.log(self.ppl_clean)
+            if not np.isfinite(cells).all():
+                raise UsageError(f"{path} has non-finite perplexities for UE precision {precision!r}; re-run those cells")
         self.log_ratio = np.full((int(splits.max()) + 1, len(self.levels), self.seeds), np.nan)
         li = np.searchsorted(self.levels, df.level.to_numpy(float))
-        self.log_ratio[df.split.to_numpy(int), li, df.seed_index.to_numpy(int)] = df.log_ppl_ratio.to_numpy(float)
+        self.log_ratio[df.split.to_numpy(int), li, df.seed_index.to_numpy(int)] = cells
         sub = self.log_ratio[splits]
         if np.isnan(sub).any():
-            raise UsageError(f"{path} is incomplete for transport {transport!r}: {int(np.isnan(sub).sum())} cells missing "
+            raise UsageError(f"{path} is incomplete for transport {transport!r}"
+                             + ("" if precision == "fp32" else f" at UE precision {precision!r}")
+                             + f": {int(np.isnan(sub).sum())} cells missing "
                              f"(a partial sweep): {todo} (a resumed sweep completes the table)")
         self.path = path
 
@@ -663,28 +772,29 @@ class StateTables:
     def index(self, snr_db: float) -> int:
         return int(round(snr_db / self.res - self.lo / self.res))
 
-    def get(self, t: int, transport: str, i: int) -> _Bin:
+    def get(self, t: int, transport: str, i: int, precision: str | None = None) -> _Bin:
+        """The bin of SNR index ``i`` for action option ``t`` (its ``transport`` and UE ``precision``)."""
         b = self._bins.get((t, i))
         if b is None:
-            b = self._bins[(t, i)] = self._fill(transport, i)
+            b = self._bins[(t, i)] = self._fill(transport, i, precision)
         return b
 
-    def _fill(self, transport: str, i: int) -> _Bin:
+    def _fill(self, transport: str, i: int, precision: str | None = None) -> _Bin:
         snr = self.snr_of(i)
         svc = self.costs
         lat, energy, ttft, tpot, ue_e = [], [], [], [], []
         for el in self.levels:
-            tab = svc.costs_at(snr, edge_load=el, transport=transport)
-            lat.append(svc.request_latency(snr, None, edge_load=el, transport=transport).tolist())
+            tab = svc.costs_at(snr, edge_load=el, transport=transport, precision=precision)
+            lat.append(svc.request_latency(snr, None, edge_load=el, transport=transport, precision=precision).tolist())
             energy.append(np.asarray(tab.ue_energy_j_per_token, dtype=float).tolist())
             ttft.append(tab.ttft_s.tolist())
             tpot.append(tab.tpot_s.tolist())
             ue_e.append(tab.ue_energy_j.tolist())
-        t0 = svc.costs_at(snr, transport=transport)
+        t0 = svc.costs_at(snr, transport=transport, precision=precision)
         field = svc.latency_field
         extra = {"ttft_s": t0.ue_prefill_s, "tpot_s": t0.ue_decode_s,
                  "e2e_latency_s": t0.ue_prefill_s + t0.ue_decode_s * max(0, self.new_tokens - 1)}[field]
-        table = self.tables[transport]
+        table = self.tables[_table_key(transport, precision)]
         x = float(np.clip(snr, table.levels[0], table.levels[-1]))
         hi = int(np.clip(np.searchsorted(table.levels, x), 1, len(table.levels) - 1))
         lo = hi - 1
@@ -720,10 +830,15 @@ class SplitPointTableEnv(SplitPointBaseEnv):
 
             view = load_model(cfg.model).view
         super().__init__(cfg, num_layers=view.num_layers, view=view)
-        self.tables = {t: SweepTable(cfg.table or DEFAULT_TABLE, t, self.splits, model=cfg.model) for t in self.transports}
+        self.tables = {}
+        for t, p in self.options:
+            key = _table_key(t, p)
+            if key not in self.tables:
+                self.tables[key] = SweepTable(cfg.table or DEFAULT_TABLE, t, self.splits, model=cfg.model,
+                                              precision=p or "fp32")
         if cfg.transport not in self.tables:
             self.tables[cfg.transport] = SweepTable(cfg.table or DEFAULT_TABLE, cfg.transport, self.splits, model=cfg.model)
-        self.table = self.tables[cfg.transport]
+        self.table = self.tables[_table_key(cfg.transport, self.precisions[0] if self.precisions else None)]
         self.fast_path = False
         self.state_tables: StateTables | None = None
         self._snr_buf: list[float] = []
@@ -768,9 +883,11 @@ class SplitPointTableEnv(SplitPointBaseEnv):
     def _cache_allowed(self) -> None:
         cache = self.__dict__.setdefault("_nearest_by_floor", {})
         nearest = cache.get(self._privacy_floor)
-        if nearest is None:
-            ok = self.allowed_splits(self._privacy_floor)
-            nearest = cache[self._privacy_floor] = [self._nearest_allowed(s, ok) for s in range(self.L + 1)]
+        if nearest is None:  # one list per UE precision (one without precisions)
+            nearest = cache[self._privacy_floor] = []
+            for p in (self.precisions or (None,)):
+                ok = self.allowed_splits(self._privacy_floor, p)
+                nearest.append([self._nearest_allowed(s, ok) for s in range(self.L + 1)])
         self._nearest = nearest
 
     def step(self, action):
@@ -782,15 +899,16 @@ class SplitPointTableEnv(SplitPointBaseEnv):
             raise ValueError(f"action {action!r} outside {self.action_space}")
         c = self.config
         if c.action_mode == "absolute":
-            nc = spec.num_codecs
-            requested, ti = c.s_min + a // nc, a % nc
+            no = spec.num_options
+            requested, ti = c.s_min + a // no, a % no
         else:
             requested, ti = min(max(self._split + a - c.max_move, c.s_min), self.L), 0
-        split = self._nearest[requested]
-        transport = self.transports[ti]
+        pi = ti % spec.num_precisions
+        split = self._nearest[pi][requested]
+        transport, precision = self.options[ti]
         snr = self._snr
-        b = self.state_tables.get(ti, transport, self.state_tables.index(snr))
-        table = self.tables[transport]
+        b = self.state_tables.get(ti, transport, self.state_tables.index(snr), precision)
+        table = self.tables[transport if precision is None else _table_key(transport, precision)]
         log_ratio = b.q[split][int(self.np_random.integers(table.seeds))]
         self.real_evaluations += 1
         ppl = table.ppl_clean * math.exp(log_ratio)
@@ -825,6 +943,8 @@ class SplitPointTableEnv(SplitPointBaseEnv):
         }
         if c.codecs:
             info["transport"] = transport
+        if self.precisions:
+            info["ue_precision"] = precision
         if split != requested:
             info["requested_split"] = requested
         if self.edge_process is not None:
@@ -861,11 +981,15 @@ class SplitPointTableEnv(SplitPointBaseEnv):
         b = self.__dict__.get("_bytes_cache")
         if b is None:
             b = self.__dict__["_bytes_cache"] = [
-                [int(x) for x in self.costs.costs_at(30.0, transport=t).bytes_on_air] for t in self.transports]
+                [int(x) for x in self.costs.costs_at(30.0, transport=t, precision=p).bytes_on_air] for t, p in self.options]
         return b
 
-    def quality(self, split: int, snr_db: float, transport: str | None = None) -> tuple[float, float]:
-        table = self.tables[transport or self.config.transport]
+    supports_ue_precisions = True
+
+    def quality(self, split: int, snr_db: float, transport: str | None = None, *,
+                precision: str | None = None) -> tuple[float, float]:
+        p = precision or (self.precisions[0] if self.precisions else None)
+        table = self.tables[_table_key(transport or self.config.transport, p)]
         log_ratio = table.lookup(split, snr_db, int(self.np_random.integers(table.seeds)))
         self.real_evaluations += 1
         return table.ppl_clean * math.exp(log_ratio), log_ratio

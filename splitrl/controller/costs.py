@@ -28,14 +28,20 @@ class RequestCostService:
         config: a `SplitPointConfig` (or any object with its cost fields: ``transport``,
             ``ue_profile``, ``edge_profile``, ``link_profile``, ``prompt_tokens``, ``new_tokens``,
             ``reward``, ``include_ue_state``, ``request_timeout_s``; optional: ``prefill_chunks``,
-            ``decision_interval_s``, ``edge_load``, ``privacy_table``, ``codecs``).
+            ``decision_interval_s``, ``edge_load``, ``privacy_table``, ``codecs``, ``ue_precisions``).
         view: the model's `DecoderView` (its shape drives the cost model).
 
     Every cost method takes the request's state: ``snr_db``, the UE compute ``load`` (used only
     with ``include_ue_state``), keyword-only ``edge_load`` (the shared edge's background
     utilisation in [0, 1); None: a dedicated idle edge, the old behaviour), ``battery`` (UE
-    battery level in [0, 1]; None: not modelled, energy weight 1) and ``transport`` (one of the
-    configured codec transports; None: ``config.transport``).
+    battery level in [0, 1]; None: not modelled, energy weight 1), ``transport`` (one of the
+    configured codec transports; None: ``config.transport``) and ``precision`` (the UE's weight
+    precision, one of ``config.ue_precisions``; None: the first of them, or — with none configured —
+    the UE profile's ``weight_dtype``, the model before precisions existed).
+
+    With ``ue_precisions`` the service holds one cost model per (transport, UE precision)
+    (`CostModel(ue_precision=...)`); the reward's references stay the all-on-UE figures of the
+    model without a precision, so switching precisions on does not rescale the reward.
     """
 
     def __init__(self, config: Any, view) -> None:
@@ -54,6 +60,16 @@ class RequestCostService:
                                                            self.link_profile, codec=codec_for(config.transport),
                                                            prefill_chunks=chunks)
         self.cost_model = self.cost_models[config.transport]
+        from splitrl.quant.precision import check_precision
+
+        self.precisions: tuple[str, ...] = tuple(
+            check_precision(p, "ue_precisions") for p in (getattr(config, "ue_precisions", None) or ()))
+        self.default_precision: str | None = self.precisions[0] if self.precisions else None
+        # One cost model per (transport, UE precision) with the switch on; none without it.
+        self.precision_models: dict[tuple[str, str], Any] = {
+            (t, p): CostModel(view, config.ue_profile, config.edge_profile, self.link_profile, codec=codec_for(t),
+                              prefill_chunks=chunks, ue_precision=p)
+            for t in self.cost_models for p in self.precisions}
         ue_only = self.cost_model.estimate(self.L, snr_db=30.0, prompt_tokens=config.prompt_tokens,
                                            new_tokens=config.new_tokens)
         self.latency_field = LATENCY_FIELDS[self.reward_config.latency_metric]
@@ -77,6 +93,23 @@ class RequestCostService:
             self.privacy = PrivacyTable.load(config.privacy_table, num_layers=self.L, model=config.model)
         self._rows = np.arange(self.L + 1)
         self._link_rows: dict[tuple[float, str | None], np.ndarray] = {}
+
+    def model_for(self, transport: str | None = None, precision: str | None = None):
+        """The `CostModel` of ``transport`` at UE ``precision`` (None: the defaults, see the class doc)."""
+        t = transport or self.config.transport
+        p = precision if precision is not None else self.default_precision
+        if p is None:
+            return self.cost_models[t]
+        cm = self.precision_models.get((t, p))
+        if cm is None:
+            raise ValueError(f"precision {p!r} is not configured (ue_precisions = {', '.join(self.precisions) or 'none'})")
+        return cm
+
+    @property
+    def options(self) -> tuple[tuple[str, str | None], ...]:
+        """(transport, UE precision) of every action option, in action order: codec major, precision
+        minor (precision None without ``ue_precisions``)."""
+        return tuple((t, p) for t in self.transports for p in (self.precisions or (None,)))
 
     def _edge_busy_s(self, cm) -> np.ndarray:
         c = self.config
@@ -103,28 +136,33 @@ class RequestCostService:
         own = self._edge_busy[transport or self.config.transport] / self.interval_s if self.self_load else 0.0
         return np.minimum(rho + own, RHO_MAX)
 
-    def costs_at(self, snr_db: float, *, edge_load: float | None = None, transport: str | None = None):
+    def costs_at(self, snr_db: float, *, edge_load: float | None = None, transport: str | None = None,
+                 precision: str | None = None):
         """Cost-model figures of every split at ``snr_db`` (a `CostTable`), the edge's compute time
         stretched by the M/D/1 factor at ``edge_load`` (`splitrl.cost.edge_load`)."""
         from splitrl.cost.edge_load import md1_slowdown
 
         c = self.config
-        cm = self.cost_models[transport or c.transport]
+        cm = self.model_for(transport, precision)
         rho = self.edge_utilization(edge_load, transport)
         slow = None if rho is None else md1_slowdown(rho)
         return cm.estimate_all(snr_db=float(snr_db), prompt_tokens=c.prompt_tokens, new_tokens=c.new_tokens,
                                edge_slowdown=slow)
 
-    def kernel_inputs(self, transport: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def kernel_inputs(self, transport: str | None = None, precision: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(static rows, chunk steps, constants) of `splitrl.cost.kernel.base_rewards_into` for this
-        service's request lengths and reward (cached per transport; see that module's docstring)."""
+        service's request lengths and reward (cached per transport and UE precision; see that
+        module's docstring)."""
         from splitrl.cost.edge_load import RHO_MAX
 
         t = transport or self.config.transport
+        p = precision if precision is not None else self.default_precision
+        key = t if p is None else (t, p)
         cache = self.__dict__.setdefault("_kernel_inputs", {})
-        if t not in cache:
+        if key not in cache:
             c, rc = self.config, self.reward_config
-            cm = self.cost_models[t]
+            cm = self.model_for(t, p)
             head, steps = cm.kernel_static(c.prompt_tokens, c.new_tokens)
             own = self._edge_busy[t] / self.interval_s if self.self_load else np.zeros(self.L + 1)
             rec = self.privacy.recovery if self.privacy is not None else np.zeros(self.L + 1)
@@ -136,16 +174,16 @@ class RequestCostService:
                                max(N - 1, 1), RHO_MAX, ("ttft_s", "tpot_s", "e2e_latency_s").index(self.latency_field),
                                float(bool(c.include_ue_state)), float(self.privacy is not None), len(steps)],
                               dtype=np.float64)
-            cache[t] = (static, steps, consts)
-        return cache[t]
+            cache[key] = (static, steps, consts)
+        return cache[key]
 
-    def link_rows(self, snr_db: float, transport: str | None = None) -> np.ndarray:
+    def link_rows(self, snr_db: float, transport: str | None = None, precision: str | None = None) -> np.ndarray:
         """The channel-dependent rows of `splitrl.cost.kernel` at ``snr_db`` (cached per SNR)."""
-        key = (snr_db, transport)
+        key = (snr_db, transport) if precision is None else (snr_db, transport, precision)
         rows = self._link_rows.get(key)  # one dict lookup on a decision's hot path
         if rows is None:
             c = self.config
-            rows = self.cost_models[transport or c.transport].link_rows(float(snr_db), c.prompt_tokens, c.new_tokens)
+            rows = self.model_for(transport, precision).link_rows(float(snr_db), c.prompt_tokens, c.new_tokens)
             if len(self._link_rows) >= 8192:  # bounded: observed SNRs are rounded, their values few
                 self._link_rows.clear()
             self._link_rows[key] = rows
@@ -155,24 +193,27 @@ class RequestCostService:
         """Work out the channel-dependent cost terms at each SNR in ``snrs`` for every transport
         now (cached by the cost models), so that later requests at these SNRs only add the
         load-dependent part. Results are unchanged."""
-        for t in self.transports:
+        for t, p in self.options:
             for snr in snrs:
-                self.link_rows(float(snr), None if t == self.config.transport else t)
+                self.link_rows(float(snr), None if t == self.config.transport else t,
+                               None if p == self.default_precision else p)
 
     def request_latency(self, snr_db: float, load: float | None = None, *, edge_load: float | None = None,
-                        battery: float | None = None, transport: str | None = None) -> np.ndarray:
+                        battery: float | None = None, transport: str | None = None,
+                        precision: str | None = None) -> np.ndarray:
         """Latency (the reward's metric) of every split 0..L at ``snr_db``, with the UE slow-down
         under compute ``load`` when UE state is modelled and the edge's queueing at ``edge_load``;
         before the request timeout (a dead link is ``inf`` here). ``battery`` does not change latency."""
-        return self._latency(self._latency_energy(snr_db, edge_load, transport), load)
+        return self._latency(self._latency_energy(snr_db, edge_load, transport, precision), load)
 
-    def _latency_energy(self, snr_db: float, edge_load: float | None, transport: str | None):
+    def _latency_energy(self, snr_db: float, edge_load: float | None, transport: str | None,
+                        precision: str | None = None):
         """`CostModel.latency_energy` at this state: the `costs_at` figures a reward needs, cheaply."""
         from splitrl.cost.edge_load import md1_slowdown
 
         c = self.config
         rho = self.edge_utilization(edge_load, transport)
-        return self.cost_models[transport or c.transport].latency_energy(
+        return self.model_for(transport, precision).latency_energy(
             float(snr_db), c.prompt_tokens, c.new_tokens, edge_slowdown=None if rho is None else md1_slowdown(rho))
 
     def _latency(self, t, load: float | None) -> np.ndarray:
@@ -185,13 +226,13 @@ class RequestCostService:
         return lat
 
     def request_costs(self, snr_db: float, load: float | None = None, *, edge_load: float | None = None,
-                      battery: float | None = None, transport: str | None = None
+                      battery: float | None = None, transport: str | None = None, precision: str | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(latency, UE energy per token, timed out) of every split 0..L, as the reward charges them:
         a request slower than ``request_timeout_s`` is charged the timeout, and the energy of
         computing and transmitting until then. Energy is physical (joules): the battery level
         changes its weight in the reward, not the joules."""
-        t = self._latency_energy(snr_db, edge_load, transport)
+        t = self._latency_energy(snr_db, edge_load, transport, precision)
         lat = self._latency(t, load)
         timeout = self.config.request_timeout_s
         timed_out = ~(lat <= timeout)
@@ -214,11 +255,12 @@ class RequestCostService:
                             energy_ref_j=self.energy_ref_j, privacy_recovery=privacy_recovery, energy_scale=scale)
 
     def base_rewards(self, snr_db: float, load: float | None = None, *, edge_load: float | None = None,
-                     battery: float | None = None, transport: str | None = None) -> np.ndarray:
+                     battery: float | None = None, transport: str | None = None,
+                     precision: str | None = None) -> np.ndarray:
         """Reward of every split 0..L at this state with no quality loss and no switch; the reward of
         split ``s`` at quality loss ``q`` is ``base_rewards(snr)[s] - w_quality * q`` minus switching.
         (`splitrl.cost.kernel.base_rewards_into` is the compiled copy a planner's decision uses.)"""
-        lat, energy, _ = self.request_costs(snr_db, load, edge_load=edge_load, transport=transport)
+        lat, energy, _ = self.request_costs(snr_db, load, edge_load=edge_load, transport=transport, precision=precision)
         splits = self._rows
         return np.asarray(self.reward(log_ppl_ratio=0.0, latency_s=lat, energy_j=energy, split=splits,
                                       previous_split=splits, battery=battery,
@@ -226,10 +268,11 @@ class RequestCostService:
 
     def request_outcome(self, split: int, snr_db: float, *, previous_split: int, log_ppl_ratio: float = 0.0,
                         load: float | None = None, edge_load: float | None = None, battery: float | None = None,
-                        transport: str | None = None) -> dict[str, Any]:
+                        transport: str | None = None, precision: str | None = None) -> dict[str, Any]:
         """One request's charged latency/energy, timeout flag and reward at ``split`` (the env's step
         figures without the quality measurement: pass the quality loss when one is known)."""
-        lat, energy, timed_out = self.request_costs(snr_db, load, edge_load=edge_load, transport=transport)
+        lat, energy, timed_out = self.request_costs(snr_db, load, edge_load=edge_load, transport=transport,
+                                                    precision=precision)
         rec = self.privacy_recovery(transport)
         terms = self.reward(log_ppl_ratio=log_ppl_ratio, latency_s=float(lat[split]), energy_j=float(energy[split]),
                             split=int(split), previous_split=int(previous_split), battery=battery,

@@ -78,9 +78,11 @@ class ObservationSpec:
     edge's reported utilisation (0 when unknown); ``privacy_target`` is the request's smallest
     allowed split in layers (``s_min`` when the request has none).
 
-    Actions: ``absolute`` — action ``a`` selects split ``s_min + a // num_codecs`` and codec
-    ``a % num_codecs``; ``relative`` — moves the split in place by ``a - max_move``, clipped to
-    ``[s_min, L]`` (one codec only).
+    Actions: ``absolute`` — action ``a`` selects split ``s_min + a // num_options`` and option
+    ``o = a % num_options`` (``num_options = num_codecs * num_precisions``), i.e. codec
+    ``o // num_precisions`` and UE precision ``o % num_precisions`` (with one precision: codec
+    ``a % num_codecs``, as before precisions existed); ``relative`` — moves the split in place by
+    ``a - max_move``, clipped to ``[s_min, L]`` (one codec, one precision).
     """
 
     num_layers: int
@@ -93,6 +95,7 @@ class ObservationSpec:
     include_privacy_target: bool = False
     num_codecs: int = 1
     snr_resolution_db: float = 0.0
+    num_precisions: int = 1
 
     def __post_init__(self) -> None:
         if self.action_mode not in ACTION_MODES:
@@ -106,6 +109,9 @@ class ObservationSpec:
         if self.num_codecs < 1 or (self.num_codecs > 1 and self.action_mode != "absolute"):
             raise UsageError(f"codecs: more than one codec needs action_mode absolute, got {self.num_codecs} "
                              f"codecs with {self.action_mode!r}")
+        if self.num_precisions < 1 or (self.num_precisions > 1 and self.action_mode != "absolute"):
+            raise UsageError(f"ue_precisions: more than one UE precision needs action_mode absolute, got "
+                             f"{self.num_precisions} precisions with {self.action_mode!r}")
 
     @classmethod
     def from_config(cls, config: Any, num_layers: int) -> "ObservationSpec":
@@ -115,7 +121,8 @@ class ObservationSpec:
                    include_edge_load=getattr(config, "edge_load", None) is not None,
                    include_privacy_target=bool(getattr(config, "privacy_targets", ())),
                    num_codecs=max(1, len(getattr(config, "codecs", None) or ())),
-                   snr_resolution_db=float(getattr(config, "snr_resolution_db", 0.0)))
+                   snr_resolution_db=float(getattr(config, "snr_resolution_db", 0.0)),
+                   num_precisions=max(1, len(getattr(config, "ue_precisions", None) or ())))
 
     @property
     def L(self) -> int:
@@ -162,9 +169,14 @@ class ObservationSpec:
         return pos[name]
 
     @property
+    def num_options(self) -> int:
+        """(codec, UE precision) combinations per split."""
+        return self.num_codecs * self.num_precisions
+
+    @property
     def num_actions(self) -> int:
         if self.action_mode == "absolute":
-            return (self.num_layers - self.s_min + 1) * self.num_codecs
+            return (self.num_layers - self.s_min + 1) * self.num_options
         return 2 * self.max_move + 1
 
     def vector(self, obs: Observation) -> np.ndarray:
@@ -199,31 +211,44 @@ class ObservationSpec:
         if not 0 <= a < self.num_actions:
             raise ValueError(f"action {action!r} outside Discrete({self.num_actions})")
         if self.action_mode == "absolute":
-            return self.s_min + a // self.num_codecs
+            return self.s_min + a // self.num_options
         return int(np.clip(split_in_place + a - self.max_move, self.s_min, self.num_layers))
+
+    def option_for_action(self, action: int) -> int:
+        """Index ``codec * num_precisions + precision`` of the option ``action`` selects (0 with one)."""
+        return int(action) % self.num_options if self.action_mode == "absolute" else 0
 
     def codec_for_action(self, action: int) -> int:
         """Index of the codec ``action`` selects (0 with one codec)."""
-        return int(action) % self.num_codecs if self.action_mode == "absolute" else 0
+        return self.option_for_action(action) // self.num_precisions
 
-    def action_for_split(self, split: int, split_in_place: int, codec: int = 0) -> int:
+    def precision_for_action(self, action: int) -> int:
+        """Index of the UE precision ``action`` selects (0 with one precision or none configured)."""
+        return self.option_for_action(action) % self.num_precisions
+
+    def action_for_split(self, split: int, split_in_place: int, codec: int = 0, precision: int = 0) -> int:
         if not self.s_min <= split <= self.num_layers:
             raise ValueError(f"split {split} outside {self.s_min}..{self.num_layers}")
         if not 0 <= codec < self.num_codecs:
             raise ValueError(f"codec {codec} outside 0..{self.num_codecs - 1}")
+        if not 0 <= precision < self.num_precisions:
+            raise ValueError(f"precision {precision} outside 0..{self.num_precisions - 1}")
         if self.action_mode == "absolute":
-            return int((split - self.s_min) * self.num_codecs + codec)
+            return int((split - self.s_min) * self.num_options + codec * self.num_precisions + precision)
         return int(np.clip(split - split_in_place, -self.max_move, self.max_move) + self.max_move)
 
 
 @dataclass
 class Decision:
-    """A policy's choice: the split, the agent's raw action (None for fixed policies), the time it took."""
+    """A policy's choice: the split, the agent's raw action (None for fixed policies), the time it
+    took, and the UE's weight precision the action selects (None: not chosen by the policy — no
+    ``ue_precisions`` configured — the runtime's own)."""
 
     split: int
     action: int | None = None
     decision_us: float = 0.0
     reason: str = "policy"
+    ue_precision: str | None = None
 
 
 class SplitPolicy(ABC):
@@ -237,7 +262,12 @@ class SplitPolicy(ABC):
             return Decision(split=self.num_layers, reason="edge unavailable: all on the UE")
         t0 = time.perf_counter_ns()
         split, action = self._choose(obs)
-        return Decision(split=int(split), action=action, decision_us=(time.perf_counter_ns() - t0) / 1e3)
+        us = (time.perf_counter_ns() - t0) / 1e3
+        return Decision(split=int(split), action=action, decision_us=us, ue_precision=self.precision_of(action))
+
+    def precision_of(self, action: int | None) -> str | None:
+        """The UE precision ``action`` selects (None: this policy does not choose one)."""
+        return None
 
     @abstractmethod
     def _choose(self, obs: Observation) -> tuple[int, int | None]:
@@ -342,6 +372,12 @@ class AgentPolicy(SplitPolicy):
     def _choose(self, obs: Observation) -> tuple[int, int | None]:
         action = int(self.agent.act(self.spec.vector(obs)))
         return self.spec.split_for_action(action, obs.split), action
+
+    def precision_of(self, action: int | None) -> str | None:
+        precisions = tuple(getattr(self.env.config, "ue_precisions", None) or ())
+        if action is None or not precisions:
+            return None
+        return precisions[self.spec.precision_for_action(action)]
 
     def reset(self) -> None:
         self.agent.reset()

@@ -43,6 +43,15 @@ What one request costs at split ``s`` (UE: embeddings + layers ``[0, s)``; edge:
   ``link.tx_power_w / ue.pa_efficiency + ue.tx_circuit_power_w``.
 * UE memory = weights it holds (embeddings for ``s >= 1``, its layers, the final norm and an untied
   lm_head at ``s = L``) at the UE's weight dtype + its KV cache at the final context ``T + N - 1``.
+* UE weight precision (``ue_precision``, one of `splitrl.quant.precision.PRECISIONS`; None: the
+  profile's ``weight_dtype`` as above): every linear weight the UE holds or streams (the decoder
+  layers' projections; an untied lm_head) takes exactly `splitrl.quant.linear_weight_bytes` bytes
+  (scales and zeros included), and the other parameters (embeddings, a head tied to them, norms,
+  biases) their dense dtype at that precision: 4 B for fp32, 2 B (bf16) for bf16/int8/int4 — the
+  low-bit kernels run on bf16 activations (`splitrl.quant.precision`). Those bytes set the UE's
+  memory (and so the memory mask), the weights a pass streams and the embedding rows it reads;
+  the UE's FLOP/s and bandwidth are the profile's rates at that precision (`UEProfile.rates_at`).
+  The KV cache stays at the profile's ``kv_dtype``; the edge keeps its profile's weights.
 
 The SNR is held for the whole request: callers with a time-varying channel query per step.
 """
@@ -60,6 +69,7 @@ from splitrl.channel.fading import SPEED_OF_LIGHT_MPS
 from splitrl.link.codec import Codec, get_codec
 from splitrl.models.view import DecoderView
 from splitrl.cost.profiles import EdgeProfile, LinkProfile, UEProfile, load_profile
+from splitrl.quant.precision import check_precision, linear_weight_bytes
 
 __all__ = [
     "LINK_ADAPTATIONS", "CostEstimate", "CostModel", "CostTable", "LatencyEnergy", "ModelCosts", "emulate_report",
@@ -88,6 +98,10 @@ class ModelCosts:
         head_params_read: final norm + lm_head parameters streamed when the head runs.
         head_flops_per_token: FLOPs of the head per token.
         token_id_bytes: bytes of one token id on the air.
+        layer_linears: per decoder layer, the ``(out_features, in_features)`` of each linear weight
+            (what a weight precision quantises); empty when not known.
+        head_linear: ``(out, in)`` of the lm_head weight (None: not known).
+        head_tied: the lm_head shares the token embedding's storage.
     """
 
     num_layers: int
@@ -104,6 +118,9 @@ class ModelCosts:
     head_params_read: int
     head_flops_per_token: int
     token_id_bytes: int
+    layer_linears: tuple[tuple[tuple[int, int], ...], ...] = ()
+    head_linear: tuple[int, int] | None = None
+    head_tied: bool = False
 
     @classmethod
     def from_view(cls, view: DecoderView) -> ModelCosts:
@@ -142,7 +159,42 @@ class ModelCosts:
             head_params_read=norm_params + head_params,
             head_flops_per_token=int(view.head_flops_per_token()),
             token_id_bytes=int(view.cut_bytes_per_token(0)),
+            layer_linears=tuple(_linear_shapes(view.layers[i]) for i in range(L)),
+            head_linear=(int(head_w.shape[0]), int(head_w.shape[1])), head_tied=bool(tied),
         )
+
+    def precision_bytes(self, precision: str) -> tuple[FloatArray, float, float, float, float]:
+        """Bytes at weight ``precision``: (per decoder layer ``[L]``, token embedding table (+ learned
+        positions), one embedding row read per token, final norm + lm_head streamed when the head
+        runs, final norm + lm_head held beyond the embeddings) — see the module docstring."""
+        check_precision(precision)
+        if len(self.layer_linears) != self.num_layers or self.head_linear is None:
+            raise ValueError("these ModelCosts carry no linear shapes (build them with ModelCosts.from_view)")
+        dense = 4.0 if precision == "fp32" else 2.0
+        layers = np.array([
+            sum(linear_weight_bytes(o, i, precision) for o, i in shapes)
+            + (float(params) - sum(o * i for o, i in shapes)) * dense
+            for shapes, params in zip(self.layer_linears, self.layer_params)], dtype=np.float64)
+        v, h = self.head_linear
+        head_extra = self.head_params_read - v * h  # final norm (+ a head bias)
+        head_w = v * h * dense if self.head_tied else float(linear_weight_bytes(v, h, precision))
+        head_read = head_extra * dense + head_w
+        head_resident = head_extra * dense + (0.0 if self.head_tied else head_w)
+        return layers, self.embed_params * dense, self.embed_row_elements * dense, head_read, head_resident
+
+
+def _linear_shapes(module: Any) -> tuple[tuple[int, int], ...]:
+    """``(out_features, in_features)`` of every linear weight in ``module`` (`torch.nn.Linear`, and
+    GPT-2's ``Conv1D``, whose weight is stored ``[in, out]``)."""
+    import torch
+
+    out = []
+    for m in module.modules():
+        if isinstance(m, torch.nn.Linear):
+            out.append((int(m.out_features), int(m.in_features)))
+        elif type(m).__name__ == "Conv1D" and hasattr(m, "nf"):
+            out.append((int(m.weight.shape[1]), int(m.weight.shape[0])))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -356,7 +408,7 @@ class _Device:
         return t + self.overhead
 
 
-def _device_arrays(mc: ModelCosts, profile: UEProfile | EdgeProfile, side: str) -> _Device:
+def _device_arrays(mc: ModelCosts, profile: UEProfile | EdgeProfile, side: str, precision: str | None = None) -> _Device:
     L = mc.num_layers
     s = np.arange(L + 1)
     cum = lambda x: np.concatenate([[0.0], np.cumsum(x)])  # noqa: E731  cum(x)[s] = sum_{i<s} x_i
@@ -375,9 +427,28 @@ def _device_arrays(mc: ModelCosts, profile: UEProfile | EdgeProfile, side: str) 
     R, bw = float(profile.flops_per_s), profile.memory_bandwidth_bytes_per_s  # type: ignore[arg-type]
     flops_token = base + he * mc.embed_flops_per_token
     flops_head = hh * mc.head_flops_per_token
+    kv_token = kv * kvb
+    if precision is not None:  # exact bytes of the runtime's storage at this precision (module docstring)
+        R, bw = profile.rates_at(precision)
+        layer_b, embed_b, row_b, head_read_b, head_res_b = mc.precision_bytes(precision)
+        c_bytes = cum(layer_b)
+        lbytes = c_bytes if side == "ue" else c_bytes[L] - c_bytes
+        weight_read = lbytes + hh * head_read_b
+        row_read = he * row_b
+        decode = _MaxOfLines.of(
+            (flops_token + flops_head) / R, ctx / R,
+            np.zeros(L + 1) if bw is None else (weight_read + row_read) / bw,
+            np.zeros(L + 1) if bw is None else kv_token / bw,
+        )
+        return _Device(
+            flops_token=flops_token, flops_ctx=ctx, flops_head=flops_head, weight_read=weight_read,
+            head_read=hh * head_read_b, row_read=row_read, kv_token=kv_token,
+            overhead=(n_layers + hh) * profile.layer_overhead_s,
+            weight_resident=he * embed_b + lbytes + hh * head_res_b,
+            flops_per_s=R, bandwidth=bw, compute_power_w=profile.compute_power_w, decode=decode,
+        )
     weight_read = (params + hh * mc.head_params_read) * wb
     row_read = he * mc.embed_row_elements * wb
-    kv_token = kv * kvb
     # Decode step at context c: compute line (F_token + F_head + F_ctx c) / R against memory line
     # (weights + embedding row + KV of c positions) / bandwidth; no memory line without a bandwidth.
     zero = np.zeros(L + 1)
@@ -485,6 +556,9 @@ class CostModel:
             edge slow-down) are kept; 0 disables the cache. Results are immutable, so sharing them is safe.
         prefill_chunks: largest number of chunks the prompt may be pipelined in (1: no pipelining,
             the sequential prefill); see the module docstring.
+        ue_precision: weight precision of the UE's segment (`splitrl.quant.precision.PRECISIONS`;
+            the UE profile must list it in ``precision_rates``), or None (default): the profile's
+            ``weight_dtype`` and rates, the model before precisions existed (unchanged figures).
     """
 
     def __init__(
@@ -498,6 +572,7 @@ class CostModel:
         link_adaptation: str = "min_latency",
         cache_size: int = 4096,
         prefill_chunks: int = 1,
+        ue_precision: str | None = None,
     ) -> None:
         view = getattr(view, "view", view)  # accept a LoadedModel
         if not isinstance(view, DecoderView):
@@ -513,7 +588,8 @@ class CostModel:
         self._crosses = self._splits < L
         self._is_tokens = self._splits == 0
         self._is_hidden = (self._splits > 0) & (self._splits < L)
-        self._ue = _device_arrays(self.costs, self.ue, "ue")
+        self.ue_precision = None if ue_precision is None else check_precision(ue_precision, "ue_precision")
+        self._ue = _device_arrays(self.costs, self.ue, "ue", self.ue_precision)
         self._edge = _device_arrays(self.costs, self.edge, "edge")
         self._ue_kv_token = self._ue.kv_token
         self._rate_model = self.link.rate_model()
@@ -895,8 +971,9 @@ class CostModel:
         return snr, int(prompt_tokens), int(n)
 
     def __repr__(self) -> str:
+        prec = "" if self.ue_precision is None else f", ue_precision={self.ue_precision!r}"
         return (f"CostModel(L={self.num_layers}, ue={self.ue.name!r}, edge={self.edge.name!r}, "
-                f"link={self.link.name!r}, codec={self.codec.name!r})")
+                f"link={self.link.name!r}, codec={self.codec.name!r}{prec})")
 
 
 def emulate_report(report: Any, cost_model: CostModel, snr_db: float) -> dict[str, Any]:
@@ -936,5 +1013,7 @@ def emulate_report(report: Any, cost_model: CostModel, snr_db: float) -> dict[st
         "link_profile": cost_model.link.name,
         "codec": cost_model.codec.name,
     }
+    if cost_model.ue_precision is not None:
+        out["ue_precision"] = cost_model.ue_precision
     report.emulated.update(out)
     return out

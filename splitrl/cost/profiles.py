@@ -12,6 +12,16 @@ and ``flops_per_s = peak_flops_per_s * utilization``), an optional sustained mem
 at batch 1 is bandwidth-bound: every step streams all weights), and a fixed per-layer dispatch
 overhead (kernel launches / operator dispatch), plus power draws for energy accounting.
 
+**Weight precisions** (`splitrl.quant.precision.PRECISIONS`: ``fp32 bf16 int8 int4``): a compute
+profile may list, in ``precision_rates``, the precisions the device runs its segment at and each
+one's sustained rates *relative to* ``flops_per_s`` / ``memory_bandwidth_bytes_per_s`` (which are
+measured or sourced at ``weight_dtype``): ``compute`` multiplies the FLOP/s (e.g. fp32 NEON has half
+the fp16 lanes; dequantising int4 costs ALU work) and ``memory`` the bandwidth a decode at that
+precision sustains (low-bit kernels do not stream their fewer bytes at the full rate). The *bytes*
+of each precision are not a factor here: `splitrl.cost.model` takes them from
+`splitrl.quant.linear_weight_bytes` (the runtime's exact storage, scales included). A precision
+absent from the mapping is one the device does not run (`rates_at` raises).
+
 `LinkProfile` is the radio: a link budget (`splitrl.channel.LinkBudget`), the fading process, a rate
 model (Shannon with gap, or the NR CQI table) and the HARQ/latency settings, with helpers that build
 the `splitrl.channel` objects from it.
@@ -42,6 +52,7 @@ from splitrl.channel import (
     make_channel,
 )
 from splitrl.channel.fading import FADING_MODELS
+from splitrl.quant.precision import PRECISIONS
 
 __all__ = [
     "DTYPE_BYTES",
@@ -65,8 +76,10 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 ProfileKind = Literal["ue", "edge", "link"]
 PROFILE_KINDS: tuple[str, ...] = ("ue", "edge", "link")
 
-# Bytes per stored element. int4 packs two weights per byte; per-group scales of real int4/int8
-# formats (a few % extra) are not counted.
+# Bytes per stored element at a profile's ``weight_dtype`` (the model without a UE precision).
+# int4 packs two weights per byte; per-group scales are not counted here. A cost model given a
+# weight *precision* (`CostModel(ue_precision=...)`) counts exact bytes with
+# `splitrl.quant.linear_weight_bytes` instead.
 DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 
 
@@ -136,6 +149,10 @@ class _ComputeProfile:
         compute_power_w: power drawn above ``idle_power_w`` while computing, [0, 2000] W.
         idle_power_w: baseline power drawn for the whole request duration, [0, 2000] W.
         measurement: raw timings of a measured profile (`splitrl.cost.measure`), else None.
+        precision_rates: None, or ``{precision: {"compute": c, "memory": m}}`` for the weight
+            precisions (`splitrl.quant.precision.PRECISIONS`) the device runs: the sustained FLOP/s
+            and bandwidth at that precision are ``c * flops_per_s`` and ``m * memory_bandwidth``,
+            each factor in (0, 100] (see the module docstring).
     """
 
     name: str
@@ -150,6 +167,7 @@ class _ComputeProfile:
     compute_power_w: float
     idle_power_w: float = 0.0
     measurement: dict | None = None
+    precision_rates: dict | None = None
 
     def __post_init__(self) -> None:
         o, n = type(self).__name__, self.name
@@ -189,6 +207,44 @@ class _ComputeProfile:
         _set(self, "idle_power_w", _num(o, n, "idle_power_w", self.idle_power_w, 0.0, 2000.0))
         if self.measurement is not None and not isinstance(self.measurement, Mapping):
             raise _fail(o, n, "measurement", self.measurement, "a mapping or None")
+        _set(self, "precision_rates", self._check_precision_rates(o, n, self.precision_rates))
+
+    @staticmethod
+    def _check_precision_rates(o: str, n: str, rates: Any) -> dict | None:
+        if rates is None:
+            return None
+        if not isinstance(rates, Mapping) or not rates:
+            raise _fail(o, n, "precision_rates", rates, "None or a non-empty mapping {precision: {compute, memory}}")
+        out: dict[str, dict[str, float]] = {}
+        for prec, factors in rates.items():
+            _choice(o, n, "precision_rates key", prec, PRECISIONS)
+            fld = f"precision_rates.{prec}"
+            if not isinstance(factors, Mapping) or set(factors) != {"compute", "memory"}:
+                raise _fail(o, n, fld, factors, "a mapping with exactly the keys 'compute' and 'memory'")
+            out[str(prec)] = {k: _num(o, n, f"{fld}.{k}", factors[k], 0.0, 100.0, lo_open=True)
+                              for k in ("compute", "memory")}
+        return out
+
+    @property
+    def supported_precisions(self) -> tuple[str, ...]:
+        """The weight precisions ``precision_rates`` lists, in `PRECISIONS` order (empty: none)."""
+        rates = self.precision_rates or {}
+        return tuple(p for p in PRECISIONS if p in rates)
+
+    def rates_at(self, precision: str) -> tuple[float, float | None]:
+        """(sustained FLOP/s, sustained bandwidth or None) at weight ``precision``; a ValueError naming
+        the profile and the precisions it lists when the device does not run ``precision``."""
+        from splitrl.quant.precision import check_precision
+
+        check_precision(precision)
+        rates = self.precision_rates or {}
+        if precision not in rates:
+            listed = ", ".join(self.supported_precisions) or "none"
+            raise _fail(type(self).__name__, self.name, "precision", precision,
+                        f"one the profile's precision_rates lists ({listed}); add its sourced rates to the profile")
+        f = rates[precision]
+        bw = self.memory_bandwidth_bytes_per_s
+        return float(self.flops_per_s) * f["compute"], None if bw is None else float(bw) * f["memory"]  # type: ignore[arg-type]
 
     @property
     def weight_bytes_per_param(self) -> float:
@@ -490,7 +546,7 @@ def profile_from_dict(kind: str, data: Mapping[str, Any], *, where: str = "profi
     if declared != kind:
         raise ValueError(f"{where}: is a {declared!r} profile, not {kind!r}")
     cls = _CLASSES[kind]
-    text = ("name", "description", "weight_dtype", "kv_dtype", "fading", "measurement")
+    text = ("name", "description", "weight_dtype", "kv_dtype", "fading", "measurement", "precision_rates")
     kwargs = _kwargs_for(cls, body, where, text)
     if kind == "link":
         for key, sub in _NESTED.items():
