@@ -124,6 +124,15 @@ class ModelCosts:
 
     @classmethod
     def from_view(cls, view: DecoderView) -> ModelCosts:
+        if view.base_precision != "fp32":
+            # A model loaded at a low-bit precision has no fp32 linears left to read shapes from:
+            # describe the same architecture from an empty (meta) fp32 skeleton of its config.
+            from accelerate import init_empty_weights
+            from transformers import AutoModelForCausalLM
+
+            with init_empty_weights():
+                skeleton = AutoModelForCausalLM.from_config(view.config)
+            return cls.from_view(DecoderView(skeleton))
         L, H = view.num_layers, view.hidden_size
         costs = [view.layer_cost(i) for i in range(L)]
         c = view.config
@@ -145,7 +154,7 @@ class ModelCosts:
         norm_params = int(sum(p.numel() for p in view.final_norm.parameters()))
         head_w = view.lm_head.weight
         head_params = int(sum(p.numel() for p in view.lm_head.parameters()))
-        tied = head_w.data_ptr() == embed_w.data_ptr()
+        tied = head_w is embed_w or (head_w.device.type != "meta" and head_w.data_ptr() == embed_w.data_ptr())
         return cls(
             num_layers=L, hidden_size=H, vocab_size=view.vocab_size,
             layer_params=np.array([lc.params for lc in costs], dtype=np.float64),
@@ -166,21 +175,31 @@ class ModelCosts:
     def precision_bytes(self, precision: str) -> tuple[FloatArray, float, float, float, float]:
         """Bytes at weight ``precision``: (per decoder layer ``[L]``, token embedding table (+ learned
         positions), one embedding row read per token, final norm + lm_head streamed when the head
-        runs, final norm + lm_head held beyond the embeddings) — see the module docstring."""
+        runs, final norm + lm_head held beyond the embeddings) — see the module docstring.
+
+        These are the runtime's own storage (`splitrl.quant.weights`): linears at ``precision``
+        (scales included, `linear_weight_bytes`); norms, biases and learned positions fp32; the
+        token embedding at the vocabulary precision (fp32, bf16, else int8 rows with a bf16 scale
+        each); the head shares the embedding when tied, except at int4, where it is its own int4
+        matrix."""
         check_precision(precision)
         if len(self.layer_linears) != self.num_layers or self.head_linear is None:
             raise ValueError("these ModelCosts carry no linear shapes (build them with ModelCosts.from_view)")
-        dense = 4.0 if precision == "fp32" else 2.0
         layers = np.array([
             sum(linear_weight_bytes(o, i, precision) for o, i in shapes)
-            + (float(params) - sum(o * i for o, i in shapes)) * dense
+            + (float(params) - sum(o * i for o, i in shapes)) * 4.0
             for shapes, params in zip(self.layer_linears, self.layer_params)], dtype=np.float64)
         v, h = self.head_linear
-        head_extra = self.head_params_read - v * h  # final norm (+ a head bias)
-        head_w = v * h * dense if self.head_tied else float(linear_weight_bytes(v, h, precision))
-        head_read = head_extra * dense + head_w
-        head_resident = head_extra * dense + (0.0 if self.head_tied else head_w)
-        return layers, self.embed_params * dense, self.embed_row_elements * dense, head_read, head_resident
+        vocab = "int8" if precision == "int4" else precision
+        positions = self.embed_params - v * h            # GPT-2's learned positions (fp32)
+        embed_table = float(linear_weight_bytes(v, h, vocab)) + positions * 4.0
+        per_element = float(linear_weight_bytes(1, h, vocab)) / h
+        embed_row = self.embed_row_elements * per_element if positions == 0 else h * per_element + (
+            self.embed_row_elements - h) * 4.0
+        head_extra = (self.head_params_read - v * h) * 4.0  # final norm (+ a head bias)
+        own_head = not self.head_tied or precision == "int4"
+        head_w = float(linear_weight_bytes(v, h, precision if own_head else vocab))
+        return layers, embed_table, embed_row, head_extra + head_w, head_extra + (head_w if own_head else 0.0)
 
 
 def _linear_shapes(module: Any) -> tuple[tuple[int, int], ...]:

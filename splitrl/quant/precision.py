@@ -44,5 +44,6 @@ def linear_weight_bytes(out_features: int, in_features: int, precision: str) -> 
         return 2 * n * k
     if precision == "int8":
         return n * k + _SCALE_BYTES * n
-    groups = -(-k // INT4_GROUP_SIZE)
-    return (n * k + 1) // 2 + 2 * _SCALE_BYTES * n * groups
+    # The packed kernel needs N a multiple of 16 and K of the group size: `Int4Linear` pads with zeros.
+    n, k = -(-n // 16) * 16, -(-k // INT4_GROUP_SIZE) * INT4_GROUP_SIZE
+    return n * k // 2 + 2 * _SCALE_BYTES * n * (k // INT4_GROUP_SIZE)
