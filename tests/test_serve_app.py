@@ -163,3 +163,23 @@ def test_streamed_text_equals_the_non_streamed_text_for_stop_strings_spanning_to
         assert text == plain["text"] and reason == plain["finish_reason"], (stop, text, plain)
         checked += 1
     assert checked == len(stops)
+
+
+@pytest.mark.timeout(120)
+def test_a_huge_prompt_is_tokenised_off_the_event_loop(client):
+    import threading
+    import time
+
+    big = {"model": "llama-tiny", "prompt": "word and another " * 61_000, "max_tokens": 2}  # ~1 MB
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(r=client.post("/v1/completions", json=big, headers=AUTH)))
+    worst = 0.0
+    worker.start()
+    while worker.is_alive():
+        t0 = time.perf_counter()
+        assert client.get("/health").status_code == 200
+        worst = max(worst, time.perf_counter() - t0)
+        time.sleep(0.01)
+    worker.join()
+    _error(out["r"], 400, "context_length_exceeded")  # it was tokenised (and is too long for the model)
+    assert worst < 0.25, f"/health waited {worst:.2f} s behind the tokenizer"

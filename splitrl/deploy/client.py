@@ -17,7 +17,10 @@ layers, so any request can fall back), checks the edge with a handshake (same mo
 layers it needs), runs requests through any split, and tracks the edge's health: after a fallback
 ``edge_available`` is False until a background health check passes again, so the controller keeps
 the split on the UE meanwhile; an edge restarted at the same address is picked up without
-restarting the UE.
+restarting the UE. An edge that refuses a session because it is full (`EdgeBusy`) or because it
+now serves another model (`EdgeMismatch`) counts as unavailable too: the request finishes on the
+UE and ``edge_error`` says why (a mismatched edge fails every health check, so it stays down).
+A stream is cancelled on every failure path of ``open``: an open stream holds an edge session.
 """
 from __future__ import annotations
 
