@@ -10,7 +10,11 @@ stopped, so the CLI drivers, ``make demo``, benchmarks and tests all do it the s
   atomically: a reader never sees a half-written number); `wait_for_port_file` waits for it while
   checking that the child is still alive, so a crash at start-up is an error, not a hang;
 * children are stopped only through their own pid (SIGTERM, then SIGKILL after a grace period),
-  never by name; `ChildProcess` is a context manager so nothing outlives the caller.
+  never by name; `ChildProcess` is a context manager so nothing outlives the caller;
+* a child also knows its parent's pid (``SPLITRL_PARENT_PID``): a worker child (pipeline stage,
+  tp worker, aircomp worker: `WORKER_COMMANDS`) calls `exit_with_parent` first thing in
+  ``python -m splitrl``, before the seconds of torch/transformers imports, so a SIGKILLed driver,
+  which cannot stop its children, does not leave them running (each would hold its model part).
 
 It also owns how a process measures its own memory (`peak_rss_bytes`, `anon_rss_bytes`), read from
 ``/proc/<pid>/status``. Never use ``getrusage(RUSAGE_SELF).ru_maxrss`` for a per-process peak: on
@@ -25,14 +29,21 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
 __all__ = [
-    "ChildProcess", "anon_rss_bytes", "child_env", "peak_rss_bytes", "proc_status_bytes", "rss_bytes", "spawn_splitrl",
-    "wait_for_port_file", "write_port_file",
+    "ChildProcess", "anon_rss_bytes", "child_env", "exit_with_parent", "peak_rss_bytes", "proc_status_bytes", "rss_bytes",
+    "spawn_splitrl", "wait_for_port_file", "write_port_file",
 ]
+
+PARENT_PID_ENV = "SPLITRL_PARENT_PID"
+ORPHAN_EXIT_CODE = 3
+# Worker commands (argv prefixes) that exit with the driver that spawned them (`exit_with_parent`).
+WORKER_COMMANDS = (("pipeline", "stage"), ("tp", "worker"), ("aircomp-worker",))
+
 
 
 def proc_status_bytes(field: str, pid: int | str = "self") -> int | None:
@@ -89,11 +100,43 @@ def child_env(threads: int = 1, extra: Mapping[str, str] | None = None) -> dict[
         "SPLITRL_THREADS": str(int(threads)),
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONUNBUFFERED": "1",
+        PARENT_PID_ENV: str(os.getpid()),
     })
     env.setdefault("HF_HUB_OFFLINE", "1")
     if extra:
         env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+def exit_with_parent(poll_s: float = 0.5, *, what: str = "splitrl") -> bool:
+    """Exit this process (status 3) as soon as the parent that spawned it (`spawn_splitrl`) is gone.
+
+    For a child started by `spawn_splitrl` (``SPLITRL_PARENT_PID`` set; the variable is consumed
+    here, so this process's own children do not inherit it). If the parent already died (this
+    process was re-parented before getting here: start-up imports take seconds) it exits at once;
+    otherwise a daemon thread polls ``os.getppid()``, which changes when the parent dies. Returns
+    whether a watch applies (False for a process started by hand).
+    """
+    raw = os.environ.pop(PARENT_PID_ENV, "")
+    if not raw.isdigit() or int(raw) <= 1:
+        return False
+    parent = int(raw)
+
+    def gone() -> None:
+        print(f"{what}: parent process {parent} is gone; exiting", file=sys.stderr, flush=True)
+        os._exit(ORPHAN_EXIT_CODE)
+
+    if os.getppid() != parent:
+        gone()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                gone()
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+    return True
 
 
 def write_port_file(path: str | Path, port: int) -> None:

@@ -100,6 +100,11 @@ class SweepConfig:
         if bad_p or not self.ue_precisions or len(set(self.ue_precisions)) != len(self.ue_precisions):
             raise ValueError(f"ue_precisions {self.ue_precisions}: must be distinct names from {', '.join(PRECISIONS)}")
 
+        # One cell per coordinate: a repeated split, transport or level (5 and 5.0, -0 and 0, or levels
+        # equal to 6 significant digits, which share a row key) would write the same cell twice.
+        self.splits = _unique(self.splits, int)
+        self.transports = _unique(self.transports, str)
+        self.levels = [float(v) + 0.0 for v in _unique(self.levels, _level_key)]
         if self.level_kind not in LEVEL_KINDS:
             raise ValueError(f"level_kind must be one of {', '.join(LEVEL_KINDS)}, got {self.level_kind!r}")
         if self.seeds < 1:
@@ -140,7 +145,18 @@ class Cell:
 
 
 def _level_key(level: float) -> str:
-    return f"{float(level):.6g}"
+    return f"{float(level) + 0.0:.6g}"  # (+ 0.0: -0.0 is 0.0)
+
+
+def _unique(values, key) -> list:
+    """``values`` without repeats (by ``key``), in first-seen order."""
+    seen, out = set(), []
+    for v in values:
+        k = key(v)
+        if k not in seen:
+            seen.add(k)
+            out.append(v)
+    return out
 
 
 def cell_seed(base_seed: int, cell: Cell) -> int:
@@ -233,10 +249,26 @@ def read_done(path: Path) -> set[tuple]:
     reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
     if reader.fieldnames and reader.fieldnames not in (COLUMNS, FP32_COLUMNS, OLD_COLUMNS):
         raise ValueError(f"{path} is not a sweep table of this version (its columns differ); write to a new file")
+    done: set[tuple] = set()
+    kept: list[dict] = []
     try:
-        return {_row_key(r) for r in reader}
+        for r in reader:
+            k = _row_key(r)
+            if k not in done:
+                done.add(k)
+                kept.append(r)
     except (TypeError, ValueError, KeyError):
         raise ValueError(f"{path} has a malformed row (two writers at once, or edited by hand); write to a new file") from None
+    if len(kept) < reader.line_num - 1:  # a cell written twice (an older version, or concatenated tables): keep the first
+        tmp = path.with_name(path.name + f".dedup{os.getpid()}")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=reader.fieldnames)
+            w.writeheader()
+            w.writerows(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return done
 
 
 class TableLock:

@@ -105,6 +105,8 @@ def test_write_load_round_trip(tmp_path):
         ("0.0,1.0\n0.1,2.0\n", r"bad\.csv:1: header .* lacks"),
         ("time,snr_db\n0,1\n0.1,abc\n", r"bad\.csv:3: column 'snr_db': 'abc' is not a number"),
         ("time,snr_db\n0,1\n0.1,nan\n", r"bad\.csv:3: column 'snr_db': 'nan' is not finite"),
+        ("time,snr_db\n0,1e308\n", r"bad\.csv:2: column 'snr_db': '1e308' dB is outside \[-200, 200\] dB"),
+        ("time,snr_db\n0,1\n1,-250\n", r"bad\.csv:3: column 'snr_db': '-250' dB is outside"),
         ("time,snr_db\n0,1\n\n0.1,2,3\n", r"bad\.csv:4: expected 2 fields"),
         ("time,snr_db\n0,1\n0.1,2\n0.1,3\n", r"bad\.csv:4: column 'time': 0\.1 is not after"),
         ("time,snr_db,time\n0,1,0\n", r"bad\.csv:1: duplicate column"),

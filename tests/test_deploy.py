@@ -25,12 +25,12 @@ from splitrl.runtime import ExecutorError, SamplingConfig, SplitRuntime
 PROMPT = "The edge server and the phone share one model"
 
 
-def _start_edge(tmp_path, model: str, *, layers: str = "0:", port: int = 0, name: str = "edge"):
+def _start_edge(tmp_path, model: str, *, layers: str = "0:", port: int = 0, name: str = "edge", extra=()):
     token_file = tmp_path / "token"
     port_file = tmp_path / f"{name}.port"
     port_file.unlink(missing_ok=True)
     child = spawn_splitrl(["edge", "--listen", f"127.0.0.1:{port}", "--token-file", token_file, "--port-file",
-                           port_file, "--model", model, "--layers", layers], log_path=tmp_path / f"{name}.log")
+                           port_file, "--model", model, "--layers", layers, *extra], log_path=tmp_path / f"{name}.log")
     try:
         bound = wait_for_port_file(port_file, child, timeout_s=120)
     except BaseException:
@@ -52,8 +52,9 @@ def fresh_edge(tmp_path):
     """An edge of its own, for tests that kill or stop it."""
     started = []
 
-    def start(model="llama-tiny", port=0, layers="0:"):
-        child, bound, token = _start_edge(tmp_path, model, port=port, layers=layers, name=f"edge{len(started)}")
+    def start(model="llama-tiny", port=0, layers="0:", extra=()):
+        child, bound, token = _start_edge(tmp_path, model, port=port, layers=layers, name=f"edge{len(started)}",
+                                          extra=extra)
         started.append(child)
         return child, bound, token
 
@@ -284,3 +285,130 @@ def test_tls_edge_serves_a_ue_that_verifies_its_certificate(tmp_path, llama_tiny
         ue.close()
         with pytest.raises(ExecutorError):  # plaintext against a TLS edge: no silent downgrade
             UEClient(f"127.0.0.1:{port}", token, llama_tiny)
+
+
+@pytest.mark.timeout(120)
+def test_requests_the_wire_refuses_close_their_stream_and_the_edge_keeps_every_session(fresh_edge, llama_tiny):
+    """Values the wire encoder refuses (seed -1, temperature 1e-7, ...) used to leave the stream open on the
+    edge; after --max-sessions of them every UE got RESOURCE_EXHAUSTED. Each now closes its stream."""
+    child, port, token = fresh_edge(extra=["--max-sessions", "2"])
+    ue = UEClient(f"127.0.0.1:{port}", token, llama_tiny)
+    ids = _ids(llama_tiny)
+    bad = [SamplingConfig(do_sample=True, seed=-1), SamplingConfig(do_sample=True, seed=2**63),
+           SamplingConfig(do_sample=True, temperature=1e-7), SamplingConfig(do_sample=True, top_p=1e-12)]
+    for sampling in bad * 2:
+        with pytest.raises(ExecutorError, match="sampling|seed|temperature|top_p"):
+            ue.generate(ids, 3, sampling=sampling, max_new_tokens=2)
+    deadline = time.monotonic() + 10
+    while ue.conn.hello().sessions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ue.conn.hello().sessions == 0
+    ok = ue.generate(ids, 3, max_new_tokens=3)
+    assert len(ok.token_ids) == 3 and ok.report.fallback_segments == []  # served by the edge, not RESOURCE_EXHAUSTED
+    ue.close()
+
+
+def _silent_stream(conn):
+    """A stream that is open and authenticated but never sends a frame (until ``stop.put(None)``)."""
+    import queue as _queue
+
+    stop: _queue.Queue = _queue.Queue()
+    call = conn.session(iter(stop.get, None), metadata=conn.metadata)
+    return call, stop
+
+
+@pytest.mark.timeout(120)
+def test_silent_streams_are_closed_after_the_idle_deadline_and_capped_per_client(fresh_edge, llama_tiny):
+    child, port, token = fresh_edge(extra=["--max-sessions", "2", "--idle-timeout", "2", "--max-streams-per-client", "2"])
+    conn = EdgeConnection(f"127.0.0.1:{port}", token)
+    held = [_silent_stream(conn) for _ in range(2)]
+    over, over_stop = _silent_stream(conn)  # a third on the same connection: refused at once
+    with pytest.raises(grpc.RpcError) as e:
+        list(over)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "max-streams-per-client" in e.value.details()
+    assert conn.hello().sessions == 0  # Hello still answers while the silent streams are held
+    t0 = time.monotonic()
+    for call, _ in held:  # the edge ends them after the idle deadline
+        with pytest.raises(grpc.RpcError) as e:
+            list(call)
+        assert e.value.code() == grpc.StatusCode.CANCELLED
+    assert 1.5 < time.monotonic() - t0 < 10
+    for _, stop in held + [(over, over_stop)]:
+        stop.put(None)
+    conn.close()
+    ue = UEClient(f"127.0.0.1:{port}", token, llama_tiny)
+    ok = ue.generate(_ids(llama_tiny), 3, max_new_tokens=3)
+    assert ok.report.fallback_segments == []
+    ue.close()
+    assert "no frame for" in (child.log_path.read_text())
+
+
+@pytest.mark.timeout(180)
+def test_a_busy_or_mismatched_edge_is_treated_as_unavailable(fresh_edge, llama_tiny):
+    """Edge full (too many open sessions) or restarted with another model: the UE finishes the request
+    itself, exactly, marks the edge down and says why (serve's /health reports it)."""
+    child, port, token = fresh_edge(extra=["--max-sessions", "1"])
+    ids = _ids(llama_tiny)
+    want = SplitRuntime(llama_tiny).generate(ids, 3, max_new_tokens=4, stop_at_eos=False).token_ids
+    holder = EdgeConnection(f"127.0.0.1:{port}", token)  # another client holds the only session
+    open_msg = wire.Message("open", "h", 0, {"L": 6, "cuts": [3], "seg": 1, "sampling": {}, "policy": {},
+                                             "fp": llama_tiny.fingerprint})
+    import queue as _queue
+
+    frames: _queue.Queue = _queue.Queue()
+    frames.put(wire.encode(open_msg))
+    call = holder.session(iter(frames.get, None), metadata=holder.metadata)
+    assert wire.decode(next(call)).type == "ok"
+    ue = UEClient(f"127.0.0.1:{port}", token, llama_tiny, health_interval_s=0.3)
+    busy = ue.generate(ids, 3, max_new_tokens=4, stop_at_eos=False)
+    assert busy.token_ids == want and busy.report.fallback_segments == [1]
+    assert not ue.edge_available and "busy" in ue.edge_error
+    frames.put(None)
+    call.cancel()
+    holder.close()
+    assert ue.wait_available(30)  # the session is free again: the health check passes
+    assert ue.generate(ids, 3, max_new_tokens=4, stop_at_eos=False).report.fallback_segments == []
+    # The edge restarted at the same address with another model.
+    child.stop()
+    fresh_edge(model="gpt2-tiny", port=port)
+    other = ue.generate(ids, 3, max_new_tokens=4, stop_at_eos=False)
+    assert other.token_ids == want and other.report.fallback_segments == [1]
+    assert not ue.edge_available and "mismatch" in ue.edge_error
+    time.sleep(1.0)  # the health check keeps failing: a mismatched edge stays down
+    assert not ue.edge_available and "mismatch" in ue.edge_error
+    assert ue.generate(ids, 3, max_new_tokens=4, stop_at_eos=False).report.fallback_segments == [1]
+    ue.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_edge_caps_context_length_at_the_models_positions(llama_edge, llama_tiny):
+    _, port, token = llama_edge
+    fp = llama_tiny.fingerprint
+    limit = llama_tiny.view.max_positions
+    open_msg = wire.Message("open", "r9", 0, {"L": 6, "cuts": [3], "seg": 1, "sampling": {}, "policy": {}, "fp": fp})
+    hidden = llama_tiny.view.hidden_size
+    huge = wire.Message("step", "r9", 1, {"ph": "prefill", "b": 0, "k": "hidden", "codec": "fp32", "dt": "float32",
+                                        "shape": [1, limit + 1, hidden], "q": 0}, b"\x00" * 16)
+    t0 = time.monotonic()
+    replies = _raw_session(port, token, [wire.encode(open_msg), wire.encode(huge)])
+    assert [r.type for r in replies] == ["ok", "error"]
+    assert "context length" in replies[1].get("msg") and str(limit) in replies[1].get("msg")
+    assert time.monotonic() - t0 < 5
+    ue = UEClient(f"127.0.0.1:{port}", token, llama_tiny)
+    assert len(ue.generate(_ids(llama_tiny), 3, max_new_tokens=3).token_ids) == 3
+    ue.close()
+
+
+def test_a_token_file_other_users_can_read_is_accepted_with_a_warning(tmp_path, caplog):
+    from splitrl.deploy.security import read_token
+
+    path = tmp_path / "token"
+    path.write_text("t" * 32 + "\n")
+    path.chmod(0o600)
+    with caplog.at_level("WARNING", logger="splitrl.security"):
+        assert read_token(path) == "t" * 32
+    assert not caplog.records
+    path.chmod(0o644)
+    with caplog.at_level("WARNING", logger="splitrl.security"):
+        assert read_token(path) == "t" * 32
+    assert "readable by other users" in caplog.text and "chmod 600" in caplog.text

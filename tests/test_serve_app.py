@@ -101,3 +101,85 @@ def test_stop_sequence_truncates(client):
     stop = full[len(full) // 2: len(full) // 2 + 2]
     cut = client.post("/v1/completions", json={**body, "stop": stop}, headers=AUTH).json()["choices"][0]
     assert cut["text"] == full[: full.find(stop)] and cut["finish_reason"] == "stop"
+
+
+def test_out_of_range_sampling_and_malformed_text_are_400_naming_the_field(client):
+    ok = {"model": "llama-tiny", "prompt": "hi", "max_tokens": 2}
+    cases = [({"seed": -1}, "seed"), ({"seed": 2**63}, "seed"), ({"seed": 10**30}, "seed"), ({"seed": 1.5}, "seed"),
+             ({"temperature": 1e7}, "temperature"), ({"temperature": "hot"}, "temperature"), ({"top_p": 0}, "top_p"),
+             ({"top_p": 1.5}, "top_p"), ({"stop": 5}, "stop"), ({"stop": ["a"] * 5}, "stop"), ({"stream": "yes"}, "stream"),
+             ({"max_tokens": True}, "max_tokens"), ({"echo": True}, "echo"), ({"logprobs": 2}, "logprobs")]
+    for extra, field in cases:
+        err = _error(client.post("/v1/completions", json={**ok, **extra}, headers=AUTH), 400)
+        assert err["param"] == field and field in err["message"], (extra, err)
+    # JSON's non-standard literals (Python's json accepts them), a lone surrogate, a 200,000-deep body.
+    for raw, field in [(b'{"model": "llama-tiny", "prompt": "hi", "temperature": Infinity}', "temperature"),
+                       (b'{"model": "llama-tiny", "prompt": "hi", "top_p": NaN}', "top_p"),
+                       (b'{"model": "llama-tiny", "prompt": "\\ud800"}', "prompt"),
+                       (b'{"model": "llama-tiny", "prompt": "hi", "stop": ["\\udfff"]}', "stop")]:
+        err = _error(client.post("/v1/completions", content=raw, headers=AUTH), 400)
+        assert err["param"] == field, (raw, err)
+    chat = {"model": "llama-tiny", "messages": [{"role": "user", "content": "\ud800"}]}
+    raw = json.dumps(chat).encode()  # ensure_ascii: the surrogate travels as the escape \ud800
+    assert _error(client.post("/v1/chat/completions", content=raw, headers=AUTH), 400)["param"] == "messages"
+    deep = b'{"model": "llama-tiny", "prompt": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    _error(client.post("/v1/completions", content=deep, headers=AUTH), 400)
+    assert client.server.requests == 0  # nothing reached the model
+    # Values at the edges are served: a temperature below vLLM's epsilon is greedy, a tiny top_p keeps one token.
+    greedy = client.post("/v1/completions", json={**ok, "temperature": 0}, headers=AUTH).json()["choices"][0]["text"]
+    for extra in ({"temperature": 1e-7}, {"temperature": 0.5, "top_p": 1e-12}, {"seed": 2**63 - 1, "temperature": 1}):
+        r = client.post("/v1/completions", json={**ok, **extra}, headers=AUTH)
+        assert r.status_code == 200, (extra, r.text)
+        if "top_p" in extra or extra.get("temperature", 1) < 1e-5:
+            assert r.json()["choices"][0]["text"] == greedy
+
+
+def _streamed(client, body) -> tuple[str, str]:
+    with client.stream("POST", "/v1/completions", headers=AUTH, json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(e) for e in events[:-1]]
+    return "".join(c["choices"][0]["text"] for c in chunks if c["choices"]), chunks[-1]["choices"][0]["finish_reason"]
+
+
+def test_streamed_text_equals_the_non_streamed_text_for_stop_strings_spanning_tokens(client, llama_tiny):
+    body = {"model": "llama-tiny", "prompt": "Wireless links", "max_tokens": 12, "temperature": 0}
+    full = client.post("/v1/completions", json=body, headers=AUTH).json()
+    ids_text = full["choices"][0]["text"]
+    from splitrl.runtime import SplitRuntime
+
+    toks = SplitRuntime(llama_tiny).generate("Wireless links", 3, max_new_tokens=12).token_ids
+    pieces = [llama_tiny.tokenizer.decode(toks[: i + 1]) for i in range(len(toks))]
+    stops, checked = [], 0
+    for i in range(1, len(pieces) - 1):  # strings that start in token i and end in token i+1
+        a, b = pieces[i - 1], pieces[i + 1]
+        if len(pieces[i]) - len(a) >= 2 and len(b) - len(pieces[i]) >= 1:
+            stops.append(b[len(pieces[i]) - 2: len(pieces[i]) + 1])
+    stops += [ids_text[:3], ids_text[-3:], "zzz-never"]
+    assert len(stops) >= 4, (pieces, stops)
+    for stop in stops:
+        plain = client.post("/v1/completions", json={**body, "stop": [stop]}, headers=AUTH).json()["choices"][0]
+        text, reason = _streamed(client, {**body, "stop": [stop]})
+        assert text == plain["text"] and reason == plain["finish_reason"], (stop, text, plain)
+        checked += 1
+    assert checked == len(stops)
+
+
+@pytest.mark.timeout(120)
+def test_a_huge_prompt_is_tokenised_off_the_event_loop(client):
+    import threading
+    import time
+
+    big = {"model": "llama-tiny", "prompt": "word and another " * 61_000, "max_tokens": 2}  # ~1 MB
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(r=client.post("/v1/completions", json=big, headers=AUTH)))
+    worst = 0.0
+    worker.start()
+    while worker.is_alive():
+        t0 = time.perf_counter()
+        assert client.get("/health").status_code == 200
+        worst = max(worst, time.perf_counter() - t0)
+        time.sleep(0.01)
+    worker.join()
+    _error(out["r"], 400, "context_length_exceeded")  # it was tokenised (and is too long for the model)
+    assert worst < 0.25, f"/health waited {worst:.2f} s behind the tokenizer"

@@ -131,3 +131,25 @@ def test_grids_and_levels_are_bounded_with_one_line(capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and msg in err, err
     assert main([*base, "--splits", "0-99999999999"]) == 2 and "--splits must be" in capsys.readouterr().err
+
+
+def test_repeated_coordinates_give_one_cell_and_a_duplicated_row_is_dropped_on_resume(tmp_path):
+    from splitrl.sweep import cells
+
+    cfg = SweepConfig(splits=[2, 2, 4], levels=[5, 5.0, -0.0, 0.0, 1.0000001, 1.0000002], transports=["awgn", "awgn"],
+                      seeds=1)
+    assert cfg.splits == [2, 4] and cfg.transports == ["awgn"] and cfg.levels == [5.0, 0.0, 1.0000001]
+    keys = [c.key for c in cells(cfg)]
+    assert len(keys) == len(set(keys)) == 2 * 3
+    table = tmp_path / "t.csv"
+    row = {c: "" for c in COLUMNS} | {"model": "m", "transport": "awgn", "level": "5.0", "split": "2", "seed_index": "0",
+                                      "ppl": "3.5"}
+    other = {**row, "split": "4"}
+    with open(table, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows([row, other, {**row, "ppl": "9.9"}])  # the first cell twice
+    assert read_done(table) == {("awgn", 2, "5", 0), ("awgn", 4, "5", 0)}
+    rows = _rows(table)
+    assert [(r["split"], r["ppl"]) for r in rows] == [("2", "3.5"), ("4", "3.5")]  # the first kept, in order
+    assert read_done(table) == {("awgn", 2, "5", 0), ("awgn", 4, "5", 0)} and len(_rows(table)) == 2

@@ -177,6 +177,8 @@ def test_overrides_reach_env_agent_and_train():
     (["train.eval_every=-5"], "TrainConfig.eval_every must be >= 0, got -5"),
     (["bogus.x=1"], "unknown config key 'bogus'"),
     (["agent.gamma"], "--set takes KEY=VALUE"),
+    (["seed=12345678901234567890123"], "seed must be an integer in 0..2147483647, got 12345678901234567890123"),
+    (["train.eval_seed=100000000000000000000"], "TrainConfig.eval_seed must be"),
 ])
 def test_cli_rejects_bad_overrides_with_the_allowed_names(sets, message, tmp_path, capsys):
     rc = main(["--agent", "ppo", "--run", "bad", "--no-progress", "--runs-dir", str(tmp_path), "--checkpoints-dir",
@@ -204,6 +206,24 @@ def test_cli_argument_errors(tmp_path, capsys):
     assert main(["--agent", "dqn", "--list-config"]) == 0
     out = capsys.readouterr().out
     assert all(f"agent.{f}" in out for f in ("learning_rate", "buffer_size", "exploration_final_eps")) and "env.transport" in out
+
+
+def test_a_huge_seed_or_an_unphysical_trace_row_is_one_line(tmp_path, capsys):
+    d = ["--runs-dir", str(tmp_path / "runs"), "--checkpoints-dir", str(tmp_path / "ckpt"), "--no-progress",
+         "--total-steps", "10"]
+    assert main(["--agent", "random", "--seed", "12345678901234567890123", *d]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seed must be an integer in 0..2147483647" in err
+    (tmp_path / "seed.yaml").write_text("seed: 12345678901234567890123\n")
+    assert main(["--agent", "random", "--config", str(tmp_path / "seed.yaml"), *d]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seed must be an integer in 0..2147483647" in err
+    trace = tmp_path / "t.csv"
+    trace.write_text("time,snr_db\n0,1e308\n1,5\n")
+    assert main(["--agent", "random", *d, "--set", "env.channel.kind=trace", f"env.channel.path={trace}"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("train.py: error: ") and "outside [-200, 200] dB" in err
+    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())
 
 
 def test_every_agent_default_config_loads():

@@ -30,6 +30,9 @@ from numpy.typing import ArrayLike, NDArray
 from . import _validate as v
 from .base import Channel, RateModel
 
+# |SNR| above this is no radio link (and 10**(SNR/10) overflows to inf): a unit or file mistake.
+SNR_DB_LIMIT = 200.0
+
 
 class TraceFormatError(ValueError):
     """A trace file is malformed; the message starts with ``<file>:<line>:`` where known."""
@@ -57,6 +60,8 @@ class SnrTrace:
             )
         if not (np.all(np.isfinite(t)) and np.all(np.isfinite(s))):
             raise ValueError(f"{self.source}: time_s and snr_db must be finite")
+        if s.size and np.max(np.abs(s)) > SNR_DB_LIMIT:
+            raise ValueError(f"{self.source}: snr_db must be within [-{SNR_DB_LIMIT:g}, {SNR_DB_LIMIT:g}] dB")
         if np.any(np.diff(t) <= 0):
             raise ValueError(f"{self.source}: time_s must be strictly increasing")
         object.__setattr__(self, "time_s", t)
@@ -117,6 +122,9 @@ def load_snr_trace(
                     ) from None
                 if not math.isfinite(x):
                     raise TraceFormatError(f"{p}:{line}: column '{name}': {raw!r} is not finite")
+                if name == snr_column and not -SNR_DB_LIMIT <= x <= SNR_DB_LIMIT:
+                    raise TraceFormatError(f"{p}:{line}: column '{name}': {raw!r} dB is outside "
+                                           f"[-{SNR_DB_LIMIT:g}, {SNR_DB_LIMIT:g}] dB (not a physical SNR)")
                 vals.append(x)
             if times and vals[0] <= times[-1]:
                 raise TraceFormatError(

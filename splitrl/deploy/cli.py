@@ -53,6 +53,8 @@ def _load_part(args, start: int, stop: int, embed: bool, head: bool):
 
 
 def _build_edge(p) -> None:
+    from splitrl.deploy.server import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_STREAMS_PER_CLIENT
+
     p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to bind (port 0 picks a free one) (default: %(default)s)")
     p.add_argument("--token-file", required=True, help="bearer token file; created (mode 0600) when missing")
     p.add_argument("--port-file", default=None, help="write the bound port here once serving")
@@ -65,6 +67,10 @@ def _build_edge(p) -> None:
     p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without TLS (trusted networks only)")
     p.add_argument("--max-sessions", type=int, default=16, help="concurrent requests (default: %(default)s)")
+    p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT_S, metavar="SECONDS",
+                   help="cancel a stream that waits longer than this for its next frame (default: %(default)s)")
+    p.add_argument("--max-streams-per-client", type=int, default=DEFAULT_MAX_STREAMS_PER_CLIENT, metavar="N",
+                   help="open streams one client connection may hold at once (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $SPLITRL_THREADS or torch's)")
 
 
@@ -85,6 +91,10 @@ def _cmd_edge(args) -> int:
     check_bind(host, tls=tls is not None, insecure=args.insecure)
     if not 1 <= args.max_sessions <= 1024:
         raise UsageError(f"--max-sessions must be in 1..1024, got {args.max_sessions}")
+    if not 0 < args.idle_timeout <= 86400:  # (NaN fails too)
+        raise UsageError(f"--idle-timeout must be a number of seconds in (0, 86400], got {args.idle_timeout}")
+    if not 1 <= args.max_streams_per_client <= 1024:
+        raise UsageError(f"--max-streams-per-client must be in 1..1024, got {args.max_streams_per_client}")
     token, created = ensure_token_file(args.token_file)
     L = _model_layers(args.model, args.cache_dir)
     start, stop = _layers(args.layers, L)
@@ -92,7 +102,8 @@ def _cmd_edge(args) -> int:
         raise UsageError(f"--layers: the edge runs the last segment, so it must hold layers up to {L} (got {args.layers})")
     loaded = _load_part(args, start, stop, embed=(start == 0), head=True)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    server = EdgeServer(loaded, token, max_sessions=args.max_sessions)
+    server = EdgeServer(loaded, token, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
+                        max_streams_per_client=args.max_streams_per_client)
     try:
         bound = server.start(host, port, tls=tls)
     except (OSError, RuntimeError) as e:

@@ -17,7 +17,10 @@ layers, so any request can fall back), checks the edge with a handshake (same mo
 layers it needs), runs requests through any split, and tracks the edge's health: after a fallback
 ``edge_available`` is False until a background health check passes again, so the controller keeps
 the split on the UE meanwhile; an edge restarted at the same address is picked up without
-restarting the UE.
+restarting the UE. An edge that refuses a session because it is full (`EdgeBusy`) or because it
+now serves another model (`EdgeMismatch`) counts as unavailable too: the request finishes on the
+UE and ``edge_error`` says why (a mismatched edge fails every health check, so it stays down).
+A stream is cancelled on every failure path of ``open``: an open stream holds an edge session.
 """
 from __future__ import annotations
 
@@ -42,12 +45,35 @@ from splitrl.runtime.engine import GenerationResult, SplitRuntime
 from splitrl.runtime.executor import Executor, ExecutorError, LocalExecutor, PeerUnavailable, SessionSpec, StepStats
 from splitrl.runtime.sampling import SamplingConfig
 
-__all__ = ["AirClock", "EdgeConnection", "EdgeInfo", "RemoteExecutor", "UEClient"]
+__all__ = ["AirClock", "EdgeBusy", "EdgeConnection", "EdgeInfo", "EdgeMismatch", "RemoteExecutor", "UEClient"]
 
 log = logging.getLogger("splitrl.ue")
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
               grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED,
               grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+class EdgeBusy(PeerUnavailable):
+    """The edge refused a session because it is full (``--max-sessions``): fall back, as for a dead edge."""
+
+
+class EdgeMismatch(PeerUnavailable):
+    """The edge now serves another model (restarted with another ``--model``): fall back and mark it down."""
+
+
+# What an edge's ``error`` frame says when the request could be served elsewhere (the UE finishes it).
+_BUSY_MARKERS = ("too many open sessions", "edge busy")
+_MISMATCH_MARKERS = ("model mismatch",)
+
+
+def _edge_refusal(where: str, text: str) -> ExecutorError:
+    """The exception for an edge's error frame: `EdgeBusy` / `EdgeMismatch` (both `PeerUnavailable`) or ExecutorError."""
+    low = text.lower()
+    if any(m in low for m in _BUSY_MARKERS):
+        return EdgeBusy(f"{where} is busy: {text}")
+    if any(m in low for m in _MISMATCH_MARKERS):
+        return EdgeMismatch(f"{where}: {text}")
+    return ExecutorError(f"{where}: {text}")
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -217,7 +243,7 @@ class _Stream:
         self.expect += 1
         if msg.type == "error":
             self.cancel()
-            raise ExecutorError(f"{self.where}: {msg.get('msg')}")
+            raise _edge_refusal(self.where, str(msg.get("msg")))
         return msg
 
     def cancel(self) -> None:
@@ -235,19 +261,31 @@ class RemoteExecutor(Executor):
         self.open_timeout_s, self.step_timeout_s, self.prefill_timeout_s = open_timeout_s, step_timeout_s, prefill_timeout_s
         self._streams: dict[str, _Stream] = {}
         self.dtype = "float32"
+        self.last_unavailable: str | None = None  # why the edge was last unavailable (for the UE's health report)
 
     def open(self, spec: SessionSpec) -> None:
+        """Open the session's stream; on ANY failure (a value the wire refuses, a refusal, a timeout) the
+        stream is cancelled before the error propagates: an open stream holds one of the edge's sessions."""
         s = _Stream(self.conn, spec.session_id)
         self._streams[spec.session_id] = s
         c = spec.sampling
-        s.send("open", cuts=list(spec.partition.cuts), L=spec.partition.num_layers, seg=spec.segment,
-               sampling={"do_sample": bool(c.do_sample), "temperature": float(c.temperature), "top_k": int(c.top_k),
-                         "top_p": float(c.top_p), "seed": int(c.seed)},
-               policy=spec.policy.to_dict(), fp=self.fingerprint,
-               **({"prec": list(spec.partition.precisions)} if spec.partition.precisions else {}))
-        msg = s.recv(self.open_timeout_s)
-        if msg.type != "ok":
-            raise ExecutorError(f"{s.where} answered {msg.type!r} to open")
+        try:
+            s.send("open", cuts=list(spec.partition.cuts), L=spec.partition.num_layers, seg=spec.segment,
+                   sampling={"do_sample": bool(c.do_sample), "temperature": float(c.temperature),
+                             "top_k": int(c.top_k), "top_p": float(c.top_p), "seed": int(c.seed)},
+                   policy=spec.policy.to_dict(), fp=self.fingerprint,
+                   **({"prec": list(spec.partition.precisions)} if spec.partition.precisions else {}))
+            msg = s.recv(self.open_timeout_s)
+            if msg.type != "ok":
+                raise ExecutorError(f"{s.where} answered {msg.type!r} to open")
+        except BaseException as e:
+            self._streams.pop(spec.session_id, None)
+            s.cancel()
+            if isinstance(e, PeerUnavailable):
+                self.last_unavailable = str(e)
+            if isinstance(e, wire.WireError):
+                raise ExecutorError(f"cannot open a session on {s.where}: {e}") from None
+            raise
 
     def step(self, session_id: str, payload: torch.Tensor | Frame, phase: str) -> tuple[torch.Tensor, StepStats]:
         s = self._streams.get(session_id)
@@ -262,9 +300,16 @@ class RemoteExecutor(Executor):
         else:
             c, shape = peek_header(payload.data)
             codec, q = c.name, c.meta_nbytes(shape)
-        s.send("step", payload.data, ph=phase, b=0, k=payload.kind, codec=codec, dt=self.dtype,
-               shape=list(payload.shape), q=q)
-        msg = s.recv(self.prefill_timeout_s if phase == "prefill" else self.step_timeout_s)
+        try:
+            s.send("step", payload.data, ph=phase, b=0, k=payload.kind, codec=codec, dt=self.dtype,
+                   shape=list(payload.shape), q=q)
+        except wire.WireError as e:
+            raise ExecutorError(f"cannot send step {s.seq} to {s.where}: {e}") from None
+        try:
+            msg = s.recv(self.prefill_timeout_s if phase == "prefill" else self.step_timeout_s)
+        except PeerUnavailable as e:
+            self.last_unavailable = str(e)
+            raise
         if msg.type != "token":
             raise ExecutorError(f"{s.where} answered {msg.type!r} to a step")
         self.air.wait(2, "downlink")  # the token id travels back over the air too
@@ -283,7 +328,7 @@ class RemoteExecutor(Executor):
         except ExecutorError:
             pass
         finally:
-            s.out.put(None)
+            s.cancel()  # ends the call on both sides whatever the edge answered
 
 
 class UEClient:
@@ -314,6 +359,7 @@ class UEClient:
         self._checker: threading.Thread | None = None
         self.edge_info: EdgeInfo | None = None
         self.fallbacks = 0
+        self.edge_error: str | None = None  # why the edge is marked down (None while it is available)
         if handshake:
             self.handshake()
 
@@ -331,6 +377,7 @@ class UEClient:
             raise ExecutorError(f"the edge holds layers [{info.layers[0]}, {info.layers[1]}) head={info.head}; "
                                 "it must hold the layers up to L and the head")
         self.edge_info = info
+        self.edge_error = None
         self._available.set()
         return info
 
@@ -342,9 +389,12 @@ class UEClient:
         """Smallest split the edge can serve (it holds layers from ``edge_info.layers[0]``)."""
         return self.edge_info.layers[0] if self.edge_info else self.view.num_layers
 
-    def _mark_down(self) -> None:
+    def _mark_down(self, reason: str | None = None) -> None:
         self.fallbacks += 1
         self._available.clear()
+        self.edge_error = (reason or "the edge stopped answering").splitlines()[0][:300]
+        log.warning("splitrl ue: edge %s marked down (%s); serving on the UE until it passes a health check",
+                    self.conn.address, self.edge_error)
         if self._checker is None or not self._checker.is_alive():
             self._checker = threading.Thread(target=self._check_health, daemon=True, name="ue-health")
             self._checker.start()
@@ -355,7 +405,8 @@ class UEClient:
                 self.handshake(timeout_s=self.health_interval_s)
                 log.info("splitrl ue: edge %s is back", self.conn.address)
                 return
-            except ExecutorError:
+            except ExecutorError as e:  # still down (or up with another model: a mismatch stays down)
+                self.edge_error = str(e).splitlines()[0][:300]
                 self._stop.wait(self.health_interval_s)
 
     def wait_available(self, timeout_s: float) -> bool:
@@ -388,10 +439,11 @@ class UEClient:
             remote = False  # the health check has not passed yet: run the same partition on the UE
             if not exact_fallback:
                 partition = partition.with_precision(ue_p)  # the whole request at the UE's own precision
+        remote_exec = None
         if remote:
-            executors = [LocalExecutor(self.view),
-                         RemoteExecutor(self.conn, self.loaded.fingerprint, air=self.air,
-                                        step_timeout_s=self.step_timeout_s, prefill_timeout_s=self.prefill_timeout_s)]
+            remote_exec = RemoteExecutor(self.conn, self.loaded.fingerprint, air=self.air,
+                                         step_timeout_s=self.step_timeout_s, prefill_timeout_s=self.prefill_timeout_s)
+            executors = [LocalExecutor(self.view), remote_exec]
         else:
             executors = self.runtime.local_executors(partition)
         try:
@@ -401,12 +453,12 @@ class UEClient:
                 fallback=(lambda k: LocalExecutor(self.view)) if exact_fallback else None,
             )
         except PeerUnavailable as e:
-            self._mark_down()
+            self._mark_down(str(e))
             why = (f"this UE does not hold layers [{partition.cuts[0]}, {L}) and the head" if not ue_holds_all else
                    f"this UE holds its layers at {ue_p}, not the edge's {edge_p}, so it cannot replay the edge exactly")
             raise ExecutorError(f"{e}; {why}, so the request cannot finish locally") from None
-        if remote and result.report.fallback_segments:
-            self._mark_down()
+        if remote and result.report.fallback_segments:  # dead, hung, busy or another model: finished here
+            self._mark_down(remote_exec.last_unavailable if remote_exec is not None else None)
         elif not remote and partition.cuts[0] < L:
             result.report.fallback_segments = [1]  # served on the UE because the edge was down
         return result

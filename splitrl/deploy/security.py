@@ -4,6 +4,8 @@
   it with `hmac.compare_digest` (constant time) and refuses anything else with a clear error while
   it keeps serving others. Tokens live in files (never on the command line, where ``ps`` shows
   them); `ensure_token_file` creates one with 256 random bits, mode 0600, when it is missing.
+  A token file other users can read is still accepted, with a warning naming the fix (as ssh
+  warns about a world-readable key).
 * Servers bind loopback unless told. Binding any other address needs TLS (certificate + key) or
   an explicit ``--insecure``: a bearer token sent in clear text over a network is a password on a
   postcard.
@@ -11,8 +13,10 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from splitrl.errors import UsageError
@@ -21,6 +25,7 @@ from splitrl.network import is_loopback
 __all__ = ["check_bind", "check_token", "ensure_token_file", "is_loopback", "parse_address", "read_token"]
 
 _MAX_TOKEN = 512
+log = logging.getLogger("splitrl.security")
 
 
 def parse_address(text: str, field: str = "--listen") -> tuple[str, int]:
@@ -54,6 +59,10 @@ def read_token(path: str | Path, field: str = "--token-file") -> str:
         raise UsageError(f"{field}: {p} is not a readable ASCII token file ({type(e).__name__})") from None
     if not 16 <= len(token) <= _MAX_TOKEN or not token.isprintable() or " " in token:
         raise UsageError(f"{field}: the token in {p} must be 16..{_MAX_TOKEN} printable characters without spaces")
+    mode = stat.S_IMODE(p.stat().st_mode)
+    if mode & 0o077:
+        log.warning("WARNING: %s %s is readable by other users (mode %04o): anyone on this machine can use the "
+                    "bearer token; run chmod 600 %s", field, p, mode, p)
     return token
 
 

@@ -12,11 +12,21 @@ Robustness: every stream is authenticated (bearer token, constant-time compare);
 wrong token, oversized message, unknown session or a client that disconnects mid-stream ends THAT
 stream with an ``error`` frame (or just its cleanup) and one log line; the server keeps serving the
 others. Keepalive pings are accepted every 100 ms so a UE can notice a hung edge quickly.
+
+Open streams are bounded, so silent clients cannot hold every session (and with them the worker
+threads that ``Hello`` needs): a stream that waits longer than ``idle_timeout_s`` for its next frame
+is cancelled (``--idle-timeout``), and one client (one connection, ``context.peer()``) may hold at
+most ``max_streams_per_client`` streams at once (``--max-streams-per-client``); the one over the
+cap is refused with ``RESOURCE_EXHAUSTED`` (the UE treats it like an unavailable edge). A session
+may not grow past the model's maximum positions: the step that would is refused with a
+``context length`` error before any compute (a 32k-token prefill on a 512-position model used to
+run for seconds and grow the process by hundreds of MB).
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from concurrent import futures
 from typing import Iterator
@@ -31,9 +41,11 @@ from splitrl.runtime.executor import ExecutorError, LocalExecutor, SessionSpec
 from splitrl.runtime.partition import InvalidPartitionError, Partition
 from splitrl.runtime.sampling import SamplingConfig
 
-__all__ = ["SERVICE", "EdgeServer", "server_options"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT_S", "DEFAULT_MAX_STREAMS_PER_CLIENT", "SERVICE", "EdgeServer", "server_options"]
 
 SERVICE = "splitrl.Edge"
+DEFAULT_IDLE_TIMEOUT_S = 30.0        # longer than any gap a UE leaves between frames (its prefill deadline)
+DEFAULT_MAX_STREAMS_PER_CLIENT = 4
 log = logging.getLogger("splitrl.edge")
 
 
@@ -53,7 +65,13 @@ class EdgeServer:
     """Serves the segments this process holds to authenticated UE sessions (see module docstring)."""
 
     def __init__(self, loaded, token: str, *, max_sessions: int = 16,
-                 max_message_bytes: int = wire.MAX_PAYLOAD_BYTES + wire.MAX_HEADER_BYTES + 4) -> None:
+                 max_message_bytes: int = wire.MAX_PAYLOAD_BYTES + wire.MAX_HEADER_BYTES + 4,
+                 idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+                 max_streams_per_client: int = DEFAULT_MAX_STREAMS_PER_CLIENT) -> None:
+        if not idle_timeout_s > 0:
+            raise ValueError(f"idle_timeout_s must be > 0, got {idle_timeout_s}")
+        if max_streams_per_client < 1:
+            raise ValueError(f"max_streams_per_client must be >= 1, got {max_streams_per_client}")
         self.loaded = loaded
         self.view = loaded.view
         self.fingerprint = loaded.fingerprint
@@ -63,8 +81,17 @@ class EdgeServer:
         self.max_sessions = int(max_sessions)
         self._server: grpc.Server | None = None
         self.port: int | None = None
-        self.stats = {"sessions": 0, "steps": 0, "errors": 0, "auth_failures": 0}
+        self.stats = {"sessions": 0, "steps": 0, "errors": 0, "auth_failures": 0, "idle_closed": 0,
+                      "refused_per_client": 0}
         self._stats_lock = threading.Lock()
+        self.idle_timeout_s = float(idle_timeout_s)
+        self.max_streams_per_client = int(max_streams_per_client)
+        # Open streams: key -> [peer, context, waiting since (monotonic; None while a frame is processed)].
+        self._streams: dict[int, list] = {}
+        self._streams_lock = threading.Lock()
+        self._stream_ids = iter(range(1 << 62))
+        self._watchdog_stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, host: str = "127.0.0.1", port: int = 0, *, tls: tuple[bytes, bytes] | None = None) -> int:
@@ -89,9 +116,13 @@ class EdgeServer:
             raise OSError(f"could not bind {addr}")
         server.start()
         self._server, self.port = server, bound
+        self._watchdog_stop.clear()
+        self._watchdog = threading.Thread(target=self._watch_idle, daemon=True, name="edge-idle-watchdog")
+        self._watchdog.start()
         return bound
 
     def stop(self, grace_s: float = 1.0) -> None:
+        self._watchdog_stop.set()
         if self._server is not None:
             self._server.stop(grace_s).wait()
             self._server = None
@@ -130,12 +161,69 @@ class EdgeServer:
         self._authorized(context)
         return msgpack.packb(self.info(), use_bin_type=True)
 
+    # -- open streams: the per-client cap and the idle deadline --------------------------
+    def _admit(self, context: grpc.ServicerContext) -> int:
+        """Register a new stream of ``context.peer()``, or abort it when that client is at its cap."""
+        peer = context.peer()
+        with self._streams_lock:
+            held = sum(1 for entry in self._streams.values() if entry[0] == peer)
+            if held < self.max_streams_per_client:
+                key = next(self._stream_ids)
+                self._streams[key] = [peer, context, time.monotonic()]
+                return key
+        self._count("refused_per_client")
+        log.warning("splitrl edge: refused a stream from %s: it already holds %d open streams (--max-streams-per-client)",
+                    peer, held)
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      f"splitrl edge busy: this client already holds {held} open streams "
+                      f"(--max-streams-per-client {self.max_streams_per_client})")
+        raise AssertionError("unreachable")  # abort raises
+
+    def _waiting(self, key: int, waiting: bool) -> None:
+        with self._streams_lock:
+            entry = self._streams.get(key)
+            if entry is not None:
+                entry[2] = time.monotonic() if waiting else None
+
+    def _release(self, key: int) -> None:
+        with self._streams_lock:
+            self._streams.pop(key, None)
+
+    def _watch_idle(self) -> None:
+        """Cancel every stream that has waited longer than ``idle_timeout_s`` for its next frame."""
+        period = min(1.0, self.idle_timeout_s / 4)
+        while not self._watchdog_stop.wait(period):
+            now = time.monotonic()
+            with self._streams_lock:
+                idle = [(k, e) for k, e in self._streams.items() if e[2] is not None and now - e[2] > self.idle_timeout_s]
+                for k, _ in idle:
+                    self._streams.pop(k, None)
+            for _, (peer, context, since) in idle:
+                self._count("idle_closed")
+                log.warning("splitrl edge: closed a stream from %s: no frame for %.0f s (--idle-timeout %g)",
+                            peer, now - since, self.idle_timeout_s)
+                context.cancel()
+
+    @property
+    def open_streams(self) -> int:
+        with self._streams_lock:
+            return len(self._streams)
+
     def _session(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         self._authorized(context)
+        key = self._admit(context)
+        try:
+            yield from self._serve_stream(requests, context, key)
+        finally:
+            self._release(key)
+
+    def _serve_stream(self, requests: Iterator[bytes], context: grpc.ServicerContext, key: int) -> Iterator[bytes]:
         sid: str | None = None
         rid = "-"
         seq_in = seq_out = 0
         peer = context.peer()
+        positions = 0  # context length of this session so far (prefill + decode tokens)
+        limit = int(self.view.max_positions or 0)
 
         def reply(t: str, **fields) -> bytes:
             nonlocal seq_out
@@ -150,6 +238,7 @@ class EdgeServer:
 
         try:
             for raw in requests:
+                self._waiting(key, False)
                 try:
                     msg = wire.decode(raw)
                 except wire.WireError as e:
@@ -173,12 +262,20 @@ class EdgeServer:
                     sid = spec.session_id
                     self._count("sessions")
                     yield reply("ok")
+                    self._waiting(key, True)
                 elif msg.type == "step":
                     if sid is None:
                         yield fail("step before open")
                         return
                     f = msg.fields
-                    frame = Frame(f["k"], tuple(f["shape"]), msg.payload, len(msg.payload))
+                    shape = tuple(f["shape"])
+                    n_new = shape[1] if len(shape) > 1 else 1
+                    if limit and positions + n_new > limit:  # refused before any compute or cache growth
+                        yield fail(f"context length: step {msg.seq} brings the session to {positions + n_new} "
+                                   f"positions; this model holds at most {limit}")
+                        return
+                    positions += n_new
+                    frame = Frame(f["k"], shape, msg.payload, len(msg.payload))
                     try:
                         out, stats = self.executor.step(sid, frame, f["ph"])
                     except (ExecutorError, ValueError, TypeError, RuntimeError) as e:
@@ -186,6 +283,7 @@ class EdgeServer:
                         return
                     self._count("steps")
                     yield reply("token", tok=int(out.reshape(-1)[0].item()), sec=float(stats.seconds))
+                    self._waiting(key, True)
                 elif msg.type == "close":
                     yield reply("ok")
                     return

@@ -14,12 +14,16 @@ Design:
 * gloo has no authentication or encryption: anyone who reaches the port can join or inject
   tensors. `check_trusted` therefore refuses a non-loopback rendezvous address unless the user
   passed an explicit trusted-network flag.
+* The hosted store listens only on the asked address (loopback by default): torch's own TCPStore
+  server binds every interface whatever host it is given, so `connect_store` binds the listening
+  socket itself and hands its descriptor to the store (``master_listen_fd``).
 * Every collective and point-to-point operation gets a finite timeout (`DEFAULT_TIMEOUT_S`
   unless told): a dead peer must become an error, never a hang.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -84,12 +88,43 @@ def backend_for(device: str | torch.device | None = None) -> str:
     return "gloo"
 
 
-def connect_store(endpoint: Endpoint, *, host_store: bool, timeout_s: float = DEFAULT_TIMEOUT_S) -> dist.TCPStore:
-    """Host (``host_store``) or join the TCP store at ``endpoint``; a hosted store on port 0 picks a free port."""
-    timeout = _dt.timedelta(seconds=float(timeout_s))
+def _listen_socket(endpoint: Endpoint) -> int:
+    """A listening TCP socket bound to exactly ``endpoint`` (port 0: a free one); returns its detached fd."""
     try:
-        return dist.TCPStore(endpoint.host, endpoint.port, None, host_store, timeout, wait_for_workers=False)
+        infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise OSError(f"cannot resolve {endpoint.host!r}: {e}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock.detach()  # the store owns (and closes) the descriptor from here on
+
+
+def connect_store(endpoint: Endpoint, *, host_store: bool, timeout_s: float = DEFAULT_TIMEOUT_S) -> dist.TCPStore:
+    """Host (``host_store``) or join the TCP store at ``endpoint``; a hosted store on port 0 picks a free port.
+
+    A hosted store listens on ``endpoint.host`` only (see the module docstring), never on every interface.
+    """
+    timeout = _dt.timedelta(seconds=float(timeout_s))
+    fd = None
+    try:
+        if host_store:
+            fd = _listen_socket(endpoint)
+            return dist.TCPStore(endpoint.host, endpoint.port, None, True, timeout, wait_for_workers=False,
+                                 master_listen_fd=fd)
+        return dist.TCPStore(endpoint.host, endpoint.port, None, False, timeout, wait_for_workers=False)
     except (RuntimeError, OSError) as e:
+        if fd is not None:
+            try:
+                socket.socket(fileno=fd).close()
+            except OSError:
+                pass
         what = "host" if host_store else "reach"
         raise RuntimeError(f"could not {what} the rendezvous store at {endpoint}: {e}") from None
 

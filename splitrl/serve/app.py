@@ -8,9 +8,13 @@ an extra ``splitrl`` field (split, SNR, emulated TTFT/energy, fallback); the sam
 the decision-log sinks. Streaming uses server-sent events in the OpenAI chunk format.
 
 Every ``/v1`` route needs ``Authorization: Bearer <token>`` (compared in constant time). Bad
-requests (missing/invalid token, malformed JSON, unknown model, too many tokens, bad sampling
-values) get the OpenAI error object ``{"error": {"message", "type", "param", "code"}}`` and a
-4xx status; the server keeps serving.
+requests (missing/invalid token, malformed or too deeply nested JSON, unknown model, too many
+tokens, sampling values outside `splitrl.serve.schema`'s ranges, text that is not valid Unicode)
+get the OpenAI error object ``{"error": {"message", "type", "param", "code"}}`` and a 4xx status;
+the server keeps serving. Prompts are tokenised off the event loop (a 1 MB prompt must not stall
+``/health``). A streamed answer equals the non-streamed one: text that could still turn into a
+stop string is held back until it cannot (as vLLM does). A client that disconnects mid-stream
+stops its generation (and with it the edge's session) at the next token.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from fastapi import Request  # module level: FastAPI resolves the routes' string
 
 from splitrl.controller.serving import DecisionRecord, RequestServer
 from splitrl.runtime.sampling import SamplingConfig
+from splitrl.serve.schema import GREEDY_BELOW, MIN_TOP_P, RequestError, validate_request
 
 __all__ = ["APIError", "create_app"]
 
@@ -67,6 +72,22 @@ class _Request:
 def _truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _held_back(text: str, stop: Sequence[str]) -> int:
+    """How many trailing characters of ``text`` could still be the start of a stop string (so a stream
+    must not send them yet): the longest suffix of ``text`` that is a proper prefix of some stop string."""
+    best = 0
+    for s in stop:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
+
+
+class _Cancelled(Exception):
+    """Raised from the token callback when the client of a stream went away: ends the generation."""
 
 
 def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens_limit: int = 512,
@@ -120,6 +141,8 @@ def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise APIError(400, f"malformed JSON body: {e}") from None
+        except RecursionError:
+            raise APIError(400, "malformed JSON body: nested too deeply") from None
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object")
         return body
@@ -133,16 +156,24 @@ def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens
                            param="model", code="model_not_found")
 
     def encode(text: str):
-        ids = tokenizer(text, return_tensors="pt").input_ids
+        try:
+            ids = tokenizer(text, return_tensors="pt").input_ids
+        except (UnicodeError, ValueError, TypeError) as e:  # (the schema already refuses lone surrogates)
+            raise APIError(400, f"the prompt cannot be tokenised: {type(e).__name__}", param="prompt") from None
         if ids.shape[1] == 0:
             raise APIError(400, "the prompt encodes to zero tokens", param="prompt")
         return ids
 
-    def parse(body: dict[str, Any], prompt_ids) -> _Request:
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    def validated(kind: str, body: dict[str, Any]):
+        try:
+            return validate_request(kind, body)
+        except RequestError as e:
+            raise APIError(400, str(e), param=e.param) from None
+
+    def parse(body, prompt_ids) -> _Request:
+        """``body``: a validated `splitrl.serve.schema` request; the limits that depend on this server."""
+        max_tokens = body.requested_max_tokens
         max_tokens = default_max_tokens if max_tokens is None else max_tokens
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            raise APIError(400, "max_tokens must be an integer >= 1", param="max_tokens")
         if max_tokens > max_tokens_limit:
             raise APIError(400, f"max_tokens {max_tokens} exceeds this server's limit of {max_tokens_limit}",
                            param="max_tokens", code="context_length_exceeded")
@@ -151,30 +182,13 @@ def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens
             raise APIError(400, f"this model's maximum context length is {view.max_positions} tokens; the prompt has "
                            f"{n_prompt} and max_tokens is {max_tokens}", param="max_tokens",
                            code="context_length_exceeded")
-        if body.get("n", 1) != 1:
-            raise APIError(400, "n: only 1 choice per request is supported", param="n")
-        if body.get("echo") or body.get("logprobs") not in (None, False) or body.get("best_of", 1) != 1:
-            raise APIError(400, "echo, logprobs and best_of are not supported", param="logprobs")
-        temperature, top_p, seed = body.get("temperature"), body.get("top_p", 1.0), body.get("seed")
-        try:
-            temperature = 1.0 if temperature is None else float(temperature)
-            top_p = 1.0 if top_p is None else float(top_p)
-            seed = next(sample_seeds) if seed is None else int(seed)
-            if temperature < 0:
-                raise ValueError(f"temperature must be >= 0, got {temperature}")
-            # temperature 0 is greedy (as in the OpenAI API); otherwise sample on the head's side.
-            sampling = (SamplingConfig() if temperature == 0 else
-                        SamplingConfig(do_sample=True, temperature=temperature, top_p=top_p, seed=seed))
-        except (TypeError, ValueError) as e:
-            raise APIError(400, f"sampling: {e}", param="temperature") from None
-        stop = body.get("stop")
-        stop = [stop] if isinstance(stop, str) else list(stop or [])
-        if not all(isinstance(s, str) for s in stop) or len(stop) > 4:
-            raise APIError(400, "stop must be a string or a list of up to 4 strings", param="stop")
-        stream = bool(body.get("stream", False))
-        opts = body.get("stream_options") or {}
-        include_usage = bool(opts.get("include_usage")) if isinstance(opts, dict) else False
-        return _Request(prompt_ids, max_tokens, sampling, stream, include_usage, stop)
+        temperature = 1.0 if body.temperature is None else body.temperature
+        top_p = 1.0 if body.top_p is None else max(body.top_p, MIN_TOP_P)
+        seed = next(sample_seeds) if body.seed is None else body.seed
+        # temperature 0 (or below vLLM's epsilon) is greedy, as in the OpenAI API; otherwise sample at the head.
+        sampling = (SamplingConfig() if temperature < GREEDY_BELOW else
+                    SamplingConfig(do_sample=True, temperature=temperature, top_p=top_p, seed=seed))
+        return _Request(prompt_ids, max_tokens, sampling, bool(body.stream), body.include_usage, body.stop_strings)
 
     def log(record: DecisionRecord) -> None:
         with log_lock:
@@ -182,6 +196,7 @@ def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens
                 sink.write(record.to_dict())
 
     def run(req: _Request, request_id: str, on_token: Callable[[int], None] | None = None):
+        # (the backend closes its sessions, the edge's included, on every exit: a raise from on_token too)
         result, record = server.serve(req.prompt_ids, sampling=req.sampling, max_new_tokens=req.max_tokens,
                                       stop_at_eos=True, on_token=on_token, request_id=request_id)
         log(record)
@@ -235,80 +250,84 @@ def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         done = object()
+        gone = threading.Event()  # the client went away: stop generating at the next token
+
+        def on_token(t: int) -> None:
+            if gone.is_set():
+                raise _Cancelled(f"request {rid}: the client disconnected")
+            loop.call_soon_threadsafe(queue.put_nowait, t)
 
         def work() -> None:
             try:
-                out = run(req, rid, on_token=lambda t: loop.call_soon_threadsafe(queue.put_nowait, t))
+                out = run(req, rid, on_token=on_token)
             except Exception as e:  # reported in the stream: the HTTP status is already sent
                 out = e
-            loop.call_soon_threadsafe(queue.put_nowait, (done, out))
+            if not gone.is_set():
+                loop.call_soon_threadsafe(queue.put_nowait, (done, out))
 
-        threading.Thread(target=work, name=f"serve-{rid}", daemon=True).start()
-        ids: list[int] = []
-        sent = ""
-        stopped = False
-        if kind == "chat":
-            yield chunk(kind, rid, created, "", None, first=True)
-        while True:
-            item = await queue.get()
-            if isinstance(item, tuple) and item and item[0] is done:
-                outcome = item[1]
-                break
-            ids.append(int(item))
-            if stopped:
-                continue
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            if text.endswith("\ufffd"):
-                continue  # an incomplete UTF-8 sequence: wait for the next token
-            text, stopped = _truncate_at_stop(text, req.stop)
-            if len(text) > len(sent):
+        try:
+            threading.Thread(target=work, name=f"serve-{rid}", daemon=True).start()
+            ids: list[int] = []
+            sent = ""
+            stopped = False
+            if kind == "chat":
+                yield chunk(kind, rid, created, "", None, first=True)
+            while True:
+                item = await queue.get()
+                if isinstance(item, tuple) and item and item[0] is done:
+                    outcome = item[1]
+                    break
+                ids.append(int(item))
+                if stopped:
+                    continue
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                if text.endswith("\ufffd"):
+                    continue  # an incomplete UTF-8 sequence: wait for the next token
+                text, stopped = _truncate_at_stop(text, req.stop)
+                if not stopped:  # hold back what could still become a stop string
+                    text = text[:len(text) - _held_back(text, req.stop)]
+                if len(text) > len(sent):
+                    yield chunk(kind, rid, created, text[len(sent):], None)
+                    sent = text
+            if isinstance(outcome, Exception):
+                err = APIError(500, f"generation failed: {type(outcome).__name__}: {outcome}".splitlines()[0],
+                               type="server_error")
+                yield f"data: {json.dumps(err.body())}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            result, record = outcome
+            text, _ = _truncate_at_stop(result.text, req.stop)
+            if len(text) > len(sent) and not stopped:
                 yield chunk(kind, rid, created, text[len(sent):], None)
-                sent = text
-        if isinstance(outcome, Exception):
-            err = APIError(500, f"generation failed: {type(outcome).__name__}: {outcome}".splitlines()[0],
-                           type="server_error")
-            yield f"data: {json.dumps(err.body())}\n\n"
+            reason = finish_reason(result.token_ids, req.max_tokens, stopped)
+            yield chunk(kind, rid, created, None, reason, extra={"splitrl": splitrl_figures(record, view.num_layers)})
+            if req.include_usage:
+                data = {"id": rid, "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
+                        "created": created, "model": model_name, "choices": [],
+                        "usage": usage(n_prompt, len(result.token_ids))}
+                yield f"data: {json.dumps(data)}\n\n"
             yield "data: [DONE]\n\n"
-            return
-        result, record = outcome
-        text, _ = _truncate_at_stop(result.text, req.stop)
-        if len(text) > len(sent) and not stopped:
-            yield chunk(kind, rid, created, text[len(sent):], None)
-        reason = finish_reason(result.token_ids, req.max_tokens, stopped)
-        yield chunk(kind, rid, created, None, reason, extra={"splitrl": splitrl_figures(record, view.num_layers)})
-        if req.include_usage:
-            data = {"id": rid, "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
-                    "created": created, "model": model_name, "choices": [],
-                    "usage": usage(n_prompt, len(result.token_ids))}
-            yield f"data: {json.dumps(data)}\n\n"
-        yield "data: [DONE]\n\n"
+        finally:  # normal end, or the client disconnected (the generator is closed / cancelled)
+            gone.set()
 
-    def chat_prompt(messages: Any) -> str:
-        if not isinstance(messages, list) or not messages:
-            raise APIError(400, "messages: a non-empty list of {role, content} objects is required", param="messages")
-        norm = []
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise APIError(400, f"messages[{i}]: an object with a role is required", param="messages")
-            content = m.get("content")
-            if isinstance(content, list):  # content parts: only text is supported
-                if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-                    raise APIError(400, f"messages[{i}].content: only text parts are supported", param="messages")
-                content = "".join(str(p.get("text", "")) for p in content)
-            if content is None:
-                content = ""
-            if not isinstance(content, str):
-                raise APIError(400, f"messages[{i}].content must be a string or text parts", param="messages")
-            norm.append({"role": m["role"], "content": content})
+    def chat_prompt(messages) -> str:
+        norm = [{"role": m.role, "content": m.content} for m in messages]  # validated by the schema
         if getattr(tokenizer, "chat_template", None):
             return tokenizer.apply_chat_template(norm, add_generation_prompt=True, tokenize=False)
         # No chat template (base models): a plain transcript ending where the assistant speaks.
         return "".join(f"{m['role']}: {m['content']}\n" for m in norm) + "assistant:"
 
+    async def prompt_ids(text_fn: Callable[[], str]):
+        """Build and tokenise the prompt in a worker thread: a long prompt must not block the event loop."""
+        return await run_in_threadpool(lambda: encode(text_fn()))
+
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_name, "edge_available": bool(backend.edge_available),
-                "requests_served": server.requests}
+        out = {"status": "ok", "model": model_name, "edge_available": bool(backend.edge_available),
+               "requests_served": server.requests}
+        if hasattr(backend, "edge_error"):  # the remote UE client: why the edge is down (busy, mismatch, gone)
+            out["edge_error"] = None if backend.edge_available else backend.edge_error
+        return out
 
     @app.get("/v1/models")
     async def models(request: Request):
@@ -328,18 +347,15 @@ def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens
         authorize(request)
         body = await json_body(request)
         check_model(body)
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str) or not prompt:
-            raise APIError(400, "prompt: a non-empty string is required (one prompt per request)", param="prompt")
-        return await respond("completion", parse(body, encode(prompt)))
+        req = validated("completion", body)
+        return await respond("completion", parse(req, await prompt_ids(lambda: req.prompt)))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         authorize(request)
         body = await json_body(request)
         check_model(body)
-        return await respond("chat", parse(body, encode(chat_prompt(body.get("messages")))))
+        req = validated("chat", body)
+        return await respond("chat", parse(req, await prompt_ids(lambda: chat_prompt(req.messages))))
 
     return app

@@ -40,6 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_ENV_ID = "splitrl/SplitPointTable-v0"
 _TOP_KEYS = ("kind", "env_id", "seed", "env", "agent", "train")
+MAX_RUN_SEED = 2**31 - 1
 _ENV_ARGS_HANDLED = {"self", "config", "view", "loaded"}
 
 
@@ -54,7 +55,8 @@ class TrainConfig:
     eval_every: int = param(5_000, "steps between evaluations against the oracle on held-out seeds (0: only at the end)", low=0)
     eval_episodes: int = param(4, "held-out episodes per evaluation", low=1)
     eval_steps: int | None = param(None, "steps per evaluation episode (None: the training episode length)", low=1)
-    eval_seed: int = param(1_000_000, "evaluation episodes use seeds eval_seed, eval_seed + 1, ... (held out from training)", low=0)
+    eval_seed: int = param(1_000_000, "evaluation episodes use seeds eval_seed, eval_seed + 1, ... (held out from training)", low=0,
+                           high=2**31 - 1)
     eval_feedback: bool = param(False, "offer Agent.feedback(info) in evaluation episodes (online-adapting agents adapt, and pay evaluations, while evaluated)")
     eval_env_id: str | None = param(None, "env id for evaluation (None: the training env id), e.g. the table env for a real-eval run")
     max_episode_steps: int | None = param(None, "training episode length (None: the env's registered limit)", low=1)
@@ -212,8 +214,8 @@ class RunConfig:
         from splitrl.agents.config import coerce
 
         seed = coerce(raw.get("seed", 0), int, "seed")
-        if seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {seed}")
+        if not 0 <= seed <= MAX_RUN_SEED:  # numpy's legacy seeding (stable-baselines3) takes 32 bits; runs add offsets
+            raise ConfigError(f"seed must be an integer in 0..{MAX_RUN_SEED}, got {str(seed)[:40]}")
         env_id = raw.get("env_id") or DEFAULT_ENV_ID
         if not isinstance(env_id, str):
             raise ConfigError(f"env_id must be a string, got {short(env_id)}")
