@@ -149,7 +149,7 @@ def test_repeated_coordinates_give_one_cell_and_a_duplicated_row_is_dropped_on_r
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows([row, other, {**row, "ppl": "9.9"}])  # the first cell twice
-    assert read_done(table) == {("awgn", 2, "5", 0), ("awgn", 4, "5", 0)}
+    assert read_done(table) == {("awgn", 2, "5", 0, "fp32"), ("awgn", 4, "5", 0, "fp32")}
     rows = _rows(table)
     assert [(r["split"], r["ppl"]) for r in rows] == [("2", "3.5"), ("4", "3.5")]  # the first kept, in order
-    assert read_done(table) == {("awgn", 2, "5", 0), ("awgn", 4, "5", 0)} and len(_rows(table)) == 2
+    assert read_done(table) == {("awgn", 2, "5", 0, "fp32"), ("awgn", 4, "5", 0, "fp32")} and len(_rows(table)) == 2
