@@ -324,3 +324,20 @@ def test_sweep_adds_precisions_to_an_fp32_table_and_resumes(tmp_path):
     assert by_split[0] == pytest.approx(fp.loc[fp["split"] == 0, "ppl"].iloc[0])   # s=0: nothing on the UE
     assert by_split[6] != fp.loc[fp["split"] == 6, "ppl"].iloc[0]
     assert set(q["clean_ppl"]) == set(fp["clean_ppl"])                          # one fp32 reference
+
+
+def test_profile_measures_precision_rates_into_a_loadable_profile(tiny_models, tmp_path):
+    from splitrl.cost.measure import measure_layer_times, measure_precision_rates
+    from splitrl.cost.profiles import load_profile
+
+    lm = tiny_models["llama-tiny"]
+    rates = measure_precision_rates(lm, ["int8", "int4"], context=16, repeats=1, warmup=0)
+    assert set(rates["precision_rates"]) == {"fp32", "int8", "int4"}
+    assert rates["precision_rates"]["fp32"] == {"compute": 1.0, "memory": 1.0}
+    assert all(r["compute"] > 0 and r["memory"] > 0 for r in rates["precision_rates"].values())
+    assert rates["timings"]["int4"]["decode_bytes"] < rates["timings"]["fp32"]["decode_bytes"]
+    result = measure_layer_times(lm, [16], 1, warmup=0, measure_bandwidth=False, progress=False)
+    result.precision_rates = rates
+    out = result.write_yaml(tmp_path / "m.yaml")
+    prof = load_profile("ue", out)
+    assert set(prof.precision_rates) == {"fp32", "int8", "int4"}

@@ -36,6 +36,9 @@ def build_profile_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--power-like", default="phone-midrange",
                    help="UE profile whose power/radio figures are copied (they cannot be measured here)")
     p.add_argument("--no-bandwidth", action="store_true", help="skip the memory-bandwidth measurement")
+    p.add_argument("--precisions", default="fp32",
+                   help="weight precisions to measure rates for (comma-separated, e.g. fp32,bf16,int8,int4): writes "
+                        "precision_rates, each precision's prefill and decode speed relative to fp32 with the real kernels")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--min-r2", type=float, default=0.9, help="refuse to write the profile below this fit R^2")
     p.add_argument("--max-residual", type=float, default=0.25,
@@ -86,6 +89,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
             measure_bandwidth=not args.no_bandwidth, out=None, name=args.name, power_like=power_like,
             progress=not args.json,
         )
+        rates = None
+        precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
+        if any(x != "fp32" for x in precisions):
+            from splitrl.cost.measure import measure_precision_rates
+
+            rates = measure_precision_rates(loaded, precisions, repeats=args.repeats, warmup=args.warmup,
+                                            threads=args.threads)
+            result.precision_rates = rates
         fit = fit_quality(result)
         poor = fit["r2"] < args.min_r2
         if poor and not args.accept_poor_fit:
@@ -117,6 +128,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
           f"{fit['max_abs_rel_residual']:.1%}; through origin {result.flops_per_s_through_origin / 1e9:.2f} GFLOP/s)")
     if result.memory_bandwidth_bytes_per_s is not None:
         print(f"memory bandwidth {result.memory_bandwidth_bytes_per_s / 1e9:.2f} GB/s")
+    if rates is not None:
+        for p, r in rates["precision_rates"].items():
+            t = rates["timings"][p]
+            print(f"{p:>5}: prefill {t['prefill_s'] * 1e3:8.1f} ms  decode step {t['decode_step_s'] * 1e3:6.1f} ms  "
+                  f"-> compute x{r['compute']:.2f}, memory x{r['memory']:.2f}")
     print(f"wrote {args.out}")
     return 0
 

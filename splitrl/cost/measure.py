@@ -33,7 +33,8 @@ from scipy.optimize import nnls
 from splitrl.cost.profiles import UEProfile, load_profile, profile_from_dict
 from splitrl.models.view import DecoderView
 
-__all__ = ["ProfileResult", "measure_layer_times", "measure_memory_bandwidth", "physical_memory_bytes"]
+__all__ = ["ProfileResult", "measure_layer_times", "measure_memory_bandwidth", "measure_precision_rates",
+           "physical_memory_bytes"]
 
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 _FLOP_SCALE = 1e9  # fit in GFLOP units so the two NNLS columns have comparable magnitudes
@@ -81,6 +82,7 @@ class ProfileResult:
     memory_bandwidth_bytes_per_s: float | None
     memory_bytes: int | None
     machine: dict[str, Any] = field(default_factory=dict)
+    precision_rates: dict[str, Any] | None = None  # `measure_precision_rates`, when asked for
 
     def to_profile_dict(
         self, *, name: str = "this-machine", power_like: str | UEProfile = "phone-midrange"
@@ -109,11 +111,14 @@ class ProfileResult:
         }
         if self.memory_bandwidth_bytes_per_s is not None:
             data["memory_bandwidth_bytes_per_s"] = float(self.memory_bandwidth_bytes_per_s)
+        if self.precision_rates is not None:
+            data["precision_rates"] = {p: {k: float(v) for k, v in r.items()}
+                                       for p, r in self.precision_rates["precision_rates"].items()}
         raw = _plain(asdict(self))
         data["measurement"] = {k: raw[k] for k in (
             "model", "family", "num_layers", "hidden_size", "vocab_size", "dtype", "context_lengths",
             "repeats", "warmup", "threads", "layer_times_s", "head_times_s", "layer_flops", "head_flops",
-            "flops_per_s_through_origin", "fit_r2", "memory_bytes", "machine",
+            "flops_per_s_through_origin", "fit_r2", "memory_bytes", "machine", "precision_rates",
         )}
         return data
 
@@ -183,6 +188,57 @@ def _median_time(fn, warmup: int, repeats: int, sync=None) -> tuple[float, Any]:
             sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
+
+
+@torch.inference_mode()
+def measure_precision_rates(loaded_model, precisions: Sequence[str], *, context: int = 128, repeats: int = 3,
+                            warmup: int = 1, threads: int | None = None) -> dict[str, Any]:
+    """This machine's ``precision_rates`` (`splitrl.cost.profiles`), measured with the real kernels.
+
+    For each precision the whole model runs (a) a prefill of ``context`` tokens through every layer
+    and the head and (b) one decode step after it. ``compute`` is fp32's prefill time over the
+    precision's (the factor on the fp32-fitted FLOP/s); ``memory`` is the effective bandwidth
+    factor of a decode step, ``(bytes_p / bytes_fp32) * (t_fp32 / t_p)``, with the bytes of
+    `splitrl.cost.model.ModelCosts.precision_bytes` (what the runtime stores). fp32 is 1, 1.
+    """
+    from transformers.cache_utils import DynamicCache
+
+    from splitrl.cost.model import ModelCosts
+    from splitrl.quant import check_precision
+
+    view: DecoderView = getattr(loaded_model, "view", loaded_model)
+    names = ["fp32"] + [check_precision(p, "--precisions") for p in precisions if p != "fp32"]
+    costs = ModelCosts.from_view(view)
+    L = view.num_layers
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, view.vocab_size, (1, context), generator=gen)
+    pos = torch.arange(context).unsqueeze(0)
+    nxt = torch.tensor([[context]])
+    raw: dict[str, dict[str, float]] = {}
+    with _torch_threads(threads):
+        for p in names:
+            def prefill(p=p):
+                return view.head(view.run_layers(view.embed(ids, pos, p), 0, L, pos, precision=p)[:, -1:], p)
+
+            def decode(p=p):
+                cache = DynamicCache(config=view.config)
+                view.run_layers(view.embed(ids, pos, p), 0, L, pos, cache, precision=p)
+                t0 = time.perf_counter()
+                view.head(view.run_layers(view.embed(ids[:, -1:], nxt, p), 0, L, nxt, cache, precision=p), p)
+                return time.perf_counter() - t0
+
+            t_prefill, _ = _median_time(prefill, warmup, repeats)
+            for _ in range(warmup):
+                decode()
+            t_decode = statistics.median(decode() for _ in range(repeats))
+            layers, _, row, head_read, _ = costs.precision_bytes(p)
+            raw[p] = {"prefill_s": t_prefill, "decode_step_s": t_decode,
+                      "decode_bytes": float(layers.sum() + row + head_read)}
+    base = raw["fp32"]
+    rates = {p: {"compute": base["prefill_s"] / r["prefill_s"],
+                 "memory": (r["decode_bytes"] / base["decode_bytes"]) * (base["decode_step_s"] / r["decode_step_s"])}
+             for p, r in raw.items()}
+    return {"precision_rates": rates, "context": context, "repeats": repeats, "timings": raw}
 
 
 def physical_memory_bytes() -> int | None:
