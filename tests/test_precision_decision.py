@@ -490,3 +490,27 @@ def test_calibration_reports_how_often_each_precision_is_best(tables, llama_tiny
     assert "precision_best_share" not in plain
     lines = cal.markdown_lines({"default": plain, cal.PRECISION_VARIANT: r}, ("fp32", "int4"))
     assert any(line.startswith("| int4 | ") for line in lines) and lines[0].startswith("| configuration |")
+
+
+def test_served_requests_run_the_chosen_ue_precision(tables, llama_tiny):
+    """The serving loop generates at the (split, UE precision) the policy chose, and records it."""
+    from splitrl.control import build_server
+
+    env = {"model": "llama-tiny", "table": str(tables["full"]), "ue_precisions": ["int4", "fp32"]}
+    server, loaded, _ = build_server(checkpoint=None, agent="oracle", env=env, channel="fading", seed=0,
+                                     loaded=llama_tiny)
+    placed = []
+    real = server.backend.generate
+
+    def spy(prompt_ids, split, **kw):
+        placed.append(split)
+        return real(prompt_ids, split, **kw)
+
+    server.backend.generate = spy
+    ids = llama_tiny.tokenizer("the phone and the edge", return_tensors="pt").input_ids
+    for _ in range(6):
+        result, rec = server.serve(ids, max_new_tokens=4, stop_at_eos=False)
+        part = placed[-1]
+        assert rec.ue_precision in ("int4", "fp32")
+        assert part.cuts == (rec.split,) and part.precision_of(0) == rec.ue_precision
+        assert part.precision_of(1) == "fp32" and len(result.token_ids) == 4

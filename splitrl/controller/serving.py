@@ -39,6 +39,7 @@ from splitrl.controller.costs import RequestCostService
 from splitrl.controller.policy import Observation, SplitPolicy
 from splitrl.errors import UsageError
 from splitrl.runtime.engine import GenerationResult
+from splitrl.runtime.partition import Partition
 from splitrl.runtime.sampling import SamplingConfig
 
 __all__ = ["DecisionRecord", "RequestServer"]
@@ -85,6 +86,7 @@ class DecisionRecord:
     reward_table: float | None = None
     ppl_measured: float | None = None
     agent_paid_evaluation: bool = False
+    ue_precision: str | None = None  # the UE segment's weight precision, when the policy chooses it
     text: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -164,14 +166,18 @@ class RequestServer:
         if raised:
             split = self.privacy_target
         placed = self._prepare(split) if self._prepare is not None else split
+        if decision.ue_precision is not None and isinstance(placed, Partition):
+            # (split, UE precision) actions: the UE's segment runs at the chosen precision, the rest fp32
+            placed = placed.with_precision((decision.ue_precision,) + ("fp32",) * (placed.num_segments - 1))
         return obs, decision, placed, split, raised, (time.perf_counter_ns() - t0) / 1e3
 
     def charge(self, split: int, snr_db: float, previous_split: int, *, edge_load: float | None,
-               battery: float | None, log_ppl_ratio: float = 0.0) -> dict[str, Any]:
+               battery: float | None, log_ppl_ratio: float = 0.0, precision: str | None = None) -> dict[str, Any]:
         """`RequestCostService.request_outcome` with the state terms the service supports."""
         state = {"edge_load": edge_load, "battery": battery}
         kw = {k: v for k, v in state.items() if k in self.charged_with and v is not None}
-        return self.costs.request_outcome(split, snr_db, previous_split=previous_split, log_ppl_ratio=log_ppl_ratio, **kw)
+        return self.costs.request_outcome(split, snr_db, previous_split=previous_split, log_ppl_ratio=log_ppl_ratio,
+                                          precision=precision, **kw)
 
     def serve(self, prompt_ids: torch.Tensor, *, sampling: SamplingConfig | None = None, max_new_tokens: int = 16,
               stop_at_eos: bool = True, on_token: Callable[[int], None] | None = None,
@@ -188,12 +194,14 @@ class RequestServer:
                                            max_new_tokens=max_new_tokens, stop_at_eos=stop_at_eos, on_token=on_token)
             rep = result.report
             emulated = emulate_report(rep, self.costs.cost_model, obs.snr_db)
-            outcome = self.charge(split, obs.snr_db, obs.split, edge_load=edge_load, battery=self.battery)
+            outcome = self.charge(split, obs.snr_db, obs.split, edge_load=edge_load, battery=self.battery,
+                                  precision=decision.ue_precision)
             decode_step_s = rep.decode_seconds / max(1, rep.new_tokens - 1)
             record = DecisionRecord(
                 request=self.requests, request_id=request_id, snr_db=obs.snr_db, split=split,
                 previous_split=obs.split, policy=self.policy.name, transport=self.transport,
                 decision_us=decision_us, policy_us=decision.decision_us, decision_reason=decision.reason,
+                ue_precision=decision.ue_precision,
                 edge_available=obs.edge_available, fallback=bool(rep.fallback_segments),
                 fallback_segments=list(rep.fallback_segments), prompt_tokens=rep.prompt_tokens,
                 new_tokens=rep.new_tokens, decode_step_ms=decode_step_s * 1e3,
