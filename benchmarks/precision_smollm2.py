@@ -5,7 +5,8 @@ For every precision in `splitrl.quant.PRECISIONS`:
   scores; and 1,024 tokens in one 1,024-token window), and its ratio to fp32;
 - memory of a one-precision process holding (a) the whole model and (b) the UE's part at split 15
   (embeddings + layers [0, 15)) and (c) the edge's part (layers [15, 30) + head): the process's
-  own ``VmHWM`` (peak) and ``VmRSS`` after loading and after a 32-token generation, read from
+  own ``VmHWM`` (peak) and ``VmRSS`` after loading and after running (the whole model: a 32-token
+  generation; a part: its layers over 32 tokens, so every weight is resident), read from
   ``/proc/self/status`` *inside that child* (a child's ``ru_maxrss`` would report the parent's
   peak, which Linux keeps across exec), and the bytes of the weights it holds.
 
@@ -64,6 +65,16 @@ def child(precision: str, part: str, tokens: list[int]) -> dict:
             rec["ppl"][str(n)] = ev.evaluate(30).ppl
         rt = SplitRuntime(lm)
         rt.generate("Edge computing lets a phone", 15, max_new_tokens=32, stop_at_eos=False)
+    else:
+        # Run the part once (32 tokens) so every weight it holds is resident: an fp32 part is
+        # memory-mapped and would otherwise look smaller than it is.
+        view = lm.view
+        with torch.inference_mode():
+            pos = torch.arange(32).unsqueeze(0)
+            if layers[0] == 0:
+                view.run_layers(view.embed(torch.arange(100, 132).unsqueeze(0), pos), *layers, pos)
+            else:
+                view.head(view.run_layers(torch.randn(1, 32, view.hidden_size), *layers, pos))
     rec["after_generate"] = _status()
     return rec
 
