@@ -26,7 +26,7 @@ from splitrl.quant.precision import check_precision
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PrecisionWeights", "quantize_in_place", "quantize_layer_at", "QUANT_MODULES", "count_params", "fused_linear", "lean_llama_layer", "quantize_layer",
+__all__ = ["PrecisionWeights", "precision_layer", "quantize_in_place", "quantize_layer_at", "QUANT_MODULES", "count_params", "fused_linear", "lean_llama_layer", "quantize_layer",
            "quantize_linear"]
 
 QUANT_MODULES = (BF16Linear, Int8Linear, Int4Linear, QuantEmbedding)
@@ -149,8 +149,7 @@ class PrecisionWeights:
         self.codes = codes
         self.gguf_path = None  # set by the loader: int4 copies then use the GGUF's own codes
         self._layers: dict[tuple[str, int], nn.Module] = {}
-        self._embed: dict[str, nn.Module] = {}
-        self._head: dict[str, nn.Module] = {}
+        self._vocab_at: dict[str, tuple[nn.Module | None, nn.Module | None]] = {}  # (embedding, head)
         self._lock = threading.Lock()
 
     def _check_source(self, precision: str) -> None:
@@ -172,38 +171,27 @@ class PrecisionWeights:
 
                 self.codes = GGUFCodes(self.gguf_path)
             if key not in self._layers:
-                prefix = f"{self.view.layer_prefix}{index}."
-                layer = self.view.layers[index]
-                if self.view.family == "llama" and precision != "fp32":
-                    self._layers[key] = lean_llama_layer(layer, precision, prefix=prefix, codes=self.codes)
-                else:
-                    self._layers[key] = quantize_layer(layer, precision, prefix=prefix, codes=self.codes)
+                self._layers[key] = precision_layer(self.view.layers[index], self.view.family, precision,
+                                                    prefix=f"{self.view.layer_prefix}{index}.", codes=self.codes)
             return self._layers[key]
 
     def embedding(self, precision: str) -> nn.Module:
-        hit = self._embed.get(precision)
-        if hit is None:
-            self._check_source(precision)
-            with self._lock:
-                self._build_vocab(precision)
-            hit = self._embed[precision]
-        return hit
+        return self._vocab(precision)[0]
 
     def head(self, precision: str) -> nn.Module:
-        hit = self._head.get(precision)
+        return self._vocab(precision)[1]
+
+    def _vocab(self, precision: str) -> tuple[nn.Module | None, nn.Module | None]:
+        hit = self._vocab_at.get(precision)
         if hit is None:
             self._check_source(precision)
             with self._lock:
-                self._build_vocab(precision)
-            hit = self._head[precision]
+                if precision not in self._vocab_at:
+                    v = self.view
+                    self._vocab_at[precision] = vocab_modules(
+                        v.embed_tokens, v.lm_head, precision, embed=v.holds_embed, head=v.holds_head)
+            hit = self._vocab_at[precision]
         return hit
-
-    def _build_vocab(self, precision: str) -> None:
-        if precision in self._embed:
-            return
-        v = self.view
-        self._embed[precision], self._head[precision] = vocab_modules(
-            v.embed_tokens, v.lm_head, precision, embed=v.holds_embed, head=v.holds_head)
 
 
 def vocab_modules(embed_tokens: nn.Module, lm_head: nn.Module, precision: str, *, embed: bool, head: bool,
@@ -223,13 +211,20 @@ def vocab_modules(embed_tokens: nn.Module, lm_head: nn.Module, precision: str, *
     return embed_q, head_q
 
 
-def quantize_layer_at(view_or_model, index: int, precision: str, codes: CodesLookup | None = None) -> nn.Module:
-    """The decoder layer ``index`` of a model at ``precision`` (lean for the LLaMA family)."""
-    family, layer_list, prefix = _layer_list(view_or_model)
-    layer = layer_list[index]
-    if family == "llama":
-        return lean_llama_layer(layer, precision, prefix=f"{prefix}{index}.", codes=codes)
-    return quantize_layer(layer, precision, prefix=f"{prefix}{index}.", codes=codes, in_place=True)
+def precision_layer(layer: nn.Module, family: str, precision: str, *, prefix: str = "",
+                    codes: CodesLookup | None = None, in_place: bool = False) -> nn.Module:
+    """A decoder layer at ``precision``: a `LeanLlamaLayer` for the LLaMA family (always a new
+    module), else the Hugging Face layer with quantised linears (a copy unless ``in_place``)."""
+    if family == "llama" and precision != "fp32":
+        return lean_llama_layer(layer, precision, prefix=prefix, codes=codes)
+    return quantize_layer(layer, precision, prefix=prefix, codes=codes, in_place=in_place)
+
+
+def quantize_layer_at(model: nn.Module, index: int, precision: str, codes: CodesLookup | None = None) -> nn.Module:
+    """The decoder layer ``index`` of a loaded HF model at ``precision``, replacing its fp32 weights."""
+    family, layer_list, prefix = _layer_list(model)
+    return precision_layer(layer_list[index], family, precision, prefix=f"{prefix}{index}.", codes=codes,
+                           in_place=True)
 
 
 def _layer_list(model) -> tuple[str, nn.ModuleList, str]:
