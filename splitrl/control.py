@@ -120,7 +120,7 @@ def _wikitext_prompts(tokenizer, n: int, tokens: int = 48) -> list[str]:
 
 def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channel: str, seed: int, loaded=None,
                  backend_factory=None, split: int | None = None, scenario=None, arrival_rate_hz: float | None = None,
-                 battery_start: float | None = None, privacy_target: int | None = None):
+                 battery_start: float | None = None, privacy_target: int | None = None, precision: str = "fp32"):
     """(RequestServer, loaded model, env config) for a checkpoint, a baseline kind or a fixed ``split``.
 
     ``scenario`` (a `splitrl.controller.scenario.Scenario`) replaces ``channel``: its env overrides
@@ -130,7 +130,8 @@ def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channe
     ``decision_interval_s``).
 
     ``backend_factory(loaded, env_config)`` gives the `GenerationBackend` (default: an in-process
-    `LocalBackend` over ``loaded``).
+    `LocalBackend` over ``loaded``). ``precision``: the weight precision this process loads the
+    model at when it loads it (``--agent``/``--split``; a checkpoint's agent loads its own fp32 model).
     The agent's env is built once to construct the agent (it reads its config, costs, table) and
     is never stepped; its `RequestCostService` is the one the server charges requests with.
     """
@@ -154,6 +155,9 @@ def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channe
         spec = channel_spec(channel)
         overrides = merge_env(env, {"channel": spec})
     if checkpoint is not None:
+        if precision != "fp32" and loaded is None:
+            raise UsageError("--precision with --checkpoint: not supported yet (the checkpoint's agent loads the "
+                             "fp32 model); use --agent or --split, or --precision fp32")
         policy = AgentPolicy.from_checkpoint(checkpoint, env_overrides=overrides, loaded=loaded)
         env_cfg = policy.env.config
         loaded = policy.loaded or loaded or load_model(env_cfg.model)
@@ -163,7 +167,7 @@ def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channe
             env_cfg = SplitPointConfig(**overrides)
         except TypeError as e:
             raise UsageError(f"--set: {e}; allowed: env.<SplitPointConfig field>") from None
-        loaded = loaded or load_model(env_cfg.model)
+        loaded = loaded or load_model(env_cfg.model, precision=precision)
         if split is None and agent is None:
             raise UsageError("give one of --checkpoint, --agent or --split")
         if agent is not None:

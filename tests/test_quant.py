@@ -341,3 +341,20 @@ def test_profile_measures_precision_rates_into_a_loadable_profile(tiny_models, t
     out = result.write_yaml(tmp_path / "m.yaml")
     prof = load_profile("ue", out)
     assert set(prof.precision_rates) == {"fp32", "int8", "int4"}
+
+
+@pytest.mark.timeout(120)
+def test_serving_loads_the_model_at_the_asked_precision(tiny_models):
+    from splitrl.control import build_server
+
+    server, loaded, _ = build_server(checkpoint=None, agent=None, split=3, channel="markov", seed=0,
+                                     env={"model": "llama-tiny", "transport": "identity"}, precision="int4")
+    assert loaded.view.base_precision == "int4"
+    ids = loaded.tokenizer("the phone and the edge", return_tensors="pt").input_ids
+    result, rec = server.serve(ids, max_new_tokens=5, stop_at_eos=False)
+    want = SplitRuntime(tiny_models["llama-tiny"]).generate(ids, 3, max_new_tokens=5, stop_at_eos=False,
+                                                            precision="int4")
+    assert result.token_ids == want.token_ids and rec.split == 3
+    with pytest.raises(UsageError, match="--precision with --checkpoint"):
+        build_server(checkpoint="nowhere", agent=None, env={"model": "llama-tiny"}, channel="markov", seed=0,
+                     precision="int8")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from splitrl.deploy.security import read_token
 from splitrl.errors import UsageError
+from splitrl.quant.precision import PRECISIONS
 from splitrl.network import is_loopback
 
 
@@ -40,6 +41,8 @@ def _build(p) -> None:
     p.add_argument("--agent", default=None, help="exact baseline instead of a checkpoint (oracle, fixed, latency-only, ...)")
     p.add_argument("--split", type=int, default=None, help="a fixed split for every request instead of a policy")
     p.add_argument("--model", default=None, help="model for --agent/--split (default: the env config's)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="weight precision of this process's model (with --edge: the UE's layers; the edge reports its own)")
     p.add_argument("--channel", default="fading", help="fading | markov | trace:FILE.csv | FILE.csv | spec.yaml")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="env config overrides as in train.py: env.transport=int8-biterr, env.reward.w_energy=2, ...")
@@ -106,7 +109,7 @@ def _cmd(args) -> int:
     try:
         server, loaded, env_cfg = build_server(checkpoint=args.checkpoint, agent=args.agent, env=env,
                                                channel=args.channel, seed=args.seed, backend_factory=factory,
-                                               split=args.split)
+                                               split=args.split, precision=args.precision)
     except UsageError:
         raise
     except (ValueError, FileNotFoundError) as e:
