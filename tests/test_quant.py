@@ -358,3 +358,14 @@ def test_serving_loads_the_model_at_the_asked_precision(tiny_models):
     with pytest.raises(UsageError, match="--precision with --checkpoint"):
         build_server(checkpoint="nowhere", agent=None, env={"model": "llama-tiny"}, channel="markov", seed=0,
                      precision="int8")
+
+
+def test_a_view_with_quantised_copies_can_be_deep_copied(tiny_models):
+    import copy
+
+    view = tiny_models["llama-tiny"].view
+    ids = _ids()
+    pos = torch.arange(ids.shape[1])[None]
+    ref = view.run_layers(view.embed(ids, pos, "int8"), 0, 3, pos, precision="int8")   # caches int8 copies
+    clone = copy.deepcopy(view)
+    assert torch.equal(clone.run_layers(clone.embed(ids, pos, "int8"), 0, 3, pos, precision="int8"), ref)

@@ -152,6 +152,16 @@ class PrecisionWeights:
         self._vocab_at: dict[str, tuple[nn.Module | None, nn.Module | None]] = {}  # (embedding, head)
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        # A copy (gymnasium and SB3 deep-copy envs, which hold the view) starts with empty caches:
+        # the lock cannot be copied, and the quantised copies are rebuilt on first use.
+        return {**self.__dict__, "codes": None if self.gguf_path is not None else self.codes,
+                "_layers": {}, "_vocab_at": {}, "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _check_source(self, precision: str) -> None:
         base = self.view.base_precision
         if base != "fp32":
