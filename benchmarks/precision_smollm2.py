@@ -7,7 +7,7 @@ For every precision in `splitrl.quant.PRECISIONS`:
   (embeddings + layers [0, 15)) and (c) the edge's part (layers [15, 30) + head): the process's
   own ``VmHWM`` (peak) and ``VmRSS`` after loading and after running (the whole model: a 32-token
   generation; a part: its layers over 32 tokens, so every weight is resident), read from
-  ``/proc/self/status`` *inside that child* (a child's ``ru_maxrss`` would report the parent's
+  ``/proc/self/status`` *inside that child* (a child's getrusage max-RSS would report the parent's
   peak, which Linux keeps across exec), and the bytes of the weights it holds.
 
 Writes ``benchmarks/results/precision_smollm2.json`` (``--out``) with provenance.

@@ -17,7 +17,7 @@ stopped, so the CLI drivers, ``make demo``, benchmarks and tests all do it the s
   which cannot stop its children, does not leave them running (each would hold its model part).
 
 It also owns how a process measures its own memory (`peak_rss_bytes`, `anon_rss_bytes`), read from
-``/proc/<pid>/status``. Never use ``getrusage(RUSAGE_SELF).ru_maxrss`` for a per-process peak: on
+``/proc/<pid>/status``. Never use getrusage(RUSAGE_SELF) max-RSS for a per-process peak: on
 Linux it survives fork + exec (the kernel folds the pre-exec address space's high-water mark into
 it), so every child reports at least its parent's resident set at the moment of the fork. VmHWM
 belongs to the address space, which exec replaces, so it is the process's own peak.
@@ -74,7 +74,7 @@ def peak_rss_bytes(pid: int | str = "self") -> int:
 
     Read it inside the process whose peak you want (or pass that process's pid while it runs: the
     figure is gone once it exits). Without procfs (not Linux) this falls back to the resident set
-    now, a lower bound of the peak — never to ``ru_maxrss`` (see the module docstring).
+    now, a lower bound of the peak — never to getrusage's max-RSS (see the module docstring).
     """
     value = proc_status_bytes("VmHWM", pid)
     return value if value is not None else rss_bytes(pid)

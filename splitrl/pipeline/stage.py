@@ -398,7 +398,7 @@ class _Worker:
         if self.world > 1:
             r.recv_wait_s = self.ring.recv_wait_s
             r.hop = {"index": self.hop.index, "link": self.hop.link_name, **self.hop.stats.to_dict()}
-        # VmHWM, read in this process: ru_maxrss would be the driver's peak inherited through fork + exec
+        # VmHWM, read in this process: getrusage's max-RSS would be the driver's peak inherited through fork + exec
         r.peak_rss_bytes = peak_rss_bytes()
         r.param_bytes = param_bytes(self.view.model)
         r.rss_bytes = rss_bytes()
