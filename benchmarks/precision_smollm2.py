@@ -116,7 +116,7 @@ def main() -> None:
                 s[f"ppl_{n}_vs_fp32"] = round(v / fp32["ppl"][n], 4)
     result = {**run_record(threads=1), "model": "smollm2-135m", "tokens": tokens, "summary": summary,
               "records": records,
-              "notes": "peak = VmHWM of the child itself; it includes ~300 MiB of interpreter + torch + transformers "
+              "notes": "peak = VmHWM of the child itself; it includes the interpreter + torch + transformers "
                        "(before_load) and the transient of quantising while loading"}
     out = Path(args.out) if args.out else ROOT / "runs" / "precision_smollm2.json"
     out.parent.mkdir(parents=True, exist_ok=True)

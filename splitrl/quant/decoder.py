@@ -1,8 +1,9 @@
 """A lean LLaMA-family decoder layer for the low-bit precisions: fewer kernel calls, no per-layer masks.
 
-At batch 1 a quantised SmolLM2 layer spends less time in its matmuls (~0.3 ms for all 30 layers'
-worth per token at int4) than in Python dispatch through the Hugging Face layer (rotary, cache and
-mask bookkeeping, seven projections). `LeanLlamaLayer` computes the same function with
+Once the matmuls are low-bit and fast, the per-operator Python dispatch of the Hugging Face layer
+(rotary, cache and mask bookkeeping, seven projections) becomes a large share of a batch-1 decode
+step; `benchmarks/decode_profile.py` reports what is left of it with this layer. `LeanLlamaLayer`
+computes the same function with
 - q/k/v fused into one projection and gate/up into another (rows concatenated before packing, so
   4 low-bit matmuls per layer instead of 7),
 - the rotary angles and the attention mask computed once per segment call, not per layer,

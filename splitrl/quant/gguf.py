@@ -22,7 +22,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GGUFCodes", "Q4Codes", "read_q4_1", "match_rows"]
+__all__ = ["GGUFCodes", "Q4Codes", "match_rows"]
 
 _BLOCK = 32
 _HF_NAMES = {
@@ -42,11 +42,6 @@ def _decode_q4_1(raw: np.ndarray, n: int, k: int) -> Q4Codes:
     qs = blocks[..., 4:]
     codes = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).reshape(n, k)
     return codes, d, m
-
-
-def read_q4_1(path: str | Path, layers: set[int] | None = None) -> dict[str, Q4Codes]:
-    """The Q4_1 decoder weights of a LLaMA-family GGUF (of ``layers`` only, if given), by HF name."""
-    return {name: decode() for name, decode in _q4_1_tensors(path, layers).items()}
 
 
 def _q4_1_tensors(path: str | Path, layers: set[int] | None = None) -> dict:

@@ -10,9 +10,10 @@ cut are fp32 whatever the precision (the link codecs choose their own wire forma
 | ``int8`` | 1 B per weight + one bf16 scale per output channel | ``torch._weight_int8pack_mm`` |
 | ``int4`` | 0.5 B per weight + bf16 scale and zero per group of 32 | ``torch._weight_int4pack_mm_for_cpu`` |
 
-Why these kernels (measured in `benchmarks/decode_speed.py`): on this AVX-512 CPU torch's
-weight-only packed kernels are fast only with **bf16 activations** (int4 with fp32 activations runs
-a scalar path ~30x slower), so the low-bit linears cast their input to bf16 and their output back
+Why these kernels (their speed is measured in `benchmarks/decode_speed.py` and
+`benchmarks/decode_profile.py`): they are torch's own packed weight-only kernels, and on this
+AVX-512 CPU they are fast only with **bf16 activations** (with fp32 activations int4 falls back to
+a far slower scalar path), so the low-bit linears cast their input to bf16 and their output back
 to fp32. Group size 32 is Q4_1's block size, so the GGUF's own 4-bit codes load without requantising.
 """
 from __future__ import annotations

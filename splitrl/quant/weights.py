@@ -26,8 +26,10 @@ from splitrl.quant.precision import check_precision
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PrecisionWeights", "precision_layer", "quantize_in_place", "quantize_layer_at", "QUANT_MODULES", "count_params", "fused_linear", "lean_llama_layer", "quantize_layer",
-           "quantize_linear"]
+__all__ = [
+    "PrecisionWeights", "QUANT_MODULES", "count_params", "fused_linear", "lean_llama_layer", "precision_layer",
+    "quantize_in_place", "quantize_layer", "quantize_layer_at", "quantize_linear", "vocab_modules",
+]
 
 QUANT_MODULES = (BF16Linear, Int8Linear, Int4Linear, QuantEmbedding)
 CodesLookup = Callable[[str, torch.Tensor], tuple | None]
@@ -209,9 +211,9 @@ def vocab_modules(embed_tokens: nn.Module, lm_head: nn.Module, precision: str, *
     """(embedding, head) at ``precision``; None for a part not asked for (not held by this process).
 
     The embedding *lookup* is int8 at int8 and at int4 (the published GGUF keeps ``token_embd`` at
-    8 bits, and a row lookup costs nothing at any width); the head at int4 is `Int4Linear`
-    (measured 2.4x faster per token than int8 for SmolLM2's 49,152 x 576 head, see
-    `benchmarks/decode_speed.py`). A tied bf16/int8 model stores its vocabulary matrix once.
+    8 bits, and a row lookup costs nothing at any width); the head at int4 is `Int4Linear`,
+    because torch's int4 kernel is the faster of its two at batch 1 (`decode_profile.json`: an
+    int8 decode step takes 1.5x an int4 one). A tied bf16/int8 model stores its vocabulary matrix once.
     """
     embed_q = QuantEmbedding(embed_tokens.weight.detach(), "int8" if precision == "int4" else precision) if embed else None
     head_q = None
