@@ -31,7 +31,7 @@ import numpy as np
 
 from splitrl.agents.base import Agent
 from splitrl.agents.config import documented, param, validate
-from splitrl.reward import reward_terms
+from splitrl.decision.reward import reward_terms
 
 __all__ = [
     "BaselineConfig", "FixedSplitConfig", "OracleAgent", "FixedSplitAgent", "AllOnUEAgent", "MinUEAgent",

@@ -1,8 +1,8 @@
 """What a learner is told about the reward: the two information settings of the agent comparison.
 
-The split-point reward is ``-(w_q·quality loss + latency + energy + switching)`` (`splitrl.reward`).
+The split-point reward is ``-(w_q·quality loss + latency + energy + switching)`` (`splitrl.decision.reward`).
 Only the quality loss needs a real evaluation; the other terms come from the analytic cost model
-(`splitrl.controller.costs.RequestCostService`) and the split in place. A comparison in which the
+(`splitrl.decision.costs.RequestCostService`) and the split in place. A comparison in which the
 model-based agent plans with those known terms while PPO/DQN must discover them from the reward is
 not a comparison of learners, so every learner is reported in two settings:
 
@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from splitrl.reward import switch_cost
+from splitrl.decision.reward import switch_cost
 
 __all__ = ["INFO_SETTINGS", "known_reward_parts", "action_splits", "KnownCostsObservation", "wrap_for_setting"]
 

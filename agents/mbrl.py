@@ -11,7 +11,7 @@
   the switching cost between consecutive splits. Latency/energy come from the analytic cost model.
   The surrogate's predictions and the costs are precomputed on an SNR grid at every refit, so a
   decision is a table interpolation, the known costs at the observed state and an
-  O(horizon · S²) DP. `act` runs all of it as one compiled call (`splitrl.agents.kernels`, numba;
+  O(horizon · S²) DP. `act` runs all of it as one compiled call (`splitrl.decision.kernel_numba`, numba;
   the same numbers as `plan`, which stays the reference): ~14 µs back to back, ~0.15 ms right
   after a generation step has flushed the caches (`benchmarks/control_smollm2.py`).
 * **When to pay for a real evaluation** (deployment, via `feedback`): when the surrogate's
@@ -38,18 +38,18 @@ import numpy as np
 from splitrl.agents.base import Agent, StepCallback
 from splitrl.agents.baselines import action_towards
 from splitrl.agents.channel_model import AR1ChannelModel
-from splitrl.reward import switch_cost
+from splitrl.decision.reward import switch_cost
 from splitrl.yamlio import short
 
 SNR_GRID = np.arange(-20.0, 50.0 + 1e-9, 0.5)
 _GRID_LO, _GRID_HI, _GRID_STEP = float(SNR_GRID[0]), float(SNR_GRID[-1]), float(SNR_GRID[1] - SNR_GRID[0])
 _NO_LINK = np.zeros((0, 1))  # the kernel's link rows when no state-dependent costs are computed
-_KERNEL: list = []  # splitrl.agents.kernels.plan_decision, imported (numba) on the first compiled decision
+_KERNEL: list = []  # splitrl.decision.kernel_numba.plan_decision, imported (numba) on the first compiled decision
 
 
 def _plan_kernel():
     if not _KERNEL:
-        from splitrl.agents.kernels import plan_decision
+        from splitrl.decision.kernel_numba import plan_decision
 
         _KERNEL.append(plan_decision)
     return _KERNEL[0]
@@ -74,7 +74,7 @@ class MBRLConfig:
         channel_forgetting: forgetting factor of the channel model, in (0, 1].
         information: ``known-costs`` (the cost model's terms are given) or ``reward-only`` (learn the
             whole reward, switching cost included); see the module doc.
-        compiled_decisions: decide with the compiled kernel (`splitrl.agents.kernels`: the same
+        compiled_decisions: decide with the compiled kernel (`splitrl.decision.kernel_numba`: the same
             numbers as the numpy planner, in one call) rather than numpy.
     """
 
@@ -324,14 +324,14 @@ class MBRLAgent(Agent):
         terms of every SNR the rounded observation can hold — a decision's costs at a new SNR are
         mostly the link's (rates, HARQ, transfers), so none is computed inside the serving loop."""
         if self.config.compiled_decisions:
-            from splitrl.agents.kernels import warm_up
+            from splitrl.decision.kernel_numba import warm_up
 
             warm_up()
         if self.known_costs and self._has_state:
             self.env.costs.warm(self.env.obs_spec.snr_levels())
 
     def _compiled_plan(self, snr: float, current: int, obs) -> tuple[int, float, float] | None:
-        """(best split, margin to the runner-up, weighted std at it) from `splitrl.agents.kernels`;
+        """(best split, margin to the runner-up, weighted std at it) from `splitrl.decision.kernel_numba`;
         None where the numpy planner must decide (kernel off, or the split in place is outside
         the allowed range, which `plan` prices separately)."""
         if not self.config.compiled_decisions:

@@ -69,7 +69,7 @@ def back_to_back_latency(policy, rows: list[dict], bandwidth_mhz: float) -> dict
     the decision's own compute. The serving-loop figure is larger by the cache misses a decision pays
     after a request has streamed the model's weights through the caches. Run after the scenario (the
     policy's online channel model keeps learning from these SNRs; only the time is used)."""
-    from splitrl.controller.policy import Observation
+    from splitrl.decision.observation import Observation
 
     obs = [Observation(snr_db=r["snr_db"], bandwidth_mhz=bandwidth_mhz, split=r["previous_split"], battery=r["battery"],
                        edge_load=r["edge_load_reported"], privacy_target=r["privacy_target"]) for r in rows]

@@ -1,181 +1,37 @@
-"""The split-point MDP: where to cut the LM, slot by slot, as the wireless channel changes.
+"""The split-point MDP as Gymnasium envs: where to cut the LM, slot by slot, as the channel changes.
 
-Owns the environment logic shared by every backend (channel evolution, observation, actions,
-reward) and two quality backends: `SplitPointEnv` (a real perplexity evaluation of the split
-model through the emulated link, each step) and `SplitPointTableEnv` (the measured sweep table).
+The decision itself (configuration, observation, costs, reward, tables) is `splitrl.decision`;
+`splitrl.decision.problem.SplitProblem` holds its fixed parts. This module adapts it to
+Gymnasium: the moving state (channel, edge load, battery, UE load, privacy floor), `reset`/`step`
+and two quality backends: `SplitPointEnv` (a real perplexity evaluation of the split model
+through the emulated link, each step) and `SplitPointTableEnv` (the measured sweep table).
 `splitrl.surrogate.SurrogateEnv` is the third backend (a learned model).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from splitrl.controller.policy import ACTION_MODES, SNR_BOUNDS_DB, round_snr
-from splitrl.quant.precision import PRECISIONS
-from splitrl.reward import RewardConfig
+from splitrl.channel import CorrelatedFadingChannel
+from splitrl.decision.channel import build_channel
+from splitrl.decision.config import SplitPointConfig
+from splitrl.decision.observation import SNR_BOUNDS_DB, Observation, round_snr
+from splitrl.decision.problem import SplitProblem
+from splitrl.decision.tables import DEFAULT_TABLE, StateTables, SweepTable, table_key
+from splitrl.errors import UsageError
+from splitrl.eval import PerplexityConfig, PerplexityEvaluator
+from splitrl.link import link_at
+from splitrl.models import load_model
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TABLE = REPO_ROOT / "benchmarks" / "results" / "sweep_smollm2.csv"
-
-
-@dataclass
-class SplitPointConfig:
-    """Configuration of the split-point MDP (all three backends).
-
-    Attributes:
-        model: model name (`splitrl.models.load_model`); the number of layers L comes from it.
-        transport: link at the cut (`splitrl.link.LINK_NAMES`), e.g. ``awgn`` or ``int8-biterr``.
-        modulation: maps SNR to BER for digital transports (uncoded, AWGN).
-        s_min: smallest allowed split; 1 keeps raw tokens on the UE (privacy), 0 allows sending them.
-        action_mode: ``absolute`` (Discrete over [s_min, L]) or ``relative`` (stay / move by 1..max_move).
-        max_move: largest relative move in layers (relative mode), 1..8.
-        history: number of past SNRs in the observation, >= 0.
-        channel: channel spec for `splitrl.channel.make_channel` (None: the link profile's own fading
-            channel, re-timed so one slot is one decision epoch).
-        decision_interval_s: time between decisions (one request), seconds; sets the channel's
-            correlation from one step to the next when ``channel`` is None.
-        ue_profile, edge_profile, link_profile: device/link profiles (`splitrl.cost`).
-        prompt_tokens, new_tokens: the request whose latency/energy the cost model emulates.
-        reward: reward weights and references.
-        include_ue_state: add battery level and compute load to the observation.
-        battery_capacity_j: UE battery energy budget of an episode, joules (> 0).
-        request_timeout_s: a request whose emulated latency exceeds this times out and is charged
-            this latency (a dead link has infinite latency; the reward stays finite), > 0.
-        initial_split: split in place at reset (None: drawn uniformly from the allowed splits).
-        eval_tokens, eval_window: WikiText-2 tokens and window per real evaluation (SplitPoint-v0).
-        table: sweep CSV backing SplitPointTable-v0 (None: the committed SmolLM2 sweep).
-        prefill_chunks: largest number of chunks the UE pipelines the prompt in (1: sequential
-            prefill, the old model); see `splitrl.cost.model`.
-        edge_load: the shared edge's background utilisation process (`splitrl.cost.EdgeLoadConfig`
-            or its dict; None: a dedicated idle edge). Adds the (delayed) edge load to the observation.
-        battery_aware_energy: with ``include_ue_state``, the energy weight is scaled by
-            ``1 / max(battery, 0.05)`` (`splitrl.reward.battery_energy_scale`).
-        battery_range: the battery level at reset is uniform in this range (``(1, 1)``: full).
-        memory_mask: splits whose UE weights + KV cache exceed the UE profile's memory budget
-            (`CostModel.feasible_splits`) are not allowed (an action selecting one runs the nearest
-            allowed split; `action_masks` lists the allowed actions).
-        privacy_table: privacy file (top-1 token recovery per cut, `splitrl.cost.privacy`);
-            None: privacy not modelled. With it the reward charges ``reward.w_privacy * recovery``.
-        privacy_targets: per-request privacy targets (largest tolerated recovery), one drawn
-            uniformly per request; the smallest split meeting it is that request's floor (shown
-            in the observation). Empty: no per-request floor. Needs ``privacy_table``.
-        codecs: transports the action may choose per request (absolute mode; the action is
-            (split, codec)); empty: ``transport`` only. Each needs its rows in the sweep table.
-        snr_resolution_db: the channel's SNR is rounded to this step (0: not rounded). With a
-            step > 0 the table env precomputes its per-state figures on that SNR grid (fast path).
-        ue_precisions: weight precisions (`splitrl.quant.precision.PRECISIONS`) the action may run
-            the UE's segment at (absolute mode; the action is (split, codec, UE precision), the
-            edge stays fp32); empty (default): no precision in the action, the UE profile's
-            ``weight_dtype`` — every result before precisions existed. Each needs ``precision_rates``
-            in the UE profile and, for the table env, rows with that ``ue_precision`` in the sweep.
-    """
-
-    model: str = "smollm2-135m"
-    transport: str = "awgn"
-    modulation: str = "qpsk"
-    s_min: int = 1
-    action_mode: str = "absolute"
-    max_move: int = 4
-    history: int = 4
-    channel: dict | None = None
-    decision_interval_s: float = 0.5
-    ue_profile: str = "phone-midrange"
-    edge_profile: str = "edge-a100"
-    link_profile: str = "nr-sub6-20mhz"
-    prompt_tokens: int = 128
-    new_tokens: int = 32
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    include_ue_state: bool = False
-    battery_capacity_j: float = 2000.0
-    request_timeout_s: float = 10.0
-    initial_split: int | None = None
-    eval_tokens: int = 256
-    eval_window: int = 256
-    table: str | None = None
-    prefill_chunks: int = 1
-    edge_load: Any = None
-    battery_aware_energy: bool = False
-    battery_range: tuple[float, float] = (1.0, 1.0)
-    memory_mask: bool = False
-    privacy_table: str | None = None
-    privacy_targets: tuple[float, ...] = ()
-    codecs: tuple[str, ...] = ()
-    snr_resolution_db: float = 0.0
-    ue_precisions: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        from splitrl.cost.edge_load import EdgeLoadConfig
-        from splitrl.link import LINK_NAMES
-
-        if isinstance(self.reward, dict):
-            self.reward = RewardConfig(**self.reward)
-        if isinstance(self.edge_load, dict):
-            self.edge_load = EdgeLoadConfig(**self.edge_load)
-        if self.edge_load is not None and not isinstance(self.edge_load, EdgeLoadConfig):
-            raise ValueError(f"edge_load must be None or an EdgeLoadConfig mapping, got {self.edge_load!r}")
-        if isinstance(self.prefill_chunks, bool) or not isinstance(self.prefill_chunks, int) or not 1 <= self.prefill_chunks <= 64:
-            raise ValueError(f"prefill_chunks must be an integer in 1..64, got {self.prefill_chunks!r}")
-        br = tuple(float(x) for x in self.battery_range)
-        if len(br) != 2 or not 0.0 <= br[0] <= br[1] <= 1.0:
-            raise ValueError(f"battery_range must be (low, high) with 0 <= low <= high <= 1, got {self.battery_range!r}")
-        self.battery_range = br
-        self.privacy_targets = tuple(float(x) for x in self.privacy_targets)
-        if any(not 0.0 <= t <= 1.0 for t in self.privacy_targets):
-            raise ValueError(f"privacy_targets must be recoveries in [0, 1], got {self.privacy_targets!r}")
-        if self.privacy_targets and not self.privacy_table:
-            raise ValueError("privacy_targets need privacy_table (the measured recovery per cut)")
-        self.codecs = tuple(str(c) for c in self.codecs)
-        for c in self.codecs:
-            if c not in LINK_NAMES:
-                raise ValueError(f"codecs: {c!r} not allowed; choose from {', '.join(LINK_NAMES)}")
-        if len(set(self.codecs)) != len(self.codecs):
-            raise ValueError(f"codecs must be distinct, got {self.codecs!r}")
-        if not (math.isfinite(self.snr_resolution_db) and 0.0 <= self.snr_resolution_db <= 5.0):
-            raise ValueError(f"snr_resolution_db must be in [0, 5], got {self.snr_resolution_db!r}")
-        if len(self.codecs) > 1 and self.action_mode != "absolute":
-            raise ValueError("codecs: choosing a codec per request needs action_mode absolute")
-        from splitrl.quant.precision import check_precision
-
-        if isinstance(self.ue_precisions, str):
-            raise ValueError(f"ue_precisions must be a list of precisions, got the string {self.ue_precisions!r}")
-        self.ue_precisions = tuple(check_precision(p, "ue_precisions") for p in self.ue_precisions)
-        if len(set(self.ue_precisions)) != len(self.ue_precisions):
-            raise ValueError(f"ue_precisions must be distinct, got {self.ue_precisions!r}")
-        if len(self.ue_precisions) > 1 and self.action_mode != "absolute":
-            raise ValueError("ue_precisions: choosing the UE precision per request needs action_mode absolute")
-        if self.transport not in LINK_NAMES:
-            raise ValueError(f"transport {self.transport!r} not allowed; choose from {', '.join(LINK_NAMES)}")
-        if self.action_mode not in ACTION_MODES:
-            raise ValueError(f"action_mode must be one of {', '.join(ACTION_MODES)}, got {self.action_mode!r}")
-        if self.s_min < 0:
-            raise ValueError(f"s_min must be >= 0, got {self.s_min}")
-        if not 1 <= self.max_move <= 8:
-            raise ValueError(f"max_move must be in 1..8, got {self.max_move}")
-        if self.history < 0:
-            raise ValueError(f"history must be >= 0, got {self.history}")
-        for name in ("prompt_tokens", "new_tokens", "eval_tokens", "eval_window"):
-            if getattr(self, name) < 1 + (name in ("eval_tokens", "eval_window")):
-                raise ValueError(f"{name} must be >= {1 + (name in ('eval_tokens', 'eval_window'))}, got {getattr(self, name)}")
-        if not self.decision_interval_s > 0:
-            raise ValueError(f"decision_interval_s must be > 0, got {self.decision_interval_s}")
-        if not self.request_timeout_s > 0:
-            raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
-        if not self.battery_capacity_j > 0:
-            raise ValueError(f"battery_capacity_j must be > 0, got {self.battery_capacity_j}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def transports(self) -> tuple[str, ...]:
-        """The transports an action may use: ``codecs``, or ``(transport,)``."""
-        return self.codecs or (self.transport,)
+# SplitPointConfig, SweepTable and DEFAULT_TABLE are part of this env module's interface (the
+# env's config, its quality table): benchmarks and tests import them from here.
+__all__ = ["SplitPointConfig", "SplitPointBaseEnv", "SplitPointEnv", "SplitPointTableEnv", "SweepTable",
+           "DEFAULT_TABLE", "make_table_vec_env"]
 
 
 class SplitPointBaseEnv(gym.Env):
@@ -198,7 +54,7 @@ class SplitPointBaseEnv(gym.Env):
     | ``prefill_chunks`` | pipelined prefill: TTFT = fill + (c-1)·max(UE chunk, air, edge chunk), best c <= C per split | `splitrl.cost.model` (chunked prefill; per-chunk grant + HARQ) |
     | ``edge_load`` | shared edge: background utilisation (Markov or trace) observed with ``delay_steps`` delay; edge per-layer time x M/D/1 factor 1 + rho/(2(1-rho)); this UE's own edge work per decision interval adds to rho | `splitrl.cost.edge_load` (cluster-trace utilisation levels) |
     | ``include_ue_state`` | battery level and UE background/thermal load (UE compute x 1/(1 - load/2)) | AR(1) load around 0.3 |
-    | ``battery_aware_energy`` | energy weight x 1/max(battery, 0.05); ``battery_range`` draws the level at reset | Lyapunov energy-queue weighting (`splitrl.reward.battery_energy_scale`) |
+    | ``battery_aware_energy`` | energy weight x 1/max(battery, 0.05); ``battery_range`` draws the level at reset | Lyapunov energy-queue weighting (`splitrl.decision.reward.battery_energy_scale`) |
     | ``memory_mask`` | splits whose UE weights + KV cache exceed the UE profile's ``memory_budget_bytes`` are not allowed | `CostModel.feasible_splits`, the profile's budget |
     | ``privacy_table`` / ``privacy_targets`` | reward ``w_privacy`` x probe top-1 token recovery at the cut; per-request target -> smallest split meeting it is that request's floor | measured probe (`splitrl.cost.privacy`) |
     | ``codecs`` | the action is (split, codec): bytes per codec from the codec's frame size, quality per (split, codec, SNR) from the sweep | sweep table rows per transport |
@@ -233,7 +89,7 @@ class SplitPointBaseEnv(gym.Env):
 
     ## Reward
     ``-(w_q·log(ppl/ppl_clean) + w_l·latency/latency_ref + w_e·k(b)·energy/energy_ref + w_s·switch
-    + w_p·recovery(s))``, see `splitrl.reward`; ``k(b) = 1/max(b, 0.05)`` with
+    + w_p·recovery(s))``, see `splitrl.decision.reward`; ``k(b) = 1/max(b, 0.05)`` with
     ``battery_aware_energy`` (else 1); the privacy term only with ``privacy_table``. References
     default to the all-on-UE split (no link involved). Latency includes the edge's queueing at
     the TRUE edge load (the observation's is delayed).
@@ -263,90 +119,63 @@ class SplitPointBaseEnv(gym.Env):
     metadata = {"render_modes": []}
     supports_ue_precisions = False  # a quality backend that can measure each UE precision sets this
 
-    def __init__(self, config: SplitPointConfig | None = None, *, num_layers: int, view=None, **overrides: Any) -> None:
+    def __init__(self, config: SplitPointConfig | None = None, *, num_layers: int | None = None, view=None,
+                 problem: SplitProblem | None = None, **overrides: Any) -> None:
         super().__init__()
-        config = config or SplitPointConfig()
-        if overrides:
-            config = SplitPointConfig(**{**asdict(config), **overrides})
-        self.config = config
-        self.L = int(num_layers)
-        if not 0 <= config.s_min <= self.L:
-            raise ValueError(f"s_min must be in 0..{self.L}, got {config.s_min}")
-        if config.initial_split is not None and not config.s_min <= config.initial_split <= self.L:
-            raise ValueError(f"initial_split must be in {config.s_min}..{self.L}, got {config.initial_split}")
-        self.splits = np.arange(config.s_min, self.L + 1)
-        self.transports = config.transports
-        self.precisions: tuple[str, ...] = tuple(config.ue_precisions)
-        if self.precisions and not self.supports_ue_precisions:
-            from splitrl.errors import UsageError
-
-            raise UsageError(f"ue_precisions: {type(self).__name__} cannot measure quality per UE precision "
-                             f"(use splitrl/SplitPointTable-v0 with a sweep that has ue_precision rows)")
-        self._setup_costs(view)
-        # (transport, UE precision) of each action option, in action order (precision None: off).
-        self.options: tuple[tuple[str, str | None], ...] = self.costs.options
-        self._setup_channel()
+        if problem is None:
+            config = config or SplitPointConfig()
+            if overrides:
+                config = SplitPointConfig(**{**asdict(config), **overrides})
+            self._check_precisions(config)
+            if view is None:
+                view = load_model(config.model).view
+            problem = SplitProblem.build(config, view)
+        elif config is not None or overrides:
+            raise UsageError("pass either a SplitProblem or a config (with overrides), not both")
+        else:
+            self._check_precisions(problem.config)
+        if num_layers is not None and int(num_layers) != problem.L:
+            raise ValueError(f"num_layers={num_layers} but the model has {problem.L} layers")
+        self.problem = problem
+        self.channel = build_channel(problem.config.channel, problem.costs.link_profile,
+                                     problem.config.decision_interval_s, np.random.default_rng(0))
+        # (the channel's generator is replaced at every reset by a child of self.np_random)
         # The edge-load state lives in plain attributes (_edge_i, _edge_past, _edge_rng) so that
-        # training checkpoints capture it; `edge_process` is the stateless model.
-        self.edge_process = None
-        if config.edge_load is not None:
-            from splitrl.cost.edge_load import EdgeLoadModel
-
-            self.edge_process = EdgeLoadModel(config.edge_load)
+        # training checkpoints capture it; `problem.edge_process` is the stateless model.
         self._edge_i = 0
         self._edge_past: list[float] = []
         self._edge_rng = np.random.default_rng(0)
-        # Splits whose weights + KV cache fit the UE's memory budget (every split without the mask).
-        # With UE precisions, one mask per precision: each precision's weight bytes decide what fits.
-        self._memory_fit: dict[str | None, np.ndarray] = {}
-        for p in (self.precisions or (None,)):
-            fit = np.ones(self.L + 1, dtype=bool)
-            if config.memory_mask:
-                fit[:] = False
-                cm = self.costs.model_for(None, p) if p is not None else self.cost_model
-                fit[cm.feasible_splits(config.prompt_tokens + config.new_tokens - 1)] = True
-            self._memory_fit[p] = fit
-        if config.memory_mask and not any(f[self.splits].any() for f in self._memory_fit.values()):
-            raise ValueError(f"memory_mask: no split in {config.s_min}..{self.L} fits the UE memory budget "
-                             f"of {config.ue_profile}" + (f" at any of {', '.join(self.precisions)}" if self.precisions else ""))
-        self.memory_feasible = self._memory_fit[self.precisions[0] if self.precisions else None]
-        self.observation_space = self.obs_spec.box()
-        self.action_space = spaces.Discrete(self.obs_spec.num_actions)
+        self.observation_space = problem.spec.box()
+        self.action_space = spaces.Discrete(problem.spec.num_actions)
         self.real_evaluations = 0
         self._episode_evaluations = 0
         self._snr = 0.0
         self._history: list[float] = []
-        self._split = self.L
+        self._split = problem.L
         self._battery, self._load = 1.0, 0.3
         self._privacy_floor: int | None = None
 
-    # --- set-up -------------------------------------------------------------------------
-    def _setup_costs(self, view) -> None:
-        from splitrl.controller.costs import RequestCostService
-        from splitrl.controller.policy import ObservationSpec
+    def _check_precisions(self, config: SplitPointConfig) -> None:
+        if config.ue_precisions and not self.supports_ue_precisions:
+            raise UsageError(f"ue_precisions: {type(self).__name__} cannot measure quality per UE precision "
+                             f"(use splitrl/SplitPointTable-v0 with a sweep that has ue_precision rows)")
 
-        if view is None:
-            from splitrl.models import load_model
-
-            view = load_model(self.config.model).view
-        # Costs, references and the reward live in the service the deployed controller uses too.
-        self.costs = RequestCostService(self.config, view)
-        self.obs_spec = ObservationSpec.from_config(self.config, self.L)
-
-    # Read-only views of the cost service (agents, baselines and benchmarks read these names).
-    cost_model = property(lambda self: self.costs.cost_model)
-    link_profile = property(lambda self: self.costs.link_profile)
-    latency_ref_s = property(lambda self: self.costs.latency_ref_s)
-    energy_ref_j = property(lambda self: self.costs.energy_ref_j)
-    bandwidth_mhz = property(lambda self: self.costs.bandwidth_mhz)
-    _latency_field = property(lambda self: self.costs.latency_field)
-    _timeout_energy_per_token = property(lambda self: self.costs.timeout_energy_per_token)
-
-    def _setup_channel(self) -> None:
-        from splitrl.controller.channel import build_channel
-
-        rng = np.random.default_rng(0)  # replaced at every reset by a child of self.np_random
-        self.channel = build_channel(self.config.channel, self.link_profile, self.config.decision_interval_s, rng)
+    # Read-only views of the problem (wrappers, benchmarks and the trainer read these names).
+    config = property(lambda self: self.problem.config)
+    L = property(lambda self: self.problem.L)
+    splits = property(lambda self: self.problem.splits)
+    costs = property(lambda self: self.problem.costs)
+    obs_spec = property(lambda self: self.problem.spec)
+    options = property(lambda self: self.problem.options)
+    precisions = property(lambda self: self.problem.precisions)
+    transports = property(lambda self: self.problem.config.transports)
+    edge_process = property(lambda self: self.problem.edge_process)
+    memory_feasible = property(lambda self: self.problem.memory_feasible)
+    cost_model = property(lambda self: self.problem.costs.cost_model)
+    link_profile = property(lambda self: self.problem.costs.link_profile)
+    latency_ref_s = property(lambda self: self.problem.costs.latency_ref_s)
+    energy_ref_j = property(lambda self: self.problem.costs.energy_ref_j)
+    bandwidth_mhz = property(lambda self: self.problem.costs.bandwidth_mhz)
 
     # --- quality backend ----------------------------------------------------------------
     def quality(self, split: int, snr_db: float, transport: str | None = None) -> tuple[float, float]:
@@ -384,13 +213,8 @@ class SplitPointBaseEnv(gym.Env):
         return {"load": self.ue_load, "edge_load": self.edge_load, "battery": self.battery}
 
     def allowed_splits(self, privacy_floor: int | None = None, precision: str | None = None) -> np.ndarray:
-        """Boolean mask over splits 0..L allowed for a request with ``privacy_floor`` (s_min, memory
-        at UE ``precision``; None: the first configured precision, or the profile's dtype)."""
-        ok = (self.memory_feasible if precision is None else self._memory_fit[precision]).copy()
-        ok[: max(self.config.s_min, privacy_floor or 0)] = False
-        if not ok.any():  # the privacy floor and the memory budget exclude each other: all on the UE
-            ok[self.L] = True
-        return ok
+        """See `SplitProblem.allowed_splits`."""
+        return self.problem.allowed_splits(privacy_floor, precision)
 
     def action_masks(self) -> np.ndarray:
         """Which actions select an allowed split this step (sb3-contrib MaskablePPO's convention)."""
@@ -403,13 +227,7 @@ class SplitPointBaseEnv(gym.Env):
         m = self.config.max_move
         return np.array([ok[int(np.clip(self._split + a - m, self.config.s_min, self.L))] for a in range(2 * m + 1)])
 
-    def _nearest_allowed(self, split: int, ok: np.ndarray) -> int:
-        if ok[split]:
-            return split
-        up = np.flatnonzero(ok[split:])
-        if len(up):
-            return int(split + up[0])
-        return int(np.flatnonzero(ok)[-1])
+    _nearest_allowed = staticmethod(SplitProblem.nearest_allowed)
 
     # --- dynamics (costs: `RequestCostService`; observation/actions: `ObservationSpec`) ----------
     def costs_at(self, snr_db: float, *, edge_load: float | None = None, transport: str | None = None,
@@ -430,20 +248,8 @@ class SplitPointBaseEnv(gym.Env):
         return self.costs.base_rewards(snr_db, load, **state)
 
     def mean_quality(self, snr_db: float, transport: str | None = None, precision: str | None = None) -> np.ndarray:
-        """Expected log(ppl / ppl_clean) of every split 0..L at ``snr_db`` (the sweep table's mean
-        over measured seeds; the configured table for the real-evaluation env) at UE ``precision``
-        (None: the first configured precision; fp32 without any)."""
-        tables = getattr(self, "tables", None)
-        if tables is None:
-            tables = self.__dict__.setdefault("_mean_tables", {})
-        key = _table_key(transport or self.config.transport, precision or (self.precisions[0] if self.precisions else None))
-        if key not in tables:
-            t, p = (key, "fp32") if isinstance(key, str) else key
-            tables[key] = SweepTable(self.config.table or DEFAULT_TABLE, t, self.splits, model=self.config.model,
-                                     precision=p)
-        out = np.zeros(self.L + 1)
-        out[self.splits] = tables[key].mean_table(snr_db, self.splits)
-        return out
+        """See `SplitProblem.mean_quality` (the configured table, also for the real-evaluation env)."""
+        return self.problem.mean_quality(snr_db, transport, precision)
 
     def action_values(self, previous_split: int | None = None) -> np.ndarray:
         """Expected reward ``[len(splits), num_options]`` of each (split, option) at the current TRUE
@@ -451,20 +257,8 @@ class SplitPointBaseEnv(gym.Env):
         charged); ``-inf`` where the split is not allowed this request. What an oracle maximises.
         Option ``j`` is codec ``j // n_prec`` at UE precision ``j % n_prec`` (`self.options`; with
         one precision: codec ``j``)."""
-        st = self.state_kwargs()
-        rc = self.config.reward
-        out = np.empty((len(self.splits), len(self.options)))
-        for j, (t, p) in enumerate(self.options):
-            ok = self.allowed_splits(self._privacy_floor, p)[self.splits]
-            base = self.costs.base_rewards(self._snr, st["load"], edge_load=st["edge_load"], battery=st["battery"],
-                                           transport=t, precision=p)
-            v = base[self.splits] - rc.w_quality * self.mean_quality(self._snr, t, p)[self.splits]
-            if previous_split is not None:
-                from splitrl.reward import switch_cost
-
-                v = v - rc.w_switch * switch_cost(rc, self.splits, int(previous_split))
-            out[:, j] = np.where(ok, v, -np.inf)
-        return out
+        return self.problem.action_values(self._snr, **self.state_kwargs(), privacy_floor=self._privacy_floor,
+                                          previous_split=previous_split)
 
     def split_for_action(self, action: int) -> int:
         a = int(action)
@@ -482,10 +276,8 @@ class SplitPointBaseEnv(gym.Env):
         codec, precision = divmod(int(option), self.obs_spec.num_precisions)
         return self.action_for_split(split, codec, precision)
 
-    def observation(self):
-        """The current state as a `splitrl.controller.policy.Observation`."""
-        from splitrl.controller.policy import Observation
-
+    def observation(self) -> Observation:
+        """The current state as a `splitrl.decision.observation.Observation`."""
         ue = self.config.include_ue_state
         return Observation(snr_db=self._snr, snr_history_db=tuple(self._history), bandwidth_mhz=self.bandwidth_mhz,
                            split=self._split, battery=self._battery if ue else None, load=self._load if ue else None,
@@ -498,7 +290,7 @@ class SplitPointBaseEnv(gym.Env):
         targets = self.config.privacy_targets
         if targets:
             t = targets[int(self.np_random.integers(len(targets)))]
-            self._privacy_floor = max(self.config.s_min, self.costs.privacy_min_split(t))
+            self._privacy_floor = self.problem.privacy_floor(t)
         else:
             self._privacy_floor = None
 
@@ -594,16 +386,11 @@ class SplitPointEnv(SplitPointBaseEnv):
     supports_ue_precisions = True  # fp32 only: the runtime evaluated here runs fp32 weights
 
     def __init__(self, config: SplitPointConfig | None = None, *, loaded=None, **overrides: Any) -> None:
-        from splitrl.eval import PerplexityConfig, PerplexityEvaluator
-        from splitrl.models import load_model
-
         cfg = config or SplitPointConfig()
         if overrides:
             cfg = SplitPointConfig(**{**asdict(cfg), **overrides})
         low = [p for p in cfg.ue_precisions if p != "fp32"]
         if low:
-            from splitrl.errors import UsageError
-
             raise UsageError(f"ue_precisions {low}: SplitPoint-v0 evaluates the fp32 runtime only; use "
                              f"splitrl/SplitPointTable-v0 with sweep rows per ue_precision")
         self.loaded = loaded or load_model(cfg.model)
@@ -619,190 +406,11 @@ class SplitPointEnv(SplitPointBaseEnv):
 
     def quality(self, split: int, snr_db: float, transport: str | None = None, *,
                 precision: str | None = None) -> tuple[float, float]:
-        from splitrl.link import link_at
-
         link = link_at(transport or self.config.transport, seed=int(self.np_random.integers(2**31 - 1)), snr_db=snr_db,
                        modulation=self.config.modulation, vocab_size=self.loaded.view.vocab_size)
         ppl = self.evaluator.evaluate(split, link).ppl
         self.real_evaluations += 1
         return ppl, math.log(ppl / self._ppl_clean)
-
-
-def _table_key(transport: str, precision: str | None):
-    """Key of a `SweepTable` in an env's ``tables``: the transport alone for fp32 (or no precision,
-    the tables before precisions existed), else (transport, precision)."""
-    return transport if precision in (None, "fp32") else (transport, precision)
-
-
-class SweepTable:
-    """A sweep CSV as arrays: log(ppl/ppl_clean)[split, level, seed] for one transport and UE precision.
-
-    ``precision`` selects the rows whose ``ue_precision`` column is that precision; a table without
-    the column is all ``fp32`` (the sweep before precisions existed). fp32 reads the sweep's own
-    ``log_ppl_ratio``. Any other precision is scored against the **fp32** model's clean perplexity
-    (the ``clean_ppl`` of the table's fp32 rows of the same model): its cells are
-    ``log(ppl / ppl_clean_fp32)``, so a lower precision's own loss shows in the reward, and
-    ``ppl_clean`` is that fp32 reference. A table lacking the precision is a `UsageError` naming it.
-    """
-
-    def __init__(self, path: str | Path, transport: str, splits: np.ndarray, *, model: str | None = None,
-                 precision: str = "fp32") -> None:
-        import pandas as pd
-
-        from splitrl.errors import UsageError
-        from splitrl.quant.precision import check_precision
-
-        precision = check_precision(precision, "ue_precision")
-        self.precision = precision
-
-        path = Path(path)
-        name = str(model or "MODEL")
-        todo = (f"run `splitrl sweep --model {name} --splits all --transports {transport} --levels=-15:30:5 "
-                f"--tokens 256 --window 256 --out sweep_{Path(name).stem}.csv` first, then pass --set env.table=sweep_{Path(name).stem}.csv")
-        if not path.is_file():
-            raise UsageError(f"sweep table {path} not found: {todo}")
-        try:
-            df = pd.read_csv(path)
-        except (ValueError, UnicodeDecodeError, OSError) as e:
-            raise UsageError(f"sweep table {path} is not a readable CSV ({type(e).__name__})") from None
-        needed = {"model", "transport", "level_kind", "level", "split", "seed_index", "clean_ppl", "log_ppl_ratio"}
-        if df.empty or needed - set(df.columns):
-            raise UsageError(f"{path} is not a sweep table written by `splitrl sweep` (needs columns {sorted(needed)})")
-        if model is not None and not (df.model.astype(str) == str(model)).all():
-            raise UsageError(f"sweep table {path} was measured with model {sorted(set(df.model.astype(str)))[:3]}, "
-                             f"not {model!r}: {todo}")
-        prec_col = df["ue_precision"].astype(str) if "ue_precision" in df.columns else pd.Series("fp32", index=df.index)
-        bad = sorted(set(prec_col) - set(PRECISIONS))
-        if bad:
-            raise UsageError(f"{path}: ue_precision values {bad[:4]} are not precisions ({', '.join(PRECISIONS)})")
-        fp32_rows = df[prec_col == "fp32"]
-        df = df[(df.transport == transport) & (prec_col == precision)]
-        if df.empty:
-            if precision != "fp32":
-                have = sorted(set(prec_col))
-                raise UsageError(f"{path} has no rows for UE precision {precision!r} (transport {transport!r}; the "
-                                 f"table has ue_precision {', '.join(have)}): run the sweep at ue_precision "
-                                 f"{precision} (issue 19) or drop {precision!r} from ue_precisions")
-            raise UsageError(f"{path} has no rows for transport {transport!r}: {todo}")
-        if (df.level_kind != "snr").any():
-            raise UsageError(f"{path}: the table env needs an SNR sweep, found level_kind {set(df.level_kind)}")
-        self.levels = np.sort(df.level.unique()).astype(float)
-        self.seeds = int(df.seed_index.max()) + 1
-        missing = sorted(set(splits.tolist()) - set(df.split.unique().tolist()))
-        if missing:
-            raise UsageError(f"{path} lacks splits {missing[:8]} for transport {transport!r} (a partial sweep): "
-                             f"{todo} (a resumed sweep completes the table)")
-        if int(df.split.max()) > int(splits.max()) or (df.split < 0).any() or (df.seed_index < 0).any():
-            raise UsageError(f"{path} has split points outside 0..{int(splits.max())}: it is for another model")
-        if not np.isfinite(df.log_ppl_ratio.to_numpy(float)).all():
-            raise UsageError(f"{path} has non-finite log_ppl_ratio cells (NaN perplexities); re-run those cells")
-        if precision == "fp32":
-            self.ppl_clean = float(df.clean_ppl.iloc[0])
-            cells = df.log_ppl_ratio.to_numpy(float)
-        else:  # scored against the fp32 model (see the class docstring)
-            if "ppl" not in df.columns:
-                raise UsageError(f"{path} has no ppl column: UE precision {precision!r} is scored from it")
-            if fp32_rows.empty:
-                raise UsageError(f"{path} has UE precision {precision!r} rows but no fp32 rows: the fp32 model's clean "
-                                 f"perplexity is the reference every precision is scored against")
-            self.ppl_clean = float(fp32_rows.clean_ppl.iloc[0])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                cells = np.log(df.ppl.to_numpy(float)) - math.log(self.ppl_clean)
-            if not np.isfinite(cells).all():
-                raise UsageError(f"{path} has non-finite perplexities for UE precision {precision!r}; re-run those cells")
-        self.log_ratio = np.full((int(splits.max()) + 1, len(self.levels), self.seeds), np.nan)
-        li = np.searchsorted(self.levels, df.level.to_numpy(float))
-        self.log_ratio[df.split.to_numpy(int), li, df.seed_index.to_numpy(int)] = cells
-        sub = self.log_ratio[splits]
-        if np.isnan(sub).any():
-            raise UsageError(f"{path} is incomplete for transport {transport!r}"
-                             + ("" if precision == "fp32" else f" at UE precision {precision!r}")
-                             + f": {int(np.isnan(sub).sum())} cells missing "
-                             f"(a partial sweep): {todo} (a resumed sweep completes the table)")
-        self.path = path
-
-    def lookup(self, split: int, snr_db: float, seed_index: int | None = None) -> float:
-        """Log ppl ratio at ``split`` and ``snr_db`` (linear in SNR between measured levels, clipped
-        to the measured range); one measured seed, or the mean over seeds when ``seed_index`` is None."""
-        snr = float(np.clip(snr_db, self.levels[0], self.levels[-1]))
-        hi = int(np.clip(np.searchsorted(self.levels, snr), 1, len(self.levels) - 1))
-        lo = hi - 1
-        w = (snr - self.levels[lo]) / (self.levels[hi] - self.levels[lo])
-        row = self.log_ratio[split]
-        vals = row[:, seed_index] if seed_index is not None else row.mean(axis=1)
-        return float((1 - w) * vals[lo] + w * vals[hi])
-
-    def mean_table(self, snr_db: float, splits: np.ndarray) -> np.ndarray:
-        return np.array([self.lookup(int(s), snr_db) for s in splits])
-
-
-class _Bin:
-    """Figures of one SNR bin for one transport: per edge-load level ``e`` and split ``s``."""
-
-    __slots__ = ("lat", "energy", "ttft", "tpot", "ue_energy", "ue_extra", "q", "ppl_q")
-
-    def __init__(self, lat, energy, ttft, tpot, ue_energy, ue_extra, q) -> None:
-        self.lat, self.energy, self.ttft, self.tpot = lat, energy, ttft, tpot  # [E, L+1] python lists
-        self.ue_energy, self.ue_extra, self.q = ue_energy, ue_extra, q  # [E, L+1], [L+1], [L+1][seeds]
-
-
-class StateTables:
-    """The table env's per-state figures, precomputed lazily per SNR bin (shared by vector envs).
-
-    Keyed by (transport, SNR bin of ``snr_resolution_db`` over `SNR_BOUNDS_DB`); each bin holds,
-    for every edge-load level of the Markov chain and every split, exactly what the slow path
-    computes at that state (`RequestCostService.request_latency` without the UE-load term, the
-    energy per token, TTFT/TPOT, the request's UE energy, the UE part the load stretches) and the
-    sweep table's log-ppl ratio of every measured seed. Figures are plain Python lists: a step
-    reads a handful of scalars.
-    """
-
-    def __init__(self, env: "SplitPointTableEnv") -> None:
-        c = env.config
-        self.res = float(c.snr_resolution_db)
-        self.lo = SNR_BOUNDS_DB[0]
-        self.costs, self.tables, self.L = env.costs, env.tables, env.L
-        self.levels = [None] if env.edge_process is None else [float(x) for x in env.edge_process.levels]
-        self.new_tokens = c.new_tokens
-        self._bins: dict[tuple[int, int], _Bin] = {}
-
-    def snr_of(self, i: int) -> float:
-        return round(self.lo / self.res + i) * self.res
-
-    def index(self, snr_db: float) -> int:
-        return int(round(snr_db / self.res - self.lo / self.res))
-
-    def get(self, t: int, transport: str, i: int, precision: str | None = None) -> _Bin:
-        """The bin of SNR index ``i`` for action option ``t`` (its ``transport`` and UE ``precision``)."""
-        b = self._bins.get((t, i))
-        if b is None:
-            b = self._bins[(t, i)] = self._fill(transport, i, precision)
-        return b
-
-    def _fill(self, transport: str, i: int, precision: str | None = None) -> _Bin:
-        snr = self.snr_of(i)
-        svc = self.costs
-        lat, energy, ttft, tpot, ue_e = [], [], [], [], []
-        for el in self.levels:
-            tab = svc.costs_at(snr, edge_load=el, transport=transport, precision=precision)
-            lat.append(svc.request_latency(snr, None, edge_load=el, transport=transport, precision=precision).tolist())
-            energy.append(np.asarray(tab.ue_energy_j_per_token, dtype=float).tolist())
-            ttft.append(tab.ttft_s.tolist())
-            tpot.append(tab.tpot_s.tolist())
-            ue_e.append(tab.ue_energy_j.tolist())
-        t0 = svc.costs_at(snr, transport=transport, precision=precision)
-        field = svc.latency_field
-        extra = {"ttft_s": t0.ue_prefill_s, "tpot_s": t0.ue_decode_s,
-                 "e2e_latency_s": t0.ue_prefill_s + t0.ue_decode_s * max(0, self.new_tokens - 1)}[field]
-        table = self.tables[_table_key(transport, precision)]
-        x = float(np.clip(snr, table.levels[0], table.levels[-1]))
-        hi = int(np.clip(np.searchsorted(table.levels, x), 1, len(table.levels) - 1))
-        lo = hi - 1
-        w = (x - table.levels[lo]) / (table.levels[hi] - table.levels[lo])
-        q = np.zeros((self.L + 1, table.seeds))
-        rows = ~np.isnan(table.log_ratio[:, lo, 0])
-        q[rows] = (1 - w) * table.log_ratio[rows, lo, :] + w * table.log_ratio[rows, hi, :]
-        return _Bin(lat, energy, ttft, tpot, ue_e, np.asarray(extra, dtype=float).tolist(), q.tolist())
 
 
 class SplitPointTableEnv(SplitPointBaseEnv):
@@ -821,34 +429,24 @@ class SplitPointTableEnv(SplitPointBaseEnv):
     """
 
     def __init__(self, config: SplitPointConfig | None = None, *, view=None, fast_path: bool = True,
-                 shared_tables: "StateTables | None" = None, **overrides: Any) -> None:
-        cfg = config or SplitPointConfig()
-        if overrides:
-            cfg = SplitPointConfig(**{**asdict(cfg), **overrides})
-        if view is None:
-            from splitrl.models import load_model
-
-            view = load_model(cfg.model).view
-        super().__init__(cfg, num_layers=view.num_layers, view=view)
+                 shared_tables: StateTables | None = None, problem: SplitProblem | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(config, view=view, problem=problem, **overrides)
+        cfg = self.config
+        # Every table an action can read, checked against the model now rather than mid-episode.
         self.tables = {}
         for t, p in self.options:
-            key = _table_key(t, p)
-            if key not in self.tables:
-                self.tables[key] = SweepTable(cfg.table or DEFAULT_TABLE, t, self.splits, model=cfg.model,
-                                              precision=p or "fp32")
-        if cfg.transport not in self.tables:
-            self.tables[cfg.transport] = SweepTable(cfg.table or DEFAULT_TABLE, cfg.transport, self.splits, model=cfg.model)
-        self.table = self.tables[_table_key(cfg.transport, self.precisions[0] if self.precisions else None)]
+            self.tables.setdefault(table_key(t, p), self.problem.sweep_table(t, p or "fp32"))
+        self.tables.setdefault(cfg.transport, self.problem.sweep_table(cfg.transport, "fp32"))
+        self.table = self.tables[table_key(cfg.transport, self.problem.default_precision)]
         self.fast_path = False
         self.state_tables: StateTables | None = None
         self._snr_buf: list[float] = []
         if fast_path and self._fast_path_possible():
-            self.state_tables = shared_tables if shared_tables is not None else StateTables(self)
+            self.state_tables = shared_tables if shared_tables is not None else StateTables(self.problem)
             self.fast_path = True
 
     def _fast_path_possible(self) -> bool:
-        from splitrl.channel import CorrelatedFadingChannel
-
         c = self.config
         return (c.snr_resolution_db > 0 and (c.edge_load is None or c.edge_load.kind == "markov")
                 and isinstance(self.channel, CorrelatedFadingChannel))
@@ -908,7 +506,7 @@ class SplitPointTableEnv(SplitPointBaseEnv):
         transport, precision = self.options[ti]
         snr = self._snr
         b = self.state_tables.get(ti, transport, self.state_tables.index(snr), precision)
-        table = self.tables[transport if precision is None else _table_key(transport, precision)]
+        table = self.tables[transport if precision is None else table_key(transport, precision)]
         log_ratio = b.q[split][int(self.np_random.integers(table.seeds))]
         self.real_evaluations += 1
         ppl = table.ppl_clean * math.exp(log_ratio)
@@ -989,7 +587,7 @@ class SplitPointTableEnv(SplitPointBaseEnv):
     def quality(self, split: int, snr_db: float, transport: str | None = None, *,
                 precision: str | None = None) -> tuple[float, float]:
         p = precision or (self.precisions[0] if self.precisions else None)
-        table = self.tables[_table_key(transport or self.config.transport, p)]
+        table = self.tables[table_key(transport or self.config.transport, p)]
         log_ratio = table.lookup(split, snr_db, int(self.np_random.integers(table.seeds)))
         self.real_evaluations += 1
         return table.ppl_clean * math.exp(log_ratio), log_ratio
@@ -1012,8 +610,6 @@ def make_table_vec_env(config: SplitPointConfig | None = None, n_envs: int = 8, 
     if overrides:
         cfg = SplitPointConfig(**{**asdict(cfg), **overrides})
     if view is None:
-        from splitrl.models import load_model
-
         view = load_model(cfg.model).view
     first = SplitPointTableEnv(cfg, view=view)
     shared = first.state_tables

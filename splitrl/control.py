@@ -1,6 +1,6 @@
 """`splitrl control`: the controller serving requests in-process, for experiments.
 
-For each request (arriving at the trace's or scenario's clock: `splitrl.controller.channel`,
+For each request (arriving at the trace's or scenario's clock: `splitrl.decision.channel`,
 `splitrl.controller.scenario`) the state advances to its arrival time, the policy (a trained agent from its
 checkpoint, or an exact baseline) reads the observed SNR and the split in place and picks the
 split, the runtime generates through that split with the link emulated at this slot's SNR, and
@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from splitrl.controller.channel import DEFAULT_MARKOV, channel_spec  # noqa: F401  (public names of this module)
+from splitrl.decision.channel import DEFAULT_MARKOV, channel_spec  # noqa: F401  (public names of this module)
 from splitrl.controller.policy import load_checkpointed_agent  # noqa: F401
 from splitrl.controller.sinks import iter_decisions  # noqa: F401
 from splitrl.errors import UsageError
@@ -37,7 +37,7 @@ class ControlConfig:
         agent: an exact-baseline kind to run without a checkpoint (``oracle``, ``fixed``, ...).
         env: SplitPointConfig overrides (e.g. ``{"model": "llama-tiny", "reward": {"w_energy": 2}}``);
             with a checkpoint they are applied over the run's own env config.
-        channel: see `splitrl.controller.channel.channel_spec` (a trace is read on its time column,
+        channel: see `splitrl.decision.channel.channel_spec` (a trace is read on its time column,
             one request every ``1 / arrival_rate_hz`` seconds).
         scenario: a scenario YAML file (`splitrl.controller.scenario`): channel and edge-load traces,
             request arrivals, battery, privacy target; replaces ``channel`` and ``arrival_rate_hz``.
@@ -136,8 +136,8 @@ def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channe
     is never stepped; its `RequestCostService` is the one the server charges requests with.
     """
     from splitrl.controller.backend import LocalBackend
-    from splitrl.controller.channel import ChannelProcess
-    from splitrl.controller.costs import RequestCostService
+    from splitrl.decision.channel import ChannelProcess
+    from splitrl.decision.costs import RequestCostService
     from splitrl.controller.policy import AgentPolicy, FixedPolicy
     from splitrl.controller.serving import RequestServer
     from splitrl.envs.split_point import SplitPointConfig

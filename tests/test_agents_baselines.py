@@ -54,10 +54,10 @@ def test_latency_only_picks_the_argmin_latency_split():
     agent = LatencyOnlyAgent(env)
     chosen = set()
     for obs, info in _steps(env, agent, 2, 40):
-        lat = getattr(u.costs_at(float(obs[0])), u._latency_field)[u.splits]
+        lat = getattr(u.costs_at(float(obs[0])), u.costs.latency_field)[u.splits]
         assert info["split"] == u.splits[int(np.argmin(lat))]
         chosen.add(info["split"])
-    assert info["latency_s"] == pytest.approx(float(np.min(getattr(u.costs_at(info["snr_db"]), u._latency_field)[u.splits])), rel=1e-5)
+    assert info["latency_s"] == pytest.approx(float(np.min(getattr(u.costs_at(info["snr_db"]), u.costs.latency_field)[u.splits])), rel=1e-5)
 
 
 DEAD_LINK_SOMETIMES = {"kind": "markov", "bin_edges_db": [-30, -10, 10, 30],

@@ -6,7 +6,7 @@ from splitrl.agents.channel_model import AR1ChannelModel
 from splitrl.agents.mbrl import MBRLAgent, MBRLConfig
 from splitrl.envs.split_point import SplitPointConfig, SplitPointTableEnv
 from splitrl.eval.corpus import DEFAULT_WIKITEXT_PATH
-from splitrl.reward import reward_terms
+from splitrl.decision.reward import reward_terms
 from splitrl.sweep import SweepConfig, run_sweep
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WIKITEXT_PATH.is_file(), reason="shared WikiText-2 not present")
@@ -27,7 +27,7 @@ def _env(table, llama_tiny, **kw):
 def _oracle_split(env, snr, prev):
     q = env.table.mean_table(snr, env.splits)
     t = env.costs_at(snr)
-    r = reward_terms(env.config.reward, log_ppl_ratio=q, latency_s=getattr(t, env._latency_field)[env.splits],
+    r = reward_terms(env.config.reward, log_ppl_ratio=q, latency_s=getattr(t, env.costs.latency_field)[env.splits],
                      energy_j=t.ue_energy_j_per_token[env.splits], split=env.splits, previous_split=prev,
                      latency_ref_s=env.latency_ref_s, energy_ref_j=env.energy_ref_j)["reward"]
     return int(env.splits[int(np.argmax(r))])

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from test_agents_support import assets, llama_view, make_env
 
-from splitrl.controller.channel import ChannelProcess, channel_spec
-from splitrl.controller.costs import RequestCostService
-from splitrl.controller.policy import AgentPolicy, FixedPolicy, Observation, ObservationSpec
+from splitrl.decision.channel import ChannelProcess, channel_spec
+from splitrl.decision.costs import RequestCostService
+from splitrl.controller.policy import AgentPolicy, FixedPolicy
+from splitrl.decision.observation import Observation, ObservationSpec
 from splitrl.envs.split_point import SplitPointConfig
 from splitrl.errors import UsageError
 

@@ -10,8 +10,8 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import splitrl  # noqa: F401  (registers the environments)
-from splitrl.controller.costs import RequestCostService
-from splitrl.controller.policy import Observation, ObservationSpec
+from splitrl.decision.costs import RequestCostService
+from splitrl.decision.observation import Observation, ObservationSpec
 from splitrl.cost import CostModel
 from splitrl.cost.edge_load import EdgeLoadConfig, EdgeLoadProcess, md1_slowdown
 from splitrl.cost.privacy import PrivacyTable
@@ -93,8 +93,8 @@ def test_base_rewards_equal_the_charged_reward_at_zero_quality(llama_tiny, priva
      "new_tokens": 1},
 ], ids=["plain", "rich", "timeouts-privacy", "ttft", "tpot-one-token"])
 def test_compiled_base_rewards_equal_the_service(llama_tiny, privacy_file, kw):
-    """`splitrl.cost.kernel.base_rewards_into` gives `RequestCostService.base_rewards` bit for bit."""
-    from splitrl.cost.kernel import base_rewards_into
+    """`splitrl.decision.kernel_numba.base_rewards_into` gives `RequestCostService.base_rewards` bit for bit."""
+    from splitrl.decision.kernel_numba import base_rewards_into
 
     kw = dict(kw)
     if kw.pop("privacy", False):

@@ -10,7 +10,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import splitrl  # noqa: F401  (registers the environments)
 from splitrl.envs.split_point import SplitPointConfig, SplitPointEnv, SplitPointTableEnv, SweepTable
 from splitrl.eval.corpus import DEFAULT_WIKITEXT_PATH
-from splitrl.reward import RewardConfig
+from splitrl.decision.reward import RewardConfig
 from splitrl.sweep import SweepConfig, run_sweep
 
 needs_corpus = pytest.mark.skipif(not DEFAULT_WIKITEXT_PATH.is_file(), reason="shared WikiText-2 not present")

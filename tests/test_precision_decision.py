@@ -14,8 +14,8 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import splitrl  # noqa: F401  (registers the environments)
-from splitrl.controller.costs import RequestCostService
-from splitrl.controller.policy import ObservationSpec
+from splitrl.decision.costs import RequestCostService
+from splitrl.decision.observation import ObservationSpec
 from splitrl.cost import CostModel, UEProfile, load_profile, profile_from_dict
 from splitrl.cost.profiles import PROFILE_DIR
 from splitrl.envs.split_point import SplitPointConfig, SplitPointTableEnv, SweepTable
@@ -202,9 +202,9 @@ def test_unsupported_precision_and_default_path(llama_tiny):
     {"codecs": ("awgn", "int8-biterr"), "request_timeout_s": 0.05, "edge_load": {}},
 ])
 def test_compiled_base_rewards_equal_the_service_at_every_precision(llama_tiny, kw):
-    """`splitrl.cost.kernel.base_rewards_into` on a precision's kernel inputs and link rows gives
+    """`splitrl.decision.kernel_numba.base_rewards_into` on a precision's kernel inputs and link rows gives
     `RequestCostService.base_rewards(precision=...)` bit for bit."""
-    from splitrl.cost.kernel import base_rewards_into
+    from splitrl.decision.kernel_numba import base_rewards_into
 
     svc = RequestCostService(SplitPointConfig(model="llama-tiny", ue_precisions=PRECISIONS, **kw), llama_tiny.view)
     rng = np.random.default_rng(3)
@@ -417,7 +417,7 @@ def test_known_cost_features_charge_each_precision(tables, llama_tiny):
     env = _env(tables["full"], llama_tiny, ue_precisions=("fp32", "int4"))
     obs, _ = env.reset(seed=0)
     parts = known_reward_parts(env, obs).reshape(L_TINY, 2)
-    from splitrl.reward import switch_cost
+    from splitrl.decision.reward import switch_cost
 
     rc = env.config.reward
     sw = rc.w_switch * switch_cost(rc, env.splits, env._split)
@@ -449,7 +449,8 @@ def test_mbrl_compiled_decisions_equal_numpy_at_a_precision(tables, llama_tiny):
 
 
 def test_controller_decision_carries_the_precision(tables, llama_tiny):
-    from splitrl.controller.policy import AgentPolicy, Observation
+    from splitrl.controller.policy import AgentPolicy
+    from splitrl.decision.observation import Observation
 
     cfg = SplitPointConfig(model="llama-tiny", table=str(tables["full"]), ue_precisions=("fp32", "int4"))
     pol = AgentPolicy.baseline("oracle", cfg, llama_tiny.view)

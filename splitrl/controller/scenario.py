@@ -232,7 +232,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 class ScenarioProcess:
     """A scenario replayed request by request: the same interface as
-    `splitrl.controller.channel.ChannelProcess` (``snr_db``, ``history``, ``time_s``,
+    `splitrl.decision.channel.ChannelProcess` (``snr_db``, ``history``, ``time_s``,
     ``edge_load``, ``edge_load_reported``, ``advance``, ``reset``) on the scenario's clock.
 
     ``history`` holds the SNRs the previous requests saw (newest first), as the observation's

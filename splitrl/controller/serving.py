@@ -34,9 +34,10 @@ import numpy as np
 import torch
 
 from splitrl.controller.backend import GenerationBackend
-from splitrl.controller.channel import ChannelProcess
-from splitrl.controller.costs import RequestCostService
-from splitrl.controller.policy import Observation, SplitPolicy
+from splitrl.decision.channel import ChannelProcess
+from splitrl.decision.costs import RequestCostService
+from splitrl.controller.policy import SplitPolicy
+from splitrl.decision.observation import Observation
 from splitrl.errors import UsageError
 from splitrl.runtime.engine import GenerationResult
 from splitrl.runtime.partition import Partition

@@ -527,7 +527,7 @@ class _LinkTerms:
     e_compute: FloatArray            # whole request
     e_radio: FloatArray
     e_compute_radio: FloatArray      # e_compute + e_radio (the request's energy before idle power)
-    rows: FloatArray                 # [4 + C-1, S] the link rows of `splitrl.cost.kernel` (see its docstring)
+    rows: FloatArray                 # [4 + C-1, S] the link rows of `splitrl.decision.kernel_numba` (see its docstring)
 
 
 class LatencyEnergy(NamedTuple):
@@ -855,12 +855,12 @@ class CostModel:
                              ue_prefill_s=ue_pre, ue_decode_s=ue_dec)
 
     def link_rows(self, snr_db: float, prompt_tokens: int, new_tokens: int | None = None) -> FloatArray:
-        """The channel-dependent rows `splitrl.cost.kernel` reads at this SNR (cached per SNR)."""
+        """The channel-dependent rows `splitrl.decision.kernel_numba` reads at this SNR (cached per SNR)."""
         snr_db, T, N = self._check(snr_db, prompt_tokens, new_tokens)
         return self._link(snr_db, T, N).rows
 
     def kernel_static(self, prompt_tokens: int, new_tokens: int | None = None) -> tuple[FloatArray, FloatArray]:
-        """(rows 0-3 and the chunk rows of `splitrl.cost.kernel`'s static array, chunk steps): the
+        """(rows 0-3 and the chunk rows of `splitrl.decision.kernel_numba`'s static array, chunk steps): the
         channel-independent figures of these request lengths. Rows 4-6 are the caller's."""
         _, T, N = self._check(0.0, prompt_tokens, new_tokens)
         m_eff = max(N - 1, 1)

@@ -264,7 +264,7 @@ def describe_kind(kind: str) -> str:
     """Every overridable field of a run of ``kind``: agent, train and env (for --list-config)."""
     from splitrl.agents.registry import AGENTS
     from splitrl.envs.split_point import SplitPointConfig
-    from splitrl.reward import RewardConfig
+    from splitrl.decision.reward import RewardConfig
 
     agent_cls, config_cls = AGENTS[kind]
     lines = [f"agent '{kind}' ({agent_cls.__name__}, config {config_cls.__name__}); override with --set KEY=VALUE", ""]

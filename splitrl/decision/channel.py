@@ -9,7 +9,7 @@ A trace is replayed on its own time column: requests arrive every ``slot_s`` sec
 decision interval, i.e. at rate ``1 / slot_s``) and each sees the SNR the trace holds at its
 arrival time (zero-order hold, `splitrl.channel.trace`), not one row per request whatever the
 rows' times are. For arrivals at given timestamps, and an edge-load trace beside the channel,
-use a scenario (`splitrl.controller.scenario`).
+use a scenario (`splitrl.controller.scenario`, which builds on this module).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from splitrl.channel import CorrelatedFadingChannel, make_channel
 from splitrl.errors import UsageError
 
 __all__ = ["DEFAULT_MARKOV", "channel_spec", "build_channel", "ChannelProcess"]
@@ -56,8 +57,6 @@ def channel_spec(text: str) -> dict | None:
 def build_channel(spec: dict | None, link_profile, slot_s: float, rng: np.random.Generator):
     """The channel of ``spec`` (None: ``link_profile``'s correlated fading, re-timed so that one
     slot lasts ``slot_s`` — one decision epoch)."""
-    from splitrl.channel import CorrelatedFadingChannel, make_channel
-
     if spec is None:
         return CorrelatedFadingChannel(replace(link_profile.fading_config(), slot_s=slot_s), rng)
     return make_channel(dict(spec), rng)

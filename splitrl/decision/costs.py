@@ -2,8 +2,8 @@
 
 `RequestCostService` owns the device cost model (UE/edge/link profiles, the transport's codec),
 the latency and energy references of the reward, the request-timeout policy and the reward
-terms. The split-point env (`splitrl.envs.split_point.SplitPointBaseEnv`) delegates to it, and
-the deployed controller uses it directly, so serving a request never builds a gym env and the
+terms. The split-point envs (through `splitrl.decision.problem.SplitProblem`) delegate to it,
+and the deployed controller uses it directly, so serving a request never builds a gym env and the
 env and the controller charge a request identically.
 """
 from __future__ import annotations
@@ -12,8 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from splitrl.cost import CostModel, load_profile
+from splitrl.cost.edge_load import RHO_MAX, md1_slowdown
+from splitrl.cost.privacy import PrivacyTable
+from splitrl.decision.reward import RewardConfig, battery_energy_scale, reward_terms
 from splitrl.link.factory import codec_for
-from splitrl.reward import RewardConfig, battery_energy_scale, reward_terms
+from splitrl.quant.precision import check_precision
 
 __all__ = ["RequestCostService", "LATENCY_FIELDS"]
 
@@ -45,8 +49,6 @@ class RequestCostService:
     """
 
     def __init__(self, config: Any, view) -> None:
-        from splitrl.cost import CostModel, load_profile
-
         self.config = config
         self.reward_config: RewardConfig = config.reward
         self.L = int(view.num_layers)
@@ -60,8 +62,6 @@ class RequestCostService:
                                                            self.link_profile, codec=codec_for(config.transport),
                                                            prefill_chunks=chunks)
         self.cost_model = self.cost_models[config.transport]
-        from splitrl.quant.precision import check_precision
-
         self.precisions: tuple[str, ...] = tuple(
             check_precision(p, "ue_precisions") for p in (getattr(config, "ue_precisions", None) or ()))
         self.default_precision: str | None = self.precisions[0] if self.precisions else None
@@ -88,8 +88,6 @@ class RequestCostService:
         self._edge_busy = {t: self._edge_busy_s(cm) for t, cm in self.cost_models.items()}
         self.privacy = None
         if getattr(config, "privacy_table", None):
-            from splitrl.cost.privacy import PrivacyTable
-
             self.privacy = PrivacyTable.load(config.privacy_table, num_layers=self.L, model=config.model)
         self._rows = np.arange(self.L + 1)
         self._link_rows: dict[tuple[float, str | None], np.ndarray] = {}
@@ -128,8 +126,6 @@ class RequestCostService:
     def edge_utilization(self, edge_load: float | None, transport: str | None = None) -> np.ndarray | None:
         """Utilisation the edge runs at for each split 0..L: background + this UE's own work per
         decision interval (``config.edge_load.self_load``), capped at `RHO_MAX`; None for no edge load."""
-        from splitrl.cost.edge_load import RHO_MAX
-
         if edge_load is None:
             return None
         rho = self.check_edge_load(edge_load)
@@ -140,8 +136,6 @@ class RequestCostService:
                  precision: str | None = None):
         """Cost-model figures of every split at ``snr_db`` (a `CostTable`), the edge's compute time
         stretched by the M/D/1 factor at ``edge_load`` (`splitrl.cost.edge_load`)."""
-        from splitrl.cost.edge_load import md1_slowdown
-
         c = self.config
         cm = self.model_for(transport, precision)
         rho = self.edge_utilization(edge_load, transport)
@@ -151,11 +145,9 @@ class RequestCostService:
 
     def kernel_inputs(self, transport: str | None = None, precision: str | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(static rows, chunk steps, constants) of `splitrl.cost.kernel.base_rewards_into` for this
+        """(static rows, chunk steps, constants) of `splitrl.decision.kernel_numba.base_rewards_into` for this
         service's request lengths and reward (cached per transport and UE precision; see that
         module's docstring)."""
-        from splitrl.cost.edge_load import RHO_MAX
-
         t = transport or self.config.transport
         p = precision if precision is not None else self.default_precision
         key = t if p is None else (t, p)
@@ -178,7 +170,7 @@ class RequestCostService:
         return cache[key]
 
     def link_rows(self, snr_db: float, transport: str | None = None, precision: str | None = None) -> np.ndarray:
-        """The channel-dependent rows of `splitrl.cost.kernel` at ``snr_db`` (cached per SNR)."""
+        """The channel-dependent rows of `splitrl.decision.kernel_numba` at ``snr_db`` (cached per SNR)."""
         key = (snr_db, transport) if precision is None else (snr_db, transport, precision)
         rows = self._link_rows.get(key)  # one dict lookup on a decision's hot path
         if rows is None:
@@ -209,8 +201,6 @@ class RequestCostService:
     def _latency_energy(self, snr_db: float, edge_load: float | None, transport: str | None,
                         precision: str | None = None):
         """`CostModel.latency_energy` at this state: the `costs_at` figures a reward needs, cheaply."""
-        from splitrl.cost.edge_load import md1_slowdown
-
         c = self.config
         rho = self.edge_utilization(edge_load, transport)
         return self.model_for(transport, precision).latency_energy(
@@ -246,9 +236,9 @@ class RequestCostService:
 
     def reward(self, *, log_ppl_ratio, latency_s, energy_j, split, previous_split, battery: float | None = None,
                privacy_recovery=None) -> dict[str, Any]:
-        """The reward terms (`splitrl.reward.reward_terms`) with this service's references;
+        """The reward terms (`splitrl.decision.reward.reward_terms`) with this service's references;
         arguments broadcast like numpy arrays. ``battery`` scales the energy weight
-        (`splitrl.reward.battery_energy_scale`; None: 1)."""
+        (`splitrl.decision.reward.battery_energy_scale`; None: 1)."""
         scale = 1.0 if battery is None else battery_energy_scale(battery)
         return reward_terms(self.reward_config, log_ppl_ratio=log_ppl_ratio, latency_s=latency_s, energy_j=energy_j,
                             split=split, previous_split=previous_split, latency_ref_s=self.latency_ref_s,
@@ -259,7 +249,7 @@ class RequestCostService:
                      precision: str | None = None) -> np.ndarray:
         """Reward of every split 0..L at this state with no quality loss and no switch; the reward of
         split ``s`` at quality loss ``q`` is ``base_rewards(snr)[s] - w_quality * q`` minus switching.
-        (`splitrl.cost.kernel.base_rewards_into` is the compiled copy a planner's decision uses.)"""
+        (`splitrl.decision.kernel_numba.base_rewards_into` is the compiled copy a planner's decision uses.)"""
         lat, energy, _ = self.request_costs(snr_db, load, edge_load=edge_load, transport=transport, precision=precision)
         splits = self._rows
         return np.asarray(self.reward(log_ppl_ratio=0.0, latency_s=lat, energy_j=energy, split=splits,
