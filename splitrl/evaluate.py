@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from splitrl.errors import UsageError
+from splitrl.plotting import pyplot, save_figure
 
 __all__ = [
     "DEFAULT_SEED", "DEFINITIONS", "AgentSpec", "parse_agent_spec", "load_agent", "rollout_timed", "evaluate_agents",
@@ -304,10 +305,7 @@ def plot_reward_vs_evaluations(result: dict[str, Any], path: str | Path, *, curv
     """Reward per step against real evaluations consumed (log x): a marker per agent row, a line
     per ``curves`` entry (name -> [(real evaluations, reward per step)]), agents with 0 real
     evaluations as horizontal lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -335,11 +333,8 @@ def plot_reward_vs_evaluations(result: dict[str, Any], path: str | Path, *, curv
     ax.set_title(title or f"{result.get('env_id')} ({result.get('transport')}): reward vs real evaluations")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return path
 
 

@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from splitrl.stats import t_interval
+
 __all__ = ["RingPlanner", "RingSurrogate", "collect_evaluations", "evaluate_policies", "mean_ci"]
 
 
@@ -289,15 +291,8 @@ def collect_evaluations(env: Any, n: int, rng: np.random.Generator, *, noise: fl
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> dict[str, float]:
-    """Mean and a Student-t interval of ``values``."""
-    from scipy import stats
-
-    x = np.asarray(values, float)
-    m = float(x.mean())
-    if len(x) < 2:
-        return {"mean": m, "lo": m, "hi": m, "n": int(len(x))}
-    h = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return {"mean": m, "lo": m - h, "hi": m + h, "n": int(len(x))}
+    """Mean and a Student-t interval of ``values`` (`splitrl.stats.t_interval`)."""
+    return t_interval(values, level)
 
 
 def evaluate_policies(make_env: Callable[[], Any], policies: dict[str, Callable[[Any, np.ndarray], int]],

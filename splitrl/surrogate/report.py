@@ -59,6 +59,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from splitrl.plotting import pyplot, save_figure
 from splitrl.surrogate.acquisition import STRATEGIES, RewardModel, run_acquisition, table_oracle
 from splitrl.surrogate.base import SURROGATE_KINDS, Surrogate, make_surrogate
 from splitrl.surrogate.features import FeatureSpec, cut_statistics
@@ -634,10 +635,7 @@ def _cpus() -> int:
 
 def plot_report(report: dict, out: str | Path) -> Path:
     """Learning curves (metric vs real evaluations), active solid vs random dashed, one colour per kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [("best_split_agreement", "best-split agreement"), ("r2_log_ppl", "R² of log ppl ratio (held out)"),
               ("spearman_per_snr", "Spearman over splits per SNR (held out)")]
@@ -666,11 +664,8 @@ def plot_report(report: dict, out: str | Path) -> Path:
     p = report["protocol"]
     fig.suptitle(f"Quality surrogate learning curves: active (solid) vs random (dashed); {p['held_out_cells']} of "
                  f"{p['cells']} cells held out; mean over seeds {p['seeds']} (band: ±1 std, default kind)")
-    fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out, dpi=120)
     return out
 
 
