@@ -35,7 +35,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -44,6 +43,7 @@ import numpy as np
 
 from splitrl.errors import UsageError
 from splitrl.plotting import pyplot, save_figure
+from splitrl.rollout import rollout
 
 __all__ = [
     "DEFAULT_SEED", "DEFINITIONS", "AgentSpec", "parse_agent_spec", "load_agent", "rollout_timed", "evaluate_agents",
@@ -145,28 +145,13 @@ def load_agent(kind: str, env: Any, checkpoint: str | Path | None = None, *, see
 def rollout_timed(agent: Any, env: Any, seeds: Sequence[int], steps: int, *, reward_floor: float = -100.0,
                   feedback: bool = False) -> dict[str, Any]:
     """Roll ``agent`` out (deterministically) on ``env.reset(seed=s)`` for each seed, timing every
-    ``act``; returns rewards per episode, the act times (ns), the online evaluations paid."""
-    returns, lat = [], []
-    online = 0
-    n = 0
-    for s in seeds:
-        obs, _ = env.reset(seed=int(s))
-        agent.reset()
-        total = 0.0
-        for _ in range(int(steps)):
-            t0 = time.perf_counter_ns()
-            a = agent.act(obs, deterministic=True)
-            lat.append(time.perf_counter_ns() - t0)
-            obs, r, terminated, _, info = env.step(a)
-            if feedback and agent.feedback(info):
-                online += 1
-            r = float(r)
-            total += r if r >= reward_floor else reward_floor
-            n += 1
-            if terminated:
-                break
-        returns.append(total)
-    return {"returns": returns, "steps": n, "act_ns": lat, "online_evaluations": online}
+    ``act`` (`splitrl.rollout.rollout`); returns rewards per episode, the act times (ns), the
+    online evaluations paid."""
+    episodes = rollout(lambda _env, obs: agent.act(obs, deterministic=True), env, seeds, int(steps), reset=agent.reset,
+                       feedback=agent.feedback if feedback else None, reward_floor=reward_floor, timed=True)
+    return {"returns": [ep.total for ep in episodes], "steps": sum(ep.steps for ep in episodes),
+            "act_ns": [t for ep in episodes for t in ep.act_ns],
+            "online_evaluations": sum(ep.paid_evaluations for ep in episodes)}
 
 
 def scores(reward: float, oracle: float, random: float) -> dict[str, float]:

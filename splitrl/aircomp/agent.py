@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from splitrl.aircomp.assign import assign
+from splitrl.rollout import rollout
 
 __all__ = ["EqualPolicy", "ModelBasedAgent", "OptimiserPolicy", "evaluate_policy"]
 
@@ -138,21 +139,13 @@ class ModelBasedAgent:
 
 
 def evaluate_policy(env, policy: Any, seeds: list[int]) -> dict[str, float]:
-    """Mean episode return, mean log-ppl ratio, latency and energy over the held-out episode ``seeds``."""
-    returns, logs, lats, ens, infeasible = [], [], [], [], 0
-    for s in seeds:
-        obs, _ = env.reset(seed=s)
-        total, done = 0.0, False
-        while not done:
-            obs, r, term, trunc, info = env.step(policy.act(obs))
-            total += r
-            done = term or trunc
-            if info["feasible"]:
-                logs.append(info["log_ppl_ratio"]), lats.append(info["latency_s"]), ens.append(info["energy_j"])
-            else:
-                infeasible += 1
-        returns.append(total)
-    return {"mean_return": float(np.mean(returns)), "mean_log_ppl_ratio": float(np.mean(logs)) if logs else math.nan,
+    """Mean episode return, mean log-ppl ratio, latency and energy over the held-out episode ``seeds``
+    (each episode run to the env's own end by `splitrl.rollout.rollout`)."""
+    episodes = rollout(lambda _env, obs: policy.act(obs), env, seeds, None)
+    feasible = [i for ep in episodes for i in ep.infos if i["feasible"]]
+    logs, lats, ens = ([i[k] for i in feasible] for k in ("log_ppl_ratio", "latency_s", "energy_j"))
+    infeasible = sum(ep.steps for ep in episodes) - len(feasible)
+    return {"mean_return": float(np.mean([ep.total for ep in episodes])), "mean_log_ppl_ratio": float(np.mean(logs)) if logs else math.nan,
             "mean_latency_s": float(np.mean(lats)) if lats else math.nan,
             "mean_energy_j": float(np.mean(ens)) if ens else math.nan, "infeasible_steps": infeasible,
             "episodes": len(seeds)}

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from splitrl.rollout import rollout
 from splitrl.stats import t_interval
 
 __all__ = ["RingPlanner", "RingSurrogate", "collect_evaluations", "evaluate_policies", "mean_ci"]
@@ -304,27 +305,16 @@ def evaluate_policies(make_env: Callable[[], Any], policies: dict[str, Callable[
     """
     out: dict[str, Any] = {}
     for name, policy in policies.items():
-        rewards, thr, switches = [], [], []
-        for seed in seeds:
-            env = make_env()
-            obs, _ = env.reset(seed=seed)
-            if hasattr(policy, "reset"):
-                policy.reset()
-            tot_r = tot_t = 0.0
-            sw = 0
-            for _ in range(steps):
-                a = policy(env, obs)
-                obs, rew, term, trunc, info = env.step(a)
-                if hasattr(policy, "observe_step"):
-                    policy.observe_step(env, a, info)
-                tot_r += rew
-                tot_t += info["throughput"]
-                sw += info["switch_s"] > 0
-                if term or trunc:
-                    break
-            rewards.append(tot_r / steps)
-            thr.append(tot_t / steps)
-            switches.append(sw)
+        episodes = rollout(policy, make_env, seeds, steps, new_env_per_episode=True,
+                           reset=getattr(policy, "reset", None), on_step=getattr(policy, "observe_step", None))
+        rewards = [ep.total / steps for ep in episodes]
+        thr = []
+        for ep in episodes:
+            t = 0.0
+            for i in ep.infos:
+                t += i["throughput"]
+            thr.append(t / steps)
+        switches = [sum(i["switch_s"] > 0 for i in ep.infos) for ep in episodes]
         out[name] = {"mean_reward": float(np.mean(rewards)), "mean_throughput_tok_s": float(np.mean(thr)),
                      "reward_ci95": mean_ci(rewards),
                      "per_episode_throughput": [float(t) for t in thr],
