@@ -140,6 +140,7 @@ class EdgeInfo:
     head: bool
     sessions: int
     precision: str = "fp32"
+    streams: int = 0  # open gRPC streams (admitted, with or without a session); 0 from an older edge
 
     @classmethod
     def from_reply(cls, d: Any) -> "EdgeInfo":
@@ -148,7 +149,8 @@ class EdgeInfo:
             if precision not in PRECISIONS:
                 raise ValueError(precision)
             return cls(str(d["model"]), str(d["fp"]), int(d["L"]), (int(d["layers"][0]), int(d["layers"][1])),
-                       bool(d["embed"]), bool(d["head"]), int(d["sessions"]), precision)
+                       bool(d["embed"]), bool(d["head"]), int(d["sessions"]), precision,
+                       int(d.get("streams", 0)))
         except (KeyError, TypeError, ValueError, IndexError):
             raise ExecutorError(f"the edge's handshake reply is malformed: {d!r:.200}") from None
 

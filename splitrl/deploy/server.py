@@ -153,7 +153,7 @@ class EdgeServer:
             "layers": [held[0], held[-1] + 1] if held else [0, 0], "embed": self.view.holds_embed,
             "head": self.view.holds_head, "hidden": self.view.hidden_size, "vocab": self.view.vocab_size,
             "dtype": str(self.view.dtype).replace("torch.", ""), "sessions": self.executor.open_sessions,
-            "max_sessions": self.max_sessions, "precision": self.view.base_precision,
+            "streams": self.open_streams, "max_sessions": self.max_sessions, "precision": self.view.base_precision,
         }
 
     # -- RPCs ----------------------------------------------------------------------------
