@@ -44,9 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default=None,
                    help="weight precision of every stage (fp32, bf16, int8, int4) or one per stage, comma-separated "
                         "(default: fp32)")
-    g.add_argument("--samples", type=int, default=None, help="number of samples in flight (prompts are cycled)")
+    g.add_argument("--samples", type=int, default=None, help="number of samples in flight (prompts are cycled; default: one per prompt)")
     g.add_argument("--prompts", default=None, help="file with one prompt per line (default: built-in prompts)")
-    g.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable)")
+    g.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable; default: --prompts, else the built-in prompts)")
     g.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate per sample")
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
