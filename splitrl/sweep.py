@@ -691,20 +691,3 @@ def merge_tables(dst: str | os.PathLike, src: str | os.PathLike) -> int:
     finally:
         for lock in locks:
             lock.release()
-
-
-def _build_merge(p) -> None:
-    p.add_argument("--out", required=True, help="the sweep table to complete (appended to)")
-    p.add_argument("--from", dest="src", required=True, help="a shard of the same sweep (e.g. other --splits)")
-
-
-def _cmd_merge(args) -> int:
-    n = merge_tables(args.out, args.src)
-    print(f"sweep-merge: {n} rows from {args.src} appended to {args.out}")
-    return 0
-
-
-def register_cli(register) -> None:
-    """Register ``sweep-merge`` with `splitrl.cli.register`."""
-    register("sweep-merge", "append a shard of the same sweep (run in another process) to a sweep table")(
-        _build_merge)(_cmd_merge)
