@@ -289,9 +289,6 @@ def run_sweep(
     loaded=None,
 ) -> Path:
     """Run (or resume) the sweep, appending one CSV row per finished cell. Returns the CSV path."""
-    from splitrl.eval import PerplexityConfig, PerplexityEvaluator
-    from splitrl.models import load_model
-
     path = Path(out)
     if path.is_dir():
         raise UsageError(f"--out {path} is a folder; give a CSV file path")
