@@ -252,7 +252,8 @@ def agent_comparison(calibration: list[tuple[float, float]], train_steps: int, h
     import gymnasium as gym
 
     import splitrl.envs  # noqa: F401
-    from splitrl.aircomp.agent import EqualPolicy, ModelBasedAgent, OptimiserPolicy, evaluate_policy
+    from splitrl.agents.aircomp import EqualPolicy, ModelBasedAgent, OptimiserPolicy
+    from splitrl.aircomp.evaluation import evaluate_policy
 
     env = gym.make("splitrl/AirCompAssign-v0", calibration=calibration)
     t0 = time.perf_counter()
