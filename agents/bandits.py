@@ -29,10 +29,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from splitrl.agents.base import Agent, StepCallback
-from splitrl.agents.baselines import action_towards, current_split, reachable_splits, split_point_env
+from splitrl.agents.base import Agent, StepCallback, problem_of
+from splitrl.agents.baselines import action_towards, reachable_splits
 from splitrl.agents.config import documented, param, validate
-from splitrl.agents.information import INFO_SETTINGS, known_reward_parts
+from splitrl.agents.hooks import at_boundary
+from splitrl.agents.information import INFO_SETTINGS, action_splits, current_split, known_reward_parts
+from splitrl.decision.problem import SplitProblem
 
 __all__ = ["ThresholdConfig", "ThresholdAgent", "BanditConfig", "LinUCBAgent"]
 
@@ -45,13 +47,13 @@ class _BudgetLearner(Agent):
 
     learns = True
 
-    def __init__(self, env: gym.Env, config: Any, *, seed: int = 0) -> None:
+    def __init__(self, source: SplitProblem | gym.Env, config: Any, *, seed: int = 0) -> None:
         super().__init__()
-        self.env = split_point_env(env)
+        self.problem = problem_of(source)
         self.config = config
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
-        self.splits = np.asarray(self.env.splits, dtype=int)
+        self.splits = np.asarray(self.problem.splits, dtype=int)
         self._last_obs: list[float] | None = None
 
     @property
@@ -60,11 +62,9 @@ class _BudgetLearner(Agent):
 
     def _known_by_split(self, obs: np.ndarray) -> np.ndarray:
         """Known reward part of every allowed split (``env.splits`` order; unreachable: -inf)."""
-        from splitrl.agents.information import action_splits
-
         out = np.full(len(self.splits), -np.inf)
-        parts = known_reward_parts(self.env, obs)
-        out[action_splits(self.env, obs) - self.env.config.s_min] = parts
+        parts = known_reward_parts(self.problem, obs)
+        out[action_splits(self.problem, obs) - self.problem.config.s_min] = parts
         return out
 
     # --- acting -------------------------------------------------------------------------------
@@ -73,18 +73,16 @@ class _BudgetLearner(Agent):
         score = self._scores(obs)
         if self.known_costs:
             score = score + self._known_by_split(obs)
-        reach = reachable_splits(self.env, obs) - self.env.config.s_min
+        reach = reachable_splits(self.problem, obs) - self.problem.config.s_min
         return int(self.splits[reach[int(np.argmax(score[reach]))]])
 
     def act(self, obs: np.ndarray, *, deterministic: bool = True) -> int:
-        return action_towards(self.env, self.target_split(obs), obs)
+        return action_towards(self.problem, self.target_split(obs), obs)
 
     # --- learning -----------------------------------------------------------------------------
     def learn(self, env: gym.Env, total_steps: int, *, callback: StepCallback | None = None) -> "_BudgetLearner":
         """Spend ``total_steps`` real evaluations exploring (trainer callback contract: one call per
         step, a boundary after each; a resumed agent continues from its saved observation)."""
-        from splitrl.agents.hooks import at_boundary
-
         e = env.unwrapped
         if self._last_obs is None:
             obs, _ = env.reset(seed=int(self.rng.integers(2**31 - 1)))
@@ -92,7 +90,7 @@ class _BudgetLearner(Agent):
             obs = np.asarray(self._last_obs, dtype=np.float32)
         for _ in range(int(total_steps)):
             split = self._explore_split(np.asarray(obs, dtype=float))
-            action = action_towards(e, split, obs)
+            action = action_towards(self.problem, split, obs)
             before = e.real_evaluations
             next_obs, reward, terminated, truncated, info = env.step(action)
             self.real_evaluations += e.real_evaluations - before
@@ -100,7 +98,7 @@ class _BudgetLearner(Agent):
             chosen = int(info["split"])
             target = float(reward)
             if self.known_costs:
-                target -= float(self._known_by_split(np.asarray(obs, dtype=float))[chosen - e.config.s_min])
+                target -= float(self._known_by_split(np.asarray(obs, dtype=float))[chosen - self.problem.config.s_min])
             self._record(np.asarray(obs, dtype=float), chosen, target)
             done = bool(terminated or truncated)
             if done:
@@ -152,8 +150,9 @@ class ThresholdAgent(_BudgetLearner):
 
     kind = "threshold"
 
-    def __init__(self, env: gym.Env, config: ThresholdConfig | None = None, *, seed: int = 0) -> None:
-        super().__init__(env, config if config is not None else ThresholdConfig(), seed=seed)
+    def __init__(self, source: SplitProblem | gym.Env, config: ThresholdConfig | None = None, *,
+                 seed: int = 0) -> None:
+        super().__init__(source, config if config is not None else ThresholdConfig(), seed=seed)
         self.snrs: list[float] = []
         self.chosen: list[int] = []
         self.targets: list[float] = []
@@ -172,9 +171,9 @@ class ThresholdAgent(_BudgetLearner):
         edges = self._band_edges(snrs)
         band = int(np.searchsorted(edges, snr))
         mine = np.searchsorted(edges, np.asarray(self.snrs)) == band if self.snrs else np.zeros(0, bool)
-        counts = np.bincount(np.asarray(self.chosen, int)[mine] - self.env.config.s_min,
+        counts = np.bincount(np.asarray(self.chosen, int)[mine] - self.problem.config.s_min,
                              minlength=len(self.splits)) if mine.any() else np.zeros(len(self.splits), int)
-        reach = reachable_splits(self.env, obs) - self.env.config.s_min
+        reach = reachable_splits(self.problem, obs) - self.problem.config.s_min
         c = counts[reach]
         least = reach[c == c.min()]
         return int(self.splits[int(self.rng.choice(least))])
@@ -187,7 +186,7 @@ class ThresholdAgent(_BudgetLearner):
     def _finish(self) -> None:
         if not self.targets:
             return
-        snrs, idx, y = np.asarray(self.snrs), np.asarray(self.chosen) - self.env.config.s_min, np.asarray(self.targets)
+        snrs, idx, y = np.asarray(self.snrs), np.asarray(self.chosen) - self.problem.config.s_min, np.asarray(self.targets)
         self.edges = self._band_edges(snrs)
         bands = np.searchsorted(self.edges, snrs)
         S, B, k = len(self.splits), len(self.edges) + 1, self.config.shrinkage
@@ -217,7 +216,7 @@ class ThresholdAgent(_BudgetLearner):
             score = self.table[b].copy()
             if self.known_costs:
                 mid = (a if np.isfinite(a) else z - 5.0) if not np.isfinite(z) else (z if not np.isfinite(a) else (a + z) / 2)
-                score = score + self.env.base_rewards(float(mid))[self.splits]
+                score = score + self.problem.costs.base_rewards(float(mid))[self.splits]
             out.append({"snr_from_db": float(a), "snr_to_db": float(z), "split": int(self.splits[int(np.argmax(score))])})
         return out
 
@@ -261,14 +260,16 @@ class LinUCBAgent(_BudgetLearner):
 
     kind = "bandit"
 
-    def __init__(self, env: gym.Env, config: BanditConfig | None = None, *, seed: int = 0) -> None:
-        super().__init__(env, config if config is not None else BanditConfig(), seed=seed)
-        k = self.env.config.history
-        n_obs = int(self.env.observation_space.shape[0])
+    def __init__(self, source: SplitProblem | gym.Env, config: BanditConfig | None = None, *,
+                 seed: int = 0) -> None:
+        super().__init__(source, config if config is not None else BanditConfig(), seed=seed)
+        k = self.problem.config.history
+        n_obs = int(self.problem.spec.size)
         # UE/edge state entries after "split in place" (battery, load, ... when the env has them),
         # scaled to [0, 1] by the observation bounds.
         self._extra = np.arange(k + 3, n_obs)
-        lo, hi = self.env.observation_space.low, self.env.observation_space.high
+        box = self.problem.spec.box()
+        lo, hi = box.low, box.high
         self._extra_lo = lo[self._extra].astype(float)
         self._extra_span = np.maximum(hi[self._extra] - lo[self._extra], 1e-9).astype(float)
         self.dim = 1 + len(self.config.rbf_centres_db) + 2 + len(self._extra)
@@ -283,12 +284,12 @@ class LinUCBAgent(_BudgetLearner):
         obs = np.asarray(obs, dtype=float)
         c = np.asarray(self.config.rbf_centres_db, float)
         rbf = np.exp(-0.5 * ((float(obs[0]) - c) / self.config.rbf_width_db) ** 2)  # [C]
-        cur = current_split(self.env, obs)
+        cur = current_split(self.problem, obs)
         move = np.abs(self.splits - cur).astype(float)  # [S]
         extra = (obs[self._extra] - self._extra_lo) / self._extra_span
         S = len(self.splits)
         shared = np.concatenate([[1.0], rbf])
-        return np.concatenate([np.tile(shared, (S, 1)), (move > 0)[:, None].astype(float), (move / self.env.L)[:, None],
+        return np.concatenate([np.tile(shared, (S, 1)), (move > 0)[:, None].astype(float), (move / self.problem.L)[:, None],
                                np.tile(extra, (S, 1))], axis=1)
 
     def _scores(self, obs: np.ndarray) -> np.ndarray:
@@ -301,12 +302,12 @@ class LinUCBAgent(_BudgetLearner):
             np.maximum(np.einsum("sd,sde,se->s", x, self._Ainv, x), 0.0))
         if self.known_costs:
             ucb = ucb + self._known_by_split(obs)
-        reach = reachable_splits(self.env, obs) - self.env.config.s_min
+        reach = reachable_splits(self.problem, obs) - self.problem.config.s_min
         best = reach[ucb[reach] >= ucb[reach].max() - 1e-12]
         return int(self.splits[int(self.rng.choice(best))])
 
     def _record(self, obs: np.ndarray, split: int, target: float) -> None:
-        i = int(split) - self.env.config.s_min
+        i = int(split) - self.problem.config.s_min
         x = self.features(obs)[i]
         self.A[i] += np.outer(x, x)
         self.b[i] += target * x

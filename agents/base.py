@@ -1,7 +1,8 @@
 """The one interface every split-point agent implements, so the trainer, the evaluator and the
 deployed controller can swap agents freely.
 
-An agent maps an observation of the split-point MDP (`splitrl.envs.split_point`) to an action,
+An agent maps an observation of the split-point MDP (`splitrl.decision`; as a Gymnasium env:
+`splitrl.envs.split_point`) to an action,
 learns from interaction with an env, and saves/loads itself to a directory. ``real_evaluations``
 counts the real perplexity evaluations (or measured table cells) it consumed while learning —
 the budget the model-based agent is built to save.
@@ -18,11 +19,25 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
+from splitrl.decision.problem import SplitProblem
 from splitrl.errors import UsageError
+from splitrl.integrity import IntegrityError, list_files, read_manifest, sha256_file, verify_listed_files
 
 
 class AgentLoadError(UsageError):
     """An agent folder cannot be loaded (missing, corrupt, another kind, unlisted files)."""
+
+
+def problem_of(source: SplitProblem | gym.Env) -> SplitProblem:
+    """The `SplitProblem` an agent is built from: ``source`` itself, or the problem a split-point
+    env (under any wrappers) adapts. A TypeError for anything else."""
+    if isinstance(source, SplitProblem):
+        return source
+    problem = getattr(getattr(source, "unwrapped", source), "problem", None)
+    if not isinstance(problem, SplitProblem):
+        raise TypeError(f"this agent needs a SplitProblem or a split-point env (SplitPointBaseEnv), "
+                        f"got {type(getattr(source, 'unwrapped', source)).__name__}")
+    return problem
 
 
 StepCallback = Callable[[dict[str, Any]], bool | None]
@@ -86,8 +101,6 @@ class Agent(ABC):
     def save(self, directory: str | Path) -> Path:
         """Save to ``directory`` (created, and expected empty): the artefacts, then ``agent.json``
         (kind, state, and the SHA-256 of every artefact, which `load` checks)."""
-        from splitrl.integrity import list_files, sha256_file
-
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.save_artifacts(d)
@@ -103,8 +116,6 @@ class Agent(ABC):
         (and, for the ``agent/`` folder of a trainer checkpoint, against the checkpoint's
         manifest): a missing, changed or unlisted file is refused. Artefacts are data only (see
         `splitrl.training.checkpoint`), so even a forged folder cannot run code."""
-        from splitrl.integrity import IntegrityError, verify_listed_files
-
         d = Path(directory)
         meta_path = d / "agent.json"
         if not d.is_dir():
@@ -122,8 +133,6 @@ class Agent(ABC):
         if "files" not in meta:
             raise AgentLoadError(f"{meta_path} lists no files (written by an older splitrl); retrain or re-save the agent")
         if d.name == "agent" and (d.parent / "manifest.json").is_file():
-            from splitrl.training.checkpoint import read_manifest
-
             read_manifest(d.parent, verify=True)  # the whole checkpoint, not only the agent folder
         verify_listed_files(d, meta["files"], listed_in=str(meta_path), exclude=frozenset({"agent.json"}))
         state = meta.get("state", {})

@@ -1,9 +1,11 @@
 """Exact (non-learning) split-point baselines, all implementing `splitrl.agents.base.Agent`.
 
-Each is built from the env it will act in (``Agent(env, config, seed=...)``): it reads the env's
-configuration, cost model and — for the oracle — its sweep table, and then acts from observations
-alone, so it may act in any env instance of the same configuration (e.g. a separate evaluation
-env). Every baseline works in both action modes: it decides on a target *split* and turns it into
+Each is built from the problem it decides (``Agent(problem, config, seed=...)``, a
+`splitrl.decision.problem.SplitProblem`, or a split-point env that adapts one): it reads the
+problem's configuration, cost model and — for the oracle — its sweep table, and then acts from
+observations alone, so it may act in any env instance of the same configuration (e.g. a separate
+evaluation env). Two baselines use an env beyond that: ``fixed`` rolls one out to pick its split,
+and ``oracle`` reads the true state of the env it was built on. Every baseline works in both action modes: it decides on a target *split* and turns it into
 an action with `action_towards` (absolute: the action selecting that split; relative: the move
 towards it from the split in place, read from the observation, clipped to ``max_move``).
 
@@ -29,9 +31,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from splitrl.agents.base import Agent
+from splitrl.agents.base import Agent, problem_of
 from splitrl.agents.config import documented, param, validate
+from splitrl.agents.information import action_splits, current_split, known_reward_parts
+from splitrl.decision.problem import SplitProblem
 from splitrl.decision.reward import reward_terms
+from splitrl.decision.tables import SweepTable
+from splitrl.envs.split_point import SplitPointBaseEnv
+from splitrl.errors import UsageError
 
 __all__ = [
     "BaselineConfig", "FixedSplitConfig", "OracleAgent", "FixedSplitAgent", "AllOnUEAgent", "MinUEAgent",
@@ -41,86 +48,74 @@ __all__ = [
 
 
 # --- helpers shared by the baselines (and usable by planners) ---------------------------------
-def split_point_env(env: gym.Env):
+# Each takes the `SplitProblem` (or a split-point env adapting one: `problem_of`).
+def split_point_env(env: gym.Env) -> SplitPointBaseEnv:
     """The `SplitPointBaseEnv` under ``env``'s wrappers (TypeError for any other env)."""
-    from splitrl.envs.split_point import SplitPointBaseEnv
-
     base = getattr(env, "unwrapped", env)
     if not isinstance(base, SplitPointBaseEnv):
         raise TypeError(f"exact baselines need a split-point env (SplitPointBaseEnv), got {type(base).__name__}")
     return base
 
 
-def _index(env, name: str) -> int:
-    spec = getattr(env, "obs_spec", None)
-    if spec is not None:
-        return spec.index(name)
-    k = env.config.history
-    return {"snr": 0, "bandwidth": k + 1, "split": k + 2, "battery": k + 3, "load": k + 4}[name]
-
-
-def current_split(env, obs: np.ndarray) -> int:
-    """The split in place, as observed."""
-    return int(round(float(np.asarray(obs)[_index(env, "split")])))
-
-
-def observed_load(env, obs: np.ndarray) -> float | None:
+def observed_load(problem: SplitProblem | gym.Env, obs: np.ndarray) -> float | None:
     """The UE compute load from the observation (None without ``include_ue_state``)."""
-    return float(np.asarray(obs)[_index(env, "load")]) if env.config.include_ue_state else None
+    p = problem_of(problem)
+    return float(np.asarray(obs)[p.spec.index("load")]) if p.config.include_ue_state else None
 
 
-def action_towards(env, split: int, obs: np.ndarray) -> int:
+def action_towards(problem: SplitProblem | gym.Env, split: int, obs: np.ndarray) -> int:
     """The action that selects ``split`` (absolute mode) or moves towards it from the observed split
     in place (relative mode, at most ``max_move`` layers). Equals ``env.action_for_split(split)``
     when ``obs`` is the env's current observation, but needs no env state."""
-    c = env.config
-    split = min(max(int(split), c.s_min), env.L)  # scalar clips: this runs on every decision
+    p = problem_of(problem)
+    c = p.config
+    split = min(max(int(split), c.s_min), p.L)  # scalar clips: this runs on every decision
     if c.action_mode == "absolute":
         # the first (codec, UE precision) option of the split: action (split - s_min) * options
-        spec = getattr(env, "obs_spec", None)
-        return int((split - c.s_min) * (spec.num_options if spec is not None else 1))
-    move = min(max(split - current_split(env, obs), -c.max_move), c.max_move)
+        return int((split - c.s_min) * p.spec.num_options)
+    move = min(max(split - current_split(p, obs), -c.max_move), c.max_move)
     return move + c.max_move
 
 
-def reachable_splits(env, obs: np.ndarray) -> np.ndarray:
+def reachable_splits(problem: SplitProblem | gym.Env, obs: np.ndarray) -> np.ndarray:
     """The splits one action can select from the state in ``obs``."""
-    if env.config.action_mode == "absolute":
-        return env.splits
-    cur = current_split(env, obs)
-    m = env.config.max_move
-    return env.splits[(env.splits >= cur - m) & (env.splits <= cur + m)]
+    p = problem_of(problem)
+    if p.config.action_mode == "absolute":
+        return p.splits
+    cur = current_split(p, obs)
+    m = p.config.max_move
+    return p.splits[(p.splits >= cur - m) & (p.splits <= cur + m)]
 
 
-def quality_table(env):
-    """The sweep table behind the env's quality (its own for the table env, else the configured one)."""
+def quality_table(problem: SplitProblem | gym.Env) -> SweepTable:
+    """The sweep table of the configured transport at the default UE precision: the table env's
+    own quality, else the configured table (read without checking its model)."""
+    env = getattr(problem, "unwrapped", problem)
     table = getattr(env, "table", None)
     if table is not None:
         return table
-    from splitrl.envs.split_point import DEFAULT_TABLE, SweepTable
-
-    cached = getattr(env, "_baseline_sweep_table", None)
-    if cached is None:
-        cached = SweepTable(env.config.table or DEFAULT_TABLE, env.config.transport, env.splits)
-        env._baseline_sweep_table = cached
-    return cached
+    return problem_of(problem).sweep_table(check_model=False)
 
 
-def latency_per_split(env, snr_db: float, load: float | None = None) -> np.ndarray:
+def latency_per_split(problem: SplitProblem | gym.Env, snr_db: float, load: float | None = None) -> np.ndarray:
     """The reward's latency of every allowed split at ``snr_db`` under ``load``, exactly as the env
-    charges it before the request timeout (`SplitPointBaseEnv.request_latency`)."""
-    return env.request_latency(snr_db, load)[env.splits]
+    charges it before the request timeout (`RequestCostService.request_latency`)."""
+    p = problem_of(problem)
+    return p.costs.request_latency(snr_db, load)[p.splits]
 
 
-def expected_rewards(env, snr_db: float, previous_split: int, *, load: float | None = None, table=None) -> np.ndarray:
-    """Expected reward of every allowed split (``env.splits`` order) at ``snr_db`` coming from
-    ``previous_split``: the table's mean log-ppl ratio over seeds plus the env's exact cost terms."""
-    table = table if table is not None else quality_table(env)
-    s = env.splits
-    latency, energy, _ = env.request_costs(snr_db, load)
+def expected_rewards(problem: SplitProblem | gym.Env, snr_db: float, previous_split: int, *,
+                     load: float | None = None, table: SweepTable | None = None) -> np.ndarray:
+    """Expected reward of every allowed split (``splits`` order) at ``snr_db`` coming from
+    ``previous_split``: the table's mean log-ppl ratio over seeds plus the exact cost terms."""
+    p = problem_of(problem)
+    table = table if table is not None else quality_table(problem)
+    s = p.splits
+    latency, energy, _ = p.costs.request_costs(snr_db, load)
     terms = reward_terms(
-        env.config.reward, log_ppl_ratio=table.mean_table(snr_db, s), latency_s=latency[s], energy_j=energy[s],
-        split=s, previous_split=int(previous_split), latency_ref_s=env.latency_ref_s, energy_ref_j=env.energy_ref_j,
+        p.config.reward, log_ppl_ratio=table.mean_table(snr_db, s), latency_s=latency[s], energy_j=energy[s],
+        split=s, previous_split=int(previous_split), latency_ref_s=p.costs.latency_ref_s,
+        energy_ref_j=p.costs.energy_ref_j,
     )
     return np.asarray(terms["reward"], dtype=float)
 
@@ -148,14 +143,18 @@ class FixedSplitConfig:
 
 # --- agents -----------------------------------------------------------------------------------
 class _Baseline(Agent):
-    """Shared plumbing: the split-point env, a target split per observation, `action_towards`."""
+    """Shared plumbing: the problem, a target split per observation, `action_towards`.
+
+    ``source`` is the `SplitProblem` or a split-point env adapting one; ``self.env`` is that env
+    (unwrapped; None when built from a bare problem)."""
 
     learns = False  # learn() is a no-op: the trainer only rolls the agent out
     config_cls: type = BaselineConfig
 
-    def __init__(self, env: gym.Env, config: Any = None, *, seed: int = 0) -> None:
+    def __init__(self, source: SplitProblem | gym.Env, config: Any = None, *, seed: int = 0) -> None:
         super().__init__()
-        self.env = split_point_env(env)
+        self.problem = problem_of(source)
+        self.env: SplitPointBaseEnv | None = None if isinstance(source, SplitProblem) else split_point_env(source)
         self.config = config if config is not None else self.config_cls()
         self.seed = int(seed)
 
@@ -163,7 +162,7 @@ class _Baseline(Agent):
         raise NotImplementedError
 
     def act(self, obs: np.ndarray, *, deterministic: bool = True) -> int:
-        return action_towards(self.env, self.target_split(obs), obs)
+        return action_towards(self.problem, self.target_split(obs), obs)
 
 
 class OracleAgent(_Baseline):
@@ -179,54 +178,49 @@ class OracleAgent(_Baseline):
 
     kind = "oracle"
 
-    def __init__(self, env: gym.Env, config: Any = None, *, seed: int = 0) -> None:
-        super().__init__(env, config, seed=seed)
-        self.table = quality_table(self.env)
+    def __init__(self, source: SplitProblem | gym.Env, config: Any = None, *, seed: int = 0) -> None:
+        super().__init__(source, config, seed=seed)
+        self.table = quality_table(source)
         # Knows the TRUE state of the env it was built on (edge load before its delayed report,
         # battery, privacy floor, memory mask: `SplitPointBaseEnv.action_values`) when it acts on
         # that env's current observation; on any other observation (another env instance, e.g.
-        # the trainer's evaluation env) or with False it decides from the observed state.
-        self.use_true_state = hasattr(self.env, "action_values")
+        # the trainer's evaluation env), built from a bare problem, or with False it decides from
+        # the observed state.
+        self.use_true_state = self.env is not None
 
     def _best(self, obs: np.ndarray) -> tuple[int, int]:
         """(split, option index: codec * n_precisions + UE precision) of the best reachable action."""
         obs = np.asarray(obs)
-        cur = current_split(self.env, obs)
-        reach = reachable_splits(self.env, obs)
-        idx = reach - self.env.config.s_min
-        if self.use_true_state and np.array_equal(np.asarray(self.env._obs(), np.float32), obs.astype(np.float32)):
+        p = self.problem
+        cur = current_split(p, obs)
+        reach = reachable_splits(p, obs)
+        idx = reach - p.config.s_min
+        if self.use_true_state and np.array_equal(np.asarray(self.env.observation_vector(), np.float32), obs.astype(np.float32)):
             v = self.env.action_values(cur)[idx]  # [reachable splits, codecs]
             i, j = np.unravel_index(int(np.argmax(v)), v.shape)
             return int(reach[i]), int(j)
         # Another env instance (e.g. the trainer's evaluation env), or told to: the observed state.
-        from splitrl.agents.information import action_splits, known_reward_parts
-
-        parts = known_reward_parts(self.env, obs)  # [actions]
-        q = self.env.mean_quality(float(obs[0])) if hasattr(self.env, "mean_quality") else None
-        if q is None:
-            rewards = expected_rewards(self.env, float(obs[0]), cur, load=observed_load(self.env, obs), table=self.table)
-            return int(reach[int(np.argmax(rewards[idx]))]), 0
-        a_splits = action_splits(self.env, obs)
-        options = getattr(self.env, "options", ())
-        if len(options) > 1:  # quality per (codec, UE precision) option of each action
-            spec = self.env.obs_spec
-            by_option = [self.env.mean_quality(float(obs[0]), t, p) for t, p in options]
-            qa = np.array([by_option[spec.option_for_action(a)][s] for a, s in enumerate(a_splits)])
+        parts = known_reward_parts(p, obs)  # [actions]
+        a_splits = action_splits(p, obs)
+        if len(p.options) > 1:  # quality per (codec, UE precision) option of each action
+            by_option = [p.mean_quality(float(obs[0]), t, pr) for t, pr in p.options]
+            qa = np.array([by_option[p.spec.option_for_action(a)][s] for a, s in enumerate(a_splits)])
         else:
-            qa = q[a_splits]
-        v = parts - self.env.config.reward.w_quality * qa
+            qa = p.mean_quality(float(obs[0]))[a_splits]
+        v = parts - p.config.reward.w_quality * qa
         a = int(np.argmax(v))
-        return int(a_splits[a]), int(self.env.obs_spec.option_for_action(a))
+        return int(a_splits[a]), int(p.spec.option_for_action(a))
 
     def target_split(self, obs: np.ndarray) -> int:
         return self._best(obs)[0]
 
     def act(self, obs: np.ndarray, *, deterministic: bool = True) -> int:
         split, option = self._best(obs)
-        if option and self.env.config.action_mode == "absolute":
-            codec, precision = divmod(option, self.env.obs_spec.num_precisions)
-            return int(self.env.obs_spec.action_for_split(split, current_split(self.env, obs), codec, precision))
-        return action_towards(self.env, split, obs)
+        p = self.problem
+        if option and p.config.action_mode == "absolute":
+            codec, precision = divmod(option, p.spec.num_precisions)
+            return int(p.spec.action_for_split(split, current_split(p, obs), codec, precision))
+        return action_towards(p, split, obs)
 
 
 class AllOnUEAgent(_Baseline):
@@ -235,7 +229,7 @@ class AllOnUEAgent(_Baseline):
     kind = "all-on-ue"
 
     def target_split(self, obs: np.ndarray) -> int:
-        return int(self.env.L)
+        return int(self.problem.L)
 
 
 class MinUEAgent(_Baseline):
@@ -244,7 +238,7 @@ class MinUEAgent(_Baseline):
     kind = "min-ue"
 
     def target_split(self, obs: np.ndarray) -> int:
-        return int(self.env.config.s_min)
+        return int(self.problem.config.s_min)
 
 
 class LatencyOnlyAgent(_Baseline):
@@ -258,8 +252,8 @@ class LatencyOnlyAgent(_Baseline):
 
     def target_split(self, obs: np.ndarray) -> int:
         obs = np.asarray(obs)
-        lat = latency_per_split(self.env, float(obs[0]), observed_load(self.env, obs))
-        return int(self.env.splits[int(np.argmin(lat))])
+        lat = latency_per_split(self.problem, float(obs[0]), observed_load(self.problem, obs))
+        return int(self.problem.splits[int(np.argmin(lat))])
 
 
 class FixedSplitAgent(_Baseline):
@@ -274,16 +268,21 @@ class FixedSplitAgent(_Baseline):
     kind = "fixed"
     config_cls = FixedSplitConfig
 
-    def __init__(self, env: gym.Env, config: FixedSplitConfig | None = None, *, seed: int = 0) -> None:
-        super().__init__(env, config, seed=seed)
+    def __init__(self, source: SplitProblem | gym.Env, config: FixedSplitConfig | None = None, *,
+                 seed: int = 0) -> None:
+        super().__init__(source, config, seed=seed)
         c = self.config
+        p = self.problem
         self.scores: dict[int, float] = {}
         if c.split is not None:
-            if not self.env.config.s_min <= c.split <= self.env.L:
-                raise ValueError(f"FixedSplitConfig.split must be in {self.env.config.s_min}..{self.env.L}, got {c.split}")
+            if not p.config.s_min <= c.split <= p.L:
+                raise ValueError(f"FixedSplitConfig.split must be in {p.config.s_min}..{p.L}, got {c.split}")
             self.split = int(c.split)
         else:
-            spec = getattr(env, "spec", None)
+            if self.env is None:
+                raise UsageError("FixedSplitConfig.split is None: picking the split rolls out an env, so build "
+                                 "the fixed agent from one (or give agent.split)")
+            spec = getattr(source, "spec", None)
             steps = c.episode_steps or (spec.max_episode_steps if spec is not None and spec.max_episode_steps else 256)
             self.split = self._select(int(steps))
 
@@ -295,7 +294,7 @@ class FixedSplitAgent(_Baseline):
             for e in range(self.config.episodes):
                 obs, _ = env.reset(seed=self.seed + e)
                 for _ in range(steps):
-                    obs, r, terminated, _, _ = env.step(action_towards(env, int(s), obs))
+                    obs, r, terminated, _, _ = env.step(action_towards(self.problem, int(s), obs))
                     r = float(r)
                     total += r if r >= self.config.reward_floor else self.config.reward_floor
                     if terminated:
@@ -324,12 +323,12 @@ class RandomAgent(_Baseline):
 
     kind = "random"
 
-    def __init__(self, env: gym.Env, config: Any = None, *, seed: int = 0) -> None:
-        super().__init__(env, config, seed=seed)
+    def __init__(self, source: SplitProblem | gym.Env, config: Any = None, *, seed: int = 0) -> None:
+        super().__init__(source, config, seed=seed)
         self.rng = np.random.default_rng(self.seed)
 
     def target_split(self, obs: np.ndarray) -> int:
-        return int(self.rng.choice(self.env.splits))
+        return int(self.rng.choice(self.problem.splits))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "rng": self.rng.bit_generator.state}

@@ -18,70 +18,64 @@ not a comparison of learners, so every learner is reported in two settings:
 """
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from splitrl.agents.base import problem_of
+from splitrl.decision.problem import SplitProblem
 from splitrl.decision.reward import switch_cost
 
-__all__ = ["INFO_SETTINGS", "known_reward_parts", "action_splits", "KnownCostsObservation", "wrap_for_setting"]
+__all__ = ["INFO_SETTINGS", "known_reward_parts", "action_splits", "current_split", "KnownCostsObservation", "wrap_for_setting"]
 
 INFO_SETTINGS = ("known-costs", "reward-only")
 
 
-def _env(env: Any):
-    from splitrl.agents.baselines import split_point_env
+def current_split(problem: SplitProblem | gym.Env, obs: np.ndarray) -> int:
+    """The split in place, as observed."""
+    return int(round(float(np.asarray(obs)[problem_of(problem).spec.index("split")])))
 
-    return split_point_env(env)
 
-
-def action_splits(env: Any, obs: np.ndarray) -> np.ndarray:
+def action_splits(problem: SplitProblem | gym.Env, obs: np.ndarray) -> np.ndarray:
     """The split every action selects from the state in ``obs`` (int array, one per action)."""
-    from splitrl.agents.baselines import current_split
-
-    e = _env(env)
-    cur = current_split(e, obs)
-    return np.array([e.obs_spec.split_for_action(a, cur) for a in range(int(e.action_space.n))], dtype=int)
+    p = problem_of(problem)
+    cur = current_split(p, obs)
+    return np.array([p.spec.split_for_action(a, cur) for a in range(p.spec.num_actions)], dtype=int)
 
 
-def _observed(e, obs: np.ndarray, name: str) -> float | None:
+def _observed(p: SplitProblem, obs: np.ndarray, name: str) -> float | None:
     try:
-        return float(obs[e.obs_spec.index(name)])
+        return float(obs[p.spec.index(name)])
     except KeyError:
         return None
 
 
-def known_reward_parts(env: Any, obs: np.ndarray) -> np.ndarray:
+def known_reward_parts(problem: SplitProblem | gym.Env, obs: np.ndarray) -> np.ndarray:
     """For every action: the reward it earns from the state in ``obs`` at zero quality loss
     (latency, energy and — when the observation has them — UE load, observed edge load and battery
     from the cost model; minus the switching cost from the split in place). The true reward is this
     minus ``w_q · quality loss`` (and, where modelled, the privacy term)."""
-    from splitrl.agents.baselines import current_split
-
-    e = _env(env)
+    p = problem_of(problem)
     obs = np.asarray(obs, dtype=float)
-    cur = current_split(e, obs)
-    n = int(e.action_space.n)
-    splits = action_splits(e, obs)
-    state = {"edge_load": _observed(e, obs, "edge_load")}
-    if getattr(e, "battery", None) is not None:
-        state["battery"] = _observed(e, obs, "battery")
-    transports = getattr(e, "transports", (e.config.transport,))
-    options = getattr(e, "options", None) or tuple((t, None) for t in transports)
-    option = np.array([e.obs_spec.option_for_action(a) if hasattr(e.obs_spec, "option_for_action")
-                       else e.obs_spec.codec_for_action(a) for a in range(n)], dtype=int)
+    cur = current_split(p, obs)
+    n = p.spec.num_actions
+    splits = action_splits(p, obs)
+    c = p.config
+    state = {"edge_load": _observed(p, obs, "edge_load")}
+    if c.include_ue_state and c.battery_aware_energy:  # the reward charges the battery level
+        state["battery"] = _observed(p, obs, "battery")
+    transports = c.transports
+    option = np.array([p.spec.option_for_action(a) for a in range(n)], dtype=int)
     base = np.empty(n)
-    for c in np.unique(option):
-        t, p = options[c]
+    for o in np.unique(option):
+        t, pr = p.options[o]
         kw = dict(state, transport=t) if len(transports) > 1 else dict(state)
-        if p is not None:
-            kw["precision"] = p
+        if pr is not None:
+            kw["precision"] = pr
         kw = {k: v for k, v in kw.items() if v is not None}
-        b = e.base_rewards(float(obs[0]), _observed(e, obs, "load"), **kw)  # [L + 1]
-        base[option == c] = b[splits[option == c]]
-    rc = e.config.reward
+        b = p.costs.base_rewards(float(obs[0]), _observed(p, obs, "load"), **kw)  # [L + 1]
+        base[option == o] = b[splits[option == o]]
+    rc = c.reward
     sw = rc.w_switch * switch_cost(rc, splits, cur)
     return np.asarray(base - sw, dtype=float)  # [n_actions]
 
@@ -93,6 +87,7 @@ class KnownCostsObservation(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env, *, bound: float = 10.0) -> None:
         super().__init__(env)
+        self.problem = problem_of(env)
         base = env.observation_space
         n = int(env.action_space.n)
         # The rewards are bounded by the env's request timeout; ``bound`` only scales the features
@@ -103,7 +98,7 @@ class KnownCostsObservation(gym.ObservationWrapper):
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
 
     def observation(self, observation):
-        parts = np.clip(known_reward_parts(self.env, observation), -self.bound, self.bound)
+        parts = np.clip(known_reward_parts(self.problem, observation), -self.bound, self.bound)
         return np.concatenate([np.asarray(observation, np.float32), parts.astype(np.float32)])
 
 

@@ -35,10 +35,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from splitrl.agents.base import Agent, StepCallback
+from splitrl.agents.base import Agent, StepCallback, problem_of
 from splitrl.agents.baselines import action_towards
 from splitrl.agents.channel_model import AR1ChannelModel
+from splitrl.agents.hooks import at_boundary, log_scalars
+from splitrl.decision.problem import SplitProblem
 from splitrl.decision.reward import switch_cost
+from splitrl.surrogate import SURROGATE_KINDS, load_surrogate, make_surrogate, propose
+from splitrl.surrogate.features import spec_for
 from splitrl.yamlio import short
 
 SNR_GRID = np.arange(-20.0, 50.0 + 1e-9, 0.5)
@@ -93,8 +97,6 @@ class MBRLConfig:
     compiled_decisions: bool = True
 
     def __post_init__(self) -> None:
-        from splitrl.surrogate import SURROGATE_KINDS
-
         checks = [
             ("surrogate_kind", self.surrogate_kind in SURROGATE_KINDS, ", ".join(SURROGATE_KINDS)),
             ("horizon", 1 <= self.horizon <= 32, "1..32"),
@@ -120,19 +122,20 @@ class MBRLAgent(Agent):
     kind = "mbrl"
     learns = True
 
-    def __init__(self, env: gym.Env, config: MBRLConfig | None = None, *, seed: int = 0) -> None:
+    def __init__(self, source: SplitProblem | gym.Env, config: MBRLConfig | None = None, *, seed: int = 0) -> None:
         super().__init__()
-        from splitrl.surrogate.features import spec_for
-
         self.config = config or MBRLConfig()
         self.seed = int(seed)
-        self.env = env.unwrapped
-        e = self.env
-        self.L, self.transport = e.L, e.config.transport
-        self.splits = np.asarray(e.splits)
-        self.reward_cfg = e.config.reward
-        self.history = e.config.history
-        self.spec = spec_for(self.L, [self.transport], ppl_clean={self.transport: float(e.ppl_clean)})
+        self.problem = p = problem_of(source)
+        self.L, self.transport = p.L, p.config.transport
+        self.splits = np.asarray(p.splits)
+        self.reward_cfg = p.config.reward
+        self.history = p.config.history
+        # The surrogate's reference perplexity: the backend's own clean perplexity when built from
+        # an env (a real evaluation's differs from the table's), else the sweep table's.
+        unwrapped = getattr(source, "unwrapped", None)
+        clean = float(unwrapped.ppl_clean) if unwrapped is not None else p.sweep_table().ppl_clean
+        self.spec = spec_for(self.L, [self.transport], ppl_clean={self.transport: clean})
         self.rng = np.random.default_rng(self.seed)
         self.channel = AR1ChannelModel(forgetting=self.config.channel_forgetting)
         self.cells: list[tuple[str, int, float]] = []
@@ -179,11 +182,9 @@ class MBRLAgent(Agent):
         (reward-only: zero; the surrogate then learns the whole pre-switch reward)."""
         if not self.known_costs:
             return np.zeros((len(SNR_GRID), len(self.splits)))
-        return np.stack([self.env.base_rewards(float(snr))[self.splits] for snr in SNR_GRID])
+        return np.stack([self.problem.costs.base_rewards(float(snr))[self.splits] for snr in SNR_GRID])
 
     def _fit(self) -> None:
-        from splitrl.surrogate import make_surrogate
-
         self.surrogate = make_surrogate(self.config.surrogate_kind, self.spec, seed=self.seed)
         if self.known_costs:
             y = np.asarray(self.targets)
@@ -269,14 +270,20 @@ class MBRLAgent(Agent):
 
     @property
     def _has_state(self) -> bool:
-        c = self.env.config
+        c = self.problem.config
         return bool(c.include_ue_state or getattr(c, "edge_load", None) is not None)
+
+    @property
+    def _battery_charged(self) -> bool:
+        """Whether the reward charges the battery level (then the observation's is a cost input)."""
+        c = self.problem.config
+        return bool(c.include_ue_state and c.battery_aware_energy)
 
     def _state_fields(self) -> tuple[int | None, int | None, int | None]:
         """Positions of (UE load, edge load, battery) in the observation (None: absent or unused)."""
         fields = self.__dict__.get("_fields")
         if fields is None:
-            spec = self.env.obs_spec
+            spec = self.problem.spec
 
             def at(name: str) -> int | None:
                 try:
@@ -285,7 +292,7 @@ class MBRLAgent(Agent):
                     return None
 
             fields = self._fields = (at("load"), at("edge_load"),
-                                     at("battery") if getattr(self.env, "battery", None) is not None else None)
+                                     at("battery") if self._battery_charged else None)
         return fields
 
     def _observed_state(self, obs) -> tuple[float | None, float | None, float | None]:
@@ -296,7 +303,7 @@ class MBRLAgent(Agent):
         """Known zero-loss reward of every allowed split at ``snr`` and the observed UE/edge state."""
         load, edge, battery = self._observed_state(obs)
         kw = {k: v for k, v in (("edge_load", edge), ("battery", battery)) if v is not None}
-        return self.env.costs.base_rewards(float(snr), load, **kw)[self.splits]
+        return self.problem.costs.base_rewards(float(snr), load, **kw)[self.splits]
 
     def plan(self, snr_now: float, current_split: int, obs: np.ndarray | None = None) -> tuple[int, np.ndarray]:
         """(best split now, value of each first split) by exact DP over the horizon."""
@@ -328,7 +335,7 @@ class MBRLAgent(Agent):
 
             warm_up()
         if self.known_costs and self._has_state:
-            self.env.costs.warm(self.env.obs_spec.snr_levels())
+            self.problem.costs.warm(self.problem.spec.snr_levels())
 
     def _compiled_plan(self, snr: float, current: int, obs) -> tuple[int, float, float] | None:
         """(best split, margin to the runner-up, weighted std at it) from `splitrl.decision.kernel_numba`;
@@ -338,8 +345,8 @@ class MBRLAgent(Agent):
             return None
         fixed = self.__dict__.get("_kernel_fixed")
         if fixed is None:  # what does not change between decisions, looked up once (plain Python on the hot path)
-            fixed = self._kernel_fixed = ({int(s): j for j, s in enumerate(self.splits)}, self.env.costs,
-                                          *self.env.costs.kernel_inputs())
+            fixed = self._kernel_fixed = ({int(s): j for j, s in enumerate(self.splits)}, self.problem.costs,
+                                          *self.problem.costs.kernel_inputs())
         index, costs, static, steps, consts = fixed
         plan_decision = _plan_kernel()
         i = index.get(current)
@@ -384,7 +391,7 @@ class MBRLAgent(Agent):
             unseen = not (self._seen_snr[0] - 1.0 <= snr <= self._seen_snr[1] + 1.0)
             if unseen or sd > self.config.eval_threshold * max(margin, 1e-9):
                 self._pending = {"split": split, "snr": snr}
-        return action_towards(self.env, split, obs)
+        return action_towards(self.problem, split, obs)
 
     def feedback(self, info: dict[str, Any]) -> bool:
         """Pay for the measured outcome when the last decision was flagged as worth it."""
@@ -409,10 +416,6 @@ class MBRLAgent(Agent):
         a consistent boundary after every step (refits are synchronous), diagnostics after refits.
         A resumed agent continues from the observation it stopped at instead of resetting the env.
         """
-        from splitrl.agents.hooks import at_boundary, log_scalars
-        from splitrl.surrogate import propose
-
-        e = env.unwrapped
         if self._last_obs is None:
             obs, _ = env.reset(seed=int(self.rng.integers(2**31 - 1)))
             self.channel.reset_episode()
@@ -430,7 +433,7 @@ class MBRLAgent(Agent):
                             w_quality=self._wq, allowed_splits=self.splits,
                             seed=int(self.rng.integers(2**31 - 1)))[0]
                 split = int(self.splits[int(i)])
-            action = action_towards(e, split, obs)
+            action = action_towards(self.problem, split, obs)
             next_obs, reward, terminated, truncated, info = env.step(action)
             self.env_steps += 1
             refits_before = self.surrogate
@@ -518,8 +521,6 @@ class MBRLAgent(Agent):
             y = -(np.asarray(self.rewards) + self._switch_cost(np.array([c[1] for c in cells]), np.asarray(self.previous)))
             self._base_grid = self._learned_base(y)
         if (directory / "surrogate.json").exists():
-            from splitrl.surrogate import load_surrogate
-
             self.surrogate = load_surrogate(directory / "surrogate", expected_spec=self.spec)
             if self.surrogate.n_train > len(self.cells):
                 raise ValueError(f"{directory / 'surrogate.json'} was fitted on more cells than {path} holds")

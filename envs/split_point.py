@@ -283,6 +283,10 @@ class SplitPointBaseEnv(gym.Env):
                            split=self._split, battery=self._battery if ue else None, load=self._load if ue else None,
                            edge_load=self.observed_edge_load, privacy_target=self._privacy_floor)
 
+    def observation_vector(self) -> np.ndarray:
+        """The current observation, as `step` and `reset` return it."""
+        return self._obs()
+
     def _obs(self) -> np.ndarray:
         return self.obs_spec.vector(self.observation())
 

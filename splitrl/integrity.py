@@ -12,13 +12,15 @@ NPZ (``allow_pickle=False``), safetensors and torch tensors read with ``weights_
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from splitrl.errors import UsageError
 
-__all__ = ["sha256_file", "IntegrityError", "list_files", "verify_listed_files", "MAX_LISTED_FILES"]
+__all__ = ["sha256_file", "IntegrityError", "list_files", "verify_listed_files", "MAX_LISTED_FILES", "CHECKPOINT_FORMAT",
+           "CheckpointError", "read_manifest"]
 
 MAX_LISTED_FILES = 10_000
 
@@ -73,3 +75,31 @@ def verify_listed_files(root: str | Path, files: Mapping[str, str], *, listed_in
             raise IntegrityError(f"{root / rel} (listed in {listed_in}) is missing")
         if sha256_file(present[rel]) != digest:
             raise IntegrityError(f"{root / rel} does not match its checksum in {listed_in}: the folder is corrupt")
+
+
+CHECKPOINT_FORMAT = 1
+"""The format number a trainer checkpoint's ``manifest.json`` carries (`splitrl.training.checkpoint`)."""
+
+
+class CheckpointError(UsageError):
+    """A checkpoint is missing, broken or busy; the message names the path and what is wrong."""
+
+
+def read_manifest(ckpt: Path, *, verify: bool = False) -> dict[str, Any]:
+    """The manifest of checkpoint folder ``ckpt`` (with ``verify``: every file's SHA-256 checked)."""
+    path = Path(ckpt) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found: incomplete checkpoint") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path} is corrupt: {type(e).__name__}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise CheckpointError(f"{path}: checkpoint format {str(got)[:40]!r}, this version reads {CHECKPOINT_FORMAT}")
+    if verify:
+        try:
+            verify_listed_files(ckpt, manifest.get("files"), listed_in=str(path), exclude=frozenset({"manifest.json"}))
+        except IntegrityError as e:
+            raise CheckpointError(str(e)) from None
+    return manifest

@@ -43,19 +43,15 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from splitrl.errors import UsageError
-from splitrl.integrity import IntegrityError, sha256_file as _sha256, verify_listed_files
+# The manifest format and its reader live with the integrity checks: an agent folder inside a
+# checkpoint verifies the whole checkpoint without importing the trainer (agents < training).
+from splitrl.integrity import CHECKPOINT_FORMAT as FORMAT, CheckpointError, read_manifest, sha256_file as _sha256
 from splitrl.lock import ExclusiveLock
 
 __all__ = ["CheckpointError", "RunLock", "write_checkpoint", "latest_checkpoint", "read_manifest", "list_checkpoints",
            "resolve_checkpoint"]
 
-FORMAT = 1
 _STEP_DIR = re.compile(r"^step-(\d{12})(?:\.(\d+))?$")
-
-
-class CheckpointError(UsageError):
-    """A checkpoint is missing, broken or busy; the message names the path and what is wrong."""
 
 
 class RunLock:
@@ -195,26 +191,6 @@ def latest_checkpoint(run_dir: Path, *, verify: bool = True) -> Path:
     if verify:
         read_manifest(target, verify=True)
     return target
-
-
-def read_manifest(ckpt: Path, *, verify: bool = False) -> dict[str, Any]:
-    """The manifest of checkpoint folder ``ckpt`` (with ``verify``: every file's SHA-256 checked)."""
-    path = Path(ckpt) / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} not found: incomplete checkpoint") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise CheckpointError(f"{path} is corrupt: {type(e).__name__}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise CheckpointError(f"{path}: checkpoint format {str(got)[:40]!r}, this version reads {FORMAT}")
-    if verify:
-        try:
-            verify_listed_files(ckpt, manifest.get("files"), listed_in=str(path), exclude=frozenset({"manifest.json"}))
-        except IntegrityError as e:
-            raise CheckpointError(str(e)) from None
-    return manifest
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
