@@ -59,6 +59,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from splitrl.resources import results_dir
 from splitrl.surrogate.acquisition import STRATEGIES, RewardModel, run_acquisition, table_oracle
 from splitrl.surrogate.base import SURROGATE_KINDS, Surrogate, make_surrogate
 from splitrl.surrogate.features import FeatureSpec, cut_statistics
@@ -67,7 +68,7 @@ __all__ = ["REPORT_HELP", "add_surrogate_report_subcommand", "build_report_parse
            "plot_report", "register_cli", "surrogate_report"]
 
 REPORT_HELP = "fit quality surrogates on a sweep table (random vs active acquisition) and report accuracy and speed"
-RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+RESULTS = results_dir()  # the checkout's benchmarks/results/, or the current directory for an installed wheel
 TARGET_AGREEMENT = 0.90
 TARGET_SPEEDUP = 1e4
 METRICS = ("best_split_agreement", "best_split_agreement_exact", "best_split_agreement_levels", "r2_log_ppl",
