@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Train split-point agents: ``python train.py --agent KIND --env ID --config FILE.yaml --seed N``.
 
-See `splitrl.training.cli` for the options (``--help``), ``configs/`` for the defaults and
-`splitrl.agents.registry` for the agent kinds.
+The same as ``splitrl train ...``: see `splitrl.cli.train` for the options (``--help``),
+``configs/`` for the defaults and `splitrl.agents.registry` for the agent kinds.
 """
 import sys
 
-from splitrl.training.cli import main
+from splitrl.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

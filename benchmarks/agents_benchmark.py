@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -45,6 +44,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from splitrl.plotting import pyplot, save_figure
+from splitrl.stats import t_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_SEED0 = 3_000_000_000
@@ -135,14 +137,8 @@ def baseline_job(job: dict) -> dict:
 
 
 def _ci95(values: list[float]) -> tuple[float, list[float]]:
-    from scipy import stats
-
-    v = np.asarray(values, float)
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, [m, m]
-    h = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return m, [m - h, m + h]
+    t = t_interval(values)
+    return t["mean"], [t["lo"], t["hi"]]
 
 
 def summarise(results: list[dict], base: dict[str, list[float]], seeds: int) -> dict:
@@ -217,10 +213,7 @@ def advantage(agents: dict) -> dict:
 
 
 def plot(summary: dict, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     colors = {"mbrl": "C0", "ppo": "C1", "dqn": "C2", "threshold": "C3", "bandit": "C4", "ppo-surrogate": "C5"}
@@ -248,9 +241,7 @@ def plot(summary: dict, path: Path, title: str) -> None:
     axes[0].set_ylabel("regret vs oracle, % (mean, 95% CI over seeds)")
     axes[1].legend(fontsize=8, loc="upper right")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def markdown(doc: dict) -> str:

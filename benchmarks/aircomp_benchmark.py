@@ -38,6 +38,7 @@ from splitrl.aircomp.airtime import aircomp_seconds, digital_star_seconds, post_
 from splitrl.aircomp.assign import assign, default_problem  # noqa: E402
 from splitrl.aircomp.channel import AirCompChannel, AirCompChannelConfig  # noqa: E402
 from splitrl.aircomp.design import design, monte_carlo_mse  # noqa: E402
+from splitrl.plotting import pyplot, save_figure
 
 
 def git_revision() -> tuple[str, bool]:
@@ -251,7 +252,8 @@ def agent_comparison(calibration: list[tuple[float, float]], train_steps: int, h
     import gymnasium as gym
 
     import splitrl.envs  # noqa: F401
-    from splitrl.aircomp.agent import EqualPolicy, ModelBasedAgent, OptimiserPolicy, evaluate_policy
+    from splitrl.agents.aircomp import EqualPolicy, ModelBasedAgent, OptimiserPolicy
+    from splitrl.aircomp.evaluation import evaluate_policy
 
     env = gym.make("splitrl/AirCompAssign-v0", calibration=calibration)
     t0 = time.perf_counter()
@@ -322,10 +324,7 @@ def summarise_ppl(sweep: dict) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n_panels = 3 if "perplexity" in result else 2
     fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.2))
@@ -357,8 +356,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_yscale("log"), ax.set_ylim(10, 1e4)
         ax.set_xlabel("transmit SNR (dB)"), ax.set_ylabel("perplexity"), ax.set_title("SmolLM2 WikiText-2 (1,024 tok)")
         ax.legend(fontsize=6), ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv=None) -> int:

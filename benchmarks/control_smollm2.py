@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from splitrl.plotting import pyplot, save_figure
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SCENARIOS = ROOT / "benchmarks" / "scenarios"
@@ -267,10 +269,7 @@ def main() -> None:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(result["scenarios"])
     fig, axes = plt.subplots(2, len(names), figsize=(6 * len(names), 6), sharex="col", squeeze=False)
@@ -294,9 +293,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel("split (layers on the UE)")
         ax.set_xlabel("time (s)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

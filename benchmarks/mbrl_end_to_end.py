@@ -29,22 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from splitrl.stats import block_bootstrap_ci
+
 RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_SEED0 = 3_000_000_000
-
-
-def block_bootstrap_ci(diff: np.ndarray, block: int, reps: int = 2000, seed: int = 0) -> list[float]:
-    """95% interval of the mean of ``diff`` [episodes, steps] by resampling blocks of ``block``
-    consecutive steps (within episodes) with replacement."""
-    rng = np.random.default_rng(seed)
-    E, T = diff.shape
-    starts = [(e, t) for e in range(E) for t in range(0, T - block + 1)]
-    n_blocks = max(1, (E * T) // block)
-    means = np.empty(reps)
-    for r in range(reps):
-        pick = rng.integers(len(starts), size=n_blocks)
-        means[r] = np.mean([diff[starts[i][0], starts[i][1]:starts[i][1] + block] for i in pick])
-    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
 
 
 def main() -> None:
@@ -107,7 +95,7 @@ def main() -> None:
     scale = abs(float(o.mean()))
     for name, R in rewards.items():
         diff = o - R  # [episodes, steps] paired regret per step
-        lo, hi = block_bootstrap_ci(diff, args.block)
+        lo, hi = block_bootstrap_ci(diff, args.block, 2000, np.random.default_rng(0), overlapping=True)
         results[name]["regret_pct"] = 100.0 * float(diff.mean()) / scale
         results[name]["regret_pct_ci95"] = [100.0 * lo / scale, 100.0 * hi / scale]
     separated = {n: (results[n]["regret_pct_ci95"][0] > 0 or results[n]["regret_pct_ci95"][1] < 0)

@@ -49,6 +49,7 @@ from splitrl.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 from splitrl.pipeline.partition import cost_fn, dp_cuts, equal_cuts, mdi_llm_cuts  # noqa: E402
 from splitrl.pipeline.simulator import simulate_ring  # noqa: E402
 from splitrl.pipeline.stage import param_bytes  # noqa: E402
+from splitrl.plotting import pyplot, save_figure
 from splitrl.provenance import run_record  # noqa: E402
 
 # Keys of sections 1-3 (timing); --reuse-timing copies them from an earlier result.
@@ -290,10 +291,7 @@ def main() -> int:
     out["loadavg_end"] = out["timing_sections_from"]["loadavg_end"] if args.reuse_timing else list(os.getloadavg())
 
     # plots
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 5, figsize=(24, 4))
     for ax, key in zip(axes[:4], sweep):
@@ -313,9 +311,8 @@ def main() -> int:
     ax.set_xlabel("samples in flight S")
     ax.set_ylabel("tokens/s")
     ax.legend(fontsize=7)
-    fig.tight_layout()
     png = Path(args.out).with_suffix(".png")
-    fig.savefig(png, dpi=110)
+    save_figure(fig, png, dpi=110)
     if runs is not None:  # the schedule of a real run (kept from the timing run when reusing it)
         from splitrl.pipeline.plot import plot_schedule
 

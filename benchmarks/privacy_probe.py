@@ -24,14 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from splitrl.errors import UsageError
-    from splitrl.privacy.cli import build_parser, cmd_privacy_probe
+    from splitrl.cli.privacy_probe import add_arguments, run_probe
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    build_parser(p, default_out=str(ROOT / "benchmarks" / "results" / "privacy_smollm2.json"))
+    add_arguments(p, default_out=str(ROOT / "benchmarks" / "results" / "privacy_smollm2.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        return cmd_privacy_probe(args, [str(Path(__file__).relative_to(ROOT)) if Path(__file__).is_relative_to(ROOT)
+        return run_probe(args, [str(Path(__file__).relative_to(ROOT)) if Path(__file__).is_relative_to(ROOT)
                                         else __file__, *(sys.argv[1:] if argv is None else argv)])
     except UsageError as e:
         print(f"privacy_probe: error: {e}", file=sys.stderr)

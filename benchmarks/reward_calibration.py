@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from splitrl.plotting import pyplot, save_figure
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -235,10 +237,7 @@ def main() -> None:
     (args.out / "reward_calibration.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     def draw(key, rows, ylabel, fname, title):
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -248,9 +247,7 @@ def main() -> None:
         ax.set_xlabel("SNR (dB)")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=9)
-        fig.tight_layout()
-        fig.savefig(args.out / fname, dpi=120)
-        plt.close(fig)
+        save_figure(fig, args.out / fname, dpi=120)
 
     c = env.config
     if "edge_load" in maps:

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from splitrl.plotting import pyplot, save_figure
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -204,10 +206,7 @@ def main() -> int:
 
 
 def _plot(out: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
     ns = [2, 3, 4]
@@ -235,8 +234,7 @@ def _plot(out: dict, path: Path) -> None:
     a2.set_ylabel("time per token (ms)")
     a2.set_title(f"modelled at {m['link_rate_bps'] / 1e6:.0f} Mb/s (dotted: crossovers)")
     a2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

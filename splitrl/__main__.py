@@ -3,7 +3,7 @@ import sys
 
 from splitrl.proc import WORKER_COMMANDS, exit_with_parent
 
-# A worker spawned by a driver exits with it; watched before the heavy imports of splitrl.cli.
+# A worker spawned by a driver exits with it; watched before its command's heavy imports (torch, the model).
 if any(tuple(sys.argv[1:1 + len(c)]) == c for c in WORKER_COMMANDS):
     exit_with_parent(what=f"splitrl {' '.join(sys.argv[1:3])}")
 

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from splitrl.cli import token_printer
+    from splitrl.cli._common import token_printer
     from splitrl.eval import CorpusError, PerplexityConfig, PerplexityEvaluator
     from splitrl.models import load_model
     from splitrl.runtime import SplitRuntime
@@ -59,7 +59,7 @@ def two_process_demo(args, loaded, prompt: str, split: int, want: list[int]) -> 
     import tempfile
     from pathlib import Path
 
-    from splitrl.cli import token_printer
+    from splitrl.cli._common import token_printer
     from splitrl.deploy.client import UEClient
     from splitrl.proc import spawn_splitrl, wait_for_port_file
 

@@ -32,11 +32,12 @@ class UsageArgumentParser(argparse.ArgumentParser):
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
-    """Appends ``(default: X)`` to every option that has a default worth stating."""
+    """Appends ``(default: X)`` to every option that has a default worth stating (once: not when the
+    help already states it, with ``%(default)s`` or in words as ``(default: ...)``)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("%(default)" in text or action.default is None or action.default is False
+        if ("%(default)" in text or "(default:" in text or action.default is None or action.default is False
                 or action.default == argparse.SUPPRESS or not action.option_strings):
             return text
         if isinstance(action.default, list) and not action.default:

@@ -31,11 +31,8 @@ evaluations consumed, log x; agents with 0 real evaluations are drawn as horizon
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,15 +40,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from splitrl.errors import UsageError
+from splitrl.plotting import pyplot, save_figure
+from splitrl.rollout import rollout
 
 __all__ = [
     "DEFAULT_SEED", "DEFINITIONS", "AgentSpec", "parse_agent_spec", "load_agent", "rollout_timed", "evaluate_agents",
-    "scores", "write_outputs", "markdown_table", "plot_reward_vs_evaluations", "build_evaluate_parser",
-    "cmd_evaluate", "register_cli", "main",
+    "scores", "write_outputs", "markdown_table", "plot_reward_vs_evaluations",
 ]
 
 DEFAULT_SEED = 2_000_000
-EVALUATE_HELP = "compare agents/baselines on held-out channel episodes: fraction of oracle, regret, evaluations, latency"
 DEFINITIONS = {
     "reward_per_step": "mean reward per step over all held-out episodes (rewards floored at reward_floor)",
     "fraction_of_oracle": "normalised score (R - R_random) / (R_oracle - R_random): oracle 1, random 0",
@@ -144,28 +141,13 @@ def load_agent(kind: str, env: Any, checkpoint: str | Path | None = None, *, see
 def rollout_timed(agent: Any, env: Any, seeds: Sequence[int], steps: int, *, reward_floor: float = -100.0,
                   feedback: bool = False) -> dict[str, Any]:
     """Roll ``agent`` out (deterministically) on ``env.reset(seed=s)`` for each seed, timing every
-    ``act``; returns rewards per episode, the act times (ns), the online evaluations paid."""
-    returns, lat = [], []
-    online = 0
-    n = 0
-    for s in seeds:
-        obs, _ = env.reset(seed=int(s))
-        agent.reset()
-        total = 0.0
-        for _ in range(int(steps)):
-            t0 = time.perf_counter_ns()
-            a = agent.act(obs, deterministic=True)
-            lat.append(time.perf_counter_ns() - t0)
-            obs, r, terminated, _, info = env.step(a)
-            if feedback and agent.feedback(info):
-                online += 1
-            r = float(r)
-            total += r if r >= reward_floor else reward_floor
-            n += 1
-            if terminated:
-                break
-        returns.append(total)
-    return {"returns": returns, "steps": n, "act_ns": lat, "online_evaluations": online}
+    ``act`` (`splitrl.rollout.rollout`); returns rewards per episode, the act times (ns), the
+    online evaluations paid."""
+    episodes = rollout(lambda _env, obs: agent.act(obs, deterministic=True), env, seeds, int(steps), reset=agent.reset,
+                       feedback=agent.feedback if feedback else None, reward_floor=reward_floor, timed=True)
+    return {"returns": [ep.total for ep in episodes], "steps": sum(ep.steps for ep in episodes),
+            "act_ns": [t for ep in episodes for t in ep.act_ns],
+            "online_evaluations": sum(ep.paid_evaluations for ep in episodes)}
 
 
 def scores(reward: float, oracle: float, random: float) -> dict[str, float]:
@@ -304,10 +286,7 @@ def plot_reward_vs_evaluations(result: dict[str, Any], path: str | Path, *, curv
     """Reward per step against real evaluations consumed (log x): a marker per agent row, a line
     per ``curves`` entry (name -> [(real evaluations, reward per step)]), agents with 0 real
     evaluations as horizontal lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -335,11 +314,8 @@ def plot_reward_vs_evaluations(result: dict[str, Any], path: str | Path, *, curv
     ax.set_title(title or f"{result.get('env_id')} ({result.get('transport')}): reward vs real evaluations")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return path
 
 
@@ -367,86 +343,3 @@ def write_outputs(result: dict[str, Any], out_dir: str | Path, *, name: str = "e
     paths["md"].write_text(markdown_table(result))
     plot_reward_vs_evaluations(result, paths["png"])
     return paths
-
-
-# --- CLI ----------------------------------------------------------------------------------------
-def build_evaluate_parser(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``splitrl evaluate`` (values are checked by the handler: one-line errors)."""
-    p.add_argument("--agents", nargs="+", default=None, metavar="KIND[=CHECKPOINT]",
-                   help="agents to compare: KIND (exact baselines, untrained) or KIND=CHECKPOINT_DIR "
-                        "(agent folder, trainer checkpoint or run folder)")
-    p.add_argument("--env", default="splitrl/SplitPointTable-v0", help="evaluation env id")
-    p.add_argument("--episodes", default="8", help="held-out episodes (>= 1)")
-    p.add_argument("--seed", default=str(DEFAULT_SEED), help="seed of the first held-out episode (then +1, ...)")
-    p.add_argument("--steps", default=None, help="steps per episode (default: the env's episode limit)")
-    p.add_argument("--set", dest="env_set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="env config override, e.g. --set transport=int8-biterr (repeatable)")
-    p.add_argument("--feedback", action="store_true", help="offer Agent.feedback(info) (online evaluations are counted)")
-    p.add_argument("--out", default="evaluation", help="output folder for evaluation.json/.md/.png")
-    p.add_argument("--allow-env-mismatch", action="store_true",
-                   help="evaluate checkpoints on an env configuration other than the one they were trained on "
-                        "(the differing fields are listed in each row)")
-
-
-def _int_arg(name: str, text: Any, low: int) -> int:
-    try:
-        v = int(str(text).strip())
-    except ValueError:
-        raise ValueError(f"{name} must be an integer >= {low}, got {text!r}") from None
-    if v < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {text!r}")
-    return v
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Handler of ``splitrl evaluate``: 0 on success, 2 with one line on stderr for a bad argument."""
-    from splitrl.agents.config import ConfigError
-    from splitrl.training.checkpoint import CheckpointError
-
-    try:
-        if not args.agents:
-            raise ValueError("--agents needs at least one KIND or KIND=CHECKPOINT_DIR")
-        specs = [parse_agent_spec(s) for s in args.agents]
-        for sp in specs:
-            if sp.checkpoint is not None and not sp.checkpoint.exists():
-                raise ValueError(f"checkpoint {sp.checkpoint} (for {sp.kind}) does not exist")
-        episodes = _int_arg("--episodes", args.episodes, 1)
-        seed = _int_arg("--seed", args.seed, 0)
-        steps = _int_arg("--steps", args.steps, 1) if args.steps is not None else None
-        import gymnasium as gym
-
-        import splitrl  # noqa: F401  (registers the envs)
-
-        if args.env not in gym.registry:
-            raise ValueError(f"unknown env {args.env!r}; registered splitrl envs: "
-                             f"{', '.join(k for k in gym.registry if k.startswith('splitrl/'))}")
-        given = getattr(args, "_given", set())
-        result = evaluate_agents(specs, env_id=args.env, episodes=episodes, seed=seed, steps=steps,
-                                 env_overrides=args.env_set, feedback=args.feedback,
-                                 allow_env_mismatch=args.allow_env_mismatch, env_id_default="env" not in given,
-                                 progress=lambda m: print(m, file=sys.stderr))
-        paths = write_outputs(result, args.out)
-    except (ValueError, ConfigError, CheckpointError, FileNotFoundError, TypeError) as e:
-        print(f"splitrl evaluate: error: {' '.join(str(e).split())[:500] or type(e).__name__}", file=sys.stderr)
-        return 2
-    print(markdown_table(result).split("\nDefinitions:")[0].rstrip())
-    print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
-    return 0
-
-
-def register_cli(register: Callable[[str, str], Any]) -> None:
-    """Register ``evaluate`` with `splitrl.cli.register` (``register(name, help)(builder)(handler)``)."""
-    register("evaluate", EVALUATE_HELP)(build_evaluate_parser)(cmd_evaluate)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m splitrl.evaluate ...`` (the same as ``splitrl evaluate ...``)."""
-    from splitrl.errors import UsageArgumentParser
-
-    p = UsageArgumentParser(prog="splitrl evaluate", description=EVALUATE_HELP)
-    build_evaluate_parser(p)
-    return cmd_evaluate(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

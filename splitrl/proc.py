@@ -24,6 +24,7 @@ belongs to the address space, which exec replaces, so it is the process's own pe
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -33,6 +34,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from splitrl.log import get_logger
 
 __all__ = [
     "ChildProcess", "anon_rss_bytes", "child_env", "exit_with_parent", "peak_rss_bytes", "proc_status_bytes", "rss_bytes",
@@ -123,7 +126,8 @@ def exit_with_parent(poll_s: float = 0.5, *, what: str = "splitrl") -> bool:
     parent = int(raw)
 
     def gone() -> None:
-        print(f"{what}: parent process {parent} is gone; exiting", file=sys.stderr, flush=True)
+        get_logger("proc").warning("%s: parent process %d is gone; exiting", what, parent)
+        logging.shutdown()  # flush before _exit, which skips handlers
         os._exit(ORPHAN_EXIT_CODE)
 
     if os.getppid() != parent:

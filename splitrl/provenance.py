@@ -32,8 +32,10 @@ def run_record(argv: list[str] | None = None, *, threads: int | None = None) -> 
     root = checkout_root()
     argv = list(sys.argv if argv is None else argv)
     exe = Path(sys.executable)
-    if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "splitrl":
-        argv = ["-m", "splitrl", *argv[1:]]  # `python -m splitrl` puts the package's __main__.py path in argv[0]
+    main_of = Path(argv[0]).parent if argv and Path(argv[0]).name == "__main__.py" else None
+    if main_of is not None and (main_of.name == "splitrl" or (main_of.name == "cli" and main_of.parent.name == "splitrl")):
+        # `python -m splitrl` (or `-m splitrl.cli`, the same command line) puts the package's __main__.py path in argv[0]
+        argv = ["-m", "splitrl", *argv[1:]]
     elif root and argv and Path(argv[0]).is_absolute() and Path(argv[0]).resolve().is_relative_to(root):
         argv = [str(Path(argv[0]).resolve().relative_to(root)), *argv[1:]]  # the same command from any checkout
     cmd = [str(exe.relative_to(root)) if root and exe.is_relative_to(root) else "python", *argv]

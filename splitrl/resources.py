@@ -2,8 +2,9 @@
 
 Owns `resource_path` (a file or folder of the package data, ``splitrl/data/``), `checkout_root`
 (the git checkout the package is imported from, ``None`` for an installed wheel) and `results_dir`
-(where commands write result files by default). Library code never builds a path from
-``Path(__file__).parents[...]``; it asks this module.
+(where commands write result files by default). Library code never builds a path to its default
+data from ``Path(__file__).parents[...]``; it asks this module. (The WikiText-2 corpus is user
+data beside a checkout, never shipped: `splitrl.eval.corpus` owns its lookup.)
 
 Shipped (``[tool.setuptools.package-data]`` in pyproject.toml):
 

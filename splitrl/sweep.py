@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 from splitrl.channel.state import ChannelState
 from splitrl.errors import UsageError
 from splitrl.link.factory import link_at, state_for
+from splitrl.lock import ExclusiveLock
+from splitrl.plotting import pyplot, save_figure
 
 LEVEL_KINDS = ("snr", "ber", "dropout")
 COLUMNS = [
@@ -271,28 +273,12 @@ def read_done(path: Path) -> set[tuple]:
     return done
 
 
-class TableLock:
-    """Exclusive, non-waiting ``flock`` on ``<table>.lock`` for the life of one sweep."""
+class TableLock(ExclusiveLock):
+    """Exclusive, non-waiting lock (`splitrl.lock.ExclusiveLock`) on ``<table>.lock`` for the life of one sweep."""
 
     def __init__(self, path: Path) -> None:
-        import fcntl
-
-        self.path = path.with_name(path.name + ".lock")
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip() or "?"
-            os.close(self.fd)
-            raise UsageError(f"another sweep (pid {holder}) is writing {path}; wait for it to finish or choose "
-                             "another --out") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        super().__init__(path.with_name(path.name + ".lock"), lambda holder: UsageError(
+            f"another sweep (pid {holder}) is writing {path}; wait for it to finish or choose another --out"))
 
 
 def run_sweep(
@@ -303,9 +289,6 @@ def run_sweep(
     loaded=None,
 ) -> Path:
     """Run (or resume) the sweep, appending one CSV row per finished cell. Returns the CSV path."""
-    from splitrl.eval import PerplexityConfig, PerplexityEvaluator
-    from splitrl.models import load_model
-
     path = Path(out)
     if path.is_dir():
         raise UsageError(f"--out {path} is a folder; give a CSV file path")
@@ -538,10 +521,7 @@ def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None
     perplexity drawn at the top of the axis as x marks), (2) emulated end-to-end latency and
     (3) UE energy per token as split x level heatmaps (SNR sweeps, from the emulated columns);
     last row — the best split per level (lowest latency within ``tolerance`` of clean perplexity)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.colors import LogNorm
 
     df = read_sweep_table(csv_path)
@@ -609,10 +589,8 @@ def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None
     for c in range(1, ncols):
         axes[-1][c].set_axis_off()
     fig.suptitle(f"{df['model'].iloc[0]} on WikiText-2: split x channel sweep, mean over seeds")
-    fig.tight_layout()
     out_path = Path(out) if out else Path(csv_path).with_suffix(".png")
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=110)
     return out_path
 
 
@@ -710,20 +688,3 @@ def merge_tables(dst: str | os.PathLike, src: str | os.PathLike) -> int:
     finally:
         for lock in locks:
             lock.release()
-
-
-def _build_merge(p) -> None:
-    p.add_argument("--out", required=True, help="the sweep table to complete (appended to)")
-    p.add_argument("--from", dest="src", required=True, help="a shard of the same sweep (e.g. other --splits)")
-
-
-def _cmd_merge(args) -> int:
-    n = merge_tables(args.out, args.src)
-    print(f"sweep-merge: {n} rows from {args.src} appended to {args.out}")
-    return 0
-
-
-def register_cli(register) -> None:
-    """Register ``sweep-merge`` with `splitrl.cli.register`."""
-    register("sweep-merge", "append a shard of the same sweep (run in another process) to a sweep table")(
-        _build_merge)(_cmd_merge)

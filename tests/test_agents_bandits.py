@@ -111,7 +111,7 @@ def test_reward_only_mbrl_learns_the_reward_and_reloads(tmp_path):
 def test_train_py_ppo_surrogate_checkpoints_and_reports_the_trained_policy(tmp_path):
     """The run's last env step is the last real evaluation; the policy is trained after it. The
     final checkpoint and evaluation must be of the trained policy (they were of the untrained one)."""
-    from splitrl.training.cli import main
+    from splitrl.cli.train import main
 
     args = ["--agent", "ppo-surrogate", "--total-steps", "24", "--run", "ps", "--no-progress",
             "--runs-dir", str(tmp_path / "runs"), "--checkpoints-dir", str(tmp_path / "ckpt"),

@@ -13,7 +13,7 @@ import pytest
 
 from splitrl.cli import main as splitrl_main
 from splitrl.eval.corpus import DEFAULT_WIKITEXT_PATH
-from splitrl.training.cli import main as train_main
+from splitrl.cli.train import main as train_main
 from test_agents_support import assets, cli_sets
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from splitrl.cost import CostModel, load_profile, measure_layer_times
-from splitrl.cost.cli import add_profile_subcommand, build_profile_parser, cmd_profile, register_cli
+from splitrl.cli.profile import add_arguments as build_profile_parser, run as cmd_profile
 from splitrl.cost.measure import _fit
 
 
@@ -63,7 +63,9 @@ def test_fit_recovers_a_known_rate_and_overhead():
 def test_profile_subcommand(gpt2_tiny, tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="splitrl")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_profile_subcommand(sub)
+    p = sub.add_parser("profile")
+    build_profile_parser(p)
+    p.set_defaults(func=cmd_profile)
     out = tmp_path / "m.yaml"
     args = parser.parse_args(["profile", "--model", "gpt2-tiny", "--contexts", "8,16", "--repeats", "1",
                               "--threads", "1", "--no-bandwidth", "--out", str(out), "--accept-poor-fit"])
@@ -79,19 +81,11 @@ def test_profile_subcommand(gpt2_tiny, tmp_path, capsys):
     assert cmd_profile(missing) == 2
 
 
-def test_register_cli_fits_the_splitrl_registry():
-    calls = {}
+def test_profile_is_in_the_splitrl_command_table():
+    from splitrl.cli import COMMANDS
 
-    def register(name, help_text):
-        def wrap(builder):
-            def deco(fn):
-                calls[name] = (fn, builder, help_text)
-                return fn
-            return deco
-        return wrap
-
-    register_cli(register)
-    assert calls["profile"][0] is cmd_profile and calls["profile"][1] is build_profile_parser
+    builder, fn = COMMANDS["profile"].functions()
+    assert fn is cmd_profile and builder is build_profile_parser
 
 
 def test_profile_refuses_to_write_a_poor_fit(tmp_path, capsys):

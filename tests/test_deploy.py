@@ -322,6 +322,12 @@ def test_silent_streams_are_closed_after_the_idle_deadline_and_capped_per_client
     child, port, token = fresh_edge(extra=["--max-sessions", "2", "--idle-timeout", "2", "--max-streams-per-client", "2"])
     conn = EdgeConnection(f"127.0.0.1:{port}", token)
     held = [_silent_stream(conn) for _ in range(2)]
+    # The edge admits concurrent streams in whatever order its threads pick them up: wait until both held
+    # streams are admitted, or the third could be admitted first and one of these refused instead.
+    deadline = time.monotonic() + 10
+    while conn.hello().streams < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert conn.hello().streams == 2
     over, over_stop = _silent_stream(conn)  # a third on the same connection: refused at once
     with pytest.raises(grpc.RpcError) as e:
         list(over)

@@ -6,7 +6,7 @@ import pytest
 
 from splitrl.agents.mbrl import MBRLAgent, MBRLConfig
 from splitrl.evaluate import (
-    DEFINITIONS, AgentSpec, evaluate_agents, parse_agent_spec, register_cli, scores, write_outputs,
+    DEFINITIONS, AgentSpec, evaluate_agents, parse_agent_spec, scores, write_outputs,
 )
 from test_agents_support import assets, make_env
 
@@ -70,9 +70,9 @@ def test_parse_agent_spec():
 
 
 def _cli():
-    commands = {}
-    register_cli(lambda name, help_text: (lambda builder: (lambda fn: commands.setdefault(name, (builder, fn)))))
-    builder, fn = commands["evaluate"]
+    from splitrl.cli import COMMANDS
+
+    builder, fn = COMMANDS["evaluate"].functions()
     p = argparse.ArgumentParser()
     builder(p)
     return lambda argv: fn(p.parse_args(argv))

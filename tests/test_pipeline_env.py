@@ -83,7 +83,8 @@ def test_learned_surrogate_counts_evaluations_and_predicts_held_out(view):
     throughput of unseen (candidate, state) pairs, and its planner is deterministic per seed."""
     import numpy as np
 
-    from splitrl.pipeline.controller import RingPlanner, RingSurrogate, collect_evaluations, evaluate_policies
+    from splitrl.agents.ring import RingPlanner, RingSurrogate
+    from splitrl.pipeline.evaluation import collect_evaluations, evaluate_policies
 
     env = _env(view, load_sigma=0.6)
     sur = RingSurrogate(env)

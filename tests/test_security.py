@@ -21,7 +21,7 @@ from splitrl.errors import UsageError
 from splitrl.integrity import list_files, sha256_file
 from splitrl.training import Trainer, load_run_config
 from splitrl.training.checkpoint import RunLock, latest_checkpoint
-from splitrl.training.cli import main as train_main
+from splitrl.cli.train import main as train_main
 from test_agents_support import cli_sets
 
 TRAIN = ["train.max_episode_steps=32", "train.eval_every=0", "train.eval_episodes=1", "train.checkpoint_every=16",

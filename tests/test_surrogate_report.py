@@ -68,8 +68,12 @@ def test_report_on_a_tiny_sweep_has_every_key_and_writes_its_files(tiny_sweep, l
 def test_cli_handler_writes_the_report_and_rejects_bad_input(tiny_sweep, tmp_path, capsys, monkeypatch):
     from splitrl.surrogate import report as rp
 
+    from splitrl.cli import surrogate_report as cli
+
     parser = argparse.ArgumentParser()
-    rp.add_surrogate_report_subcommand(parser.add_subparsers(dest="command"))
+    p = parser.add_subparsers(dest="command").add_parser("surrogate-report")
+    cli.add_arguments(p)
+    p.set_defaults(func=cli.run)
     calls = {}
     real = rp.surrogate_report
 

@@ -34,7 +34,7 @@ def test_plan_command_prints_plan_and_exact_census(capsys):
 def test_allreduce_kwargs_pass_through_untouched():
     import argparse
 
-    from splitrl.tp.cli import allreduce_kwargs_from_args
+    from splitrl.cli.tp import allreduce_kwargs_from_args
 
     ns = argparse.Namespace(allreduce_arg=["snr_db=20", "antennas=4", "mode=digital", "noise=[1, 2]"])
     assert allreduce_kwargs_from_args(ns) == {"snr_db": 20, "antennas": 4, "mode": "digital", "noise": [1, 2]}
@@ -58,7 +58,7 @@ def test_snr_and_antennas_are_aircomp_shortcuts():
     import argparse
 
     from splitrl.errors import UsageError
-    from splitrl.tp.cli import allreduce_kwargs_from_args
+    from splitrl.cli.tp import allreduce_kwargs_from_args
 
     ns = argparse.Namespace(allreduce="aircomp", allreduce_arg=['design="mrt"'], snr=20.0, antennas=4)
     assert allreduce_kwargs_from_args(ns) == {"design": "mrt", "snr_db": 20.0, "antennas": 4}

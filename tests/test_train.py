@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from splitrl.agents.config import ConfigError
 from splitrl.training import Trainer, load_run_config, make_env
 from splitrl.training.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, write_checkpoint
-from splitrl.training.cli import main
+from splitrl.cli.train import main
 from test_agents_support import ROOT, cli_sets
 
 SMALL = {

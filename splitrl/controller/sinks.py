@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from splitrl.errors import UsageError
+from splitrl.training.logger import RunLogger
 
 __all__ = ["JsonlSink", "TensorBoardSink", "claim_session_dir", "iter_decisions", "DECISIONS_FILE"]
 
@@ -52,23 +53,21 @@ class TensorBoardSink:
     """Scalars of every record under ``<namespace>/...`` (the SNR under ``channel/snr_db``), step = request index."""
 
     def __init__(self, log_dir: str | Path, namespace: str, *, config: dict | None = None) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
         self.namespace = namespace
-        self.writer = SummaryWriter(str(log_dir))
+        self.log = RunLogger(log_dir)  # the project's one TensorBoard writer (`splitrl.training.logger`)
         if config is not None:
-            self.writer.add_text(f"{namespace}/config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```")
+            self.log.text(f"{namespace}/config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```")
 
     def write(self, record: dict[str, Any]) -> None:
         step = int(record["request"])
-        self.writer.add_scalar("channel/snr_db", float(record["snr_db"]), step)
+        self.log.scalar("channel/snr_db", float(record["snr_db"]), step)
         for key, tag in SCALARS.items():
             v = record.get(key)
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
-                self.writer.add_scalar(f"{self.namespace}/{tag}", float(v), step)
+                self.log.scalar(f"{self.namespace}/{tag}", float(v), step)
 
     def close(self) -> None:
-        self.writer.close()
+        self.log.close()
 
 
 def iter_decisions(path: str | Path) -> Iterator[dict]:

@@ -8,9 +8,9 @@
   M/D/1 slow-down of its compute (`EdgeLoadConfig`, `EdgeLoadModel`, `md1_slowdown`).
 * `privacy` — `PrivacyTable`: measured top-1 token recovery per cut, and the privacy floor.
 * `measure` — `measure_layer_times`: time this machine's layers, fit FLOP/s, write a UE profile.
-* `cli` — the ``splitrl profile`` subcommand (`register_cli`).
+The ``splitrl profile`` subcommand is `splitrl.cli.profile`.
 
-Importing the package measures nothing; `cli` loads models only when its handler runs.
+Importing the package measures nothing.
 """
 from splitrl.cost.measure import ProfileResult, measure_layer_times, measure_memory_bandwidth
 from splitrl.cost.model import CostEstimate, CostModel, CostTable, ModelCosts, emulate_report, sum_max_linear

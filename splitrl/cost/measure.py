@@ -33,7 +33,7 @@ from scipy.optimize import nnls
 from splitrl.cost.profiles import UEProfile, load_profile, profile_from_dict
 from splitrl.models.view import DecoderView
 
-__all__ = ["ProfileResult", "measure_layer_times", "measure_memory_bandwidth", "measure_precision_rates",
+__all__ = ["ProfileResult", "fit_quality", "measure_layer_times", "measure_memory_bandwidth", "measure_precision_rates",
            "physical_memory_bytes"]
 
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -381,3 +381,13 @@ def measure_layer_times(
     if out is not None:
         result.write_yaml(out, name=name, power_like=power_like)
     return result
+
+
+def fit_quality(result: Any) -> dict[str, float]:
+    """R^2 and relative residuals of the ``t = overhead + FLOPs / rate`` fit of a `ProfileResult`."""
+    flops = np.array([f for row in result.layer_flops for f in row] + list(result.head_flops))
+    times = np.array([t for row in result.layer_times_s for t in row] + list(result.head_times_s))
+    pred = result.layer_overhead_s + flops / result.flops_per_s
+    rel = np.abs(times - pred) / np.maximum(times, 1e-12)
+    return {"r2": float(result.fit_r2), "median_abs_rel_residual": float(np.median(rel)),
+            "max_abs_rel_residual": float(np.max(rel)), "points": int(len(times))}

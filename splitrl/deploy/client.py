@@ -24,7 +24,6 @@ A stream is cancelled on every failure path of ``open``: an open stream holds an
 """
 from __future__ import annotations
 
-import logging
 import math
 import queue
 import threading
@@ -36,6 +35,7 @@ import grpc
 import msgpack
 import torch
 
+from splitrl.log import get_logger
 from splitrl.deploy import wire
 from splitrl.deploy.server import SERVICE
 from splitrl.link.base import Frame
@@ -47,7 +47,7 @@ from splitrl.runtime.sampling import SamplingConfig
 
 __all__ = ["AirClock", "EdgeBusy", "EdgeConnection", "EdgeInfo", "EdgeMismatch", "RemoteExecutor", "UEClient"]
 
-log = logging.getLogger("splitrl.ue")
+log = get_logger("ue")
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
               grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED,
               grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -140,6 +140,7 @@ class EdgeInfo:
     head: bool
     sessions: int
     precision: str = "fp32"
+    streams: int = 0  # open gRPC streams (admitted, with or without a session); 0 from an older edge
 
     @classmethod
     def from_reply(cls, d: Any) -> "EdgeInfo":
@@ -148,7 +149,8 @@ class EdgeInfo:
             if precision not in PRECISIONS:
                 raise ValueError(precision)
             return cls(str(d["model"]), str(d["fp"]), int(d["L"]), (int(d["layers"][0]), int(d["layers"][1])),
-                       bool(d["embed"]), bool(d["head"]), int(d["sessions"]), precision)
+                       bool(d["embed"]), bool(d["head"]), int(d["sessions"]), precision,
+                       int(d.get("streams", 0)))
         except (KeyError, TypeError, ValueError, IndexError):
             raise ExecutorError(f"the edge's handshake reply is malformed: {d!r:.200}") from None
 
@@ -393,7 +395,7 @@ class UEClient:
         self.fallbacks += 1
         self._available.clear()
         self.edge_error = (reason or "the edge stopped answering").splitlines()[0][:300]
-        log.warning("splitrl ue: edge %s marked down (%s); serving on the UE until it passes a health check",
+        log.warning("edge %s marked down (%s); serving on the UE until it passes a health check",
                     self.conn.address, self.edge_error)
         if self._checker is None or not self._checker.is_alive():
             self._checker = threading.Thread(target=self._check_health, daemon=True, name="ue-health")
@@ -403,7 +405,7 @@ class UEClient:
         while not self._stop.is_set() and not self._available.is_set():
             try:
                 self.handshake(timeout_s=self.health_interval_s)
-                log.info("splitrl ue: edge %s is back", self.conn.address)
+                log.info("edge %s is back", self.conn.address)
                 return
             except ExecutorError as e:  # still down (or up with another model: a mismatch stays down)
                 self.edge_error = str(e).splitlines()[0][:300]

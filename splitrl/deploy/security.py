@@ -13,19 +13,19 @@
 from __future__ import annotations
 
 import hmac
-import logging
 import os
 import secrets
 import stat
 from pathlib import Path
 
+from splitrl.log import get_logger
 from splitrl.errors import UsageError
 from splitrl.network import is_loopback
 
 __all__ = ["check_bind", "check_token", "ensure_token_file", "is_loopback", "parse_address", "read_token"]
 
 _MAX_TOKEN = 512
-log = logging.getLogger("splitrl.security")
+log = get_logger("security")
 
 
 def parse_address(text: str, field: str = "--listen") -> tuple[str, int]:
@@ -61,7 +61,7 @@ def read_token(path: str | Path, field: str = "--token-file") -> str:
         raise UsageError(f"{field}: the token in {p} must be 16..{_MAX_TOKEN} printable characters without spaces")
     mode = stat.S_IMODE(p.stat().st_mode)
     if mode & 0o077:
-        log.warning("WARNING: %s %s is readable by other users (mode %04o): anyone on this machine can use the "
+        log.warning("%s %s is readable by other users (mode %04o): anyone on this machine can use the "
                     "bearer token; run chmod 600 %s", field, p, mode, p)
     return token
 

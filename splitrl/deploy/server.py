@@ -24,7 +24,6 @@ run for seconds and grow the process by hundreds of MB).
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import uuid
@@ -34,6 +33,7 @@ from typing import Iterator
 import grpc
 import msgpack
 
+from splitrl.log import get_logger
 from splitrl.deploy import wire
 from splitrl.deploy.security import check_token
 from splitrl.link.base import Frame, ReceiverPolicy
@@ -46,7 +46,7 @@ __all__ = ["DEFAULT_IDLE_TIMEOUT_S", "DEFAULT_MAX_STREAMS_PER_CLIENT", "SERVICE"
 SERVICE = "splitrl.Edge"
 DEFAULT_IDLE_TIMEOUT_S = 30.0        # longer than any gap a UE leaves between frames (its prefill deadline)
 DEFAULT_MAX_STREAMS_PER_CLIENT = 4
-log = logging.getLogger("splitrl.edge")
+log = get_logger("edge")
 
 
 def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -141,9 +141,9 @@ class EdgeServer:
         if check_token(md.get("authorization"), self._token):
             return True
         self._count("auth_failures")
-        log.warning("splitrl edge: refused a call from %s: missing or wrong bearer token", context.peer())
+        log.warning("refused a call from %s: missing or wrong bearer token", context.peer())
         context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                      "splitrl edge: missing or wrong bearer token (authorization: Bearer <token from --token-file>)")
+                      "missing or wrong bearer token (authorization: Bearer <token from --token-file>)")
         return False
 
     def info(self) -> dict:
@@ -153,7 +153,7 @@ class EdgeServer:
             "layers": [held[0], held[-1] + 1] if held else [0, 0], "embed": self.view.holds_embed,
             "head": self.view.holds_head, "hidden": self.view.hidden_size, "vocab": self.view.vocab_size,
             "dtype": str(self.view.dtype).replace("torch.", ""), "sessions": self.executor.open_sessions,
-            "max_sessions": self.max_sessions, "precision": self.view.base_precision,
+            "streams": self.open_streams, "max_sessions": self.max_sessions, "precision": self.view.base_precision,
         }
 
     # -- RPCs ----------------------------------------------------------------------------
@@ -172,7 +172,7 @@ class EdgeServer:
                 self._streams[key] = [peer, context, time.monotonic()]
                 return key
         self._count("refused_per_client")
-        log.warning("splitrl edge: refused a stream from %s: it already holds %d open streams (--max-streams-per-client)",
+        log.warning("refused a stream from %s: it already holds %d open streams (--max-streams-per-client)",
                     peer, held)
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                       f"splitrl edge busy: this client already holds {held} open streams "
@@ -200,7 +200,7 @@ class EdgeServer:
                     self._streams.pop(k, None)
             for _, (peer, context, since) in idle:
                 self._count("idle_closed")
-                log.warning("splitrl edge: closed a stream from %s: no frame for %.0f s (--idle-timeout %g)",
+                log.warning("closed a stream from %s: no frame for %.0f s (--idle-timeout %g)",
                             peer, now - since, self.idle_timeout_s)
                 context.cancel()
 
@@ -233,7 +233,7 @@ class EdgeServer:
 
         def fail(text: str) -> bytes:
             self._count("errors")
-            log.warning("splitrl edge: session %s from %s: %s", rid, peer, text)
+            log.warning("session %s from %s: %s", rid, peer, text)
             return reply("error", msg=text[:2000])
 
         try:

@@ -7,7 +7,7 @@
 * `partition` — exact DP cut search (min slowest stage incl. hops, memory limits), equal split,
   MDI-LLM's starter-gets-fewer table, brute force.
 * `simulator` — a discrete-event simulator of the ring and the closed-form throughput.
-* `cli` — ``splitrl pipeline generate|stage|plan``.
+* ``splitrl pipeline generate|stage|plan`` is `splitrl.cli.pipeline`.
 
 Importing the package starts nothing and loads no model.
 """

@@ -4,16 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from splitrl.plotting import pyplot, save_figure
+
 __all__ = ["plot_schedule"]
 
 
 def plot_schedule(reports: Sequence[dict], path: str | Path, *, max_seconds: float | None = None,
                   title: str | None = None) -> Path:
     """Gantt chart of the stages' compute intervals (colour = sample) from the stage reports' traces."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = sorted(reports, key=lambda r: (r["generation"], r["rank"]))
     if not rows:
@@ -33,8 +32,6 @@ def plot_schedule(reports: Sequence[dict], path: str | Path, *, max_seconds: flo
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the first compute")
     ax.set_title(title or "pipeline schedule (colour = sample; outlined = prefill)")
-    fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return path

@@ -31,6 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from splitrl.errors import UsageError
+from splitrl.plotting import pyplot, save_figure
+from splitrl.stats import block_bootstrap_ci as bootstrap_blocks
 
 __all__ = ["ProbeConfig", "split_articles", "partition_articles", "sample_windows", "collect_hidden",
            "Design", "RidgeNNProbe", "LsqClassifierProbe", "block_bootstrap_ci", "run_privacy_probe", "plot_privacy"]
@@ -286,13 +288,9 @@ class LsqClassifierProbe:
 
 
 def block_bootstrap_ci(correct: np.ndarray, window: int, resamples: int, seed: int) -> tuple[float, float]:
-    """95% interval of the mean of ``correct [n * window]``, resampling whole windows."""
-    per_window = correct.reshape(-1, window).mean(1)  # [n]
-    rng = np.random.default_rng([seed, 2])
-    idx = rng.integers(0, len(per_window), size=(resamples, len(per_window)))
-    means = per_window[idx].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
+    """95% interval of the mean of ``correct [n * window]``, resampling whole windows (the probe's
+    windows are independent text samples: `splitrl.stats.block_bootstrap_ci` with fixed blocks)."""
+    return bootstrap_blocks(correct, window, resamples, np.random.default_rng([seed, 2]), overlapping=False)
 
 
 # ---- the measurement ------------------------------------------------------------------------
@@ -413,10 +411,7 @@ def run_privacy_probe(cfg: ProbeConfig, *, loaded=None, progress: bool = True) -
 
 def plot_privacy(result: dict, out) -> None:
     """Top-1 (with 95% interval) and top-5 recovery vs split, both probes and the frequent-token baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     s = np.asarray(result["splits"])
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -435,6 +430,4 @@ def plot_privacy(result: dict, out) -> None:
                  f"({result['heldout_tokens']} held-out WikiText-2 tokens, {result['train_tokens']} probe-train)",
                  fontsize=10)
     ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)

@@ -49,7 +49,6 @@ fastest sweep cell instead (conservative when the machine is shared and real ste
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -59,13 +58,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from splitrl.plotting import pyplot, save_figure
 from splitrl.resources import results_dir
 from splitrl.surrogate.acquisition import STRATEGIES, RewardModel, run_acquisition, table_oracle
 from splitrl.surrogate.base import SURROGATE_KINDS, Surrogate, make_surrogate
 from splitrl.surrogate.features import FeatureSpec, cut_statistics
 
-__all__ = ["REPORT_HELP", "add_surrogate_report_subcommand", "build_report_parser", "cmd_surrogate_report",
-           "plot_report", "register_cli", "surrogate_report"]
+__all__ = ["REPORT_HELP", "plot_report", "surrogate_report"]
 
 REPORT_HELP = "fit quality surrogates on a sweep table (random vs active acquisition) and report accuracy and speed"
 RESULTS = results_dir()  # the checkout's benchmarks/results/, or the current directory for an installed wheel
@@ -635,10 +634,7 @@ def _cpus() -> int:
 
 def plot_report(report: dict, out: str | Path) -> Path:
     """Learning curves (metric vs real evaluations), active solid vs random dashed, one colour per kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [("best_split_agreement", "best-split agreement"), ("r2_log_ppl", "R² of log ppl ratio (held out)"),
               ("spearman_per_snr", "Spearman over splits per SNR (held out)")]
@@ -667,77 +663,6 @@ def plot_report(report: dict, out: str | Path) -> Path:
     p = report["protocol"]
     fig.suptitle(f"Quality surrogate learning curves: active (solid) vs random (dashed); {p['held_out_cells']} of "
                  f"{p['cells']} cells held out; mean over seeds {p['seeds']} (band: ±1 std, default kind)")
-    fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out, dpi=120)
     return out
-
-
-# --- CLI ---------------------------------------------------------------------------------
-def build_report_parser(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``splitrl surrogate-report``."""
-    from splitrl.envs.split_point import DEFAULT_TABLE
-
-    p.add_argument("table", nargs="?", default=str(DEFAULT_TABLE), help="sweep CSV (default: the committed SmolLM2 sweep)")
-    p.add_argument("--model", default="smollm2-135m", help="model the sweep was measured on (costs, cut statistics, timing)")
-    p.add_argument("--kinds", default=",".join(SURROGATE_KINDS), help=f"comma-separated surrogate kinds ({', '.join(SURROGATE_KINDS)})")
-    p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated: active, random")
-    p.add_argument("--budget", type=int, default=200, help="real evaluations per run")
-    p.add_argument("--initial", type=int, default=20, help="initial random evaluations")
-    p.add_argument("--batch", type=int, default=10, help="evaluations chosen per acquisition round")
-    p.add_argument("--holdout", type=float, default=0.3, help="fraction of cells held out from fitting")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (holdout, draws, models)")
-    p.add_argument("--no-real", action="store_true", help="skip timing a real SplitPointEnv step")
-    p.add_argument("--real-repeats", type=int, default=7, help="timed real SplitPointEnv steps (median kept)")
-    p.add_argument("--no-ablation", action="store_true", help="skip the without-cut-statistics ablation")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--out", default=str(RESULTS / "surrogate_report.json"), help="report JSON (PNG and .md beside it)")
-    p.add_argument("--json", action="store_true", help="print the report JSON")
-
-
-def cmd_surrogate_report(args: argparse.Namespace) -> int:
-    """Handler of ``splitrl surrogate-report``; 0 on success, 2 with one line on stderr for bad input."""
-    try:
-        try:
-            seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
-        except ValueError:
-            raise ValueError(f"--seeds must be comma-separated integers, got {str(args.seeds)[:40]!r}") from None
-        if not seeds:
-            raise ValueError("--seeds names no seed")
-        kinds = [k for k in str(args.kinds).split(",") if k]
-        strategies = [s for s in str(args.strategies).split(",") if s]
-        if getattr(args, "threads", None):
-            import torch
-
-            torch.set_num_threads(int(args.threads))
-        out = Path(args.out)
-        report = surrogate_report(
-            args.table, model=args.model, kinds=kinds, strategies=strategies, budget=args.budget, initial=args.initial,
-            batch=args.batch, holdout=args.holdout, seeds=seeds, measure_real=not args.no_real,
-            real_repeats=args.real_repeats,
-            ablation=not args.no_ablation, out_json=out, out_png=out.with_suffix(".png"), out_md=out.with_suffix(".md"),
-            progress=not args.json)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"splitrl surrogate-report: error: {' '.join(str(e).split())[:500]}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(markdown_table(report))
-        print(f"wrote {out}, {out.with_suffix('.png')}, {out.with_suffix('.md')}")
-    return 0
-
-
-def add_surrogate_report_subcommand(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``surrogate-report`` to an ``add_subparsers()`` object; ``func`` is the handler."""
-    p = subparsers.add_parser("surrogate-report", help=REPORT_HELP)
-    build_report_parser(p)
-    p.set_defaults(func=cmd_surrogate_report)
-    return p
-
-
-def register_cli(register: Callable[[str, str], Any]) -> None:
-    """Register ``surrogate-report`` with `splitrl.cli.register` (``register(name, help)(builder)(handler)``)."""
-    register("surrogate-report", REPORT_HELP)(build_report_parser)(cmd_surrogate_report)

@@ -6,7 +6,7 @@
   the master's broadcast, over emulated links.
 * `scheduler` — the sliding-window weight scheduler (W resident blocks, background prefetch).
 * `worker` — a rank's command loop (``splitrl tp worker``); `driver` — `TPCluster`, the Python API.
-* `cli` — ``splitrl tp generate|ppl|worker|plan``.
+* ``splitrl tp generate|ppl|worker|plan`` is `splitrl.cli.tp`.
 
 Importing the package starts nothing.
 """

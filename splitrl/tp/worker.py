@@ -35,9 +35,12 @@ from typing import Any
 import torch
 
 from splitrl.errors import UsageError
+from splitrl.log import configure_logging, get_logger
 from splitrl.proc import anon_rss_bytes  # one /proc/<pid>/status reader for every per-process memory figure
 
 __all__ = ["AnonMemorySampler", "TPRank", "TPRunConfig", "anon_rss_bytes", "pin_mmap_threshold", "serve"]
+
+log = get_logger("tp.worker")
 
 
 def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
@@ -339,6 +342,7 @@ def serve(slot: int, master: str, *, trusted_network: bool = False, timeout_s: f
     from splitrl.dist import Endpoint, check_trusted, connect_store, form_group, leave_group
     from splitrl.tp.allreduce import PeerError
 
+    configure_logging()
     pin_mmap_threshold()
     baseline = anon_rss_bytes()  # after imports, before any weight
     ep = Endpoint.parse(master)
@@ -356,10 +360,10 @@ def serve(slot: int, master: str, *, trusted_network: bool = False, timeout_s: f
             store.wait([key], _dt.timedelta(seconds=2.0))
         except Exception as e:  # timeout (keep waiting) or the driver's store is gone (exit)
             if "timeout" not in str(e).lower() and "timed out" not in str(e).lower():
-                print(f"tp worker {slot}: store at {ep} unreachable ({e}); exiting", flush=True)
+                log.warning("tp worker %d: store at %s unreachable (%s); exiting", slot, ep, e)
                 break
             if time.monotonic() - idle_since > idle_timeout_s:
-                print(f"tp worker {slot}: no command for {idle_timeout_s:.0f} s; exiting", flush=True)
+                log.warning("tp worker %d: no command for %.0f s; exiting", slot, idle_timeout_s)
                 break
             continue
         idle_since = time.monotonic()

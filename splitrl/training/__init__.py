@@ -1,5 +1,5 @@
 """Training runs of split-point agents: config loading, TensorBoard logging, evaluation against the
-oracle, atomic checkpoints and exact resume. ``train.py`` is `splitrl.training.cli.main`.
+oracle, atomic checkpoints and exact resume. ``splitrl train`` and ``train.py`` are `splitrl.cli.train`.
 
 * `config` — `RunConfig` / `TrainConfig`, YAML defaults (``configs/``), ``--set`` overrides.
 * `trainer` — `Trainer` (build env + agent, learn, log, evaluate, checkpoint; `Trainer.resume`).

@@ -45,6 +45,7 @@ from typing import Any, Callable
 
 from splitrl.errors import UsageError
 from splitrl.integrity import IntegrityError, sha256_file as _sha256, verify_listed_files
+from splitrl.lock import ExclusiveLock
 
 __all__ = ["CheckpointError", "RunLock", "write_checkpoint", "latest_checkpoint", "read_manifest", "list_checkpoints",
            "resolve_checkpoint"]
@@ -65,8 +66,6 @@ class RunLock:
     gets `CheckpointError` naming the holder's pid. `release` (or process exit) frees it."""
 
     def __init__(self, run_dir: Path, *, new: bool) -> None:
-        import fcntl
-
         self.run_dir = Path(run_dir)
         if new:
             self.run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -77,26 +76,12 @@ class RunLock:
                                       f"--resume {self.run_dir.name}") from None
         elif not self.run_dir.is_dir():
             raise CheckpointError(f"{self.run_dir} does not exist: no run to resume")
-        path = self.run_dir / ".lock"
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            try:
-                holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip() or "?"
-            except OSError:
-                holder = "?"
-            os.close(self._fd)
-            self._fd = None
-            raise CheckpointError(f"run {self.run_dir.name!r} is being written by another process (pid {holder}); "
-                                  "wait for it to finish or use another --run") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        name = self.run_dir.name
+        self._lock = ExclusiveLock(self.run_dir / ".lock", lambda holder: CheckpointError(
+            f"run {name!r} is being written by another process (pid {holder}); wait for it to finish or use another --run"))
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
+        self._lock.release()
 
     def __enter__(self) -> "RunLock":
         return self

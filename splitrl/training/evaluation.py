@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from splitrl.agents.base import Agent
+from splitrl.rollout import rollout as run_episodes
 
 __all__ = ["EvalResult", "rollout", "Evaluator"]
 
@@ -37,31 +38,14 @@ class EvalResult:
 def rollout(agent: Agent, env: Any, seeds: Sequence[int], steps: int, *, reward_floor: float = -np.inf,
             deterministic: bool = True, feedback: bool = False, progress: str | None = None) -> EvalResult:
     """Run ``agent`` for ``steps`` steps from ``env.reset(seed=s)`` for each seed (with ``feedback``,
-    each step's info is offered to ``agent.feedback``). ``progress``: a progress-bar label (for
-    envs whose steps are slow real evaluations), None for none."""
-    from tqdm.auto import tqdm
-
-    out = EvalResult(returns=[])
-    bar = tqdm(total=len(seeds) * int(steps), desc=progress, unit="step", disable=progress is None, leave=False)
-    for s in seeds:
-        obs, _ = env.reset(seed=int(s))
-        agent.reset()
-        total = 0.0
-        for _ in range(int(steps)):
-            a = agent.act(obs, deterministic=deterministic)
-            obs, r, terminated, _, info = env.step(a)
-            if feedback:
-                agent.feedback(info)
-            r = float(r)
-            total += r if r >= reward_floor else reward_floor
-            out.actions.append(int(a))
-            out.splits.append(int(info.get("split", -1)))
-            bar.update(1)
-            if terminated:
-                break
-        out.returns.append(total)
-    bar.close()
-    return out
+    each step's info is offered to ``agent.feedback``) through `splitrl.rollout.rollout`.
+    ``progress``: a progress-bar label (for envs whose steps are slow real evaluations), None for none."""
+    episodes = run_episodes(lambda _env, obs: agent.act(obs, deterministic=deterministic), env, seeds, int(steps),
+                            reset=agent.reset, feedback=agent.feedback if feedback else None,
+                            reward_floor=reward_floor, progress=progress)
+    return EvalResult(returns=[ep.total for ep in episodes],
+                      splits=[int(i.get("split", -1)) for ep in episodes for i in ep.infos],
+                      actions=[int(a) for ep in episodes for a in ep.actions])
 
 
 class Evaluator:

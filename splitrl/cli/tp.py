@@ -1,6 +1,6 @@
 """``splitrl tp generate|ppl|worker|plan``: tensor-parallel inference from the command line.
 
-`register_cli(register)` adds the ``tp`` command to `splitrl.cli`. ``generate`` and ``ppl`` host
+``generate`` and ``ppl`` host
 the store, start the local ranks, write the shard files and run the request; ``worker`` joins a
 driver's store from any machine; ``plan`` prints the sharding plan. Bad input raises `UsageError`
 (one line, exit 2).
@@ -19,17 +19,15 @@ from typing import Any
 
 from splitrl.errors import UsageError
 
-__all__ = ["TP_HELP", "allreduce_kwargs_from_args", "build_tp_parser", "cmd_tp", "register_cli", "run_config_from_args"]
+from splitrl.cli._common import DEFAULT_MODEL
 
-TP_HELP = "tensor-parallel inference across N ranks (TPI-LLM): generate, ppl, worker, plan"
+__all__ = ["add_arguments", "allreduce_kwargs_from_args", "run", "run_config_from_args"]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from splitrl.models.loader import DEFAULT_MODEL
-
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model name or path (splitrl.models.load_model)")
+    p.add_argument("--cache-dir", default=None, help="cache for dequantised GGUF models (default $SPLITRL_CACHE or ~/.cache/splitrl)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="dtype of the shards and the compute")
     p.add_argument("--shards", type=int, default=2, help="number of ranks N")
     p.add_argument("--ratio", default=None, help="per-rank shares, e.g. .5,.25,.25 (default: equal)")
     p.add_argument("--allreduce", default="star", help="star | ring | engine | any registered kind")
@@ -57,35 +55,39 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def build_tp_parser(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="tp_command", required=True)
-    g = sub.add_parser("generate", help="generate text with N tensor-parallel ranks")
+    g = sub.add_parser("generate", help="generate text with N tensor-parallel ranks",
+                       description="generate text with N tensor-parallel ranks")
     _common(g)
-    g.add_argument("--prompt", default="The capital of France is")
-    g.add_argument("--max-new-tokens", type=int, default=32)
-    g.add_argument("--sample", action="store_true")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=0)
-    q = sub.add_parser("ppl", help="perplexity on WikiText-2 with N tensor-parallel ranks")
+    g.add_argument("--prompt", default="The capital of France is", help="prompt text")
+    g.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate")
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
+    g.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens, 0 = all (with --sample)")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --sample)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    q = sub.add_parser("ppl", help="perplexity on WikiText-2 with N tensor-parallel ranks",
+                       description="perplexity on WikiText-2 with N tensor-parallel ranks")
     _common(q)
-    q.add_argument("--tokens", type=int, default=1024)
+    q.add_argument("--tokens", type=int, default=1024, help="corpus tokens to score")
     q.add_argument("--ctx", type=int, default=256, help="window length")
-    q.add_argument("--stride", type=int, default=None)
-    q.add_argument("--corpus", default=None)
-    w = sub.add_parser("worker", help="join a driver's store as one rank slot")
+    q.add_argument("--stride", type=int, default=None, help="tokens between windows (default: --ctx)")
+    q.add_argument("--corpus", default=None, help="path of WikiText-2 wiki.test.raw (default ../shared/data/...)")
+    w = sub.add_parser("worker", help="join a driver's store as one rank slot",
+                       description="join a driver's store as one rank slot")
     w.add_argument("--rank", type=int, required=True, help="this process's slot (0 = master)")
     w.add_argument("--world", type=int, required=True, help="number of slots")
     w.add_argument("--master", required=True, help="HOST:PORT of the driver's store")
-    w.add_argument("--trusted-network", action="store_true")
-    w.add_argument("--timeout", type=float, default=30.0)
-    w.add_argument("--idle-timeout", type=float, default=3600.0)
-    pl = sub.add_parser("plan", help="print the sharding plan and parameter census")
-    pl.add_argument("--model", default="smollm2-135m")
-    pl.add_argument("--cache-dir", default=None)
-    pl.add_argument("--shards", type=int, default=2)
-    pl.add_argument("--ratio", default=None)
+    w.add_argument("--trusted-network", action="store_true", help="allow a non-loopback --master (gloo has no auth)")
+    w.add_argument("--timeout", type=float, default=30.0, help="collective timeout in seconds")
+    w.add_argument("--idle-timeout", type=float, default=3600.0, help="exit after this many seconds without a request")
+    pl = sub.add_parser("plan", help="print the sharding plan and parameter census",
+                        description="print the sharding plan and parameter census")
+    pl.add_argument("--model", default="smollm2-135m", help="model name or path (splitrl.models.load_model)")
+    pl.add_argument("--cache-dir", default=None, help="cache for dequantised GGUF models (default $SPLITRL_CACHE or ~/.cache/splitrl)")
+    pl.add_argument("--shards", type=int, default=2, help="number of ranks N")
+    pl.add_argument("--ratio", default=None, help="per-rank shares, e.g. .5,.25,.25 (default: equal)")
 
 
 def allreduce_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,6 +114,7 @@ def allreduce_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_config_from_args(args: argparse.Namespace, shard_dir: str | Path) -> Any:
+    # lazy: --help and argument errors must not import torch
     from splitrl.tp.allreduce import LinkSpec
     from splitrl.tp.worker import TPRunConfig
 
@@ -123,6 +126,7 @@ def run_config_from_args(args: argparse.Namespace, shard_dir: str | Path) -> Any
 
 
 def _load(args: argparse.Namespace, dtype: str = "float32") -> Any:
+    # lazy: --help and argument errors must not import torch
     import torch
 
     from splitrl.models import ModelNotFoundError, UnsupportedModelError, load_model
@@ -134,6 +138,7 @@ def _load(args: argparse.Namespace, dtype: str = "float32") -> Any:
 
 
 def _cluster(args: argparse.Namespace, loaded: Any) -> tuple[Any, Any, Any]:
+    # lazy: --help and argument errors must not import torch
     from splitrl.tp.driver import TPCluster, prepare_shards
     from splitrl.tp.plan import parse_ratios
 
@@ -163,6 +168,7 @@ def _cluster(args: argparse.Namespace, loaded: Any) -> tuple[Any, Any, Any]:
 
 def _validate(args: argparse.Namespace) -> None:
     """Every flag checked before a model is loaded or a process started (fast exit 2)."""
+    # lazy: --help and argument errors must not import torch
     from splitrl.dist import Endpoint, check_trusted
     from splitrl.tp.plan import parse_ratios
 
@@ -172,6 +178,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _tp_generate(args: argparse.Namespace) -> int:
+    # lazy: --help and argument errors must not import torch
     from splitrl.tp.driver import RankFailure
 
     if args.max_new_tokens < 1:
@@ -216,6 +223,7 @@ def _tp_generate(args: argparse.Namespace) -> int:
 
 
 def _tp_ppl(args: argparse.Namespace) -> int:
+    # lazy: --help and argument errors must not import torch
     import math
 
     from splitrl.eval import CorpusError
@@ -251,6 +259,7 @@ def _tp_ppl(args: argparse.Namespace) -> int:
 
 
 def _tp_worker(args: argparse.Namespace) -> int:
+    # lazy: --help and argument errors must not import torch
     from splitrl.tp.worker import serve
 
     if not 0 <= args.rank < args.world:
@@ -260,6 +269,7 @@ def _tp_worker(args: argparse.Namespace) -> int:
 
 
 def _tp_plan(args: argparse.Namespace) -> int:
+    # lazy: --help and argument errors must not import torch
     from splitrl.tp.census import census
     from splitrl.tp.plan import ModelDims, ShardPlan, parse_ratios
 
@@ -269,9 +279,8 @@ def _tp_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tp(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    # lazy: --help and argument errors must not import torch
+    import splitrl.aircomp.allreduce  # noqa: F401  (registers the "aircomp" all-reduce in this process)
+
     return {"generate": _tp_generate, "ppl": _tp_ppl, "worker": _tp_worker, "plan": _tp_plan}[args.tp_command](args)
-
-
-def register_cli(register: Any) -> None:
-    register("tp", TP_HELP)(build_tp_parser)(cmd_tp)

@@ -1,6 +1,6 @@
-"""Model-based controllers of the ring's cut vector (``splitrl/PipelineSplit-v0``), and the comparison harness.
+"""Model-based controllers of the ring's cut vector (``splitrl/PipelineSplit-v0``).
 
-`RingPlanner` plans over the env's candidate partitions the way `splitrl.agents.mbrl` plans over
+`RingPlanner` plans over the env's candidate partitions the way `agents.mbrl` plans over
 split points: one `AR1ChannelModel` per device link (fitted online from the observed SNRs, with
 forgetting), a persistence-with-decay forecast of each device's load (AR(1) in log space, its
 coefficient fitted online), and a receding-horizon dynamic program over the candidates with the
@@ -18,16 +18,19 @@ as a function of SNR (a piecewise-linear fit of log time on SNR), and the starte
 linear function of its stage and hop times. Switching cost uses the weight bytes it placed and the
 link profile's rate table (the channel model the agent is given).
 
-`evaluate_policies` runs policies on the same held-out episodes (same seeds) and reports mean
-reward and throughput, and throughput as a fraction of the step-wise oracle's, with intervals.
+The comparison harness (held-out episodes, intervals) is `splitrl.pipeline.evaluation`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import copy
+from typing import Any
 
 import numpy as np
 
-__all__ = ["RingPlanner", "RingSurrogate", "collect_evaluations", "evaluate_policies", "mean_ci"]
+from splitrl.agents.channel_model import AR1ChannelModel
+from splitrl.cost.pipeline import ring_throughput
+
+__all__ = ["RingPlanner", "RingSurrogate"]
 
 
 class RingPlanner:
@@ -35,8 +38,6 @@ class RingPlanner:
 
     def __init__(self, env: Any, *, horizon: int = 3, discount: float = 0.9, forgetting: float = 0.98,
                  quadrature: int = 3, model: "RingSurrogate | None" = None) -> None:
-        from splitrl.agents.channel_model import AR1ChannelModel
-
         self.env = env.unwrapped if hasattr(env, "unwrapped") else env
         # the step model: the learned surrogate, or the env's exact cost model
         self.model = model
@@ -142,8 +143,6 @@ class RingSurrogate:
 
     def clone(self) -> "RingSurrogate":
         """An independent copy (same env, copied data and fit): one per episode keeps episodes independent."""
-        import copy
-
         other = copy.copy(self)
         other.data = list(self.data)
         for k in ("stage_coef", "hop_logt", "energy_coef"):
@@ -226,8 +225,6 @@ class RingSurrogate:
     # ---- predict -------------------------------------------------------------------------------
     def predict(self, action: int, snr: np.ndarray, load: np.ndarray, samples: int) -> dict[str, Any]:
         """Predicted step figures of candidate ``action`` at a state (same keys as `PipelineSplitEnv.measure`)."""
-        from splitrl.cost.pipeline import ring_throughput
-
         if not self._fitted:
             raise ValueError("RingSurrogate: call fit() first")
         env = self.env
@@ -268,77 +265,3 @@ class RingSurrogate:
             er.append(abs(p["round_s"] - m["round_s"]) / max(m["round_s"], 1e-12))
         return {"throughput_median": float(np.median(et)) if et else float("nan"),
                 "round_s_median": float(np.median(er))}
-
-
-def collect_evaluations(env: Any, n: int, rng: np.random.Generator, *, noise: float = 0.05,
-                        samples: int | None = None) -> list[tuple[int, np.ndarray, np.ndarray, dict]]:
-    """``n`` real evaluations at random (candidate, state) pairs: SNRs drawn from each link's fading
-    process, loads log-normal with the env's spread; measured with multiplicative noise ``noise``."""
-    env = env.unwrapped if hasattr(env, "unwrapped") else env
-    c = env.config
-    S = c.max_samples if samples is None else int(samples)
-    chans = [env.link.make_channel(np.random.default_rng(rng.integers(2**63))) for _ in range(env.N)]
-    out = []
-    for _ in range(int(n)):
-        a = int(rng.integers(env.action_space.n))
-        snr = np.array([ch.sample(int(rng.integers(1, 50)))[-1] for ch in chans])
-        load = np.exp(c.load_sigma * rng.normal(size=env.N))
-        load[0] = 1.0
-        out.append((a, snr, load, env.measure(a, snr, load, S, noise=noise, rng=rng)))
-    return out
-
-
-def mean_ci(values: list[float], level: float = 0.95) -> dict[str, float]:
-    """Mean and a Student-t interval of ``values``."""
-    from scipy import stats
-
-    x = np.asarray(values, float)
-    m = float(x.mean())
-    if len(x) < 2:
-        return {"mean": m, "lo": m, "hi": m, "n": int(len(x))}
-    h = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return {"mean": m, "lo": m - h, "hi": m + h, "n": int(len(x))}
-
-
-def evaluate_policies(make_env: Callable[[], Any], policies: dict[str, Callable[[Any, np.ndarray], int]],
-                      seeds: list[int], steps: int) -> dict[str, Any]:
-    """Run every policy on the same episodes (seeds): mean reward/throughput, and each episode's
-    throughput as a fraction of the oracle's on that episode (mean with a 95 % t-interval).
-
-    A policy with an ``observe_step(env, action, info)`` attribute is told what each step served.
-    """
-    out: dict[str, Any] = {}
-    for name, policy in policies.items():
-        rewards, thr, switches = [], [], []
-        for seed in seeds:
-            env = make_env()
-            obs, _ = env.reset(seed=seed)
-            if hasattr(policy, "reset"):
-                policy.reset()
-            tot_r = tot_t = 0.0
-            sw = 0
-            for _ in range(steps):
-                a = policy(env, obs)
-                obs, rew, term, trunc, info = env.step(a)
-                if hasattr(policy, "observe_step"):
-                    policy.observe_step(env, a, info)
-                tot_r += rew
-                tot_t += info["throughput"]
-                sw += info["switch_s"] > 0
-                if term or trunc:
-                    break
-            rewards.append(tot_r / steps)
-            thr.append(tot_t / steps)
-            switches.append(sw)
-        out[name] = {"mean_reward": float(np.mean(rewards)), "mean_throughput_tok_s": float(np.mean(thr)),
-                     "reward_ci95": mean_ci(rewards),
-                     "per_episode_throughput": [float(t) for t in thr],
-                     "per_episode_reward": [float(r) for r in rewards],
-                     "switches_per_episode": float(np.mean(switches))}
-    if "oracle" in out:
-        ref = out["oracle"]["per_episode_throughput"]
-        for name in out:
-            fr = [t / o for t, o in zip(out[name]["per_episode_throughput"], ref) if o > 0]
-            out[name]["throughput_fraction_of_oracle"] = float(np.mean(fr)) if fr else None
-            out[name]["throughput_fraction_of_oracle_ci95"] = mean_ci(fr) if fr else None
-    return out

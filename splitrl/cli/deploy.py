@@ -1,4 +1,7 @@
-"""``splitrl edge`` (the edge server) and ``splitrl ue`` (the UE side, one request per split given)."""
+"""``splitrl edge`` (the edge server) and ``splitrl ue`` (the UE side, one request per split given).
+
+Two commands in one module: `add_edge_arguments` / `run_edge` and `add_ue_arguments` / `run_ue`.
+"""
 from __future__ import annotations
 
 import json
@@ -11,7 +14,11 @@ from pathlib import Path
 from splitrl.errors import UsageError
 from splitrl.quant.precision import PRECISIONS
 
-__all__ = ["register_cli"]
+__all__ = ["add_edge_arguments", "add_ue_arguments", "run_edge", "run_ue"]
+
+# Copies of splitrl.deploy.server's (importing it imports torch); tests/test_cli_package.py checks them.
+DEFAULT_IDLE_TIMEOUT_S = 30.0
+DEFAULT_MAX_STREAMS_PER_CLIENT = 4
 
 
 def _layers(text: str | None, L: int) -> tuple[int, int]:
@@ -31,6 +38,7 @@ def _layers(text: str | None, L: int) -> tuple[int, int]:
 
 def _model_layers(model: str, cache_dir: str | None) -> int:
     """Number of layers of ``model`` without materialising it (config only)."""
+    # lazy: --help and argument errors must not import torch
     from splitrl.models import load_model
 
     # A meta-only load reads the config and no weights.
@@ -38,6 +46,7 @@ def _model_layers(model: str, cache_dir: str | None) -> int:
 
 
 def _load_part(args, start: int, stop: int, embed: bool, head: bool):
+    # lazy: --help and argument errors must not import torch
     from splitrl.models import ModelNotFoundError, UnsupportedModelError, load_model
 
     try:
@@ -52,14 +61,12 @@ def _load_part(args, start: int, stop: int, embed: bool, head: bool):
         raise UsageError(f"--model: {e}") from None
 
 
-def _build_edge(p) -> None:
-    from splitrl.deploy.server import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_STREAMS_PER_CLIENT
-
+def add_edge_arguments(p) -> None:
     p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to bind (port 0 picks a free one) (default: %(default)s)")
     p.add_argument("--token-file", required=True, help="bearer token file; created (mode 0600) when missing")
     p.add_argument("--port-file", default=None, help="write the bound port here once serving")
     p.add_argument("--model", default="smollm2-135m", help="model name or path (default: %(default)s)")
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--cache-dir", default=None, help="cache for dequantised GGUF models (default $SPLITRL_CACHE or ~/.cache/splitrl)")
     p.add_argument("--layers", default="0:", help="decoder layers this edge holds, START:STOP or START: (default: %(default)s = all)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="weight precision of the layers this edge runs (int4 uses a GGUF's own Q4_1 codes) (default: %(default)s)")
@@ -74,7 +81,8 @@ def _build_edge(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $SPLITRL_THREADS or torch's)")
 
 
-def _cmd_edge(args) -> int:
+def run_edge(args) -> int:
+    # lazy: --help and argument errors must not import torch
     from splitrl.deploy.security import check_bind, ensure_token_file, parse_address
     from splitrl.deploy.server import EdgeServer
     from splitrl.proc import write_port_file
@@ -120,29 +128,31 @@ def _cmd_edge(args) -> int:
     return 0
 
 
-def _build_ue(p) -> None:
+def add_ue_arguments(p) -> None:
     p.add_argument("--edge", default="127.0.0.1:50051", help="edge HOST:PORT (default: %(default)s)")
     p.add_argument("--token-file", required=True, help="the edge's bearer token file")
     p.add_argument("--model", default="smollm2-135m", help="model name or path, the same as the edge's (default: %(default)s)")
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--cache-dir", default=None, help="cache for dequantised GGUF models (default $SPLITRL_CACHE or ~/.cache/splitrl)")
     p.add_argument("--ue-layers", default="all", help="layers the UE holds: all (can finish any request on a fallback) or 0:S (default: %(default)s)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="weight precision of the UE's layers; the edge's comes from its handshake (default: %(default)s)")
     p.add_argument("--split", default="15", help="split point, or a comma list: one request per split, re-split between requests (default: %(default)s)")
-    p.add_argument("--prompt", default="Edge computing lets a phone offload part of a neural network because")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--prompt", default="Edge computing lets a phone offload part of a neural network because",
+                   help="prompt text")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate per request")
     p.add_argument("--link", default="identity", help="what crosses the cut (identity, int8, awgn, int8-biterr, ...)")
     p.add_argument("--snr", type=float, default=20.0, help="slot SNR in dB for the emulated link (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the link noise (request i uses seed + i)")
     p.add_argument("--air-time", default="off", help="off | real | a scale (0.1 = 10x faster than real time) (default: %(default)s)")
-    p.add_argument("--link-profile", default="nr-sub6-20mhz")
+    p.add_argument("--link-profile", default="nr-sub6-20mhz", help="radio link profile for the air time (name or YAML)")
     p.add_argument("--tls-root", default=None, help="PEM root certificate to verify a TLS edge")
     p.add_argument("--server-name", default=None, help="TLS server name to verify (when it differs from the host)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print every request's text, token ids and report as JSON")
 
 
-def _cmd_ue(args) -> int:
+def run_ue(args) -> int:
+    # lazy: --help and argument errors must not import torch
     from splitrl.deploy.client import UEClient
     from splitrl.deploy.security import parse_address, read_token
     from splitrl.runtime import ExecutorError, SamplingConfig
@@ -187,8 +197,3 @@ def _cmd_ue(args) -> int:
     if args.json:
         print(json.dumps(out))
     return 0
-
-
-def register_cli(register) -> None:
-    register("edge", "the edge server: runs the edge's layers for UE sessions over gRPC (bearer token, loopback by default)")(_build_edge)(_cmd_edge)
-    register("ue", "the UE side: generate through a split with the edge as a separate process")(_build_ue)(_cmd_ue)

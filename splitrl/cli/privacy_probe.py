@@ -1,20 +1,27 @@
-"""``splitrl privacy-probe``: token recovery per split, written as JSON (with provenance) and a PNG."""
+"""``splitrl privacy-probe``: token recovery per split, written as JSON (with provenance) and a PNG.
+
+`add_arguments` and `run_probe` are also used by ``benchmarks/privacy_probe.py`` (its own default
+``--out`` and recorded command); the probe itself is `splitrl.privacy.probe`.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Callable
+from types import SimpleNamespace
 
 from splitrl.errors import UsageError
 
-PRIVACY_HELP = "how much of the prompt the activations at each split give away (inversion probes, held-out WikiText-2)"
+__all__ = ["PROBE_DEFAULTS", "add_arguments", "canonical_argv", "run", "run_probe"]
+
+# `splitrl.privacy.probe.ProbeConfig`'s defaults (importing it imports torch); tests/test_cli_package.py checks them.
+PROBE_DEFAULTS = dict(train_tokens=16384, heldout_tokens=4096, window=128, heldout_fraction=0.3, classes=4096,
+                      bootstrap=2000, seed=0)
 
 
-def build_parser(p: argparse.ArgumentParser, *, default_out: str = "privacy.json", default_model: str = "smollm2-135m") -> None:
-    from splitrl.privacy.probe import ProbeConfig
-
-    d = ProbeConfig()
+def add_arguments(p: argparse.ArgumentParser, *, default_out: str = "privacy.json",
+                  default_model: str = "smollm2-135m") -> None:
+    d = SimpleNamespace(**PROBE_DEFAULTS)
     p.add_argument("--model", default=default_model, help="model name or path (splitrl.models.load_model)")
     p.add_argument("--train-tokens", type=int, default=d.train_tokens, help="probe-train tokens the attacker learns from")
     p.add_argument("--heldout-tokens", type=int, default=d.heldout_tokens, help="held-out tokens scored")
@@ -28,10 +35,12 @@ def build_parser(p: argparse.ArgumentParser, *, default_out: str = "privacy.json
     p.add_argument("--out", default=default_out, help="result JSON (the plot goes next to it as .png)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--replot", action="store_true", help="only redraw the PNG from the existing --out JSON")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def cmd_privacy_probe(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+def run_probe(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """Run (or with ``--replot`` redraw) the probe; ``argv`` is the command recorded in the JSON."""
+    # lazy: --help and argument errors must not import torch
     from splitrl.eval import CorpusError
     from splitrl.privacy.probe import ProbeConfig, plot_privacy, run_privacy_probe
     from splitrl.provenance import run_record
@@ -83,6 +92,5 @@ def canonical_argv(args: argparse.Namespace) -> list[str]:
     return argv + (["--no-plot"] if args.no_plot else [])
 
 
-def register_cli(register: Callable[[str, str], Any]) -> None:
-    """Register ``privacy-probe`` with `splitrl.cli.register`."""
-    register("privacy-probe", PRIVACY_HELP)(build_parser)(lambda args: cmd_privacy_probe(args, canonical_argv(args)))
+def run(args: argparse.Namespace) -> int:
+    return run_probe(args, canonical_argv(args))

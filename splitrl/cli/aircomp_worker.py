@@ -13,45 +13,48 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any, Callable
+from typing import Any
 
-import torch
-
-import splitrl.aircomp.allreduce  # noqa: F401  (registers "aircomp" for every splitrl process, e.g. TP workers)
 from splitrl.errors import UsageError
 
-__all__ = ["register_cli", "synthetic_partial"]
-
-WORKER_HELP = "one device of a multi-process AirComp all-reduce on synthetic partial sums (writes a JSON report on rank 0)"
+__all__ = ["add_arguments", "run", "synthetic_partial"]
 
 
-def synthetic_partial(seed: int, call: int, rank: int, rows: int, dim: int) -> torch.Tensor:
-    """The partial sum [rows, dim] rank ``rank`` contributes in call ``call`` (one outlier token)."""
+def synthetic_partial(seed: int, call: int, rank: int, rows: int, dim: int) -> Any:
+    """The partial sum [rows, dim] (a torch tensor) rank ``rank`` contributes in call ``call`` (one outlier token)."""
+    # lazy: --help and argument errors must not import torch
+    import torch
+
     g = torch.Generator().manual_seed(seed * 1_000_003 + call * 1009 + rank)
     x = torch.randn(rows, dim, generator=g)
     x[min(1, rows - 1)] *= 2.4e4
     return x
 
 
-def build_worker_parser(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", required=True, help="HOST:PORT of the driver's TCP store")
-    p.add_argument("--rank", type=int, required=True)
-    p.add_argument("--world", type=int, required=True)
+    p.add_argument("--rank", type=int, required=True, help="this device's rank (0 writes the report)")
+    p.add_argument("--world", type=int, required=True, help="number of devices in the group")
     p.add_argument("--snr", type=float, default=20.0, help="transmit SNR in dB (inf = noiseless)")
-    p.add_argument("--antennas", type=int, default=1)
-    p.add_argument("--design", default="sdr")
-    p.add_argument("--calls", type=int, default=4)
-    p.add_argument("--coherence-calls", type=int, default=1)
-    p.add_argument("--rows", type=int, default=16)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument("--trusted-network", action="store_true")
+    p.add_argument("--antennas", type=int, default=1, help="aggregator antennas M")
+    p.add_argument("--design", default="sdr", help="transceiver design (splitrl.aircomp.design.DESIGNS)")
+    p.add_argument("--calls", type=int, default=4, help="all-reduce calls to make")
+    p.add_argument("--coherence-calls", type=int, default=1, help="calls per channel draw (the coherence time)")
+    p.add_argument("--rows", type=int, default=16, help="rows (tokens) of each synthetic partial sum")
+    p.add_argument("--dim", type=int, default=64, help="columns (hidden size) of each synthetic partial sum")
+    p.add_argument("--seed", type=int, default=0, help="seed of the partial sums and the channel")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the store and the group")
+    p.add_argument("--trusted-network", action="store_true",
+                   help="allow a non-loopback --store (gloo has no authentication: trusted networks only)")
     p.add_argument("--out", default=None, help="rank 0 writes its JSON report here")
 
 
-def cmd_worker(args: Any) -> int:
+def run(args: Any) -> int:
+    # lazy: --help and argument errors must not import torch
+    import torch
     import torch.distributed as dist
+
+    import splitrl.aircomp.allreduce  # noqa: F401  (registers the "aircomp" all-reduce)
 
     from splitrl.dist import Endpoint, check_trusted, connect_store, form_group, leave_group, make_allreduce
 
@@ -97,8 +100,3 @@ def cmd_worker(args: Any) -> int:
     finally:
         leave_group()
     return 0
-
-
-def register_cli(register: Callable[[str, str], Any]) -> None:
-    """Register ``aircomp-worker`` with `splitrl.cli.register`."""
-    register("aircomp-worker", WORKER_HELP)(build_worker_parser)(cmd_worker)

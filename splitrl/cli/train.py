@@ -1,4 +1,5 @@
-"""``train.py``: train (or roll out) a split-point agent with logging, evaluation and checkpoints.
+"""``splitrl train`` / ``train.py``: train (or roll out) a split-point agent with logging, evaluation
+and checkpoints.
 
     python train.py --agent {ppo,a2c,dqn,mbrl,ppo-surrogate,threshold,bandit,oracle,fixed,all-on-ue,min-ue,
                              latency-only,random}
@@ -7,6 +8,8 @@
                     [--no-progress]
     python train.py --resume RUN [--total-steps N] [--stop-at STEP] [--runs-dir DIR] [--checkpoints-dir DIR]
     python train.py --agent KIND --list-config
+
+``splitrl train ...`` takes the same options (errors then read ``splitrl train: error: ...``).
 
 Defaults come from ``configs/<agent>.yaml``; ``--set`` overrides any field (see
 `splitrl.training.config`): ``agent.learning_rate=1e-4``, ``env.transport=int8-biterr``,
@@ -26,31 +29,40 @@ from typing import Sequence
 
 from splitrl.errors import UsageArgumentParser, UsageError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["AGENT_KINDS", "add_arguments", "build_parser", "main", "run"]
+
+DESCRIPTION = "Train a split-point agent (see splitrl.training)."
+# The kinds of `splitrl.agents.registry.AGENTS` (importing it imports torch and stable-baselines3);
+# tests/test_cli_package.py checks they are the same.
+AGENT_KINDS = ("ppo", "a2c", "dqn", "mbrl", "ppo-surrogate", "oracle", "fixed", "all-on-ue", "min-ue", "latency-only",
+               "random", "threshold", "bandit")
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from splitrl.agents.registry import AGENTS
+    """The ``train.py`` parser (``splitrl train`` gets the same options from `add_arguments`)."""
+    p = UsageArgumentParser(prog="train.py", description=DESCRIPTION)
+    add_arguments(p)
+    return p
 
-    p = UsageArgumentParser(prog="train.py", description="Train a split-point agent (see splitrl.training).")
-    p.add_argument("--agent", choices=list(AGENTS), help="agent kind")
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agent", choices=list(AGENT_KINDS), help="agent kind (required unless --resume)")
     p.add_argument("--env", dest="env_id", help="Gymnasium env id (default: the config's env_id, splitrl/SplitPointTable-v0)")
     p.add_argument("--config", help="YAML config (default: configs/<agent>.yaml)")
     p.add_argument("--seed", type=int, help="run seed (default: the config's, 0)")
-    p.add_argument("--total-steps", type=int, help="env steps to train for (overrides train.total_steps)")
+    p.add_argument("--total-steps", type=int, help="env steps to train for (default: the config's train.total_steps)")
     p.add_argument("--run", help="run name (default: <agent>-<env>-s<seed>-<UTC time>)")
     p.add_argument("--resume", metavar="RUN", help="continue run RUN from its latest checkpoint")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config fields: agent.FIELD, env.FIELD, env.reward.FIELD, train.FIELD, seed, env_id")
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="stop at the first checkpointable point at/after STEP env steps, after checkpointing (resume later)")
-    p.add_argument("--runs-dir", default="runs", help="TensorBoard root (default: runs)")
-    p.add_argument("--checkpoints-dir", default="checkpoints", help="checkpoint root (default: checkpoints)")
+    p.add_argument("--runs-dir", default="runs", help="TensorBoard root")
+    p.add_argument("--checkpoints-dir", default="checkpoints", help="checkpoint root")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-config", action="store_true", help="list the agent's overridable fields and exit")
-    return p
 
 
 def _default_run(kind: str, env_id: str, seed: int) -> str:
@@ -58,7 +70,8 @@ def _default_run(kind: str, env_id: str, seed: int) -> str:
     return f"{kind}-{env}-s{seed}-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
 
-def _run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+    # lazy: --help and argument errors must not import torch
     from splitrl.training.config import describe_kind, load_run_config
     from splitrl.training.trainer import Trainer
 
@@ -120,13 +133,14 @@ def _run(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``train.py``: parse ``argv`` and train; the exit status (2 with one line on stderr for bad input)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a bad flag (2, one line already printed)
         return int(e.code or 0)
     try:
-        return _run(args)
+        return run(args)
     except UsageError as e:  # config, checkpoint, lock, file and flag errors: one line each
         print(f"train.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

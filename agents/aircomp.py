@@ -4,7 +4,7 @@
   brute force over the K-into-N compositions of the objective "expected AirComp MSE in dB");
   it knows the physics and ignores the latency/energy terms of the reward.
 * `EqualPolicy`: equal shares every step.
-* `ModelBasedAgent` (the ideas of agents/mbrl.py, for this MDP): the latency and energy terms and
+* `ModelBasedAgent` (the ideas of `agents.mbrl`, for this MDP): the latency and energy terms and
   feasibility come from the analytic cost model (`env.costs` on the observation — the "model"), the
   quality term is a learned surrogate of log(ppl/ppl_clean) fitted only from the real evaluations
   the agent made (``info["log_ppl_ratio"]``). Its features are the per-device received SNRs the
@@ -12,17 +12,17 @@
   M — physics-shaped inputs, but the map to perplexity is learned. While learning it explores
   with an upper-confidence rule (ExtraTrees spread across trees, ``beta``); when acting it picks
   the feasible assignment of highest predicted reward.
+
+The held-out comparison harness is `splitrl.aircomp.evaluation.evaluate_policy`.
 """
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import numpy as np
+from sklearn.ensemble import ExtraTreesRegressor
 
 from splitrl.aircomp.assign import assign
 
-__all__ = ["EqualPolicy", "ModelBasedAgent", "OptimiserPolicy", "evaluate_policy"]
+__all__ = ["EqualPolicy", "ModelBasedAgent", "OptimiserPolicy"]
 
 
 class EqualPolicy:
@@ -101,8 +101,6 @@ class ModelBasedAgent:
         return int(cands[int(np.argmax(scores))][0])
 
     def _fit(self) -> None:
-        from sklearn.ensemble import ExtraTreesRegressor
-
         self.model = ExtraTreesRegressor(n_estimators=self.trees, min_samples_leaf=2, random_state=self.seed)
         self.model.fit(np.stack(self.x), np.asarray(self.y))
 
@@ -135,24 +133,3 @@ class ModelBasedAgent:
     def _choose_random(self, obs: np.ndarray) -> int:
         cands = self._candidates(obs)
         return int(cands[self.rng.integers(len(cands))][0]) if cands else self.env.equal_action
-
-
-def evaluate_policy(env, policy: Any, seeds: list[int]) -> dict[str, float]:
-    """Mean episode return, mean log-ppl ratio, latency and energy over the held-out episode ``seeds``."""
-    returns, logs, lats, ens, infeasible = [], [], [], [], 0
-    for s in seeds:
-        obs, _ = env.reset(seed=s)
-        total, done = 0.0, False
-        while not done:
-            obs, r, term, trunc, info = env.step(policy.act(obs))
-            total += r
-            done = term or trunc
-            if info["feasible"]:
-                logs.append(info["log_ppl_ratio"]), lats.append(info["latency_s"]), ens.append(info["energy_j"])
-            else:
-                infeasible += 1
-        returns.append(total)
-    return {"mean_return": float(np.mean(returns)), "mean_log_ppl_ratio": float(np.mean(logs)) if logs else math.nan,
-            "mean_latency_s": float(np.mean(lats)) if lats else math.nan,
-            "mean_energy_j": float(np.mean(ens)) if ens else math.nan, "infeasible_steps": infeasible,
-            "episodes": len(seeds)}

@@ -1,36 +1,26 @@
-"""The ``splitrl profile`` subcommand: time this machine and write a UE profile YAML.
+"""``splitrl profile``: time each layer on this machine, fit its FLOP/s and write a UE profile YAML.
 
-Owns the argparse builder and the handler, shaped for the registry in `splitrl.cli`
-(``register(name, help)(builder)(handler)``); `register_cli` does that in one call, and
-`add_profile_subcommand` adds the subparser to any ``add_subparsers()`` object. The handler
-returns an exit code: 0 on success, 2 with one line on stderr for a bad argument or model.
+`run` returns 0 on success, 2 with one line on stderr for a bad argument or model.
 """
 from __future__ import annotations
 
 import argparse
-
-import numpy as np
-from pathlib import Path
 import json
 import sys
-from typing import Any, Callable
+from pathlib import Path
 
-__all__ = ["PROFILE_HELP", "add_profile_subcommand", "build_profile_parser", "cmd_profile", "register_cli"]
-
-PROFILE_HELP = "time each layer on this machine, fit its FLOP/s and write a UE profile YAML"
+from splitrl.cli._common import DEFAULT_MODEL, NAMED_MODELS
 
 
-def build_profile_parser(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``splitrl profile``."""
-    from splitrl.models.loader import DEFAULT_MODEL, NAMED_MODELS
-
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"model to time ({', '.join(NAMED_MODELS)}, local HF directory, .gguf file, or hub id)")
-    p.add_argument("--cache-dir", default=None, help="cache for dequantised GGUF models")
+    p.add_argument("--cache-dir", default=None, help="cache for dequantised GGUF models (default $SPLITRL_CACHE or ~/.cache/splitrl)")
     p.add_argument("--contexts", default="64,128,256", help="comma-separated prefill lengths to time")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (median kept)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before each measurement")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads during the measurement")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads during the measurement (default: torch's)")
     p.add_argument("--out", default="this-machine.yaml", help="where to write the UE profile YAML")
     p.add_argument("--name", default="this-machine", help="profile name written into the YAML")
     p.add_argument("--power-like", default="phone-midrange",
@@ -56,19 +46,10 @@ def _parse_contexts(text: str) -> list[int]:
     return ctxs
 
 
-def fit_quality(result: Any) -> dict[str, float]:
-    """R^2 and relative residuals of the ``t = overhead + FLOPs / rate`` fit of a `ProfileResult`."""
-    flops = np.array([f for row in result.layer_flops for f in row] + list(result.head_flops))
-    times = np.array([t for row in result.layer_times_s for t in row] + list(result.head_times_s))
-    pred = result.layer_overhead_s + flops / result.flops_per_s
-    rel = np.abs(times - pred) / np.maximum(times, 1e-12)
-    return {"r2": float(result.fit_r2), "median_abs_rel_residual": float(np.median(rel)),
-            "max_abs_rel_residual": float(np.max(rel)), "points": int(len(times))}
-
-
-def cmd_profile(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Handler of ``splitrl profile``; returns the exit code."""
-    from splitrl.cost.measure import measure_layer_times
+    # lazy: --help and argument errors must not import torch
+    from splitrl.cost.measure import fit_quality, measure_layer_times, measure_precision_rates
     from splitrl.cost.profiles import load_profile
     from splitrl.models import ModelNotFoundError, UnsupportedModelError, load_model
 
@@ -92,8 +73,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
         rates = None
         precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
         if any(x != "fp32" for x in precisions):
-            from splitrl.cost.measure import measure_precision_rates
-
             rates = measure_precision_rates(loaded, precisions, repeats=args.repeats, warmup=args.warmup,
                                             threads=args.threads)
             result.precision_rates = rates
@@ -136,15 +115,3 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}")
     return 0
 
-
-def add_profile_subcommand(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``profile`` to an ``ArgumentParser.add_subparsers()`` object; ``func`` is the handler."""
-    p = subparsers.add_parser("profile", help=PROFILE_HELP)
-    build_profile_parser(p)
-    p.set_defaults(func=cmd_profile)
-    return p
-
-
-def register_cli(register: Callable[[str, str], Any]) -> None:
-    """Register ``profile`` with `splitrl.cli.register` (``register(name, help)(builder)(handler)``)."""
-    register("profile", PROFILE_HELP)(build_profile_parser)(cmd_profile)

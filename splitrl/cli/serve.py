@@ -1,4 +1,4 @@
-"""`splitrl serve`: the OpenAI-compatible endpoint on the UE side (FastAPI + uvicorn).
+"""``splitrl serve``: the OpenAI-compatible endpoint on the UE side (FastAPI + uvicorn).
 
 ``--edge HOST:PORT`` serves through the remote UE client (`splitrl.deploy.client.UEClient`: layers
 ``[0, s)`` here, the rest on the edge server); ``--local`` serves with the whole model in this
@@ -33,7 +33,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _build(p) -> None:
+def add_arguments(p) -> None:
     p.add_argument("--edge", default=None, help="edge server HOST:PORT (the remote UE client)")
     p.add_argument("--local", action="store_true", help="serve with the whole model in this process (no edge)")
     p.add_argument("--token-file", required=True, help="bearer token for the edge and for this HTTP API")
@@ -46,22 +46,23 @@ def _build(p) -> None:
     p.add_argument("--channel", default="fading", help="fading | markov | trace:FILE.csv | FILE.csv | spec.yaml")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="env config overrides as in train.py: env.transport=int8-biterr, env.reward.w_energy=2, ...")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (a non-loopback one needs TLS or --insecure)")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (see --port-file)")
     p.add_argument("--port-file", default=None, help="write the bound port here once listening")
-    p.add_argument("--tls-cert", default=None)
-    p.add_argument("--tls-key", default=None)
+    p.add_argument("--tls-cert", default=None, help="PEM certificate: serve HTTPS (with --tls-key)")
+    p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without TLS")
     p.add_argument("--tls-root", default=None, help="PEM root certificate to verify a TLS edge (--edge)")
     p.add_argument("--server-name", default=None, help="TLS server name of the edge, when it differs from the host")
-    p.add_argument("--air-time", default="off", help="--edge: release frames after the emulated air time: off | real | a scale")
+    p.add_argument("--air-time", default="off", help="--edge: release frames after the emulated air time: off | real | a scale (0.1 = 10x faster than real time)")
     p.add_argument("--max-tokens-limit", type=int, default=512, help="largest max_tokens a request may ask for")
     p.add_argument("--out", default=None, help="new folder for the decision log (default: runs/serve/<time>-<pid>)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of the channel process, the policy and the link noise")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
-def _cmd(args) -> int:
+def run(args) -> int:
+    # lazy: --help and argument errors must not import torch
     import uvicorn
 
     from splitrl.control import build_server, env_overrides
@@ -88,6 +89,7 @@ def _cmd(args) -> int:
 
     factory = None
     if args.edge:
+        # lazy: --help and argument errors must not import torch
         try:
             from splitrl.deploy.client import UEClient
         except ImportError as e:
@@ -133,7 +135,3 @@ def _cmd(args) -> int:
             sink.close()
         sock.close()
     return 0
-
-
-def register_cli(register) -> None:
-    register("serve", "OpenAI-compatible HTTP endpoint with the controller choosing the split per request")(_build)(_cmd)
