@@ -18,10 +18,10 @@ from gymnasium import spaces
 
 from splitrl.controller.policy import ACTION_MODES, SNR_BOUNDS_DB, round_snr
 from splitrl.quant.precision import PRECISIONS
+from splitrl.resources import resource_path
 from splitrl.reward import RewardConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TABLE = REPO_ROOT / "benchmarks" / "results" / "sweep_smollm2.csv"
+DEFAULT_TABLE = resource_path("sweep_smollm2.csv")
 
 
 @dataclass
