@@ -27,6 +27,15 @@ def _git(args: list[str], cwd: Path) -> str | None:
         return None
 
 
+def _relative(arg: str, root: Path) -> str:
+    """``arg`` (or the value of ``--flag=PATH``) relative to ``root`` when it is an absolute path inside it."""
+    flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    path = Path(value)
+    if path.is_absolute() and path.resolve().is_relative_to(root):
+        return f"{flag}{eq}{path.resolve().relative_to(root)}"
+    return arg
+
+
 def run_record(argv: list[str] | None = None, *, threads: int | None = None) -> dict[str, Any]:
     """``command``, ``git_revision``, ``git_dirty``, ``date_utc``, machine and load of this run."""
     root = checkout_root()
@@ -36,8 +45,8 @@ def run_record(argv: list[str] | None = None, *, threads: int | None = None) -> 
     if main_of is not None and (main_of.name == "splitrl" or (main_of.name == "cli" and main_of.parent.name == "splitrl")):
         # `python -m splitrl` (or `-m splitrl.cli`, the same command line) puts the package's __main__.py path in argv[0]
         argv = ["-m", "splitrl", *argv[1:]]
-    elif root and argv and Path(argv[0]).is_absolute() and Path(argv[0]).resolve().is_relative_to(root):
-        argv = [str(Path(argv[0]).resolve().relative_to(root)), *argv[1:]]  # the same command from any checkout
+    if root:  # the same command from any checkout: paths inside it are recorded relative to it
+        argv = [_relative(a, root) for a in argv]
     cmd = [str(exe.relative_to(root)) if root and exe.is_relative_to(root) else "python", *argv]
     # Only a checkout that is itself a git work tree has a revision (an sdist unpacked inside some
     # other repository must not report that repository's).
