@@ -7,6 +7,15 @@ section, CLI overrides) into an instance, coercing strings such as ``"1e-4"`` to
 and rejecting unknown names with the list of allowed ones. `describe` renders the fields for
 ``--help``-style listings; `documented` appends the same text to the class docstring, so every
 field has its documentation in ``help(Config)``.
+
+Why not pydantic (installed with FastAPI, and used for the HTTP request bodies in
+`splitrl.serve.schema`): these configs arrive as YAML sections and ``key=value`` CLI overrides,
+so coercion must read the command-line forms — ``"64,64"`` as a list, ``null``/``~`` as None,
+``on``/``off`` as booleans, ``1_000`` as an int, and reject ``2.5`` for an int — which pydantic's
+lax mode does not (it would need a validator per type, more code than `coerce`); and every
+message must be one line naming the dotted field and its allowed range (``agent.lr must be in
+(0, 1], got 2``), which `ConfigError` gives directly and a pydantic ``ValidationError`` would
+have to be re-worded. The dataclasses stay plain, so `dataclasses.asdict` saves them with every run.
 """
 from __future__ import annotations
 

@@ -255,11 +255,13 @@ class _Bridge(BaseCallback):
 # --- agents -----------------------------------------------------------------------------------
 class SB3Agent(Agent):
     """An SB3 algorithm as an `Agent` (see the module docstring). Subclasses set ``kind``,
-    ``algo`` and ``config_cls`` and map the config to SB3 keyword arguments."""
+    ``algo``, ``config_cls`` and ``algo_fields``: the config fields passed to the SB3 constructor
+    under their own names (the config uses SB3's names, so the mapping is the identity)."""
 
     learns = True
     algo: ClassVar[type[BaseAlgorithm]]
     config_cls: ClassVar[type]
+    algo_fields: ClassVar[tuple[str, ...]]
     log_interval: ClassVar[int] = 1
     _COUNTERS: ClassVar[tuple[str, ...]] = ("num_timesteps", "_n_updates", "_episode_num", "_current_progress_remaining")
 
@@ -282,7 +284,7 @@ class SB3Agent(Agent):
         self._pending_log: dict[str, Any] | None = None
 
     def _algo_kwargs(self) -> dict[str, Any]:
-        raise NotImplementedError
+        return {name: getattr(self.config, name) for name in self.algo_fields}
 
     # --- acting / learning ---------------------------------------------------------------------
     def act(self, obs: np.ndarray, *, deterministic: bool = True) -> int:
@@ -392,13 +394,8 @@ class PPOAgent(SB3Agent):
     kind = "ppo"
     algo = PPO
     config_cls = PPOConfig
-
-    def _algo_kwargs(self) -> dict[str, Any]:
-        c = self.config
-        return dict(learning_rate=c.learning_rate, n_steps=c.n_steps, batch_size=c.batch_size, n_epochs=c.n_epochs,
-                    gamma=c.gamma, gae_lambda=c.gae_lambda, clip_range=c.clip_range, clip_range_vf=c.clip_range_vf,
-                    normalize_advantage=c.normalize_advantage, ent_coef=c.ent_coef, vf_coef=c.vf_coef,
-                    max_grad_norm=c.max_grad_norm, target_kl=c.target_kl)
+    algo_fields = ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "clip_range",
+                   "clip_range_vf", "normalize_advantage", "ent_coef", "vf_coef", "max_grad_norm", "target_kl")
 
 
 class A2CAgent(SB3Agent):
@@ -407,12 +404,8 @@ class A2CAgent(SB3Agent):
     kind = "a2c"
     algo = A2C
     config_cls = A2CConfig
-
-    def _algo_kwargs(self) -> dict[str, Any]:
-        c = self.config
-        return dict(learning_rate=c.learning_rate, n_steps=c.n_steps, gamma=c.gamma, gae_lambda=c.gae_lambda,
-                    ent_coef=c.ent_coef, vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm, use_rms_prop=c.use_rms_prop,
-                    rms_prop_eps=c.rms_prop_eps, normalize_advantage=c.normalize_advantage)
+    algo_fields = ("learning_rate", "n_steps", "gamma", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm",
+                   "use_rms_prop", "rms_prop_eps", "normalize_advantage")
 
 
 class DQNAgent(SB3Agent):
@@ -425,13 +418,12 @@ class DQNAgent(SB3Agent):
     _COUNTERS = SB3Agent._COUNTERS + ("_n_calls", "exploration_rate")
     _BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 
+    algo_fields = ("learning_rate", "buffer_size", "learning_starts", "batch_size", "tau", "gamma", "gradient_steps",
+                   "target_update_interval", "exploration_fraction", "exploration_initial_eps",
+                   "exploration_final_eps", "max_grad_norm")
+
     def _algo_kwargs(self) -> dict[str, Any]:
-        c = self.config
-        return dict(learning_rate=c.learning_rate, buffer_size=c.buffer_size, learning_starts=c.learning_starts,
-                    batch_size=c.batch_size, tau=c.tau, gamma=c.gamma, train_freq=(c.train_freq, "step"),
-                    gradient_steps=c.gradient_steps, target_update_interval=c.target_update_interval,
-                    exploration_fraction=c.exploration_fraction, exploration_initial_eps=c.exploration_initial_eps,
-                    exploration_final_eps=c.exploration_final_eps, max_grad_norm=c.max_grad_norm)
+        return {**super()._algo_kwargs(), "train_freq": (self.config.train_freq, "step")}  # SB3 takes (n, unit)
 
     def save_artifacts(self, directory: Path) -> None:
         super().save_artifacts(directory)

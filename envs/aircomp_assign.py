@@ -43,9 +43,9 @@ from gymnasium import spaces
 from splitrl.aircomp.airtime import aircomp_seconds
 from splitrl.aircomp.assign import AssignmentProblem, DeviceSpec
 from splitrl.errors import UsageError
+from splitrl.resources import resource_path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CALIBRATION = REPO_ROOT / "benchmarks" / "results" / "aircomp.json"
+DEFAULT_CALIBRATION = resource_path("aircomp.json")
 
 
 def calibration_from_benchmark(path: str | Path = DEFAULT_CALIBRATION) -> list[tuple[float, float]]:

@@ -1,5 +1,9 @@
 """Provenance of a result file: the exact command, the git revision (and whether the tree was dirty),
-when, on what machine and under what load — written into every benchmark result."""
+when, on what machine and under what load — written into every benchmark result.
+
+The revision is the checkout's the package is imported from (`splitrl.resources.checkout_root`);
+an installed wheel has none, so ``git_revision`` and ``git_dirty`` are ``None`` there, never the
+revision of whatever repository the current directory or the venv happens to sit in."""
 from __future__ import annotations
 
 import os
@@ -11,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from splitrl.resources import checkout_root
+
 __all__ = ["run_record"]
 
 
@@ -21,25 +27,37 @@ def _git(args: list[str], cwd: Path) -> str | None:
         return None
 
 
+def _relative(arg: str, root: Path) -> str:
+    """``arg`` (or the value of ``--flag=PATH``) relative to ``root`` when it is an absolute path inside it."""
+    flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    path = Path(value)
+    if path.is_absolute() and path.resolve().is_relative_to(root):
+        return f"{flag}{eq}{path.resolve().relative_to(root)}"
+    return arg
+
+
 def run_record(argv: list[str] | None = None, *, threads: int | None = None) -> dict[str, Any]:
     """``command``, ``git_revision``, ``git_dirty``, ``date_utc``, machine and load of this run."""
-    root = Path(__file__).resolve().parents[1]
+    root = checkout_root()
     argv = list(sys.argv if argv is None else argv)
     exe = Path(sys.executable)
     main_of = Path(argv[0]).parent if argv and Path(argv[0]).name == "__main__.py" else None
     if main_of is not None and (main_of.name == "splitrl" or (main_of.name == "cli" and main_of.parent.name == "splitrl")):
         # `python -m splitrl` (or `-m splitrl.cli`, the same command line) puts the package's __main__.py path in argv[0]
         argv = ["-m", "splitrl", *argv[1:]]
-    elif argv and Path(argv[0]).is_absolute() and Path(argv[0]).resolve().is_relative_to(root):
-        argv = [str(Path(argv[0]).resolve().relative_to(root)), *argv[1:]]  # the same command from any checkout
-    cmd = [str(exe.relative_to(root)) if exe.is_relative_to(root) else "python", *argv]
-    status = _git(["status", "--porcelain", "--untracked-files=no"], root)
+    if root:  # the same command from any checkout: paths inside it are recorded relative to it
+        argv = [_relative(a, root) for a in argv]
+    cmd = [str(exe.relative_to(root)) if root and exe.is_relative_to(root) else "python", *argv]
+    # Only a checkout that is itself a git work tree has a revision (an sdist unpacked inside some
+    # other repository must not report that repository's).
+    in_git = root is not None and _git(["rev-parse", "--show-toplevel"], root) == str(root)
+    status = _git(["status", "--porcelain", "--untracked-files=no"], root) if in_git else None
     import torch
 
     return {
         "command": shlex.join(cmd),
-        "git_revision": _git(["rev-parse", "HEAD"], root),
-        "git_dirty": bool(status),
+        "git_revision": _git(["rev-parse", "HEAD"], root) if in_git else None,
+        "git_dirty": bool(status) if in_git else None,
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.system()} {platform.release()}",
         "python": platform.python_version(),

@@ -189,6 +189,10 @@ def test_run_record_names_the_command_a_user_types():
     rec = run_record([str(root / "benchmarks" / "pipeline_benchmark.py"), "--tokens", "8"], threads=1)
     assert rec["command"].endswith(" benchmarks/pipeline_benchmark.py --tokens 8")
     assert named_programs(rec["command"]) == ["benchmarks/pipeline_benchmark.py"]
+    # Paths inside the checkout are recorded relative to it (as --flag PATH or --flag=PATH); others stay.
+    rec = run_record([str(root / "splitrl" / "__main__.py"), "sweep", "--out", str(root / "benchmarks/results/t.csv"),
+                      f"--from={root / 'x.csv'}", "--cache", "/elsewhere/c"], threads=1)
+    assert rec["command"].endswith("-m splitrl sweep --out benchmarks/results/t.csv --from=x.csv --cache /elsewhere/c")
 
 
 def test_plot_beside_a_table_records_itself_in_the_sidecar(tmp_path):

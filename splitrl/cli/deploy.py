@@ -5,13 +5,12 @@ Two commands in one module: `add_edge_arguments` / `run_edge` and `add_ue_argume
 from __future__ import annotations
 
 import json
-import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 
 from splitrl.errors import UsageError
+from splitrl.log import configure_logging
 from splitrl.quant.precision import PRECISIONS
 
 __all__ = ["add_edge_arguments", "add_ue_arguments", "run_edge", "run_ue"]
@@ -109,7 +108,7 @@ def run_edge(args) -> int:
     if stop != L:
         raise UsageError(f"--layers: the edge runs the last segment, so it must hold layers up to {L} (got {args.layers})")
     loaded = _load_part(args, start, stop, embed=(start == 0), head=True)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    configure_logging()
     server = EdgeServer(loaded, token, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
                         max_streams_per_client=args.max_streams_per_client)
     try:
@@ -175,6 +174,7 @@ def run_ue(args) -> int:
         raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     tls_root = Path(args.tls_root).read_bytes() if args.tls_root else None
     loaded = _load_part(args, 0, stop, embed=True, head=(stop == L))
+    configure_logging()  # fallbacks and edge health go to stderr; stdout is the command's output
     try:
         ue = UEClient(args.edge, token, loaded, tls_root=tls_root, server_name=args.server_name,
                       air_time=args.air_time, link_profile=args.link_profile)

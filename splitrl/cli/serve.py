@@ -15,6 +15,7 @@ from pathlib import Path
 
 from splitrl.deploy.security import read_token
 from splitrl.errors import UsageError
+from splitrl.log import configure_logging
 from splitrl.quant.precision import PRECISIONS
 from splitrl.network import is_loopback
 
@@ -119,6 +120,7 @@ def run(args) -> int:
     out = claim_session_dir(args.out or Path("runs") / "serve" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     sinks = [JsonlSink(out / DECISIONS_FILE), TensorBoardSink(out, "serve")]
     app = create_app(server, token=token, model_name=loaded.name, max_tokens_limit=args.max_tokens_limit, sinks=sinks)
+    configure_logging()  # the UE client's fallbacks and the policy's warnings, in the project's format
     sock = bind_socket(args.host, args.port)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,

@@ -305,21 +305,7 @@ def measure_layer_times(
             copied into the YAML.
         seed: seed of the random prompt token ids.
     """
-    view: DecoderView = getattr(loaded_model, "view", loaded_model)
-    if not isinstance(view, DecoderView):
-        raise TypeError(f"loaded_model must be a LoadedModel or DecoderView, got {type(loaded_model).__name__}")
-    ctxs = [int(t) for t in context_lengths]
-    if not ctxs or any(t < 1 for t in ctxs):
-        raise ValueError(f"context_lengths = {list(context_lengths)!r}: must be a non-empty list of integers >= 1")
-    if view.max_positions and max(ctxs) > view.max_positions:
-        raise ValueError(f"context length {max(ctxs)} exceeds the model's {view.max_positions} positions")
-    if isinstance(repeats, bool) or int(repeats) < 1 or isinstance(warmup, bool) or int(warmup) < 0:
-        raise ValueError(f"repeats = {repeats!r} must be >= 1 and warmup = {warmup!r} >= 0")
-    if threads is not None and int(threads) < 1:
-        raise ValueError(f"threads = {threads!r}: must be None or >= 1")
-    dtype = _DTYPE_NAMES.get(view.dtype)
-    if dtype is None:
-        raise ValueError(f"model dtype {view.dtype} is not one of {sorted(str(d) for d in _DTYPE_NAMES)}")
+    view, ctxs, dtype = _checked_inputs(loaded_model, context_lengths, repeats, warmup, threads)
     view.model.eval()
     gen = torch.Generator().manual_seed(seed)
     costs = [view.layer_cost(i) for i in range(view.num_layers)]
@@ -337,23 +323,7 @@ def measure_layer_times(
                disable=not progress, leave=False)
     with _torch_threads(threads) as n_threads:
         for T in ctxs:
-            ids = torch.randint(0, view.vocab_size, (1, T), generator=gen).to(view.device)
-            pos = torch.arange(T, device=view.device).unsqueeze(0)
-            hidden = view.embed(ids, pos)
-            kwargs = view.layer_context(hidden, pos, None, 0)
-            row_t, row_f = [], []
-            for i, layer in enumerate(view.layers):
-                def call(layer=layer, h=hidden):
-                    y = layer(h, past_key_values=None, use_cache=False, **kwargs)
-                    return y[0] if isinstance(y, tuple) else y
-                t, hidden = _median_time(call, warmup, int(repeats), sync)
-                bar.update(1)
-                row_t.append(t)
-                # Prefill: token j attends to j positions, j = 1..T.
-                lc = costs[i]
-                row_f.append(float(T * lc.flops_per_token_base + lc.flops_per_token_per_ctx * T * (T + 1) / 2))
-            t_head, _ = _median_time(lambda h=hidden: view.head(h), warmup, int(repeats), sync)
-            bar.update(1)
+            row_t, row_f, t_head = _time_prefill(view, T, gen, costs, warmup, int(repeats), sync, bar)
             layer_times.append(row_t)
             layer_flops.append(row_f)
             head_times.append(t_head)
@@ -371,16 +341,64 @@ def measure_layer_times(
         warmup=int(warmup), threads=int(n_threads), layer_times_s=layer_times, head_times_s=head_times,
         layer_flops=layer_flops, head_flops=head_flops, flops_per_s=rate, layer_overhead_s=overhead,
         flops_per_s_through_origin=origin, fit_r2=r2, memory_bandwidth_bytes_per_s=bandwidth,
-        memory_bytes=physical_memory_bytes(),
-        machine={
-            "processor": platform.processor() or platform.machine(), "machine": platform.machine(),
-            "system": platform.system(), "cpu_count": os.cpu_count(), "torch": str(torch.__version__),
-            "date": _dt.date.today().isoformat(),
-        },
+        memory_bytes=physical_memory_bytes(), machine=_machine(),
     )
     if out is not None:
         result.write_yaml(out, name=name, power_like=power_like)
     return result
+
+
+def _checked_inputs(loaded_model: Any, context_lengths: Sequence[int], repeats: int, warmup: int,
+                    threads: int | None) -> tuple[DecoderView, list[int], str]:
+    """The model's view, the context lengths and its dtype name; a clear error for any bad argument."""
+    view: DecoderView = getattr(loaded_model, "view", loaded_model)
+    if not isinstance(view, DecoderView):
+        raise TypeError(f"loaded_model must be a LoadedModel or DecoderView, got {type(loaded_model).__name__}")
+    ctxs = [int(t) for t in context_lengths]
+    if not ctxs or any(t < 1 for t in ctxs):
+        raise ValueError(f"context_lengths = {list(context_lengths)!r}: must be a non-empty list of integers >= 1")
+    if view.max_positions and max(ctxs) > view.max_positions:
+        raise ValueError(f"context length {max(ctxs)} exceeds the model's {view.max_positions} positions")
+    if isinstance(repeats, bool) or int(repeats) < 1 or isinstance(warmup, bool) or int(warmup) < 0:
+        raise ValueError(f"repeats = {repeats!r} must be >= 1 and warmup = {warmup!r} >= 0")
+    if threads is not None and int(threads) < 1:
+        raise ValueError(f"threads = {threads!r}: must be None or >= 1")
+    dtype = _DTYPE_NAMES.get(view.dtype)
+    if dtype is None:
+        raise ValueError(f"model dtype {view.dtype} is not one of {sorted(str(d) for d in _DTYPE_NAMES)}")
+    return view, ctxs, dtype
+
+
+def _time_prefill(view: DecoderView, T: int, gen: torch.Generator, costs: list, warmup: int, repeats: int,
+                  sync: Any, bar: Any) -> tuple[list[float], list[float], float]:
+    """Median time and FLOPs of each layer on a random ``T``-token prefill, then the head's time."""
+    ids = torch.randint(0, view.vocab_size, (1, T), generator=gen).to(view.device)  # [1, T]
+    pos = torch.arange(T, device=view.device).unsqueeze(0)  # [1, T]
+    hidden = view.embed(ids, pos)  # [1, T, H]
+    kwargs = view.layer_context(hidden, pos, None, 0)
+    row_t, row_f = [], []
+    for i, layer in enumerate(view.layers):
+        def call(layer=layer, h=hidden):
+            y = layer(h, past_key_values=None, use_cache=False, **kwargs)
+            return y[0] if isinstance(y, tuple) else y
+        t, hidden = _median_time(call, warmup, repeats, sync)
+        bar.update(1)
+        row_t.append(t)
+        # Prefill: token j attends to j positions, j = 1..T.
+        lc = costs[i]
+        row_f.append(float(T * lc.flops_per_token_base + lc.flops_per_token_per_ctx * T * (T + 1) / 2))
+    t_head, _ = _median_time(lambda h=hidden: view.head(h), warmup, repeats, sync)
+    bar.update(1)
+    return row_t, row_f, t_head
+
+
+def _machine() -> dict[str, Any]:
+    """What the profile records of the machine it was measured on."""
+    return {
+        "processor": platform.processor() or platform.machine(), "machine": platform.machine(),
+        "system": platform.system(), "cpu_count": os.cpu_count(), "torch": str(torch.__version__),
+        "date": _dt.date.today().isoformat(),
+    }
 
 
 def fit_quality(result: Any) -> dict[str, float]:

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from splitrl.errors import UsageError
+from splitrl.resources import resource_path
 
 __all__ = ["PrivacyTable", "DEFAULT_PRIVACY_FILE"]
 
-DEFAULT_PRIVACY_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "privacy_smollm2.json"
+DEFAULT_PRIVACY_FILE = resource_path("privacy_smollm2.json")
 
 
 @dataclass(frozen=True)

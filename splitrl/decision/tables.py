@@ -14,6 +14,7 @@ import numpy as np
 
 from splitrl.decision.observation import SNR_BOUNDS_DB
 from splitrl.errors import UsageError
+from splitrl.resources import resource_path
 from splitrl.quant.precision import PRECISIONS, check_precision
 
 if TYPE_CHECKING:  # the problem holds the tables: a type-only reference, no import cycle
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # the problem holds the tables: a type-only reference, no imp
 
 __all__ = ["DEFAULT_TABLE", "SweepTable", "StateTables", "table_key"]
 
-DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "sweep_smollm2.csv"
+DEFAULT_TABLE = resource_path("sweep_smollm2.csv")
 
 
 def table_key(transport: str, precision: str | None) -> str | tuple[str, str]:

@@ -141,6 +141,7 @@ class EdgeInfo:
     sessions: int
     precision: str = "fp32"
     streams: int = 0  # open gRPC streams (admitted, with or without a session); 0 from an older edge
+    max_sessions: int = 0  # the edge's --max-sessions; 0 when it did not say
 
     @classmethod
     def from_reply(cls, d: Any) -> "EdgeInfo":
@@ -150,7 +151,7 @@ class EdgeInfo:
                 raise ValueError(precision)
             return cls(str(d["model"]), str(d["fp"]), int(d["L"]), (int(d["layers"][0]), int(d["layers"][1])),
                        bool(d["embed"]), bool(d["head"]), int(d["sessions"]), precision,
-                       int(d.get("streams", 0)))
+                       int(d.get("streams", 0)), int(d.get("max_sessions", 0)))
         except (KeyError, TypeError, ValueError, IndexError):
             raise ExecutorError(f"the edge's handshake reply is malformed: {d!r:.200}") from None
 
@@ -366,8 +367,10 @@ class UEClient:
             self.handshake()
 
     # -- the edge ------------------------------------------------------------------------
-    def handshake(self, timeout_s: float = 5.0) -> EdgeInfo:
-        """Check the edge runs the same model and holds what this UE will ask of it."""
+    def handshake(self, timeout_s: float = 5.0, *, require_capacity: bool = False) -> EdgeInfo:
+        """Check the edge runs the same model and holds what this UE will ask of it (and, with
+        ``require_capacity``, that it has a session free: the health check of an edge marked down
+        as busy must not pass while it is still full)."""
         info = self.conn.hello(timeout_s)
         if info.fingerprint != self.loaded.fingerprint:
             raise ExecutorError(
@@ -378,6 +381,9 @@ class UEClient:
         if info.layers[1] != info.num_layers or not info.head:
             raise ExecutorError(f"the edge holds layers [{info.layers[0]}, {info.layers[1]}) head={info.head}; "
                                 "it must hold the layers up to L and the head")
+        if require_capacity and info.max_sessions and info.sessions >= info.max_sessions:
+            raise ExecutorError(f"edge {self.conn.address} is busy: {info.sessions} of {info.max_sessions} "
+                                "sessions open")
         self.edge_info = info
         self.edge_error = None
         self._available.set()
@@ -404,7 +410,7 @@ class UEClient:
     def _check_health(self) -> None:
         while not self._stop.is_set() and not self._available.is_set():
             try:
-                self.handshake(timeout_s=self.health_interval_s)
+                self.handshake(timeout_s=self.health_interval_s, require_capacity=True)
                 log.info("edge %s is back", self.conn.address)
                 return
             except ExecutorError as e:  # still down (or up with another model: a mismatch stays down)

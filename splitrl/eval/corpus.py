@@ -1,7 +1,9 @@
 """The WikiText-2 raw test corpus: located, checksum-verified, tokenised once.
 
 Default path: ``../shared/data/wikitext-2-raw/wiki.test.raw`` relative to the repository (override
-with the ``path`` argument or ``$SPLITRL_WIKITEXT``). The file is never copied into the repo.
+with the ``path`` argument, ``--corpus`` or ``$SPLITRL_WIKITEXT``). The file is user data: it is never
+copied into the repo nor shipped in the wheel, so an installed package (no checkout around it)
+needs ``$SPLITRL_WIKITEXT`` or ``--corpus``; the not-found error says so.
 Online users without the file can pass ``source="datasets"`` to fetch it with the ``datasets`` library.
 """
 from __future__ import annotations
@@ -12,12 +14,15 @@ from pathlib import Path
 
 import torch
 
+from splitrl.errors import UsageError
+from splitrl.resources import checkout_root
+
 WIKITEXT2_TEST_SHA256 = "4f3e427e4aff23acff917a8a51aeae21bf12832256e26914c8fc250dcef4103c"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WIKITEXT_PATH = _REPO_ROOT.parent / "shared" / "data" / "wikitext-2-raw" / "wiki.test.raw"
 
 
-class CorpusError(ValueError):
+class CorpusError(UsageError):
     """The corpus file is missing or is not the expected WikiText-2 test split."""
 
 
@@ -47,8 +52,13 @@ def load_wikitext2_test(path: str | os.PathLike | None = None, *, source: str = 
         raise CorpusError(f"corpus source must be 'file' or 'datasets', got {source!r}")
     p = wikitext_path(path)
     if not p.is_file():
+        # An installed wheel has no checkout, so its default path is never there: say what it is.
+        default = ""
+        if p == DEFAULT_WIKITEXT_PATH:
+            default = (" (the default, ../shared/data/... beside a checkout)" if checkout_root() is not None
+                       else " (the default beside a checkout; this splitrl is installed without one)")
         raise CorpusError(
-            f"WikiText-2 test file not found at {p}. Point to it with --corpus PATH or "
+            f"WikiText-2 test file not found at {p}{default}. Point to it with --corpus PATH or "
             f"SPLITRL_WIKITEXT=PATH, or (online) use --corpus-source datasets"
         )
     raw = p.read_bytes()

@@ -31,6 +31,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -398,12 +399,32 @@ def load_model(
     """
     check_precision(precision)
     check_transformers_version()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     cache = Path(cache_dir) if cache_dir is not None else None
     path = Path(name_or_path).expanduser()
     codes = gguf = None
     partial = layers is not None or not embed or not head
+    keep_for = _keep_for(partial, layers, embed, head)
+    if name_or_path in TINY_MODELS:
+        model, tokenizer, source, fingerprint = _load_tiny(name_or_path, seed, dtype, keep_for)
+    elif name_or_path == DEFAULT_MODEL or (path.is_file() and path.suffix == ".gguf"):
+        gguf = smollm2_gguf_path() if name_or_path == DEFAULT_MODEL else path
+        codes = _gguf_codes(gguf, precision, layers)
+        model, tokenizer, source, fingerprint = _load_gguf(
+            gguf, cache, dtype, keep_for if partial else None, _streaming_quantiser(precision, codes))
+    elif path.is_dir():
+        model, tokenizer, source, fingerprint = _load_dir(path, dtype, keep_for, precision)
+    elif name_or_path.count("/") == 1 and not path.exists():
+        model, tokenizer, source, fingerprint = _load_hub(name_or_path, dtype, keep_for)
+    else:
+        raise ModelNotFoundError(
+            f"unknown model {name_or_path!r}: use one of {', '.join(NAMED_MODELS)}, "
+            "a local Hugging Face directory, a .gguf file, or a hub id org/name"
+        )
+    return _wrap(name_or_path, model, tokenizer, source, fingerprint, attn_implementation, precision, codes, gguf)
+
+
+def _keep_for(partial: bool, layers: tuple[int, int] | None, embed: bool, head: bool) -> Callable:
+    """``keep_for(config)``: the predicate of the tensors a partial load keeps (None when it keeps all)."""
 
     def keep_for(config) -> object:
         if not partial:
@@ -411,47 +432,56 @@ def load_model(
         n = int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer"))
         return _keep_predicate(config.model_type, n, layers, embed, head, bool(getattr(config, "tie_word_embeddings", False)))
 
-    if name_or_path in TINY_MODELS:
-        model, tokenizer = tiny_model(name_or_path, seed=seed, dtype=dtype)
-        source = f"random init (seed {seed})"
-        import hashlib
+    return keep_for
 
-        fingerprint = hashlib.sha256(
-            f"{name_or_path}|seed={seed}|{model.config.to_json_string(use_diff=False)}".encode()).hexdigest()
-        if partial:
-            _drop_unkept(model, keep_for(model.config))
-    elif name_or_path == DEFAULT_MODEL or (path.is_file() and path.suffix == ".gguf"):
-        gguf = smollm2_gguf_path() if name_or_path == DEFAULT_MODEL else path
-        codes = _gguf_codes(gguf, precision, layers)
-        model, tokenizer, source, fingerprint = _load_gguf(
-            gguf, cache, dtype, keep_for if partial else None, _streaming_quantiser(precision, codes))
-    elif path.is_dir():
-        from transformers import AutoConfig
 
-        model = _from_dir(path, dtype, keep_for(AutoConfig.from_pretrained(path)), _streaming_quantiser(precision))
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        source = str(path)
-        fingerprint = _dir_fingerprint(path)
-    elif name_or_path.count("/") == 1 and not path.exists():
-        try:
-            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        except OSError as e:
-            raise ModelNotFoundError(
-                f"could not load hub model {name_or_path!r} (offline, or no such repo): {e}. "
-                f"Named models: {', '.join(NAMED_MODELS)}; or pass a local directory or .gguf file"
-            ) from e
-        source = f"hub:{name_or_path}"
-        import hashlib
+def _load_tiny(name: str, seed: int, dtype: torch.dtype, keep_for: Callable):
+    """A tiny random model: (model, tokenizer, source, fingerprint of name, seed and config)."""
+    import hashlib
 
-        fingerprint = hashlib.sha256(f"hub:{name_or_path}|{getattr(model.config, '_commit_hash', '')}".encode()).hexdigest()
-        if partial:
-            _drop_unkept(model, keep_for(model.config))
-    else:
+    model, tokenizer = tiny_model(name, seed=seed, dtype=dtype)
+    source = f"random init (seed {seed})"
+    fingerprint = hashlib.sha256(
+        f"{name}|seed={seed}|{model.config.to_json_string(use_diff=False)}".encode()).hexdigest()
+    keep = keep_for(model.config)
+    if keep is not None:
+        _drop_unkept(model, keep)
+    return model, tokenizer, source, fingerprint
+
+
+def _load_dir(path: Path, dtype: torch.dtype, keep_for: Callable, precision: str):
+    """A local Hugging Face directory, quantised layer by layer while loading: (model, tokenizer, source, fingerprint)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    model = _from_dir(path, dtype, keep_for(AutoConfig.from_pretrained(path)), _streaming_quantiser(precision))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer, str(path), _dir_fingerprint(path)
+
+
+def _load_hub(name: str, dtype: torch.dtype, keep_for: Callable):
+    """A hub id ``org/name`` (online only): (model, tokenizer, source, fingerprint of the id and commit)."""
+    import hashlib
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as e:
         raise ModelNotFoundError(
-            f"unknown model {name_or_path!r}: use one of {', '.join(NAMED_MODELS)}, "
-            "a local Hugging Face directory, a .gguf file, or a hub id org/name"
-        )
+            f"could not load hub model {name!r} (offline, or no such repo): {e}. "
+            f"Named models: {', '.join(NAMED_MODELS)}; or pass a local directory or .gguf file"
+        ) from e
+    fingerprint = hashlib.sha256(f"hub:{name}|{getattr(model.config, '_commit_hash', '')}".encode()).hexdigest()
+    keep = keep_for(model.config)
+    if keep is not None:
+        _drop_unkept(model, keep)
+    return model, tokenizer, f"hub:{name}", fingerprint
+
+
+def _wrap(name_or_path: str, model, tokenizer, source: str, fingerprint: str, attn_implementation: str | None,
+          precision: str, codes, gguf: Path | None) -> LoadedModel:
+    """Eval mode, no grads, the precision applied and the `DecoderView` built: the `LoadedModel`."""
     if attn_implementation is not None and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(attn_implementation)
     model.eval()

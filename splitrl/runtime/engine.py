@@ -215,15 +215,7 @@ class SplitRuntime:
         link_list = self.links_for(partition, links)
         for link in {id(l): l for l in link_list}.values():
             link.reset_stats()
-        input_ids = self.encode(prompt) if isinstance(prompt, str) else prompt
-        if input_ids.dim() != 2 or input_ids.shape[0] != 1:
-            raise ValueError(f"prompt token ids must have shape [1, T], got {tuple(input_ids.shape)}")
-        input_ids = input_ids.to(self.view.device)
-        if self.view.max_positions and input_ids.shape[1] + max_new_tokens > self.view.max_positions:
-            raise ValueError(
-                f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
-                f"the model's {self.view.max_positions} positions"
-            )
+        input_ids = self._prompt_ids(prompt, max_new_tokens)  # [1, T]
         sampling = sampling or SamplingConfig()
         eos = getattr(self.view.config, "eos_token_id", None)
         eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) if eos is not None else set()
@@ -235,23 +227,48 @@ class SplitRuntime:
         )
         try:
             session.open()
-            t_start = time.perf_counter()
-            token = session.pass_through(input_ids, "prefill", 0)
-            t_first = time.perf_counter()
-            generated = [int(token.item())]
-            if on_token:
-                on_token(generated[-1])
-            for step in range(1, max_new_tokens):
-                if stop_at_eos and generated[-1] in eos_ids:
-                    break
-                token = session.pass_through(token.view(1, 1).to(self.view.device), "decode", step)
-                generated.append(int(token.item()))
-                if on_token:
-                    on_token(generated[-1])
-            t_end = time.perf_counter()
+            generated, times = self._decode(session, input_ids, max_new_tokens,
+                                            eos_ids if stop_at_eos else set(), on_token)
         finally:
             session.close()
+        report = self._report(partition, link_list, session, int(input_ids.shape[1]), generated, *times)
+        text = self.tokenizer.decode(generated, skip_special_tokens=True) if self.tokenizer is not None else ""
+        return GenerationResult(token_ids=generated, text=text, report=report)
 
+    def _prompt_ids(self, prompt: str | torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """The prompt as token ids ``[1, T]`` on the model's device, checked against its positions."""
+        input_ids = self.encode(prompt) if isinstance(prompt, str) else prompt
+        if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+            raise ValueError(f"prompt token ids must have shape [1, T], got {tuple(input_ids.shape)}")
+        input_ids = input_ids.to(self.view.device)
+        if self.view.max_positions and input_ids.shape[1] + max_new_tokens > self.view.max_positions:
+            raise ValueError(
+                f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
+                f"the model's {self.view.max_positions} positions"
+            )
+        return input_ids
+
+    def _decode(self, session: _Session, input_ids: torch.Tensor, max_new_tokens: int, stop_ids: set[int],
+                on_token: Callable[[int], None] | None) -> tuple[list[int], tuple[float, float, float]]:
+        """Prefill then decode token by token; the tokens and the start / first-token / end times."""
+        t_start = time.perf_counter()
+        token = session.pass_through(input_ids, "prefill", 0)
+        t_first = time.perf_counter()
+        generated = [int(token.item())]
+        if on_token:
+            on_token(generated[-1])
+        for step in range(1, max_new_tokens):
+            if generated[-1] in stop_ids:
+                break
+            token = session.pass_through(token.view(1, 1).to(self.view.device), "decode", step)  # [1, 1]
+            generated.append(int(token.item()))
+            if on_token:
+                on_token(generated[-1])
+        return generated, (t_start, t_first, time.perf_counter())
+
+    def _report(self, partition: Partition, link_list: list[Link], session: _Session, prompt_tokens: int,
+                generated: list[int], t_start: float, t_first: float, t_end: float) -> RequestReport:
+        """The `RequestReport` of a finished request: bytes per cut from the links' transfers, times, fallbacks."""
         n_cuts = len(partition.cuts)
         total = [0] * n_cuts
         prefill = [0] * n_cuts
@@ -262,10 +279,10 @@ class SplitRuntime:
                     prefill[t.boundary] += t.nbytes
         return_bytes = token_id_bytes(self.view.vocab_size) if partition.head_segment != 0 else 0
         decode_s = t_end - t_first
-        report = RequestReport(
+        return RequestReport(
             cuts=list(partition.cuts),
             roles=[s.role for s in partition.segments()],
-            prompt_tokens=int(input_ids.shape[1]),
+            prompt_tokens=prompt_tokens,
             new_tokens=len(generated),
             bytes_per_boundary=total,
             prefill_bytes_per_boundary=prefill,
@@ -277,8 +294,6 @@ class SplitRuntime:
             decode_tokens_per_s=(len(generated) - 1) / decode_s if decode_s > 0 and len(generated) > 1 else 0.0,
             fallback_segments=sorted(session.fell_back),
         )
-        text = self.tokenizer.decode(generated, skip_special_tokens=True) if self.tokenizer is not None else ""
-        return GenerationResult(token_ids=generated, text=text, report=report)
 
 
 class _Session:

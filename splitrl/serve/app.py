@@ -90,24 +90,274 @@ class _Cancelled(Exception):
     """Raised from the token callback when the client of a stream went away: ends the generation."""
 
 
-def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens_limit: int = 512,
-               default_max_tokens: int = 16, sinks: Sequence[Any] = (), max_body_bytes: int = 1 << 20):
-    """The FastAPI app serving ``server``'s model as ``model_name`` behind bearer ``token``."""
-    from fastapi import FastAPI
-    from fastapi.exceptions import RequestValidationError
+class _AppState:
+    """What the routes share: the server, its tokenizer and model view, the limits, the token and the sinks."""
+
+    def __init__(self, server: RequestServer, *, token: str, model_name: str, max_tokens_limit: int,
+                 default_max_tokens: int, sinks: Sequence[Any], max_body_bytes: int) -> None:
+        self.server, self.backend = server, server.backend
+        self.tokenizer, self.view = self.backend.tokenizer, self.backend.view
+        eos = getattr(self.view.config, "eos_token_id", None)
+        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) if eos is not None else set()
+        self.expected = token.encode()
+        self.model_name = model_name
+        self.max_tokens_limit, self.default_max_tokens = max_tokens_limit, default_max_tokens
+        self.sinks, self.max_body_bytes = sinks, max_body_bytes
+        self.log_lock = threading.Lock()
+        self.sample_seeds = itertools.count(1)
+
+    # -- the door: auth, body, model, schema ---------------------------------------------------
+    def authorize(self, request: Request) -> None:
+        """Refuse a request without the right bearer token (constant-time compare)."""
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise APIError(401, "missing bearer token: send 'Authorization: Bearer <token>'", code="invalid_api_key")
+        if not hmac.compare_digest(given.strip().encode(), self.expected):
+            raise APIError(401, "invalid bearer token", code="invalid_api_key")
+
+    async def json_body(self, request: Request) -> dict[str, Any]:
+        """The request body as a JSON object, within ``max_body_bytes``."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise APIError(413, f"request body over {self.max_body_bytes} bytes")
+        raw = await request.body()
+        if len(raw) > self.max_body_bytes:
+            raise APIError(413, f"request body over {self.max_body_bytes} bytes")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise APIError(400, f"malformed JSON body: {e}") from None
+        except RecursionError:
+            raise APIError(400, "malformed JSON body: nested too deeply") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "the request body must be a JSON object")
+        return body
+
+    def check_model(self, body: dict[str, Any]) -> None:
+        """Refuse a body that names no model or another model than the one served."""
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise APIError(400, "model: required (see /v1/models)", param="model")
+        if model != self.model_name:
+            raise APIError(404, f"model {model!r} does not exist; this server serves {self.model_name!r}",
+                           param="model", code="model_not_found")
+
+    @staticmethod
+    def validated(kind: str, body: dict[str, Any]):
+        """The `splitrl.serve.schema` request, or a 400 naming the field."""
+        try:
+            return validate_request(kind, body)
+        except RequestError as e:
+            raise APIError(400, str(e), param=e.param) from None
+
+    # -- the prompt and the limits that depend on this server -----------------------------------
+    def encode(self, text: str):
+        """The prompt's token ids, ``(1, T)``; a 400 for text that cannot be tokenised or is empty."""
+        try:
+            ids = self.tokenizer(text, return_tensors="pt").input_ids
+        except (UnicodeError, ValueError, TypeError) as e:  # (the schema already refuses lone surrogates)
+            raise APIError(400, f"the prompt cannot be tokenised: {type(e).__name__}", param="prompt") from None
+        if ids.shape[1] == 0:
+            raise APIError(400, "the prompt encodes to zero tokens", param="prompt")
+        return ids
+
+    def chat_prompt(self, messages) -> str:
+        """The prompt text of a chat: the tokenizer's template, or a plain transcript."""
+        norm = [{"role": m.role, "content": m.content} for m in messages]  # validated by the schema
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(norm, add_generation_prompt=True, tokenize=False)
+        # No chat template (base models): a plain transcript ending where the assistant speaks.
+        return "".join(f"{m['role']}: {m['content']}\n" for m in norm) + "assistant:"
+
+    async def prompt_ids(self, text_fn: Callable[[], str]):
+        """Build and tokenise the prompt in a worker thread: a long prompt must not block the event loop."""
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(lambda: self.encode(text_fn()))
+
+    def parse(self, body, prompt_ids) -> _Request:
+        """``body``: a validated `splitrl.serve.schema` request; the limits that depend on this server."""
+        max_tokens = body.requested_max_tokens
+        max_tokens = self.default_max_tokens if max_tokens is None else max_tokens
+        if max_tokens > self.max_tokens_limit:
+            raise APIError(400, f"max_tokens {max_tokens} exceeds this server's limit of {self.max_tokens_limit}",
+                           param="max_tokens", code="context_length_exceeded")
+        n_prompt = int(prompt_ids.shape[1])
+        max_positions = self.view.max_positions
+        if max_positions and n_prompt + max_tokens > max_positions:
+            raise APIError(400, f"this model's maximum context length is {max_positions} tokens; the prompt has "
+                           f"{n_prompt} and max_tokens is {max_tokens}", param="max_tokens",
+                           code="context_length_exceeded")
+        temperature = 1.0 if body.temperature is None else body.temperature
+        top_p = 1.0 if body.top_p is None else max(body.top_p, MIN_TOP_P)
+        seed = next(self.sample_seeds) if body.seed is None else body.seed
+        # temperature 0 (or below vLLM's epsilon) is greedy, as in the OpenAI API; otherwise sample at the head.
+        sampling = (SamplingConfig() if temperature < GREEDY_BELOW else
+                    SamplingConfig(do_sample=True, temperature=temperature, top_p=top_p, seed=seed))
+        return _Request(prompt_ids, max_tokens, sampling, bool(body.stream), body.include_usage, body.stop_strings)
+
+    # -- generation and the response fields ------------------------------------------------------
+    def run(self, req: _Request, request_id: str, on_token: Callable[[int], None] | None = None):
+        """Serve one request through the controller and log its decision record."""
+        # (the backend closes its sessions, the edge's included, on every exit: a raise from on_token too)
+        result, record = self.server.serve(req.prompt_ids, sampling=req.sampling, max_new_tokens=req.max_tokens,
+                                           stop_at_eos=True, on_token=on_token, request_id=request_id)
+        with self.log_lock:
+            for sink in self.sinks:
+                sink.write(record.to_dict())
+        return result, record
+
+    def finish_reason(self, token_ids: list[int], max_tokens: int, stopped: bool) -> str:
+        """OpenAI's ``finish_reason``: ``stop`` (EOS or a stop string) or ``length``."""
+        if stopped or (token_ids and token_ids[-1] in self.eos_ids):
+            return "stop"
+        return "length" if len(token_ids) >= max_tokens else "stop"
+
+    def figures(self, record: DecisionRecord) -> dict[str, Any]:
+        """The extra ``splitrl`` field for ``record``."""
+        return splitrl_figures(record, self.view.num_layers)
+
+    def chunk(self, kind: str, rid: str, created: int, piece: str | None, finish: str | None, *, first: bool = False,
+              extra: dict | None = None) -> str:
+        """One server-sent event in the OpenAI chunk format."""
+        if kind == "chat":
+            delta: dict[str, Any] = {}
+            if first:
+                delta["role"] = "assistant"
+            if piece is not None:
+                delta["content"] = piece
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            obj = "chat.completion.chunk"
+        else:
+            choice = {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
+            obj = "text_completion"
+        data = {"id": rid, "object": obj, "created": created, "model": self.model_name, "choices": [choice],
+                **(extra or {})}
+        return f"data: {json.dumps(data)}\n\n"
+
+
+def _usage(n_prompt: int, n_new: int) -> dict[str, int]:
+    """OpenAI's ``usage`` object."""
+    return {"prompt_tokens": n_prompt, "completion_tokens": n_new, "total_tokens": n_prompt + n_new}
+
+
+async def _respond(state: _AppState, kind: str, req: _Request):
+    """The response to a validated request: one JSON object, or an event stream."""
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
 
-    if not token:
-        raise ValueError("token: a non-empty bearer token is required")
-    backend = server.backend
-    tokenizer, view = backend.tokenizer, backend.view
-    eos = getattr(view.config, "eos_token_id", None)
-    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) if eos is not None else set()
-    expected = token.encode()
-    log_lock = threading.Lock()
-    sample_seeds = itertools.count(1)
-    app = FastAPI(title="splitrl", description="OpenAI-compatible endpoint in front of the split controller")
+    rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
+    created = int(time.time())
+    n_prompt = int(req.prompt_ids.shape[1])
+    if req.stream:
+        return StreamingResponse(_stream(state, kind, req, rid, created, n_prompt), media_type="text/event-stream")
+    result, record = await run_in_threadpool(state.run, req, rid)
+    text, stopped = _truncate_at_stop(result.text, req.stop)
+    reason = state.finish_reason(result.token_ids, req.max_tokens, stopped)
+    if kind == "chat":
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                  "finish_reason": reason}
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+    return JSONResponse({
+        "id": rid, "object": "chat.completion" if kind == "chat" else "text_completion", "created": created,
+        "model": state.model_name, "choices": [choice], "usage": _usage(n_prompt, len(result.token_ids)),
+        "splitrl": state.figures(record),
+    })
+
+
+_DONE = object()  # the generation thread's last queue item is ``(_DONE, (result, record) or the exception)``
+
+
+def _start_generation(state: _AppState, req: _Request, rid: str, loop, queue: asyncio.Queue,
+                      gone: threading.Event) -> None:
+    """Generate in a thread that puts each token id, then ``(_DONE, outcome)``, on ``queue``."""
+
+    def on_token(t: int) -> None:
+        if gone.is_set():
+            raise _Cancelled(f"request {rid}: the client disconnected")
+        loop.call_soon_threadsafe(queue.put_nowait, t)
+
+    def work() -> None:
+        try:
+            out = state.run(req, rid, on_token=on_token)
+        except Exception as e:  # reported in the stream: the HTTP status is already sent
+            out = e
+        if not gone.is_set():
+            loop.call_soon_threadsafe(queue.put_nowait, (_DONE, out))
+
+    threading.Thread(target=work, name=f"serve-{rid}", daemon=True).start()
+
+
+def _sendable(tokenizer, ids: list[int], stop: Sequence[str]) -> tuple[str | None, bool]:
+    """The text of ``ids`` a stream may send now (None: wait for the next token), and whether a stop string hit."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if text.endswith("\ufffd"):
+        return None, False  # an incomplete UTF-8 sequence: wait for the next token
+    text, stopped = _truncate_at_stop(text, stop)
+    if not stopped:  # hold back what could still become a stop string
+        text = text[:len(text) - _held_back(text, stop)]
+    return text, stopped
+
+
+async def _stream(state: _AppState, kind: str, req: _Request, rid: str, created: int, n_prompt: int):
+    """The server-sent events of a streamed answer; closing the generator stops the generation."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    gone = threading.Event()  # the client went away: stop generating at the next token
+    try:
+        _start_generation(state, req, rid, loop, queue, gone)
+        ids: list[int] = []
+        sent = ""
+        stopped = False
+        if kind == "chat":
+            yield state.chunk(kind, rid, created, "", None, first=True)
+        while True:
+            item = await queue.get()
+            if isinstance(item, tuple) and item and item[0] is _DONE:
+                outcome = item[1]
+                break
+            ids.append(int(item))
+            if stopped:
+                continue
+            text, stopped = _sendable(state.tokenizer, ids, req.stop)
+            if text is not None and len(text) > len(sent):
+                yield state.chunk(kind, rid, created, text[len(sent):], None)
+                sent = text
+        for event in _stream_end(state, kind, req, rid, created, n_prompt, outcome, sent, stopped):
+            yield event
+    finally:  # normal end, or the client disconnected (the generator is closed / cancelled)
+        gone.set()
+
+
+def _stream_end(state: _AppState, kind: str, req: _Request, rid: str, created: int, n_prompt: int, outcome,
+                sent: str, stopped: bool):
+    """The last events of a stream: the unsent rest, the finish reason and figures, usage, ``[DONE]``."""
+    if isinstance(outcome, Exception):
+        err = APIError(500, f"generation failed: {type(outcome).__name__}: {outcome}".splitlines()[0],
+                       type="server_error")
+        yield f"data: {json.dumps(err.body())}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    result, record = outcome
+    text, _ = _truncate_at_stop(result.text, req.stop)
+    if len(text) > len(sent) and not stopped:
+        yield state.chunk(kind, rid, created, text[len(sent):], None)
+    reason = state.finish_reason(result.token_ids, req.max_tokens, stopped)
+    yield state.chunk(kind, rid, created, None, reason, extra={"splitrl": state.figures(record)})
+    if req.include_usage:
+        data = {"id": rid, "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
+                "created": created, "model": state.model_name, "choices": [],
+                "usage": _usage(n_prompt, len(result.token_ids))}
+        yield f"data: {json.dumps(data)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def _add_error_handlers(app) -> None:
+    """Answer `APIError`, schema errors and anything unexpected as the OpenAI error object."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
 
     @app.exception_handler(APIError)
     async def _api_error(_request, exc: APIError):
@@ -122,204 +372,10 @@ def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens
         err = APIError(500, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0], type="server_error")
         return JSONResponse(err.body(), status_code=500)
 
-    def authorize(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise APIError(401, "missing bearer token: send 'Authorization: Bearer <token>'", code="invalid_api_key")
-        if not hmac.compare_digest(given.strip().encode(), expected):
-            raise APIError(401, "invalid bearer token", code="invalid_api_key")
 
-    async def json_body(request: Request) -> dict[str, Any]:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body_bytes:
-            raise APIError(413, f"request body over {max_body_bytes} bytes")
-        raw = await request.body()
-        if len(raw) > max_body_bytes:
-            raise APIError(413, f"request body over {max_body_bytes} bytes")
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise APIError(400, f"malformed JSON body: {e}") from None
-        except RecursionError:
-            raise APIError(400, "malformed JSON body: nested too deeply") from None
-        if not isinstance(body, dict):
-            raise APIError(400, "the request body must be a JSON object")
-        return body
-
-    def check_model(body: dict[str, Any]) -> None:
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise APIError(400, "model: required (see /v1/models)", param="model")
-        if model != model_name:
-            raise APIError(404, f"model {model!r} does not exist; this server serves {model_name!r}",
-                           param="model", code="model_not_found")
-
-    def encode(text: str):
-        try:
-            ids = tokenizer(text, return_tensors="pt").input_ids
-        except (UnicodeError, ValueError, TypeError) as e:  # (the schema already refuses lone surrogates)
-            raise APIError(400, f"the prompt cannot be tokenised: {type(e).__name__}", param="prompt") from None
-        if ids.shape[1] == 0:
-            raise APIError(400, "the prompt encodes to zero tokens", param="prompt")
-        return ids
-
-    def validated(kind: str, body: dict[str, Any]):
-        try:
-            return validate_request(kind, body)
-        except RequestError as e:
-            raise APIError(400, str(e), param=e.param) from None
-
-    def parse(body, prompt_ids) -> _Request:
-        """``body``: a validated `splitrl.serve.schema` request; the limits that depend on this server."""
-        max_tokens = body.requested_max_tokens
-        max_tokens = default_max_tokens if max_tokens is None else max_tokens
-        if max_tokens > max_tokens_limit:
-            raise APIError(400, f"max_tokens {max_tokens} exceeds this server's limit of {max_tokens_limit}",
-                           param="max_tokens", code="context_length_exceeded")
-        n_prompt = int(prompt_ids.shape[1])
-        if view.max_positions and n_prompt + max_tokens > view.max_positions:
-            raise APIError(400, f"this model's maximum context length is {view.max_positions} tokens; the prompt has "
-                           f"{n_prompt} and max_tokens is {max_tokens}", param="max_tokens",
-                           code="context_length_exceeded")
-        temperature = 1.0 if body.temperature is None else body.temperature
-        top_p = 1.0 if body.top_p is None else max(body.top_p, MIN_TOP_P)
-        seed = next(sample_seeds) if body.seed is None else body.seed
-        # temperature 0 (or below vLLM's epsilon) is greedy, as in the OpenAI API; otherwise sample at the head.
-        sampling = (SamplingConfig() if temperature < GREEDY_BELOW else
-                    SamplingConfig(do_sample=True, temperature=temperature, top_p=top_p, seed=seed))
-        return _Request(prompt_ids, max_tokens, sampling, bool(body.stream), body.include_usage, body.stop_strings)
-
-    def log(record: DecisionRecord) -> None:
-        with log_lock:
-            for sink in sinks:
-                sink.write(record.to_dict())
-
-    def run(req: _Request, request_id: str, on_token: Callable[[int], None] | None = None):
-        # (the backend closes its sessions, the edge's included, on every exit: a raise from on_token too)
-        result, record = server.serve(req.prompt_ids, sampling=req.sampling, max_new_tokens=req.max_tokens,
-                                      stop_at_eos=True, on_token=on_token, request_id=request_id)
-        log(record)
-        return result, record
-
-    def finish_reason(token_ids: list[int], max_tokens: int, stopped: bool) -> str:
-        if stopped or (token_ids and token_ids[-1] in eos_ids):
-            return "stop"
-        return "length" if len(token_ids) >= max_tokens else "stop"
-
-    def usage(n_prompt: int, n_new: int) -> dict[str, int]:
-        return {"prompt_tokens": n_prompt, "completion_tokens": n_new, "total_tokens": n_prompt + n_new}
-
-    def chunk(kind: str, rid: str, created: int, piece: str | None, finish: str | None, *, first: bool = False,
-              extra: dict | None = None) -> str:
-        if kind == "chat":
-            delta: dict[str, Any] = {}
-            if first:
-                delta["role"] = "assistant"
-            if piece is not None:
-                delta["content"] = piece
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            obj = "chat.completion.chunk"
-        else:
-            choice = {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
-            obj = "text_completion"
-        data = {"id": rid, "object": obj, "created": created, "model": model_name, "choices": [choice], **(extra or {})}
-        return f"data: {json.dumps(data)}\n\n"
-
-    async def respond(kind: str, req: _Request):
-        rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
-        created = int(time.time())
-        n_prompt = int(req.prompt_ids.shape[1])
-        if not req.stream:
-            result, record = await run_in_threadpool(run, req, rid)
-            text, stopped = _truncate_at_stop(result.text, req.stop)
-            reason = finish_reason(result.token_ids, req.max_tokens, stopped)
-            if kind == "chat":
-                choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                          "finish_reason": reason}
-            else:
-                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
-            return JSONResponse({
-                "id": rid, "object": "chat.completion" if kind == "chat" else "text_completion", "created": created,
-                "model": model_name, "choices": [choice], "usage": usage(n_prompt, len(result.token_ids)),
-                "splitrl": splitrl_figures(record, view.num_layers),
-            })
-        return StreamingResponse(stream(kind, req, rid, created, n_prompt), media_type="text/event-stream")
-
-    async def stream(kind: str, req: _Request, rid: str, created: int, n_prompt: int):
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        done = object()
-        gone = threading.Event()  # the client went away: stop generating at the next token
-
-        def on_token(t: int) -> None:
-            if gone.is_set():
-                raise _Cancelled(f"request {rid}: the client disconnected")
-            loop.call_soon_threadsafe(queue.put_nowait, t)
-
-        def work() -> None:
-            try:
-                out = run(req, rid, on_token=on_token)
-            except Exception as e:  # reported in the stream: the HTTP status is already sent
-                out = e
-            if not gone.is_set():
-                loop.call_soon_threadsafe(queue.put_nowait, (done, out))
-
-        try:
-            threading.Thread(target=work, name=f"serve-{rid}", daemon=True).start()
-            ids: list[int] = []
-            sent = ""
-            stopped = False
-            if kind == "chat":
-                yield chunk(kind, rid, created, "", None, first=True)
-            while True:
-                item = await queue.get()
-                if isinstance(item, tuple) and item and item[0] is done:
-                    outcome = item[1]
-                    break
-                ids.append(int(item))
-                if stopped:
-                    continue
-                text = tokenizer.decode(ids, skip_special_tokens=True)
-                if text.endswith("\ufffd"):
-                    continue  # an incomplete UTF-8 sequence: wait for the next token
-                text, stopped = _truncate_at_stop(text, req.stop)
-                if not stopped:  # hold back what could still become a stop string
-                    text = text[:len(text) - _held_back(text, req.stop)]
-                if len(text) > len(sent):
-                    yield chunk(kind, rid, created, text[len(sent):], None)
-                    sent = text
-            if isinstance(outcome, Exception):
-                err = APIError(500, f"generation failed: {type(outcome).__name__}: {outcome}".splitlines()[0],
-                               type="server_error")
-                yield f"data: {json.dumps(err.body())}\n\n"
-                yield "data: [DONE]\n\n"
-                return
-            result, record = outcome
-            text, _ = _truncate_at_stop(result.text, req.stop)
-            if len(text) > len(sent) and not stopped:
-                yield chunk(kind, rid, created, text[len(sent):], None)
-            reason = finish_reason(result.token_ids, req.max_tokens, stopped)
-            yield chunk(kind, rid, created, None, reason, extra={"splitrl": splitrl_figures(record, view.num_layers)})
-            if req.include_usage:
-                data = {"id": rid, "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
-                        "created": created, "model": model_name, "choices": [],
-                        "usage": usage(n_prompt, len(result.token_ids))}
-                yield f"data: {json.dumps(data)}\n\n"
-            yield "data: [DONE]\n\n"
-        finally:  # normal end, or the client disconnected (the generator is closed / cancelled)
-            gone.set()
-
-    def chat_prompt(messages) -> str:
-        norm = [{"role": m.role, "content": m.content} for m in messages]  # validated by the schema
-        if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(norm, add_generation_prompt=True, tokenize=False)
-        # No chat template (base models): a plain transcript ending where the assistant speaks.
-        return "".join(f"{m['role']}: {m['content']}\n" for m in norm) + "assistant:"
-
-    async def prompt_ids(text_fn: Callable[[], str]):
-        """Build and tokenise the prompt in a worker thread: a long prompt must not block the event loop."""
-        return await run_in_threadpool(lambda: encode(text_fn()))
+def _add_info_routes(app, state: _AppState) -> None:
+    """``/health`` (no token), ``/v1/models`` and ``/v1/models/{model_id}``."""
+    backend, server, model_name = state.backend, state.server, state.model_name
 
     @app.get("/health")
     async def health():
@@ -331,31 +387,51 @@ def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens
 
     @app.get("/v1/models")
     async def models(request: Request):
-        authorize(request)
+        state.authorize(request)
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "splitrl"}]}
 
     @app.get("/v1/models/{model_id}")
     async def model(model_id: str, request: Request):
-        authorize(request)
+        state.authorize(request)
         if model_id != model_name:
             raise APIError(404, f"model {model_id!r} does not exist; this server serves {model_name!r}",
                            param="model", code="model_not_found")
         return {"id": model_name, "object": "model", "created": 0, "owned_by": "splitrl"}
 
+
+def _add_completion_routes(app, state: _AppState) -> None:
+    """``/v1/completions`` and ``/v1/chat/completions``."""
+
+    async def admitted(kind: str, request: Request):
+        """The validated request body of an authorised request for this server's model."""
+        state.authorize(request)
+        body = await state.json_body(request)
+        state.check_model(body)
+        return state.validated(kind, body)
+
     @app.post("/v1/completions")
     async def completions(request: Request):
-        authorize(request)
-        body = await json_body(request)
-        check_model(body)
-        req = validated("completion", body)
-        return await respond("completion", parse(req, await prompt_ids(lambda: req.prompt)))
+        req = await admitted("completion", request)
+        return await _respond(state, "completion", state.parse(req, await state.prompt_ids(lambda: req.prompt)))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        authorize(request)
-        body = await json_body(request)
-        check_model(body)
-        req = validated("chat", body)
-        return await respond("chat", parse(req, await prompt_ids(lambda: chat_prompt(req.messages))))
+        req = await admitted("chat", request)
+        prompt_ids = await state.prompt_ids(lambda: state.chat_prompt(req.messages))
+        return await _respond(state, "chat", state.parse(req, prompt_ids))
 
+
+def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens_limit: int = 512,
+               default_max_tokens: int = 16, sinks: Sequence[Any] = (), max_body_bytes: int = 1 << 20):
+    """The FastAPI app serving ``server``'s model as ``model_name`` behind bearer ``token``."""
+    from fastapi import FastAPI
+
+    if not token:
+        raise ValueError("token: a non-empty bearer token is required")
+    state = _AppState(server, token=token, model_name=model_name, max_tokens_limit=max_tokens_limit,
+                      default_max_tokens=default_max_tokens, sinks=sinks, max_body_bytes=max_body_bytes)
+    app = FastAPI(title="splitrl", description="OpenAI-compatible endpoint in front of the split controller")
+    _add_error_handlers(app)
+    _add_info_routes(app, state)
+    _add_completion_routes(app, state)
     return app

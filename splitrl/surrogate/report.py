@@ -51,14 +51,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from splitrl.plotting import pyplot, save_figure
+from splitrl.resources import results_dir
 from splitrl.surrogate.acquisition import STRATEGIES, RewardModel, run_acquisition, table_oracle
 from splitrl.surrogate.base import SURROGATE_KINDS, Surrogate, make_surrogate
 from splitrl.surrogate.features import FeatureSpec, cut_statistics
@@ -66,7 +69,7 @@ from splitrl.surrogate.features import FeatureSpec, cut_statistics
 __all__ = ["REPORT_HELP", "plot_report", "surrogate_report"]
 
 REPORT_HELP = "fit quality surrogates on a sweep table (random vs active acquisition) and report accuracy and speed"
-RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+RESULTS = results_dir()  # the checkout's benchmarks/results/, or the current directory for an installed wheel
 TARGET_AGREEMENT = 0.90
 TARGET_SPEEDUP = 1e4
 METRICS = ("best_split_agreement", "best_split_agreement_exact", "best_split_agreement_levels", "r2_log_ppl",
@@ -232,6 +235,322 @@ def _log(progress: bool, msg: str) -> None:
         print(f"[surrogate-report {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def _check_arguments(kinds: Sequence[str], strategies: Sequence[str], budget: int, initial: int, batch: int,
+                     holdout: float) -> None:
+    if budget < 1 or initial < 2 or batch < 1:
+        raise ValueError(f"budget must be >= 1, initial >= 2 and batch >= 1, got budget {budget}, initial {initial}, "
+                         f"batch {batch}")
+    unknown = [k for k in kinds if k not in SURROGATE_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"unknown surrogate kinds {unknown}; choose from {', '.join(SURROGATE_KINDS)}")
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not strategies:
+        raise ValueError(f"unknown strategies {bad}; choose from {', '.join(STRATEGIES)}")
+    if not 0 < holdout < 1:
+        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+
+
+@dataclass
+class _Study:
+    """What every run of one report shares: the sweep table, the model, the decision truth and
+    the acquisition settings (``budget`` already capped to the pool)."""
+
+    table_path: Path
+    model: str
+    loaded: Any
+    df: Any
+    transports: list[str]
+    tables: dict
+    rewards: RewardModel
+    levels: np.ndarray
+    s_min: int
+    splits: np.ndarray
+    lo: float
+    hi: float
+    grid: np.ndarray
+    truth: _Truth
+    modulation: str
+    stats: dict | None
+    stats_s: float
+    holdout: float
+    budget: int
+    initial: int
+    batch: int
+    beta: float
+    eval_at: list[int]
+    kind_params: dict[str, dict]
+
+    @property
+    def num_layers(self) -> int:
+        return self.loaded.view.num_layers
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.truth.cells)
+
+    @property
+    def n_held(self) -> int:
+        return int(round(self.holdout * self.n_cells))
+
+    def spec(self, with_stats: bool) -> FeatureSpec:
+        """The surrogates' features, with or without the cut statistics (the ablation)."""
+        stats = self.stats if with_stats else None
+        return FeatureSpec(num_layers=self.num_layers, transports=self.transports, modulation=self.modulation,
+                           snr_range=(self.lo, self.hi), cut_stats=stats["stats"] if stats else {},
+                           cut_stats_source=stats["source"] if stats else {},
+                           ppl_clean={t: tab.ppl_clean for t, tab in self.tables.items()})
+
+    def held_out(self, seed: int) -> np.ndarray:
+        """Seed ``seed``'s random held-out cells (protocol step 1), the same for every kind and strategy."""
+        rng = np.random.default_rng([seed, 7])
+        held = np.zeros(self.n_cells, dtype=bool)
+        held[rng.choice(self.n_cells, size=self.n_held, replace=False)] = True
+        return held
+
+    def surrogate_factory(self, kind: str, spec: FeatureSpec, seed: int) -> Callable[[], Surrogate]:
+        return lambda: make_surrogate(kind, spec, seed=seed, **self.kind_params.get(kind, {}))
+
+    def run(self, kind: str, strategy: str, seed: int, spec: FeatureSpec):
+        """One acquisition run (protocol steps 1-3) scored on the held-out cells at ``eval_at``."""
+        held = self.held_out(seed)
+        pool = [self.truth.cells[i] for i in np.flatnonzero(~held)]
+        return run_acquisition(
+            table_oracle(self.tables, seed=seed), self.budget, strategy, candidates=pool,
+            surrogate_factory=self.surrogate_factory(kind, spec, seed), costs_fn=self.rewards,
+            initial=self.initial, batch=self.batch, seed=seed, beta=self.beta,
+            eval_fn=lambda sur: self.truth.metrics(sur, held), eval_at=self.eval_at)
+
+
+def _open_study(table_path: Path, *, model: str, loaded, holdout: float, tolerance: float, grid_step_db: float,
+                use_cut_stats: bool, stats_tokens: int, budget: int, initial: int, batch: int, beta: float,
+                eval_every: int, kind_params: dict[str, dict] | None, progress: bool) -> _Study:
+    """Read the table, load the model (if not given), build the decision truth and the cut statistics."""
+    from splitrl.envs.split_point import SplitPointConfig, SplitPointTableEnv
+    from splitrl.models import load_model
+    from splitrl.sweep import read_sweep_table
+
+    df = read_sweep_table(table_path)
+    transports = list(dict.fromkeys(df["transport"]))
+    loaded = loaded or load_model(model)
+    envs = {t: SplitPointTableEnv(SplitPointConfig(model=model, transport=t, table=str(table_path)), view=loaded.view)
+            for t in transports}
+    tables = {t: e.table for t, e in envs.items()}
+    rewards = RewardModel(envs)
+    levels = tables[transports[0]].levels
+    s_min = int(envs[transports[0]].config.s_min)
+    splits = np.arange(s_min, loaded.view.num_layers)
+    lo, hi = float(levels.min()), float(levels.max())
+    grid = np.round(np.arange(lo, hi + 1e-9, grid_step_db), 9)
+    truth = _Truth(tables, rewards, splits, levels, grid, tolerance)
+    meta_path = table_path.with_suffix(table_path.suffix + ".meta.json")
+    modulation = json.loads(meta_path.read_text()).get("modulation", "qpsk") if meta_path.is_file() else "qpsk"
+
+    stats, stats_s = None, 0.0
+    if use_cut_stats:
+        t0 = time.perf_counter()
+        stats = cut_statistics(loaded, stats_tokens)
+        stats_s = time.perf_counter() - t0
+        _log(progress, f"cut statistics over {stats_tokens} tokens in {stats_s:.1f} s")
+    n_cells = len(truth.cells)
+    budget = int(min(budget, n_cells - max(1, int(round(holdout * n_cells)))))
+    eval_at = sorted(set([min(initial, budget)] + list(range(eval_every, budget + 1, eval_every)) + [budget]))
+    return _Study(table_path, model, loaded, df, transports, tables, rewards, levels, s_min, splits, lo, hi, grid,
+                  truth, modulation, stats, stats_s, holdout, budget, initial, batch, beta, eval_at, kind_params or {})
+
+
+def _fit_every_kind(study: _Study, spec: FeatureSpec, kinds: Sequence[str], strategies: Sequence[str],
+                    seeds: Sequence[int], progress: bool) -> tuple[dict[str, Any], dict[str, Surrogate], dict[str, float]]:
+    """Protocol steps 1-3 and 5 for every kind x strategy x seed: (per-model results, each kind's
+    surrogate of the first strategy and seed, seconds per kind)."""
+    per_model: dict[str, Any] = {}
+    last_surrogates: dict[str, Surrogate] = {}
+    fit_seconds: dict[str, float] = {}
+    for kind in kinds:
+        per_model[kind] = {}
+        t_kind = time.perf_counter()
+        for strategy in strategies:
+            curves, runs = [], []
+            for seed in seeds:
+                res = study.run(kind, strategy, seed, spec)
+                curves.append(res.curve)
+                runs.append(res.curve[-1])
+                if strategy == strategies[0] and seed == seeds[0]:
+                    last_surrogates[kind] = res.surrogate
+                _log(progress, f"{kind:10s} {strategy:6s} seed {seed}: n={res.real_evaluations} "
+                     f"agree={res.curve[-1]['best_split_agreement']:.3f} r2={res.curve[-1]['r2_log_ppl']:.3f}")
+            per_model[kind][strategy] = {"final": _agg(runs), "curve": _agg_curves(curves), "per_seed_final": runs}
+        fit_seconds[kind] = time.perf_counter() - t_kind
+    return per_model, last_surrogates, fit_seconds
+
+
+def _default_kind(per_model: dict[str, Any], kinds: Sequence[str], strategies: Sequence[str]) -> tuple[str, str]:
+    """(default kind, its strategy): best final agreement with ``active``, ties broken by R^2."""
+    def key(kind):
+        f = per_model[kind].get("active", per_model[kind][strategies[0]])["final"]
+        return (_z(f["best_split_agreement"]["mean"]), _z(f["r2_log_ppl"]["mean"]))
+
+    return max(kinds, key=key), "active" if "active" in strategies else strategies[0]
+
+
+def _heldout_snr(study: _Study, spec: FeatureSpec, kind: str, strategy: str, seeds: Sequence[int],
+                 progress: bool) -> dict[str, Any] | None:
+    """Protocol step 4: re-run ``kind`` with every other interior SNR level never measured, scored
+    there (``None`` when the table has no interior level). Adds the ``heldout`` decisions to the truth."""
+    truth, levels, grid = study.truth, study.levels, study.grid
+    interior = levels[1:-1]
+    held_levels = interior[::2] if len(interior) else levels[:0]
+    if not len(held_levels):
+        return None
+    # decisions on the 1 dB grid wherever the nearest measured level is a held-out one
+    step_lv = float(np.min(np.diff(levels))) if len(levels) > 1 else 1.0
+    near = np.array([g for g in grid if np.min(np.abs(levels - g)) == np.min(np.abs(held_levels - g))
+                     and np.min(np.abs(held_levels - g)) < step_lv / 2])
+    truth.add_decisions("heldout", near if len(near) else held_levels)
+    at_held = np.isin(np.array([c[2] for c in truth.cells]), held_levels)
+    pool_h = [truth.cells[i] for i in np.flatnonzero(~at_held)]
+    h_runs, h_per_snr = [], []
+    for seed in seeds:
+        res = run_acquisition(
+            table_oracle(study.tables, seed=seed), min(study.budget, len(pool_h)), strategy, candidates=pool_h,
+            surrogate_factory=study.surrogate_factory(kind, spec, seed), costs_fn=study.rewards,
+            initial=study.initial, batch=study.batch, seed=seed, beta=study.beta)
+        agree_h, exact_h, _ = truth.agreement(truth.predicted_quality(res.surrogate.predict, "heldout"), "heldout")
+        h_runs.append({"agreement": agree_h, "exact": exact_h})
+        h_per_snr.append(truth.per_snr(res.surrogate, at_held))
+    blind_h, blind_h_exact, _ = truth.agreement(truth.predicted_quality(lambda c: np.zeros(len(c[1])), "heldout"), "heldout")
+    per_snr_mean = {k: {**h_per_snr[0][k],
+                        "spearman": _nanmean(r[k]["spearman"] for r in h_per_snr),
+                        "rmse_log_ppl": float(np.mean([r[k]["rmse_log_ppl"] for r in h_per_snr]))}
+                    for k in h_per_snr[0]}
+    out = {
+        "levels_db": held_levels.tolist(), "decision_snrs_db": (near if len(near) else held_levels).tolist(),
+        "kind": kind, "strategy": strategy,
+        "decisions": len(truth.decisions["heldout"]), "pool_cells": len(pool_h),
+        "best_split_agreement": float(np.mean([r["agreement"] for r in h_runs])),
+        "best_split_agreement_std": float(np.std([r["agreement"] for r in h_runs])),
+        "best_split_agreement_exact": float(np.mean([r["exact"] for r in h_runs])),
+        "cost_only_agreement": blind_h, "cost_only_agreement_exact": blind_h_exact,
+        "per_snr": per_snr_mean, "per_seed": h_runs,
+    }
+    _log(progress, f"held-out SNR levels {held_levels.tolist()}: agreement {out['best_split_agreement']:.3f} "
+         f"(cost-only {blind_h:.3f})")
+    return out
+
+
+def _timings(study: _Study, surrogates: dict[str, Surrogate], default_kind: str, fit_seconds: dict[str, float], *,
+             measure_real: bool, real_repeats: int, query_repeats: int) -> dict[str, Any]:
+    """Costs: query time per 1,000 predictions and per single prediction vs one real evaluation,
+    the sweep's own cell times and one surrogate-env step."""
+    from splitrl.envs.split_point import SplitPointConfig
+    from splitrl.surrogate.env import SurrogateEnv
+
+    df, s_min, lo = study.df, study.s_min, study.lo
+    qrng = np.random.default_rng(0)
+    qcells = (list(qrng.choice(study.transports, 1000)), qrng.integers(s_min, study.num_layers + 1, 1000),
+              qrng.uniform(lo, study.hi, 1000))
+    timings: dict[str, Any] = {"query_seconds_per_1000": {}, "single_query_seconds": {}}
+    for kind, sur in surrogates.items():
+        sur.predict(qcells)
+        timings["query_seconds_per_1000"][kind] = _median_time(lambda: sur.predict(qcells), query_repeats)
+        one = [(study.transports[0], int(s_min), float(lo))]
+        timings["single_query_seconds"][kind] = _median_time(lambda: sur.predict(one), 5 * query_repeats)
+    timings["fit_and_evaluate_seconds"] = fit_seconds
+    timings["cut_statistics_seconds"] = study.stats_s
+    timings["sweep_cell_median_seconds"] = float(df["seconds"].median()) if "seconds" in df else None
+    real = measure_real_step(study.loaded, study.model, study.transports[0], real_repeats) if measure_real else None
+    if real is not None:
+        try:
+            real["load_average_1min"] = os.getloadavg()[0]
+        except OSError:  # pragma: no cover
+            pass
+    timings["real_step"] = real
+    # The sweep's own real evaluations (1,024 tokens each, timed while the sweep ran): the fastest
+    # cell (few layers after the cut) is a contention-robust lower bound on a real evaluation's cost.
+    timings["sweep_cell_min_seconds"] = float(df["seconds"].min()) if "seconds" in df else None
+    # The surrogate env: one step (predictions for all splits at a fresh SNR each step).
+    senv = SurrogateEnv(surrogates[default_kind], SplitPointConfig(model=study.model, transport=study.transports[0]),
+                        view=study.loaded.view)
+    senv.reset(seed=0)
+    timings["surrogate_env_step_seconds"] = _median_time(lambda: senv.step(0), 20)
+    return timings
+
+
+def _speed_keys(timings: dict[str, Any], default_kind: str) -> dict[str, Any]:
+    """The report's latency and speedup keys of the default kind (``None`` without a real step)."""
+    q1000 = timings["query_seconds_per_1000"][default_kind]
+    q1 = timings["single_query_seconds"][default_kind]
+    real, sweep_min = timings["real_step"], timings["sweep_cell_min_seconds"]
+    return {
+        "single_query_latency_s": q1,
+        "batched_query_latency_per_prediction_s": q1000 / 1000.0,
+        "speedup": real["median_s"] / (q1000 / 1000.0) if real else None,
+        "single_speedup": real["median_s"] / q1 if real else None,
+        "conservative": min(real["all_s"]) / (q1000 / 1000.0) if real else None,  # fastest real step observed
+        "vs_sweep": None if sweep_min is None else sweep_min / (q1000 / 1000.0),
+    }
+
+
+def _protocol(study: _Study, seeds: Sequence[int], tolerance: float, grid_step_db: float) -> dict[str, Any]:
+    return {
+        "table": str(study.table_path), "rows": int(len(study.df)), "transports": study.transports,
+        "levels_db": study.levels.tolist(), "splits": [int(study.splits[0]), int(study.splits[-1])],
+        "cells": study.n_cells, "holdout_fraction": study.holdout, "held_out_cells": study.n_held,
+        "budget": study.budget, "initial": study.initial, "batch": study.batch, "seeds": list(seeds),
+        "beta": study.beta, "tolerance": tolerance, "grid_db": [study.lo, study.hi, grid_step_db],
+        "eval_at": study.eval_at, "reward": "default RewardConfig, analytic costs (SplitPointTableEnv.costs_at)",
+        "description": __doc__.split("Protocol (`surrogate_report`)", 1)[1].split("Costs:", 1)[0].strip(),
+    }
+
+
+def _assemble(study: _Study, spec: FeatureSpec, *, kinds: Sequence[str], seeds: Sequence[int], tolerance: float,
+              grid_step_db: float, per_model: dict[str, Any], default_kind: str, strategy: str,
+              heldout: dict[str, Any] | None, per_snr: dict[str, Any], baselines: dict[str, Any],
+              ablation: dict[str, Any] | None, detail: list, timings: dict[str, Any], t_start: float) -> dict[str, Any]:
+    """The report's keys, in its order (before provenance and `_clean`)."""
+    head = per_model[default_kind][strategy]["final"]
+    speed = _speed_keys(timings, default_kind)
+    return {
+        "heldout_best_split_agreement": None if heldout is None else heldout["best_split_agreement"],
+        "cost_only_agreement": None if heldout is None else heldout["cost_only_agreement"],
+        "heldout_levels_db": None if heldout is None else heldout["levels_db"],
+        "heldout_snr": heldout,
+        "per_snr": per_snr,
+        "single_query_latency_s": speed["single_query_latency_s"],
+        "batched_query_latency_per_prediction_s": speed["batched_query_latency_per_prediction_s"],
+        "best_split_agreement": head["best_split_agreement"]["mean"],
+        "best_split_agreement_std": head["best_split_agreement"]["std"],
+        "best_split_agreement_exact": head["best_split_agreement_exact"]["mean"],
+        "best_split_agreement_levels": head["best_split_agreement_levels"]["mean"],
+        "r2_log_ppl": head["r2_log_ppl"]["mean"],
+        "r2_log_ppl_std": head["r2_log_ppl"]["std"],
+        "spearman_per_snr": head["spearman_per_snr"]["mean"],
+        "spearman_per_snr_nonflat": head["spearman_per_snr_nonflat"]["mean"],
+        "spearman_grid": head["spearman_grid"]["mean"],
+        "real_evaluations": study.budget,
+        "query_speedup_vs_real": speed["speedup"],
+        "single_query_speedup_vs_real": speed["single_speedup"],
+        "query_speedup_vs_fastest_real": speed["conservative"],
+        "query_speedup_vs_fastest_sweep_cell": speed["vs_sweep"],
+        "default_kind": default_kind,
+        "strategy": strategy,
+        "targets": {
+            "best_split_agreement": TARGET_AGREEMENT, "query_speedup_vs_real": TARGET_SPEEDUP,
+            "agreement_met": bool(head["best_split_agreement"]["mean"] >= TARGET_AGREEMENT),
+            "speedup_met": None if speed["speedup"] is None else bool(speed["speedup"] >= TARGET_SPEEDUP),
+        },
+        "per_model": per_model,
+        "baselines": baselines,
+        "feature_ablation": ablation,
+        "decisions_default_kind_seed0": detail,
+        "timings": timings,
+        "protocol": _protocol(study, seeds, tolerance, grid_step_db),
+        "feature_names": spec.feature_names,
+        "cut_stats": study.stats,
+        "kinds": {k: {"params": {**SURROGATE_KINDS[k].DEFAULTS, **study.kind_params.get(k, {})}} for k in kinds},
+        "runtime_s": time.perf_counter() - t_start,
+    }
+
+
 def surrogate_report(
     table_path: str | Path,
     *,
@@ -265,245 +584,38 @@ def surrogate_report(
     ``loaded`` is the model (`splitrl.models.load_model(model)` if None): its shape feeds the cost
     model, its clean activations the cut statistics, and it runs the real-evaluation timing.
     """
-    import pandas as pd
-
-    from splitrl.envs.split_point import SplitPointConfig, SplitPointTableEnv
-    from splitrl.models import load_model
-
-    from splitrl.sweep import read_sweep_table
-
     t_start = time.perf_counter()
     table_path = Path(table_path)
-    if budget < 1 or initial < 2 or batch < 1:
-        raise ValueError(f"budget must be >= 1, initial >= 2 and batch >= 1, got budget {budget}, initial {initial}, "
-                         f"batch {batch}")
-    unknown = [k for k in kinds if k not in SURROGATE_KINDS]
-    if unknown or not kinds:
-        raise ValueError(f"unknown surrogate kinds {unknown}; choose from {', '.join(SURROGATE_KINDS)}")
-    bad = [s for s in strategies if s not in STRATEGIES]
-    if bad or not strategies:
-        raise ValueError(f"unknown strategies {bad}; choose from {', '.join(STRATEGIES)}")
-    if not 0 < holdout < 1:
-        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
-    df = read_sweep_table(table_path)
-    transports = list(dict.fromkeys(df["transport"]))
-    loaded = loaded or load_model(model)
-    view = loaded.view
-    L = view.num_layers
-    envs = {t: SplitPointTableEnv(SplitPointConfig(model=model, transport=t, table=str(table_path)), view=view)
-            for t in transports}
-    tables = {t: e.table for t, e in envs.items()}
-    rewards = RewardModel(envs)
-    levels = tables[transports[0]].levels
-    s_min = int(envs[transports[0]].config.s_min)
-    splits = np.arange(s_min, L)
-    lo, hi = float(levels.min()), float(levels.max())
-    grid = np.round(np.arange(lo, hi + 1e-9, grid_step_db), 9)
-    truth = _Truth(tables, rewards, splits, levels, grid, tolerance)
-    meta_path = table_path.with_suffix(table_path.suffix + ".meta.json")
-    modulation = json.loads(meta_path.read_text()).get("modulation", "qpsk") if meta_path.is_file() else "qpsk"
-
-    stats, stats_s = None, 0.0
-    if use_cut_stats:
-        t0 = time.perf_counter()
-        stats = cut_statistics(loaded, stats_tokens)
-        stats_s = time.perf_counter() - t0
-        _log(progress, f"cut statistics over {stats_tokens} tokens in {stats_s:.1f} s")
-
-    def make_spec(with_stats: bool) -> FeatureSpec:
-        return FeatureSpec(num_layers=L, transports=transports, modulation=modulation, snr_range=(lo, hi),
-                           cut_stats=stats["stats"] if (with_stats and stats) else {},
-                           cut_stats_source=stats["source"] if (with_stats and stats) else {},
-                           ppl_clean={t: tab.ppl_clean for t, tab in tables.items()})
-
-    spec = make_spec(True)
-    n_cells = len(truth.cells)
-    budget = int(min(budget, n_cells - max(1, int(round(holdout * n_cells)))))
-    eval_at = sorted(set([min(initial, budget)] + list(range(eval_every, budget + 1, eval_every)) + [budget]))
-    kind_params = kind_params or {}
-
-    def run(kind: str, strategy: str, seed: int, sp: FeatureSpec):
-        rng = np.random.default_rng([seed, 7])
-        held = np.zeros(n_cells, dtype=bool)
-        held[rng.choice(n_cells, size=int(round(holdout * n_cells)), replace=False)] = True
-        pool = [truth.cells[i] for i in np.flatnonzero(~held)]
-        res = run_acquisition(
-            table_oracle(tables, seed=seed), budget, strategy, candidates=pool,
-            surrogate_factory=lambda: make_surrogate(kind, sp, seed=seed, **kind_params.get(kind, {})),
-            costs_fn=rewards, initial=initial, batch=batch, seed=seed, beta=beta,
-            eval_fn=lambda sur: truth.metrics(sur, held), eval_at=eval_at)
-        return res
-
-    per_model: dict[str, Any] = {}
-    finals: dict[tuple[str, str], list[dict]] = {}
-    last_surrogates: dict[str, Surrogate] = {}
-    fit_seconds: dict[str, float] = {}
-    for kind in kinds:
-        per_model[kind] = {}
-        t_kind = time.perf_counter()
-        for strategy in strategies:
-            curves, runs = [], []
-            for seed in seeds:
-                res = run(kind, strategy, seed, spec)
-                curves.append(res.curve)
-                runs.append(res.curve[-1])
-                if strategy == strategies[0] and seed == seeds[0]:
-                    last_surrogates[kind] = res.surrogate
-                _log(progress, f"{kind:10s} {strategy:6s} seed {seed}: n={res.real_evaluations} "
-                     f"agree={res.curve[-1]['best_split_agreement']:.3f} r2={res.curve[-1]['r2_log_ppl']:.3f}")
-            finals[(kind, strategy)] = runs
-            per_model[kind][strategy] = {"final": _agg(runs), "curve": _agg_curves(curves), "per_seed_final": runs}
-        fit_seconds[kind] = time.perf_counter() - t_kind
-
-    def key(kind):
-        f = per_model[kind].get("active", per_model[kind][strategies[0]])["final"]
-        return (_z(f["best_split_agreement"]["mean"]), _z(f["r2_log_ppl"]["mean"]))
-
-    default_kind = max(kinds, key=key)
-    best_strategy = "active" if "active" in strategies else strategies[0]
-    head = per_model[default_kind][best_strategy]["final"]
-
-    # Held-out SNR levels (protocol step 4): every other interior level, never measured.
-    interior = levels[1:-1]
-    held_levels = interior[::2] if len(interior) else levels[:0]
-    heldout_out = None
-    if len(held_levels):
-        # decisions on the 1 dB grid wherever the nearest measured level is a held-out one
-        step_lv = float(np.min(np.diff(levels))) if len(levels) > 1 else 1.0
-        near = np.array([g for g in grid if np.min(np.abs(levels - g)) == np.min(np.abs(held_levels - g))
-                         and np.min(np.abs(held_levels - g)) < step_lv / 2])
-        truth.add_decisions("heldout", near if len(near) else held_levels)
-        at_held = np.isin(np.array([c[2] for c in truth.cells]), held_levels)
-        pool_h = [truth.cells[i] for i in np.flatnonzero(~at_held)]
-        h_runs, h_per_snr = [], []
-        for seed in seeds:
-            res = run_acquisition(
-                table_oracle(tables, seed=seed), min(budget, len(pool_h)), best_strategy, candidates=pool_h,
-                surrogate_factory=lambda: make_surrogate(default_kind, spec, seed=seed, **kind_params.get(default_kind, {})),
-                costs_fn=rewards, initial=initial, batch=batch, seed=seed, beta=beta)
-            agree_h, exact_h, _ = truth.agreement(truth.predicted_quality(res.surrogate.predict, "heldout"), "heldout")
-            h_runs.append({"agreement": agree_h, "exact": exact_h})
-            h_per_snr.append(truth.per_snr(res.surrogate, at_held))
-        blind_h, blind_h_exact, _ = truth.agreement(truth.predicted_quality(lambda c: np.zeros(len(c[1])), "heldout"), "heldout")
-        per_snr_mean = {k: {**h_per_snr[0][k],
-                            "spearman": _nanmean(r[k]["spearman"] for r in h_per_snr),
-                            "rmse_log_ppl": float(np.mean([r[k]["rmse_log_ppl"] for r in h_per_snr]))}
-                        for k in h_per_snr[0]}
-        heldout_out = {
-            "levels_db": held_levels.tolist(), "decision_snrs_db": (near if len(near) else held_levels).tolist(),
-            "kind": default_kind, "strategy": best_strategy,
-            "decisions": len(truth.decisions["heldout"]), "pool_cells": len(pool_h),
-            "best_split_agreement": float(np.mean([r["agreement"] for r in h_runs])),
-            "best_split_agreement_std": float(np.std([r["agreement"] for r in h_runs])),
-            "best_split_agreement_exact": float(np.mean([r["exact"] for r in h_runs])),
-            "cost_only_agreement": blind_h, "cost_only_agreement_exact": blind_h_exact,
-            "per_snr": per_snr_mean, "per_seed": h_runs,
-        }
-        _log(progress, f"held-out SNR levels {held_levels.tolist()}: agreement {heldout_out['best_split_agreement']:.3f} "
-             f"(cost-only {blind_h:.3f})")
+    _check_arguments(kinds, strategies, budget, initial, batch, holdout)
+    study = _open_study(table_path, model=model, loaded=loaded, holdout=holdout, tolerance=tolerance,
+                        grid_step_db=grid_step_db, use_cut_stats=use_cut_stats, stats_tokens=stats_tokens,
+                        budget=budget, initial=initial, batch=batch, beta=beta, eval_every=eval_every,
+                        kind_params=kind_params, progress=progress)
+    spec = study.spec(True)
+    per_model, surrogates, fit_seconds = _fit_every_kind(study, spec, kinds, strategies, seeds, progress)
+    default_kind, strategy = _default_kind(per_model, kinds, strategies)
+    # The order below is the measurement order (the held-out run adds its decisions to the truth first).
+    heldout = _heldout_snr(study, spec, default_kind, strategy, seeds, progress)
+    truth, best = study.truth, surrogates[default_kind]
     # Spearman / RMSE per level on the random held-out cells (seed 0's holdout, default kind).
-    rng0 = np.random.default_rng([seeds[0], 7])
-    held0 = np.zeros(n_cells, dtype=bool)
-    held0[rng0.choice(n_cells, size=int(round(holdout * n_cells)), replace=False)] = True
-    per_snr_cells = truth.per_snr(last_surrogates[default_kind], held0)
-
+    per_snr = truth.per_snr(best, study.held_out(seeds[0]))
     # Baselines: quality-blind (costs only) and the table itself on the decision grid.
     blind, blind_exact, _ = truth.agreement(truth.predicted_quality(lambda c: np.zeros(len(c[1]))), "grid")
     baselines = {"costs_only_agreement": blind, "costs_only_agreement_exact": blind_exact,
                  "decisions": len(truth.decisions["grid"])}
-    _, _, detail = truth.agreement(truth.predicted_quality(last_surrogates[default_kind].predict), "grid")
-
+    _, _, detail = truth.agreement(truth.predicted_quality(best.predict), "grid")
     ablation_out = None
-    if ablation and use_cut_stats and stats:
-        runs = [run(default_kind, best_strategy, seed, make_spec(False)).curve[-1] for seed in seeds]
-        ablation_out = {"kind": default_kind, "strategy": best_strategy, "without_cut_stats": _agg(runs),
-                        "with_cut_stats": head}
+    if ablation and use_cut_stats and study.stats:
+        runs = [study.run(default_kind, strategy, seed, study.spec(False)).curve[-1] for seed in seeds]
+        ablation_out = {"kind": default_kind, "strategy": strategy, "without_cut_stats": _agg(runs),
+                        "with_cut_stats": per_model[default_kind][strategy]["final"]}
         _log(progress, f"ablation without cut stats: agree={ablation_out['without_cut_stats']['best_split_agreement']['mean']:.3f}")
-
-    # Costs: query time per 1,000 predictions vs one real evaluation.
-    qrng = np.random.default_rng(0)
-    qcells = (list(qrng.choice(transports, 1000)), qrng.integers(s_min, L + 1, 1000), qrng.uniform(lo, hi, 1000))
-    timings: dict[str, Any] = {"query_seconds_per_1000": {}, "single_query_seconds": {}}
-    for kind, sur in last_surrogates.items():
-        sur.predict(qcells)
-        timings["query_seconds_per_1000"][kind] = _median_time(lambda: sur.predict(qcells), query_repeats)
-        one = [(transports[0], int(s_min), float(lo))]
-        timings["single_query_seconds"][kind] = _median_time(lambda: sur.predict(one), 5 * query_repeats)
-    timings["fit_and_evaluate_seconds"] = fit_seconds
-    timings["cut_statistics_seconds"] = stats_s
-    timings["sweep_cell_median_seconds"] = float(df["seconds"].median()) if "seconds" in df else None
-    real = measure_real_step(loaded, model, transports[0], real_repeats) if measure_real else None
-    if real is not None:
-        try:
-            import os
-
-            real["load_average_1min"] = os.getloadavg()[0]
-        except OSError:  # pragma: no cover
-            pass
-    timings["real_step"] = real
-    q1000 = timings["query_seconds_per_1000"][default_kind]
-    q1 = timings["single_query_seconds"][default_kind]
-    speedup = real["median_s"] / (q1000 / 1000.0) if real else None
-    single_speedup = real["median_s"] / q1 if real else None
-    conservative = min(real["all_s"]) / (q1000 / 1000.0) if real else None  # fastest real step observed
-    # The sweep's own real evaluations (1,024 tokens each, timed while the sweep ran): the fastest
-    # cell (few layers after the cut) is a contention-robust lower bound on a real evaluation's cost.
-    sweep_min = float(df["seconds"].min()) if "seconds" in df else None
-    timings["sweep_cell_min_seconds"] = sweep_min
-    # The surrogate env: one step (predictions for all splits at a fresh SNR each step).
-    from splitrl.surrogate.env import SurrogateEnv
-
-    senv = SurrogateEnv(last_surrogates[default_kind], SplitPointConfig(model=model, transport=transports[0]), view=view)
-    senv.reset(seed=0)
-    timings["surrogate_env_step_seconds"] = _median_time(lambda: senv.step(0), 20)
-
-    report = {
-        "heldout_best_split_agreement": None if heldout_out is None else heldout_out["best_split_agreement"],
-        "cost_only_agreement": None if heldout_out is None else heldout_out["cost_only_agreement"],
-        "heldout_levels_db": None if heldout_out is None else heldout_out["levels_db"],
-        "heldout_snr": heldout_out,
-        "per_snr": per_snr_cells,
-        "single_query_latency_s": q1,
-        "batched_query_latency_per_prediction_s": q1000 / 1000.0,
-        "best_split_agreement": head["best_split_agreement"]["mean"],
-        "best_split_agreement_std": head["best_split_agreement"]["std"],
-        "best_split_agreement_exact": head["best_split_agreement_exact"]["mean"],
-        "best_split_agreement_levels": head["best_split_agreement_levels"]["mean"],
-        "r2_log_ppl": head["r2_log_ppl"]["mean"],
-        "r2_log_ppl_std": head["r2_log_ppl"]["std"],
-        "spearman_per_snr": head["spearman_per_snr"]["mean"],
-        "spearman_per_snr_nonflat": head["spearman_per_snr_nonflat"]["mean"],
-        "spearman_grid": head["spearman_grid"]["mean"],
-        "real_evaluations": budget,
-        "query_speedup_vs_real": speedup,
-        "single_query_speedup_vs_real": single_speedup,
-        "query_speedup_vs_fastest_real": conservative,
-        "query_speedup_vs_fastest_sweep_cell": None if sweep_min is None else sweep_min / (q1000 / 1000.0),
-        "default_kind": default_kind,
-        "strategy": best_strategy,
-        "targets": {
-            "best_split_agreement": TARGET_AGREEMENT, "query_speedup_vs_real": TARGET_SPEEDUP,
-            "agreement_met": bool(head["best_split_agreement"]["mean"] >= TARGET_AGREEMENT),
-            "speedup_met": None if speedup is None else bool(speedup >= TARGET_SPEEDUP),
-        },
-        "per_model": per_model,
-        "baselines": baselines,
-        "feature_ablation": ablation_out,
-        "decisions_default_kind_seed0": detail,
-        "timings": timings,
-        "protocol": {
-            "table": str(table_path), "rows": int(len(df)), "transports": transports, "levels_db": levels.tolist(),
-            "splits": [int(splits[0]), int(splits[-1])], "cells": n_cells, "holdout_fraction": holdout,
-            "held_out_cells": int(round(holdout * n_cells)), "budget": budget, "initial": initial, "batch": batch,
-            "seeds": list(seeds), "beta": beta, "tolerance": tolerance, "grid_db": [lo, hi, grid_step_db],
-            "eval_at": eval_at, "reward": "default RewardConfig, analytic costs (SplitPointTableEnv.costs_at)",
-            "description": __doc__.split("Protocol (`surrogate_report`)", 1)[1].split("Costs:", 1)[0].strip(),
-        },
-        "feature_names": spec.feature_names,
-        "cut_stats": stats,
-        "kinds": {k: {"params": {**SURROGATE_KINDS[k].DEFAULTS, **kind_params.get(k, {})}} for k in kinds},
-        "runtime_s": time.perf_counter() - t_start,
-    }
+    timings = _timings(study, surrogates, default_kind, fit_seconds, measure_real=measure_real,
+                       real_repeats=real_repeats, query_repeats=query_repeats)
+    report = _assemble(study, spec, kinds=kinds, seeds=seeds, tolerance=tolerance, grid_step_db=grid_step_db,
+                       per_model=per_model, default_kind=default_kind, strategy=strategy, heldout=heldout,
+                       per_snr=per_snr, baselines=baselines, ablation=ablation_out, detail=detail, timings=timings,
+                       t_start=t_start)
     from splitrl.provenance import run_record
 
     report = _clean({**run_record(), **report})

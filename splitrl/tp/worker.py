@@ -334,13 +334,127 @@ def _json(store: Any, key: str, value: Any) -> None:
     store.set(key, json.dumps(value).encode())
 
 
+@dataclass
+class _Slot:
+    """One worker process between commands: its store, its rank's shard, its process group and whether it broke."""
+
+    slot: int
+    store: Any
+    baseline: int  # anonymous RSS after imports, before any weight
+    rank_state: TPRank | None = None
+    group: tuple[int, int, int] | None = None  # generation, rank, world
+    broken: bool = False
+
+    def close(self) -> None:
+        if self.rank_state is not None:
+            self.rank_state.close()
+            self.rank_state = None
+
+
+def _wait_command(store: Any, key: str, ep: Any, slot: int, idle_since: float, idle_timeout_s: float) -> bool | None:
+    """Wait up to 2 s for command ``key``: True when it is there, False to wait again, None to exit."""
+    try:
+        store.wait([key], _dt.timedelta(seconds=2.0))
+    except Exception as e:  # timeout (keep waiting) or the driver's store is gone (exit)
+        if "timeout" not in str(e).lower() and "timed out" not in str(e).lower():
+            log.warning("tp worker %d: store at %s unreachable (%s); exiting", slot, ep, e)
+            return None
+        if time.monotonic() - idle_since > idle_timeout_s:
+            log.warning("tp worker %d: no command for %.0f s; exiting", slot, idle_timeout_s)
+            return None
+        return False
+    return True
+
+
+def _setup(s: _Slot, cmd: dict[str, Any], ranks: dict[int, int], rank: int, res: dict[str, Any]) -> None:
+    """``setup``: (re-)form the process group and load this rank's shard."""
+    import torch.distributed as dist
+
+    from splitrl.dist import form_group
+
+    s.close()
+    config = TPRunConfig(**cmd["config"])
+    torch.set_num_threads(config.threads)
+    world = len(ranks)
+    form_group(dist.PrefixStore("tp/pg", s.store), rank, world, generation=int(cmd["generation"]),
+               backend="gloo", timeout_s=config.timeout_s)
+    s.group = (int(cmd["generation"]), rank, world)
+    with AnonMemorySampler() as mem:
+        s.rank_state = TPRank(config, rank, world)
+    res["memory"] = mem.summary(s.baseline)
+    res["plan"] = s.rank_state.plan.to_dict()["shards"][rank]
+    s.broken = False
+
+
+def _dispatch(s: _Slot, cmd: dict[str, Any], seq: int, res: dict[str, Any], progress: Any) -> None:
+    """Run one ``generate`` / ``logits`` / ``nll`` command on this rank, its outputs into ``res``."""
+    if cmd["op"] == "generate":
+        res.update(s.rank_state.generate(cmd["prompt"], int(cmd["max_new_tokens"]), cmd.get("sampling", {}),
+                                         bool(cmd.get("stop_at_eos", True)), progress))
+    elif cmd["op"] == "logits":
+        lg = s.rank_state.logits(cmd["ids"])
+        if lg is not None:
+            arr = lg.detach().contiguous()
+            s.store.set(f"tp/out/{seq}", arr.numpy().tobytes())
+            res["logits"] = {"shape": list(arr.shape), "dtype": str(arr.dtype).replace("torch.", "")}
+    elif cmd["op"] == "nll":
+        res.update(s.rank_state.nll(cmd["ids"], cmd["windows"]))
+    else:
+        raise UsageError(f"unknown tp command {cmd['op']!r}")
+
+
+def _run_op(s: _Slot, cmd: dict[str, Any], rank: int, seq: int, res: dict[str, Any]) -> None:
+    """A command on a formed group: timed, its memory sampled if asked, the rank's traffic stats added."""
+    if s.rank_state is None or s.group is None:
+        raise UsageError(f"slot {s.slot}: no setup before {cmd['op']!r}")
+    if s.broken:
+        raise RuntimeError(f"rank {rank}: the group of generation {s.group[0]} is broken; re-form it with setup")
+    s.rank_state.reset_stats()
+    prog_key = f"tp/progress/{s.group[0]}/{rank}"
+
+    def progress(step: int) -> None:
+        s.store.set(prog_key, str(step))
+
+    sample = bool(cmd.get("sample_memory"))
+    mem = AnonMemorySampler() if sample else None
+    if mem:
+        mem.__enter__()
+    t0 = time.perf_counter()
+    try:
+        _dispatch(s, cmd, seq, res, progress)
+    finally:
+        if mem:
+            mem.__exit__(None, None, None)
+    res["seconds"] = time.perf_counter() - t0
+    if mem:
+        res["memory"] = mem.summary(s.baseline)
+    res.update(s.rank_state.stats())
+
+
+def _handle(s: _Slot, cmd: dict[str, Any], ranks: dict[int, int], seq: int) -> dict[str, Any]:
+    """The result of command ``seq`` on this slot; a failure is reported, not raised, and may mark the group broken."""
+    from splitrl.tp.allreduce import PeerError
+
+    rank = ranks[s.slot]
+    res: dict[str, Any] = {"ok": True, "slot": s.slot, "rank": rank, "pid": os.getpid()}
+    try:
+        if cmd["op"] == "setup":
+            _setup(s, cmd, ranks, rank, res)
+        else:
+            _run_op(s, cmd, rank, seq, res)
+    except PeerError as e:
+        s.broken = True
+        res.update(ok=False, error=str(e), peer=e.peer)
+    except Exception as e:  # reported to the driver; the worker stays up for the next command
+        s.broken = s.broken or cmd["op"] != "setup" and not isinstance(e, UsageError)
+        res.update(ok=False, error=f"{type(e).__name__}: {e}", trace=traceback.format_exc()[-1500:])
+    return res
+
+
 def serve(slot: int, master: str, *, trusted_network: bool = False, timeout_s: float = 30.0,
           idle_timeout_s: float = 3600.0) -> int:
     """Run the command loop of slot ``slot`` against the driver's store at ``master``; returns the exit code."""
-    import torch.distributed as dist
-
-    from splitrl.dist import Endpoint, check_trusted, connect_store, form_group, leave_group
-    from splitrl.tp.allreduce import PeerError
+    from splitrl.dist import Endpoint, check_trusted, connect_store, leave_group
 
     configure_logging()
     pin_mmap_threshold()
@@ -349,22 +463,15 @@ def serve(slot: int, master: str, *, trusted_network: bool = False, timeout_s: f
     check_trusted(ep, trusted_network)
     store = connect_store(ep, host_store=False, timeout_s=timeout_s)
     _json(store, f"tp/hello/{slot}", {"pid": os.getpid(), "host": socket.gethostname(), "baseline_anon_mb": baseline / 2**20})
-    rank_state: TPRank | None = None
-    group: tuple[int, int, int] | None = None  # generation, rank, world
-    broken = False
+    s = _Slot(slot, store, baseline)
     seq = 0
     idle_since = time.monotonic()
     while True:
         key = f"tp/cmd/{seq}"
-        try:
-            store.wait([key], _dt.timedelta(seconds=2.0))
-        except Exception as e:  # timeout (keep waiting) or the driver's store is gone (exit)
-            if "timeout" not in str(e).lower() and "timed out" not in str(e).lower():
-                log.warning("tp worker %d: store at %s unreachable (%s); exiting", slot, ep, e)
-                break
-            if time.monotonic() - idle_since > idle_timeout_s:
-                log.warning("tp worker %d: no command for %.0f s; exiting", slot, idle_timeout_s)
-                break
+        ready = _wait_command(store, key, ep, slot, idle_since, idle_timeout_s)
+        if ready is None:
+            break
+        if not ready:
             continue
         idle_since = time.monotonic()
         cmd = json.loads(store.get(key).decode())
@@ -374,69 +481,7 @@ def serve(slot: int, master: str, *, trusted_network: bool = False, timeout_s: f
             break
         if slot not in ranks:
             continue
-        rank = ranks[slot]
-        res: dict[str, Any] = {"ok": True, "slot": slot, "rank": rank, "pid": os.getpid()}
-        try:
-            if cmd["op"] == "setup":
-                if rank_state is not None:
-                    rank_state.close()
-                    rank_state = None
-                config = TPRunConfig(**cmd["config"])
-                torch.set_num_threads(config.threads)
-                world = len(ranks)
-                form_group(dist.PrefixStore("tp/pg", store), rank, world, generation=int(cmd["generation"]),
-                           backend="gloo", timeout_s=config.timeout_s)
-                group = (int(cmd["generation"]), rank, world)
-                with AnonMemorySampler() as mem:
-                    rank_state = TPRank(config, rank, world)
-                res["memory"] = mem.summary(baseline)
-                res["plan"] = rank_state.plan.to_dict()["shards"][rank]
-                broken = False
-            else:
-                if rank_state is None or group is None:
-                    raise UsageError(f"slot {slot}: no setup before {cmd['op']!r}")
-                if broken:
-                    raise RuntimeError(f"rank {rank}: the group of generation {group[0]} is broken; re-form it with setup")
-                rank_state.reset_stats()
-                prog_key = f"tp/progress/{group[0]}/{rank}"
-
-                def progress(step: int) -> None:
-                    store.set(prog_key, str(step))
-
-                sample = bool(cmd.get("sample_memory"))
-                mem = AnonMemorySampler() if sample else None
-                if mem:
-                    mem.__enter__()
-                t0 = time.perf_counter()
-                try:
-                    if cmd["op"] == "generate":
-                        res.update(rank_state.generate(cmd["prompt"], int(cmd["max_new_tokens"]), cmd.get("sampling", {}),
-                                                       bool(cmd.get("stop_at_eos", True)), progress))
-                    elif cmd["op"] == "logits":
-                        lg = rank_state.logits(cmd["ids"])
-                        if lg is not None:
-                            arr = lg.detach().contiguous()
-                            store.set(f"tp/out/{seq - 1}", arr.numpy().tobytes())
-                            res["logits"] = {"shape": list(arr.shape), "dtype": str(arr.dtype).replace("torch.", "")}
-                    elif cmd["op"] == "nll":
-                        res.update(rank_state.nll(cmd["ids"], cmd["windows"]))
-                    else:
-                        raise UsageError(f"unknown tp command {cmd['op']!r}")
-                finally:
-                    if mem:
-                        mem.__exit__(None, None, None)
-                res["seconds"] = time.perf_counter() - t0
-                if mem:
-                    res["memory"] = mem.summary(baseline)
-                res.update(rank_state.stats())
-        except PeerError as e:
-            broken = True
-            res.update(ok=False, error=str(e), peer=e.peer)
-        except Exception as e:  # reported to the driver; the worker stays up for the next command
-            broken = broken or cmd["op"] != "setup" and not isinstance(e, UsageError)
-            res.update(ok=False, error=f"{type(e).__name__}: {e}", trace=traceback.format_exc()[-1500:])
-        _json(store, f"tp/res/{seq - 1}/{slot}", res)
-    if rank_state is not None:
-        rank_state.close()
+        _json(store, f"tp/res/{seq - 1}/{slot}", _handle(s, cmd, ranks, seq - 1))
+    s.close()
     leave_group()
     return 0

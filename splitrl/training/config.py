@@ -31,13 +31,13 @@ import yaml
 
 from splitrl.agents.config import ConfigError, build, describe, documented, param, validate
 from splitrl.errors import UsageError
+from splitrl.resources import resource_path
 from splitrl.yamlio import check_size, load_yaml_file, load_yaml_text, short
 
 __all__ = ["TrainConfig", "RunConfig", "load_run_config", "parse_override", "default_config_path", "CONFIG_DIR",
            "DEFAULT_ENV_ID", "env_class", "env_fields"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
+CONFIG_DIR = resource_path("configs")
 DEFAULT_ENV_ID = "splitrl/SplitPointTable-v0"
 _TOP_KEYS = ("kind", "env_id", "seed", "env", "agent", "train")
 MAX_RUN_SEED = 2**31 - 1
