@@ -31,7 +31,7 @@ import numpy as np
 
 from splitrl.agents.base import Agent, StepCallback, problem_of
 from splitrl.agents.baselines import action_towards, reachable_splits
-from splitrl.agents.config import documented, param, validate
+from splitrl.agents.config import ConfigError, documented, param, validate
 from splitrl.agents.hooks import at_boundary
 from splitrl.agents.information import INFO_SETTINGS, action_splits, current_split, known_reward_parts
 from splitrl.decision.problem import SplitProblem
@@ -250,8 +250,6 @@ class BanditConfig:
     def __post_init__(self) -> None:
         validate(self)
         if not self.rbf_centres_db:
-            from splitrl.agents.config import ConfigError
-
             raise ConfigError("BanditConfig.rbf_centres_db must list at least one centre")
 
 

@@ -19,25 +19,13 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from splitrl.decision.problem import SplitProblem
+from splitrl.decision.problem import SplitProblem, problem_of  # noqa: F401  (agents build from a problem)
 from splitrl.errors import UsageError
 from splitrl.integrity import IntegrityError, list_files, read_manifest, sha256_file, verify_listed_files
 
 
 class AgentLoadError(UsageError):
     """An agent folder cannot be loaded (missing, corrupt, another kind, unlisted files)."""
-
-
-def problem_of(source: SplitProblem | gym.Env) -> SplitProblem:
-    """The `SplitProblem` an agent is built from: ``source`` itself, or the problem a split-point
-    env (under any wrappers) adapts. A TypeError for anything else."""
-    if isinstance(source, SplitProblem):
-        return source
-    problem = getattr(getattr(source, "unwrapped", source), "problem", None)
-    if not isinstance(problem, SplitProblem):
-        raise TypeError(f"this agent needs a SplitProblem or a split-point env (SplitPointBaseEnv), "
-                        f"got {type(getattr(source, 'unwrapped', source)).__name__}")
-    return problem
 
 
 StepCallback = Callable[[dict[str, Any]], bool | None]

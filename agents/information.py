@@ -25,6 +25,7 @@ from gymnasium import spaces
 from splitrl.agents.base import problem_of
 from splitrl.decision.problem import SplitProblem
 from splitrl.decision.reward import switch_cost
+from splitrl.errors import UsageError
 
 __all__ = ["INFO_SETTINGS", "known_reward_parts", "action_splits", "current_split", "KnownCostsObservation", "wrap_for_setting"]
 
@@ -105,7 +106,5 @@ class KnownCostsObservation(gym.ObservationWrapper):
 def wrap_for_setting(env: gym.Env, setting: str) -> gym.Env:
     """``env`` as learners see it in information ``setting`` (`INFO_SETTINGS`)."""
     if setting not in INFO_SETTINGS:
-        from splitrl.errors import UsageError
-
         raise UsageError(f"information setting must be one of {', '.join(INFO_SETTINGS)}, got {str(setting)[:40]!r}")
     return KnownCostsObservation(env) if setting == "known-costs" else env

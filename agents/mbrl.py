@@ -53,6 +53,7 @@ _KERNEL: list = []  # splitrl.decision.kernel_numba.plan_decision, imported (num
 
 def _plan_kernel():
     if not _KERNEL:
+        # lazy: numba (and LLVM) loads only where a compiled decision runs, not for every agent
         from splitrl.decision.kernel_numba import plan_decision
 
         _KERNEL.append(plan_decision)
@@ -331,6 +332,7 @@ class MBRLAgent(Agent):
         terms of every SNR the rounded observation can hold — a decision's costs at a new SNR are
         mostly the link's (rates, HARQ, transfers), so none is computed inside the serving loop."""
         if self.config.compiled_decisions:
+            # lazy: numba (and LLVM) loads only where a compiled decision runs, not for every agent
             from splitrl.decision.kernel_numba import warm_up
 
             warm_up()

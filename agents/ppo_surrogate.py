@@ -8,7 +8,7 @@
    `splitrl.surrogate.propose` — or random throughout with ``explore: random``). Every one of these
    steps is counted in ``real_evaluations``; the trainer's callback sees them as env steps.
 2. **Surrogate phase** — once the budget is spent: fit the surrogate on all cells, build a
-   `splitrl.surrogate.SurrogateEnv` with the *same* `SplitPointConfig` as ``env`` (its quality
+   `splitrl.surrogate.env.SurrogateEnv` with the *same* `SplitPointConfig` as ``env`` (its quality
    model tabulated on an SNR grid so a step does not call scikit-learn), and train SB3 PPO on it
    for ``surrogate_steps`` steps. These steps are free: ``real_evaluations`` does not grow.
 
@@ -30,19 +30,17 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from splitrl.agents.base import Agent, StepCallback
+from splitrl.agents.base import Agent, StepCallback, problem_of
 from splitrl.agents.config import build, documented, param, validate
+from splitrl.agents.mbrl import MBRLAgent, MBRLConfig
 from splitrl.agents.sb3 import PPOAgent, PPOConfig
+from splitrl.models import load_model
+from splitrl.surrogate import SURROGATE_KINDS
+from splitrl.surrogate.env import SurrogateEnv
 
 __all__ = ["PPOSurrogateConfig", "PPOSurrogateAgent"]
 
 _VIEWS: dict[str, Any] = {}
-
-
-def _surrogate_kinds() -> tuple[str, ...]:
-    from splitrl.surrogate import SURROGATE_KINDS
-
-    return tuple(SURROGATE_KINDS)
 
 
 def _ppo_default() -> PPOConfig:
@@ -71,20 +69,19 @@ class PPOSurrogateConfig:
         if isinstance(self.ppo, dict):
             self.ppo = build(PPOConfig, self.ppo, where="ppo.")
         validate(self)
-        if self.surrogate_kind not in _surrogate_kinds():
-            raise ValueError(f"PPOSurrogateConfig.surrogate_kind must be one of {', '.join(_surrogate_kinds())}, "
+        if self.surrogate_kind not in SURROGATE_KINDS:
+            raise ValueError(f"PPOSurrogateConfig.surrogate_kind must be one of {', '.join(SURROGATE_KINDS)}, "
                              f"got {self.surrogate_kind!r}")
 
 
-def _view_for(env_u: Any):
-    """The model view behind ``env_u``'s cost model (loaded once per model name)."""
+def _view_for(env_u: Any, model: str):
+    """The model view behind ``env_u``'s cost model: the real-evaluation env's loaded model, else
+    ``model`` loaded once per name."""
     loaded = getattr(env_u, "loaded", None)
     if loaded is not None:
         return loaded.view
-    name = env_u.config.model
+    name = model
     if name not in _VIEWS:
-        from splitrl.models import load_model
-
         _VIEWS[name] = load_model(name).view
     return _VIEWS[name]
 
@@ -92,8 +89,6 @@ def _view_for(env_u: Any):
 def _tabulated_surrogate_env(surrogate, config, view, step_db: float, ppl_clean: float):
     """A `SurrogateEnv` whose quality is the surrogate's mean tabulated on an SNR grid over its
     training range and interpolated linearly (clipped to the range, like `SurrogateEnv`)."""
-    from splitrl.surrogate import SurrogateEnv
-
     class _Tabulated(SurrogateEnv):
         def __init__(self) -> None:
             super().__init__(surrogate, config, view=view, ppl_clean=ppl_clean)
@@ -125,13 +120,10 @@ class PPOSurrogateAgent(Agent):
 
     def __init__(self, env: gym.Env, config: PPOSurrogateConfig | None = None, *, seed: int = 0) -> None:
         super().__init__()
-        from splitrl.agents.mbrl import MBRLAgent, MBRLConfig
-
         self.config = config if config is not None else PPOSurrogateConfig()
         if not isinstance(self.config, PPOSurrogateConfig):
             raise TypeError(f"PPOSurrogateAgent needs a PPOSurrogateConfig, got {type(self.config).__name__}")
         self.seed = int(seed)
-        self.env = env.unwrapped
         c = self.config
         # The acquisition machinery (and the measured cells) live in an MBRL agent we never act with.
         self.collector = MBRLAgent(env, MBRLConfig(
@@ -170,8 +162,8 @@ class PPOSurrogateAgent(Agent):
         col = self.collector
         if col.surrogate is None or col._since_fit:
             col._fit()
-        e = env.unwrapped
-        senv = _tabulated_surrogate_env(col.surrogate, e.config, _view_for(e), self.config.snr_grid_step_db,
+        e, config = env.unwrapped, problem_of(env).config
+        senv = _tabulated_surrogate_env(col.surrogate, config, _view_for(e, config.model), self.config.snr_grid_step_db,
                                         float(e.ppl_clean))
         senv = gym.wrappers.TimeLimit(senv, max_episode_steps=self.config.surrogate_episode_steps)
         if self.config.surrogate_steps > 0:

@@ -5,7 +5,7 @@ The decision itself (configuration, observation, costs, reward, tables) is `spli
 Gymnasium: the moving state (channel, edge load, battery, UE load, privacy floor), `reset`/`step`
 and two quality backends: `SplitPointEnv` (a real perplexity evaluation of the split model
 through the emulated link, each step) and `SplitPointTableEnv` (the measured sweep table).
-`splitrl.surrogate.SurrogateEnv` is the third backend (a learned model).
+`splitrl.surrogate.env.SurrogateEnv` is the third backend (a learned model).
 """
 from __future__ import annotations
 

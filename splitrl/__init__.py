@@ -29,7 +29,7 @@ class _RegisterEnvsAfterGymnasium(_abc.MetaPathFinder):
 
         def exec_then_register(module):
             exec_module(module)
-            import splitrl.envs  # noqa: F401  (registers the Gymnasium environments)
+            import splitrl.envs  # noqa: F401  # lazy: registers the envs only once Gymnasium is imported
 
         loader.exec_module = exec_then_register
         return spec

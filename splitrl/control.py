@@ -22,10 +22,25 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from splitrl.agents.baselines import quality_table
+from splitrl.controller.backend import LocalBackend
+from splitrl.controller.policy import AgentPolicy, FixedPolicy
+from splitrl.controller.policy import load_checkpointed_agent  # noqa: F401  (public name of this module)
+from splitrl.controller.scenario import ScenarioProcess, load_scenario
+from splitrl.controller.serving import RequestServer
+from splitrl.controller.sinks import DECISIONS_FILE, JsonlSink, TensorBoardSink, claim_session_dir
+from splitrl.controller.sinks import iter_decisions  # noqa: F401  (public name of this module)
 from splitrl.decision.channel import DEFAULT_MARKOV, channel_spec  # noqa: F401  (public names of this module)
-from splitrl.controller.policy import load_checkpointed_agent  # noqa: F401
-from splitrl.controller.sinks import iter_decisions  # noqa: F401
+from splitrl.decision.channel import ChannelProcess
+from splitrl.decision.costs import RequestCostService
+from splitrl.envs.split_point import SplitPointConfig
 from splitrl.errors import UsageError
+from splitrl.eval import PerplexityConfig, PerplexityEvaluator
+from splitrl.eval.corpus import corpus_tokens
+from splitrl.link import link_at
+from splitrl.models import load_model
+from splitrl.runtime import SplitRuntime
+from splitrl.training.config import parse_override
 
 
 @dataclass
@@ -85,8 +100,6 @@ class ControlConfig:
 
 def env_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``--set env.FIELD=VALUE`` / ``env.reward.FIELD=VALUE`` items (train.py's syntax) as a nested dict."""
-    from splitrl.training.config import parse_override
-
     out: dict[str, Any] = {}
     for text in items:
         path, value = parse_override(text)
@@ -112,8 +125,6 @@ def merge_env(base: dict, overrides: dict) -> dict:
 
 
 def _wikitext_prompts(tokenizer, n: int, tokens: int = 48) -> list[str]:
-    from splitrl.eval.corpus import corpus_tokens
-
     ids = corpus_tokens(tokenizer, (n + 1) * tokens * 4)[0]
     return [tokenizer.decode(ids[i * 4 * tokens: i * 4 * tokens + tokens]) for i in range(n)]
 
@@ -132,20 +143,9 @@ def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channe
     ``backend_factory(loaded, env_config)`` gives the `GenerationBackend` (default: an in-process
     `LocalBackend` over ``loaded``). ``precision``: the weight precision this process loads the
     model at when it loads it (``--agent``/``--split``; a checkpoint's agent loads its own fp32 model).
-    The agent's env is built once to construct the agent (it reads its config, costs, table) and
-    is never stepped; its `RequestCostService` is the one the server charges requests with.
+    The agent's problem (`SplitProblem`) is built once; its `RequestCostService` is the one the
+    server charges requests with.
     """
-    from splitrl.controller.backend import LocalBackend
-    from splitrl.decision.channel import ChannelProcess
-    from splitrl.decision.costs import RequestCostService
-    from splitrl.controller.policy import AgentPolicy, FixedPolicy
-    from splitrl.controller.serving import RequestServer
-    from splitrl.envs.split_point import SplitPointConfig
-    from splitrl.models import load_model
-    from splitrl.runtime import SplitRuntime
-
-    from splitrl.controller.scenario import ScenarioProcess
-
     if scenario is not None:
         spec = {"kind": "trace", "path": scenario.channel.source, "on_end": "loop"}
         overrides = merge_env(merge_env(scenario.env, env), {"channel": spec})
@@ -159,9 +159,9 @@ def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channe
             raise UsageError("--precision with --checkpoint: not supported yet (the checkpoint's agent loads the "
                              "fp32 model); use --agent or --split, or --precision fp32")
         policy = AgentPolicy.from_checkpoint(checkpoint, env_overrides=overrides, loaded=loaded)
-        env_cfg = policy.env.config
+        env_cfg = policy.problem.config
         loaded = policy.loaded or loaded or load_model(env_cfg.model)
-        costs = policy.env.costs
+        costs = policy.problem.costs
     else:
         try:
             env_cfg = SplitPointConfig(**overrides)
@@ -172,7 +172,7 @@ def build_server(*, checkpoint: str | None, agent: str | None, env: dict, channe
             raise UsageError("give one of --checkpoint, --agent or --split")
         if agent is not None:
             policy = AgentPolicy.baseline(agent, env_cfg, loaded.view, seed=seed)
-            costs = policy.env.costs
+            costs = policy.problem.costs
         else:
             policy = FixedPolicy(int(split), loaded.view.num_layers)
             costs = RequestCostService(env_cfg, loaded.view)
@@ -201,8 +201,6 @@ class Controller:
     """Serves ``config.requests`` requests in-process under a policy (see module doc)."""
 
     def __init__(self, config: ControlConfig, *, loaded=None) -> None:
-        from splitrl.controller.scenario import load_scenario
-
         self.config = config
         self.scenario = load_scenario(config.scenario) if config.scenario else None
         if self.scenario is not None and (config.requests or 0) > self.scenario.requests:
@@ -217,21 +215,17 @@ class Controller:
         self.agent_name = self.policy.name
         self.evaluator = None
         if config.ppl_tokens:
-            from splitrl.eval import PerplexityConfig, PerplexityEvaluator
-
             w = min(config.ppl_tokens, 512)
             self.evaluator = PerplexityEvaluator(self.loaded, PerplexityConfig(tokens=config.ppl_tokens, window=w, stride=w))
         self.table = self._quality_table()
 
     def _quality_table(self):
-        """The sweep table the agent's env reads quality from (None when there is none for this model)."""
-        env = getattr(self.policy, "env", None)
-        if env is None:
+        """The sweep table the agent's problem reads quality from (None for a fixed split, or when
+        there is none for this model)."""
+        if self.policy.problem is None:
             return None
-        from splitrl.agents.baselines import quality_table
-
         try:
-            return quality_table(env)
+            return quality_table(self.policy.problem)
         except (FileNotFoundError, ValueError):
             return None
 
@@ -250,9 +244,6 @@ class Controller:
     def run(self, *, progress: bool = True) -> dict[str, Any]:
         """Serve ``config.requests`` requests; returns the summary (also written to ``summary.json``)."""
         from tqdm.auto import tqdm
-
-        from splitrl.controller.sinks import DECISIONS_FILE, JsonlSink, TensorBoardSink, claim_session_dir
-        from splitrl.link import link_at
 
         c, server = self.config, self.server
         out = claim_session_dir(c.out)

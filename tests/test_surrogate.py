@@ -339,7 +339,7 @@ MARKOV = {"kind": "markov", "bin_edges_db": [0, 10, 20, 30], "state_snr_db": [5,
 
 
 def _senv(sur, view, **kw):
-    from splitrl.surrogate import SurrogateEnv
+    from splitrl.surrogate.env import SurrogateEnv
 
     cfg = SplitPointConfig(model="llama-tiny", **{"channel": MARKOV, **kw})
     return gym.wrappers.TimeLimit(SurrogateEnv(sur, cfg, view=view), max_episode_steps=20)
@@ -382,7 +382,7 @@ def test_surrogate_env_is_deterministic_and_never_evaluates(tiny_surrogate, llam
 
 
 def test_surrogate_env_rejects_mismatches(tiny_surrogate, llama_tiny):
-    from splitrl.surrogate import SurrogateEnv
+    from splitrl.surrogate.env import SurrogateEnv
 
     with pytest.raises(ValueError, match="transports"):
         SurrogateEnv(tiny_surrogate, SplitPointConfig(model="llama-tiny", transport="fp16"), view=llama_tiny.view)

@@ -102,7 +102,8 @@ def test_a_saved_report_surrogate_drives_the_env(tiny_sweep, llama_tiny, tmp_pat
     import pandas as pd
 
     from splitrl.envs.split_point import SplitPointConfig
-    from splitrl.surrogate import SurrogateEnv, make_surrogate
+    from splitrl.surrogate import make_surrogate
+    from splitrl.surrogate.env import SurrogateEnv
 
     df = pd.read_csv(tiny_sweep)
     spec = FeatureSpec(num_layers=6, transports=["awgn", "int8-biterr"], snr_range=(0.0, 30.0),

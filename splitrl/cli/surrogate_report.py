@@ -13,12 +13,12 @@ from splitrl.cli._common import set_threads
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``splitrl surrogate-report``."""
     # lazy: --help and argument errors must not import torch
-    from splitrl.envs.split_point import DEFAULT_TABLE
     from splitrl.surrogate.acquisition import STRATEGIES
     from splitrl.surrogate.base import SURROGATE_KINDS
-    from splitrl.surrogate.report import RESULTS
+    from splitrl.resources import results_dir
 
-    p.add_argument("table", nargs="?", default=str(DEFAULT_TABLE), help="sweep CSV (default: the committed SmolLM2 sweep)")
+    p.add_argument("table", nargs="?", default=None, help="sweep CSV (default: the committed SmolLM2 sweep, "
+                   "splitrl/data/sweep_smollm2.csv)")
     p.add_argument("--model", default="smollm2-135m", help="model the sweep was measured on (costs, cut statistics, timing)")
     p.add_argument("--kinds", default=",".join(SURROGATE_KINDS), help=f"comma-separated surrogate kinds ({', '.join(SURROGATE_KINDS)})")
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated: active, random")
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--real-repeats", type=int, default=7, help="timed real SplitPointEnv steps (median kept)")
     p.add_argument("--no-ablation", action="store_true", help="skip the without-cut-statistics ablation")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--out", default=str(RESULTS / "surrogate_report.json"), help="report JSON (PNG and .md beside it)")
+    p.add_argument("--out", default=str(results_dir() / "surrogate_report.json"), help="report JSON (PNG and .md beside it)")
     p.add_argument("--json", action="store_true", help="print the report JSON")
 
 
@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``splitrl surrogate-report``; 0 on success, 2 with one line on stderr for bad input."""
     # lazy: --help and argument errors must not import torch
+    from splitrl.decision.tables import DEFAULT_TABLE
     from splitrl.surrogate import report as rp
 
     try:
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             set_threads(int(args.threads))
         out = Path(args.out)
         report = rp.surrogate_report(
-            args.table, model=args.model, kinds=kinds, strategies=strategies, budget=args.budget, initial=args.initial,
+            args.table or DEFAULT_TABLE, model=args.model, kinds=kinds, strategies=strategies, budget=args.budget, initial=args.initial,
             batch=args.batch, holdout=args.holdout, seeds=seeds, measure_real=not args.no_real,
             real_repeats=args.real_repeats,
             ablation=not args.no_ablation, out_json=out, out_png=out.with_suffix(".png"), out_md=out.with_suffix(".md"),

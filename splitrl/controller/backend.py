@@ -14,9 +14,10 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 
+from splitrl.link import link_at
 from splitrl.models.view import DecoderView
-from splitrl.runtime.partition import Partition
 from splitrl.runtime.engine import GenerationResult
+from splitrl.runtime.partition import Partition
 from splitrl.runtime.sampling import SamplingConfig
 
 __all__ = ["GenerationBackend", "LocalBackend"]
@@ -70,8 +71,6 @@ class LocalBackend:
     def generate(self, prompt_ids: torch.Tensor, split: int | Partition, *, link: str, snr_db: float, seed: int,
                  sampling: SamplingConfig, max_new_tokens: int, stop_at_eos: bool = True,
                  on_token: Callable[[int], None] | None = None) -> GenerationResult:
-        from splitrl.link import link_at
-
         links = link_at(link, seed=seed, snr_db=snr_db, modulation=self.modulation, vocab_size=self.view.vocab_size)
         placed = split if isinstance(split, Partition) else self.prepare(int(split))
         return self.runtime.generate(prompt_ids, placed, max_new_tokens=max_new_tokens, sampling=sampling,

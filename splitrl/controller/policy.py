@@ -5,9 +5,11 @@ layout the agents were trained on and the action -> split mapping (the split-poi
 same code, so a trained agent sees identical inputs in training and in deployment). A
 `SplitPolicy` decides from an `Observation` alone — no gym env is stepped at decision time:
 
-* `AgentPolicy` wraps a trained agent (from a checkpoint) or an exact baseline kind. Agents
-  still need an env object to be *constructed* (they read its configuration, cost model, sweep
-  table); it is built once at load time and never stepped while serving.
+* `AgentPolicy` wraps a trained agent (from a checkpoint) or an exact baseline kind. It reads
+  the decision problem (`splitrl.decision.SplitProblem`: config, costs, spec, tables) the agent
+  was built on; the agent itself may have been built on an env adapting that problem (SB3
+  agents need one; the ``fixed`` baseline picks its split by rolling one out), built once at
+  load time and never stepped while serving.
 * `FixedPolicy` always returns one split.
 
 Every policy returns ``L`` (everything on the UE) while ``edge_available`` is False: after a
@@ -23,9 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from splitrl.decision.observation import Observation, ObservationSpec
+from splitrl.agents.registry import AGENTS, make_agent
+from splitrl.decision.observation import Observation
+from splitrl.decision.problem import SplitProblem, problem_of
+from splitrl.envs.split_point import SplitPointTableEnv
 from splitrl.errors import UsageError
+from splitrl.training.checkpoint import CheckpointError, latest_checkpoint
+from splitrl.training.config import RunConfig
+from splitrl.training.trainer import make_env
 
 __all__ = ["SplitPolicy", "AgentPolicy", "FixedPolicy", "Decision", "load_checkpointed_agent"]
 
@@ -47,6 +56,7 @@ class SplitPolicy(ABC):
 
     name: str = "policy"
     num_layers: int
+    problem: SplitProblem | None = None  # the decision problem the policy's agent was built on, if any
 
     def decide(self, obs: Observation) -> Decision:
         if not obs.edge_available:
@@ -94,13 +104,6 @@ def load_checkpointed_agent(path: str | Path, *, env_overrides: dict | None = No
 
     A missing or damaged checkpoint is a `UsageError` naming the folder.
     """
-    import yaml
-
-    from splitrl.agents.registry import make_agent
-    from splitrl.training.checkpoint import CheckpointError, latest_checkpoint
-    from splitrl.training.config import RunConfig
-    from splitrl.training.trainer import make_env
-
     p = Path(path)
     if not p.exists():
         raise UsageError(f"--checkpoint: {p} does not exist (give checkpoints/<run> or a checkpoint folder)")
@@ -123,14 +126,15 @@ def load_checkpointed_agent(path: str | Path, *, env_overrides: dict | None = No
 class AgentPolicy(SplitPolicy):
     """A trained agent or an exact baseline acting on `ObservationSpec` vectors.
 
-    ``env`` is the split-point env the agent was built with (its config, costs, sweep table); it
-    is only read, never stepped.
+    ``source`` is the `SplitProblem` the agent was built on, or the split-point env adapting it
+    (only its problem is read; the env is never stepped).
     """
 
-    def __init__(self, agent, env, name: str) -> None:
-        self.agent, self.env, self.name = agent, env, name
-        self.spec = ObservationSpec.from_config(env.config, env.L)
-        self.num_layers = int(env.L)
+    def __init__(self, agent, source: SplitProblem | Any, name: str) -> None:
+        self.agent, self.name = agent, name
+        self.problem = problem_of(source)
+        self.spec = self.problem.spec
+        self.num_layers = int(self.problem.num_layers)
         prepare = getattr(agent, "prepare_decisions", None)
         if prepare is not None:  # e.g. compile a decision kernel before the first request, not during it
             prepare()
@@ -142,15 +146,12 @@ class AgentPolicy(SplitPolicy):
             models[loaded.name] = loaded
         agent, env, run = load_checkpointed_agent(path, env_overrides=env_overrides, models=models)
         policy = cls(agent, env, f"{run.kind}@{path}")
-        policy.loaded = models.get(env.config.model)
+        policy.loaded = models.get(policy.problem.config.model)
         return policy
 
     @classmethod
     def baseline(cls, kind: str, env_config, view, *, seed: int = 0) -> "AgentPolicy":
         """An exact baseline (``oracle``, ``fixed``, ``latency-only``, ...) for ``env_config``."""
-        from splitrl.agents.registry import AGENTS, make_agent
-        from splitrl.envs.split_point import SplitPointTableEnv
-
         if kind not in AGENTS:
             raise UsageError(f"--agent: unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
         try:
@@ -165,7 +166,7 @@ class AgentPolicy(SplitPolicy):
         return self.spec.split_for_action(action, obs.split), action
 
     def precision_of(self, action: int | None) -> str | None:
-        precisions = tuple(getattr(self.env.config, "ue_precisions", None) or ())
+        precisions = tuple(self.problem.config.ue_precisions or ())
         if action is None or not precisions:
             return None
         return precisions[self.spec.precision_for_action(action)]

@@ -34,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from splitrl.channel.trace import TraceFormatError, load_snr_trace
 from splitrl.errors import UsageError
+from splitrl.yamlio import load_yaml_file
 
 __all__ = ["Scenario", "ScenarioProcess", "TimeSeries", "load_scenario", "load_time_series", "FIELDS"]
 
@@ -68,8 +70,6 @@ class TimeSeries:
 def load_time_series(path: str | Path, column: str, *, where: str) -> TimeSeries:
     """A ``time,<column>`` CSV (the trace format of `splitrl.channel.trace`) as a `TimeSeries`;
     a missing or malformed file is a `UsageError` starting with ``where``."""
-    from splitrl.channel.trace import TraceFormatError, load_snr_trace
-
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{where}: file {p} not found")
@@ -172,8 +172,6 @@ def _arrivals(raw: Any, requests: Any, base: Path, where: str, t0: float) -> tup
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario YAML file (see the module doc); `UsageError` names the field."""
-    from splitrl.yamlio import load_yaml_file
-
     p = Path(path)
     where = f"scenario {p}"
     if not p.is_file():

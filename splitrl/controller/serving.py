@@ -34,9 +34,10 @@ import numpy as np
 import torch
 
 from splitrl.controller.backend import GenerationBackend
+from splitrl.controller.policy import SplitPolicy
+from splitrl.cost import emulate_report
 from splitrl.decision.channel import ChannelProcess
 from splitrl.decision.costs import RequestCostService
-from splitrl.controller.policy import SplitPolicy
 from splitrl.decision.observation import Observation
 from splitrl.errors import UsageError
 from splitrl.runtime.engine import GenerationResult
@@ -184,8 +185,6 @@ class RequestServer:
               stop_at_eos: bool = True, on_token: Callable[[int], None] | None = None,
               request_id: str | None = None) -> tuple[GenerationResult, DecisionRecord]:
         """Decide the split for this request, generate through it, then move the state to the next request."""
-        from splitrl.cost import emulate_report
-
         with self.lock:
             obs, decision, placed, split, raised, decision_us = self.decide()
             edge_load, t_arrival = self.channel.edge_load, float(self.channel.time_s)

@@ -20,7 +20,7 @@ from splitrl.decision.observation import ObservationSpec
 from splitrl.decision.reward import switch_cost
 from splitrl.decision.tables import DEFAULT_TABLE, SweepTable, table_key
 
-__all__ = ["SplitProblem"]
+__all__ = ["SplitProblem", "problem_of"]
 
 
 @dataclass(frozen=True)
@@ -182,3 +182,15 @@ class SplitProblem:
                 v = v - rc.w_switch * switch_cost(rc, self.splits, int(previous_split))
             out[:, j] = np.where(ok, v, -np.inf)
         return out
+
+
+def problem_of(source: Any) -> SplitProblem:
+    """The `SplitProblem` an agent or a planner is built from: ``source`` itself, or the problem a
+    split-point env (under any wrappers) adapts. A TypeError for anything else."""
+    if isinstance(source, SplitProblem):
+        return source
+    problem = getattr(getattr(source, "unwrapped", source), "problem", None)
+    if not isinstance(problem, SplitProblem):
+        raise TypeError(f"this agent needs a SplitProblem or a split-point env (SplitPointBaseEnv), "
+                        f"got {type(getattr(source, 'unwrapped', source)).__name__}")
+    return problem

@@ -7,9 +7,13 @@
   intensity, clean-activation statistics at the cut), serialisable to JSON.
 * `propose`, `run_acquisition`, `RewardModel` — choosing the next real evaluations where the
   reward is at stake and the surrogate is unsure.
-* `SurrogateEnv` — the split-point MDP with quality from the surrogate (no real evaluations).
-* `surrogate_report` — accuracy, best-split agreement, learning curves and query cost on a sweep
-  table (``splitrl surrogate-report``).
+
+Two modules sit above the split-point envs and are imported by name, not re-exported here (the
+models above are what agents import, and they must not pull in the envs):
+
+* `splitrl.surrogate.env.SurrogateEnv` — the split-point MDP with quality from the surrogate.
+* `splitrl.surrogate.report.surrogate_report` — accuracy, best-split agreement, learning curves
+  and query cost on a sweep table (``splitrl surrogate-report``).
 """
 from splitrl.surrogate.acquisition import STRATEGIES, AcquisitionResult, RewardModel, propose, run_acquisition, table_oracle
 from splitrl.surrogate.base import (
@@ -28,22 +32,9 @@ from splitrl.surrogate.features import CUT_STAT_NAMES, FeatureSpec, as_cells, cu
 DEFAULT_KIND = "extratrees"  # chosen by the numbers of benchmarks/results/surrogate_report.json
 
 
-def __getattr__(name: str):
-    # SurrogateEnv and the report import the env/model stack: load them on first use.
-    if name == "SurrogateEnv":
-        from splitrl.surrogate.env import SurrogateEnv
-
-        return SurrogateEnv
-    if name == "surrogate_report":
-        from splitrl.surrogate.report import surrogate_report
-
-        return surrogate_report
-    raise AttributeError(f"module 'splitrl.surrogate' has no attribute {name!r}")
-
-
 __all__ = [
     "CUT_STAT_NAMES", "DEFAULT_KIND", "STRATEGIES", "SURROGATE_KINDS", "AcquisitionResult", "ExtraTreesSurrogate",
     "FeatureSpec", "GaussianProcessSurrogate", "GradientBoostingSurrogate", "MLPEnsembleSurrogate", "RewardModel",
-    "Surrogate", "SurrogateEnv", "SurrogateLoadError", "as_cells", "cut_statistics", "load_surrogate",
-    "make_surrogate", "propose", "run_acquisition", "surrogate_report", "table_oracle",
+    "Surrogate", "SurrogateLoadError", "as_cells", "cut_statistics", "load_surrogate",
+    "make_surrogate", "propose", "run_acquisition", "table_oracle",
 ]

@@ -20,12 +20,15 @@ fed to `Surrogate.update`, recording a learning curve.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from splitrl.surrogate.base import Surrogate
 from splitrl.surrogate.features import as_cells
+
+if TYPE_CHECKING:  # a type only: the decision core imports torch, and `splitrl surrogate-report --help` reads this package
+    from splitrl.decision.problem import SplitProblem
 
 __all__ = ["STRATEGIES", "AcquisitionResult", "RewardModel", "propose", "run_acquisition", "table_oracle"]
 
@@ -33,49 +36,37 @@ STRATEGIES = ("active", "random")
 
 
 class RewardModel:
-    """Reward of every split at (transport, SNR) from the env's analytic costs (`splitrl.cost`).
+    """Reward of every split at (transport, SNR) from the problem's analytic costs (`splitrl.decision`).
 
-    ``base(transport, snr)[s]`` is the env's step reward at split ``s`` with zero quality loss
-    and no switch (previous split = s), i.e. `SplitPointBaseEnv.base_rewards`; the reward at
-    quality loss ``q`` is ``base - w_quality * q`` (`reward`). Built from one `SplitPointBaseEnv`
-    per transport. Results are cached per (transport, SNR). Callable as ``base``.
+    ``base(transport, snr)[s]`` is the step reward at split ``s`` with zero quality loss and no
+    switch (previous split = s), i.e. `RequestCostService.base_rewards`; the reward at quality loss
+    ``q`` is ``base - w_quality * q`` (`reward`). Built from one `SplitProblem` per transport.
+    Results are cached per (transport, SNR). Callable as ``base``.
     """
 
-    def __init__(self, envs: Mapping[str, Any]) -> None:
-        if not envs:
-            raise ValueError("RewardModel needs at least one env")
-        self.envs = dict(envs)
+    def __init__(self, problems: Mapping[str, SplitProblem]) -> None:
+        if not problems:
+            raise ValueError("RewardModel needs at least one problem")
+        self.problems = dict(problems)
         self._cache: dict[tuple[str, float], np.ndarray] = {}
 
-    @classmethod
-    def from_view(cls, view, transports: Sequence[str], config=None, **overrides: Any) -> "RewardModel":
-        """One `SplitPointBaseEnv` per transport on ``view`` (no model evaluation involved)."""
-        from dataclasses import asdict
-
-        from splitrl.envs.split_point import SplitPointBaseEnv, SplitPointConfig
-
-        base = asdict(config) if config is not None else {}
-        envs = {t: SplitPointBaseEnv(SplitPointConfig(**{**base, **overrides, "transport": t}),
-                                     num_layers=view.num_layers, view=view) for t in transports}
-        return cls(envs)
-
-    def _env(self, transport: str):
+    def _problem(self, transport: str) -> SplitProblem:
         try:
-            return self.envs[transport]
+            return self.problems[transport]
         except KeyError:
-            raise ValueError(f"no env for transport {transport!r}; have {sorted(self.envs)}") from None
+            raise ValueError(f"no problem for transport {transport!r}; have {sorted(self.problems)}") from None
 
     def w_quality(self, transport: str) -> float:
-        return float(self._env(transport).config.reward.w_quality)
+        return float(self._problem(transport).config.reward.w_quality)
 
     def allowed(self, transport: str) -> np.ndarray:
         """Splits the agent may choose (``s_min..L``)."""
-        return np.asarray(self._env(transport).splits, dtype=int)
+        return np.asarray(self._problem(transport).splits, dtype=int)
 
     def base(self, transport: str, snr_db: float) -> np.ndarray:
         key = (transport, round(float(snr_db), 9))
         if key not in self._cache:
-            self._cache[key] = self._env(transport).base_rewards(float(snr_db))
+            self._cache[key] = self._problem(transport).costs.base_rewards(float(snr_db))
         return self._cache[key]
 
     __call__ = base

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from splitrl.envs.split_point import SplitPointBaseEnv, SplitPointConfig
+from splitrl.models import load_model
 from splitrl.surrogate.base import Surrogate
 
 __all__ = ["SurrogateEnv"]
@@ -43,8 +44,6 @@ class SurrogateEnv(SplitPointBaseEnv):
         if cfg.transport not in spec.transports:
             raise ValueError(f"the surrogate knows transports {spec.transports}, not {cfg.transport!r}")
         if view is None:
-            from splitrl.models import load_model
-
             view = load_model(cfg.model).view
         if view.num_layers != spec.num_layers:
             raise ValueError(f"the surrogate was fitted for {spec.num_layers} layers, the model has {view.num_layers}")

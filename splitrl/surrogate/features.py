@@ -112,6 +112,7 @@ class FeatureSpec:
             if not all(math.isfinite(x) for x in v):
                 raise ValueError(f"cut_stats[{k!r}] has non-finite values")
         self.ppl_clean = {str(k): float(v) for k, v in self.ppl_clean.items()}
+        # lazy: `splitrl surrogate-report --help` reads this package; channel and eval import torch
         from splitrl.channel.modulation import bits_per_symbol
 
         bits_per_symbol(self.modulation)  # validates
@@ -163,6 +164,7 @@ class FeatureSpec:
 
     def encode(self, cells: Any) -> np.ndarray:
         """Feature matrix ``[n, n_features]`` (float64) of cells (see `as_cells`)."""
+        # lazy: `splitrl surrogate-report --help` reads this package; channel and eval import torch
         from splitrl.channel.modulation import ber_awgn
 
         transport, split, snr = as_cells(cells)
@@ -232,6 +234,7 @@ def cut_statistics(loaded, tokens: int = 256, *, window: int | None = None, corp
     """
     import torch
 
+    # lazy: `splitrl surrogate-report --help` reads this package; channel and eval import torch
     from splitrl.eval import PerplexityConfig, PerplexityEvaluator
 
     window = int(window or min(tokens, 1024))

@@ -60,11 +60,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from splitrl.envs.split_point import SplitPointConfig, SplitPointEnv, SplitPointTableEnv
+from splitrl.models import load_model
 from splitrl.plotting import pyplot, save_figure
+from splitrl.provenance import run_record
 from splitrl.resources import results_dir
 from splitrl.surrogate.acquisition import STRATEGIES, RewardModel, run_acquisition, table_oracle
 from splitrl.surrogate.base import SURROGATE_KINDS, Surrogate, make_surrogate
+from splitrl.surrogate.env import SurrogateEnv
 from splitrl.surrogate.features import FeatureSpec, cut_statistics
+from splitrl.sweep import read_sweep_table
 
 __all__ = ["REPORT_HELP", "plot_report", "surrogate_report"]
 
@@ -214,8 +219,6 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> float:
 
 def measure_real_step(loaded, model: str, transport: str, repeats: int = 5, seed: int = 0) -> dict[str, Any]:
     """Median wall time of one `SplitPointEnv.step` (one real evaluation, default eval settings)."""
-    from splitrl.envs.split_point import SplitPointConfig, SplitPointEnv
-
     env = SplitPointEnv(SplitPointConfig(model=model, transport=transport), loaded=loaded)
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
@@ -325,17 +328,13 @@ def _open_study(table_path: Path, *, model: str, loaded, holdout: float, toleran
                 use_cut_stats: bool, stats_tokens: int, budget: int, initial: int, batch: int, beta: float,
                 eval_every: int, kind_params: dict[str, dict] | None, progress: bool) -> _Study:
     """Read the table, load the model (if not given), build the decision truth and the cut statistics."""
-    from splitrl.envs.split_point import SplitPointConfig, SplitPointTableEnv
-    from splitrl.models import load_model
-    from splitrl.sweep import read_sweep_table
-
     df = read_sweep_table(table_path)
     transports = list(dict.fromkeys(df["transport"]))
     loaded = loaded or load_model(model)
     envs = {t: SplitPointTableEnv(SplitPointConfig(model=model, transport=t, table=str(table_path)), view=loaded.view)
             for t in transports}
     tables = {t: e.table for t, e in envs.items()}
-    rewards = RewardModel(envs)
+    rewards = RewardModel({t: e.problem for t, e in envs.items()})
     levels = tables[transports[0]].levels
     s_min = int(envs[transports[0]].config.s_min)
     splits = np.arange(s_min, loaded.view.num_layers)
@@ -441,9 +440,6 @@ def _timings(study: _Study, surrogates: dict[str, Surrogate], default_kind: str,
              measure_real: bool, real_repeats: int, query_repeats: int) -> dict[str, Any]:
     """Costs: query time per 1,000 predictions and per single prediction vs one real evaluation,
     the sweep's own cell times and one surrogate-env step."""
-    from splitrl.envs.split_point import SplitPointConfig
-    from splitrl.surrogate.env import SurrogateEnv
-
     df, s_min, lo = study.df, study.s_min, study.lo
     qrng = np.random.default_rng(0)
     qcells = (list(qrng.choice(study.transports, 1000)), qrng.integers(s_min, study.num_layers + 1, 1000),
@@ -616,7 +612,6 @@ def surrogate_report(
                        per_model=per_model, default_kind=default_kind, strategy=strategy, heldout=heldout,
                        per_snr=per_snr, baselines=baselines, ablation=ablation_out, detail=detail, timings=timings,
                        t_start=t_start)
-    from splitrl.provenance import run_record
 
     report = _clean({**run_record(), **report})
     if out_json:
