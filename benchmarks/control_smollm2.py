@@ -134,7 +134,7 @@ def summarize_policy(res: dict, oracle: dict, L: int) -> dict:
 
 
 def run_scenario(path: Path, checkpoint: str, loaded, args, work: Path) -> tuple[dict, object, dict]:
-    from splitrl.control import ControlConfig, Controller
+    from splitrl.controller.session import ControlConfig, Controller
     from splitrl.controller.sinks import iter_decisions
 
     cfg = ControlConfig(checkpoint=checkpoint, scenario=str(path), max_new_tokens=args.scenario_new_tokens,
@@ -165,7 +165,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from splitrl.control import ControlConfig, Controller
+    from splitrl.controller.session import ControlConfig, Controller
     from splitrl.controller.sinks import iter_decisions
     from splitrl.models import load_model
     from splitrl.provenance import run_record

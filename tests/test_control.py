@@ -6,7 +6,7 @@ import sys
 import pytest
 from test_agents_support import ROOT, assets, cli_sets
 
-from splitrl.control import ControlConfig, Controller, channel_spec, iter_decisions
+from splitrl.controller.session import ControlConfig, Controller, channel_spec, iter_decisions
 
 
 def _drop_trace(tmp_path, high=28.0, low=-5.0, n=12):

@@ -81,7 +81,7 @@ def test_channel_process_sees_the_envs_snrs_with_the_same_seed(tmp_path):
 
 
 def test_request_server_serves_without_an_env_and_logs_the_figures(llama_tiny, tmp_path):
-    from splitrl.control import build_server
+    from splitrl.controller.session import build_server
     from splitrl.controller.sinks import JsonlSink, iter_decisions
 
     server, loaded, env_cfg = build_server(checkpoint=None, agent=None, split=2, env={"model": "llama-tiny"},

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_agents_support import assets
 
-from splitrl.control import ControlConfig, Controller, iter_decisions
+from splitrl.controller.session import ControlConfig, Controller, iter_decisions
 from splitrl.decision.channel import ChannelProcess
 from splitrl.controller.scenario import ScenarioProcess, load_scenario
 from splitrl.errors import UsageError

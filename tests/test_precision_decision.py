@@ -495,7 +495,7 @@ def test_calibration_reports_how_often_each_precision_is_best(tables, llama_tiny
 
 def test_served_requests_run_the_chosen_ue_precision(tables, llama_tiny):
     """The serving loop generates at the (split, UE precision) the policy chose, and records it."""
-    from splitrl.control import build_server
+    from splitrl.controller.session import build_server
 
     env = {"model": "llama-tiny", "table": str(tables["full"]), "ue_precisions": ["int4", "fp32"]}
     server, loaded, _ = build_server(checkpoint=None, agent="oracle", env=env, channel="fading", seed=0,

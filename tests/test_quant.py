@@ -345,7 +345,7 @@ def test_profile_measures_precision_rates_into_a_loadable_profile(tiny_models, t
 
 @pytest.mark.timeout(120)
 def test_serving_loads_the_model_at_the_asked_precision(tiny_models):
-    from splitrl.control import build_server
+    from splitrl.controller.session import build_server
 
     server, loaded, _ = build_server(checkpoint=None, agent=None, split=3, channel="markov", seed=0,
                                      env={"model": "llama-tiny", "transport": "identity"}, precision="int4")

@@ -4,7 +4,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from splitrl.control import build_server
+from splitrl.controller.session import build_server
 from splitrl.controller.sinks import JsonlSink, iter_decisions
 from splitrl.serve.app import create_app
 

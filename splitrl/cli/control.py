@@ -1,6 +1,6 @@
 """``splitrl control``: serve requests with a trained controller choosing the split (JSONL + TensorBoard).
 
-The controller itself is `splitrl.control.Controller`; this module only parses its options.
+The controller itself is `splitrl.controller.session.Controller`; this module only parses its options.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # lazy: --help and argument errors must not import torch
-    from splitrl.control import Controller, ControlConfig, env_overrides
+    from splitrl.controller.session import Controller, ControlConfig, env_overrides
 
     try:
         env = env_overrides(args.overrides)

@@ -66,7 +66,7 @@ def run(args) -> int:
     # lazy: --help and argument errors must not import torch
     import uvicorn
 
-    from splitrl.control import build_server, env_overrides
+    from splitrl.controller.session import build_server, env_overrides
     from splitrl.controller.sinks import DECISIONS_FILE, JsonlSink, TensorBoardSink, claim_session_dir
     from splitrl.proc import write_port_file
     from splitrl.serve.app import create_app
