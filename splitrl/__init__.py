@@ -29,6 +29,7 @@ class _RegisterEnvsAfterGymnasium(_abc.MetaPathFinder):
 
         def exec_then_register(module):
             exec_module(module)
+            # lazy: light path: runs only after the first `import gymnasium`, so `import splitrl` (and `splitrl --help`) stays free of gymnasium, numpy and torch
             import splitrl.envs  # noqa: F401  (registers the Gymnasium environments)
 
         loader.exec_module = exec_then_register
