@@ -42,7 +42,12 @@ from gymnasium import spaces
 
 from splitrl.aircomp.airtime import aircomp_seconds
 from splitrl.aircomp.assign import AssignmentProblem, DeviceSpec
+from splitrl.aircomp.channel import AirCompChannelConfig
+from splitrl.aircomp.emulate import AirCompReducer, TPEmulation
 from splitrl.errors import UsageError
+from splitrl.eval.corpus import corpus_tokens
+from splitrl.eval.perplexity import reference_perplexity
+from splitrl.models import load_model
 from splitrl.resources import resource_path
 
 DEFAULT_CALIBRATION = resource_path("aircomp.json")
@@ -216,12 +221,6 @@ class AirCompAssignEnv(gym.Env):
 
     def _real_quality(self, prob: AssignmentProblem, k: np.ndarray, seed: int) -> float:
         import torch
-
-        from splitrl.aircomp.channel import AirCompChannelConfig
-        from splitrl.aircomp.emulate import AirCompReducer, TPEmulation
-        from splitrl.eval.corpus import corpus_tokens
-        from splitrl.eval.perplexity import reference_perplexity
-        from splitrl.models import load_model
 
         c = self.config
         if self._real is None:

@@ -18,6 +18,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from splitrl.eval import PerplexityConfig, PerplexityEvaluator
+from splitrl.link import DropoutLink
+from splitrl.models import load_model
+
 __all__ = [
     "ACTION_MODES", "REFERENCE_INIT", "ChenConfig", "ChenLayerSplitEnv", "drift_factor", "relative_moves",
     "relative_step",
@@ -365,11 +369,7 @@ class ChenLayerSplitEnv(gym.Env):
             config = ChenConfig(**{**asdict(config), **overrides})
         self.config = c = config
 
-        from splitrl.eval import PerplexityConfig, PerplexityEvaluator
-
         if loaded is None:
-            from splitrl.models import load_model
-
             loaded = load_model(c.model)
         self.loaded = loaded
         self.L = int(loaded.view.num_layers)
@@ -419,8 +419,6 @@ class ChenLayerSplitEnv(gym.Env):
     def evaluate(self, split: int, noise: float) -> float:
         """One real evaluation: perplexity at ``split`` (+ ``cut_offset``) with dropout ``noise``,
         the mask seeded from ``self.np_random``."""
-        from splitrl.link import DropoutLink
-
         link = DropoutLink(float(noise), seed=int(self.np_random.integers(2**63 - 1)),
                            vocab_size=int(self.loaded.view.vocab_size))
         ppl = float(self.evaluator.evaluate(int(split) + self.config.cut_offset, link).ppl)

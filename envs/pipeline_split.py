@@ -32,6 +32,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from splitrl.cost.pipeline import PipelineCostModel, ring_throughput
+from splitrl.cost.profiles import load_profile
+from splitrl.models import load_model
+from splitrl.pipeline.partition import cost_fn, dp_cuts, equal_cuts
+
 __all__ = ["PipelineSplitConfig", "PipelineSplitEnv"]
 
 
@@ -110,14 +115,8 @@ class PipelineSplitEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, config: PipelineSplitConfig | None = None, *, view: Any = None, **kwargs: Any) -> None:
-        from splitrl.cost.pipeline import PipelineCostModel
-        from splitrl.cost.profiles import load_profile
-        from splitrl.pipeline.partition import cost_fn, dp_cuts, equal_cuts
-
         self.config = c = config or PipelineSplitConfig(**kwargs)
         if view is None:
-            from splitrl.models import load_model
-
             view = load_model(c.model).view
         self.view = view
         N = len(c.devices)
@@ -165,8 +164,6 @@ class PipelineSplitEnv(gym.Env):
     # ---- model of one step ----------------------------------------------------------------------
     def _evaluate(self, action: int, snr: np.ndarray, load: np.ndarray, samples: int) -> dict[str, float]:
         """Throughput (tok/s), round time, starter energy per token of candidate ``action`` at a state."""
-        from splitrl.cost.pipeline import ring_throughput
-
         cand = self.candidates[action]
         b = [0, *cand.cuts, self.L]
         K = len(cand.active)

@@ -12,6 +12,13 @@ import sys
 
 import torch
 
+from splitrl.cli._common import token_printer
+from splitrl.deploy.client import UEClient
+from splitrl.eval import CorpusError, PerplexityConfig, PerplexityEvaluator
+from splitrl.models import load_model
+from splitrl.proc import spawn_splitrl, wait_for_port_file
+from splitrl.runtime import SplitRuntime
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m splitrl.demo", description=__doc__.splitlines()[0])
@@ -22,11 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-    from splitrl.cli._common import token_printer
-    from splitrl.eval import CorpusError, PerplexityConfig, PerplexityEvaluator
-    from splitrl.models import load_model
-    from splitrl.runtime import SplitRuntime
 
     print(f"loading {args.model} ...", flush=True)
     loaded = load_model(args.model)
@@ -58,10 +60,6 @@ def two_process_demo(args, loaded, prompt: str, split: int, want: list[int]) -> 
     """The same request with the edge as a separate process on loopback, stopped by its pid at the end."""
     import tempfile
     from pathlib import Path
-
-    from splitrl.cli._common import token_printer
-    from splitrl.deploy.client import UEClient
-    from splitrl.proc import spawn_splitrl, wait_for_port_file
 
     L = loaded.view.num_layers
     print(f"\n== two processes: `splitrl edge` (layers [{split}, {L}) + head) on 127.0.0.1, this process is the UE ==")

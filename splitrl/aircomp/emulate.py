@@ -31,6 +31,7 @@ from splitrl.aircomp.channel import AirCompChannel, AirCompChannelConfig
 from splitrl.aircomp.design import Transceiver, design
 from splitrl.aircomp.signal import simulate_allreduce
 from splitrl.errors import UsageError
+from splitrl.link import make_link, state_for
 
 __all__ = ["AirCompReducer", "DigitalStarReducer", "TPEmulation", "apportion", "exact_reducer"]
 
@@ -81,8 +82,6 @@ class DigitalStarReducer:
 
     def __init__(self, config: AirCompChannelConfig, codec: str = "int8", access: str = "tdma",
                  modulation: str = "qpsk", seed: int = 0) -> None:
-        from splitrl.link import make_link
-
         if access not in ("tdma", "fdma"):
             raise UsageError(f"access: tdma or fdma, got {access!r}")
         ss = np.random.SeedSequence(seed)
@@ -96,8 +95,6 @@ class DigitalStarReducer:
         self.bers: list[float] = []
 
     def __call__(self, parts: torch.Tensor) -> torch.Tensor:
-        from splitrl.link.factory import state_for
-
         h = self.channel.draw()
         p = self.config.power_limits()
         if not np.all(np.isfinite(p)):

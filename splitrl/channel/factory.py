@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from splitrl.yamlio import short
+
 from .base import Channel, RateModel
 from .fading import CorrelatedFadingChannel, CorrelatedFadingConfig, LinkBudget
 from .latency import LatencyConfig, LatencyModel
@@ -87,8 +89,6 @@ def _split_kind(spec: Mapping[str, Any], where: str, allowed: Mapping[str, str])
     body = dict(spec)
     kind = body.pop("kind", None)
     if not isinstance(kind, str) or kind not in allowed:
-        from splitrl.yamlio import short
-
         raise ValueError(f"{where}.kind = {short(kind)}: must be one of {sorted(set(allowed))}")
     return allowed[kind], body
 

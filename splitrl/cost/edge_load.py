@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from splitrl.errors import UsageError
+
 __all__ = ["EdgeLoadConfig", "EdgeLoadModel", "EdgeLoadProcess", "md1_slowdown", "RHO_MAX"]
 
 RHO_MAX = 0.98
@@ -69,8 +71,6 @@ class EdgeLoadConfig:
     self_load: bool = True
 
     def __post_init__(self) -> None:
-        from splitrl.errors import UsageError
-
         if self.kind not in ("markov", "trace"):
             raise UsageError(f"edge_load.kind: 'markov' or 'trace', got {self.kind!r}")
         lv = np.asarray(self.levels, dtype=float)
@@ -111,8 +111,6 @@ class EdgeLoadConfig:
 
 
 def _read_trace(path: str) -> np.ndarray:
-    from splitrl.errors import UsageError
-
     p = Path(path)
     try:
         with p.open(newline="") as f:

@@ -30,8 +30,10 @@ import torch
 import yaml
 from scipy.optimize import nnls
 
+from splitrl.cost.model import ModelCosts
 from splitrl.cost.profiles import UEProfile, load_profile, profile_from_dict
 from splitrl.models.view import DecoderView
+from splitrl.quant import check_precision
 
 __all__ = ["ProfileResult", "fit_quality", "measure_layer_times", "measure_memory_bandwidth", "measure_precision_rates",
            "physical_memory_bytes"]
@@ -202,9 +204,6 @@ def measure_precision_rates(loaded_model, precisions: Sequence[str], *, context:
     `splitrl.cost.model.ModelCosts.precision_bytes` (what the runtime stores). fp32 is 1, 1.
     """
     from transformers.cache_utils import DynamicCache
-
-    from splitrl.cost.model import ModelCosts
-    from splitrl.quant import check_precision
 
     view: DecoderView = getattr(loaded_model, "view", loaded_model)
     names = ["fp32"] + [check_precision(p, "--precisions") for p in precisions if p != "fp32"]

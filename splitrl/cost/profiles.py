@@ -52,7 +52,8 @@ from splitrl.channel import (
     make_channel,
 )
 from splitrl.channel.fading import FADING_MODELS
-from splitrl.quant.precision import PRECISIONS
+from splitrl.quant.precision import PRECISIONS, check_precision
+from splitrl.yamlio import load_yaml_file, short
 
 __all__ = [
     "DTYPE_BYTES",
@@ -90,8 +91,6 @@ def dbm_to_w(dbm: float) -> float:
 
 # ---- validation helpers (one error shape for every profile) ---------------------------------
 def _fail(owner: str, name: str, fld: str, value: Any, allowed: str) -> ValueError:
-    from splitrl.yamlio import short
-
     return ValueError(f"{owner} {short(name)}: {fld} = {short(value)}: must be {allowed}")
 
 
@@ -234,8 +233,6 @@ class _ComputeProfile:
     def rates_at(self, precision: str) -> tuple[float, float | None]:
         """(sustained FLOP/s, sustained bandwidth or None) at weight ``precision``; a ValueError naming
         the profile and the precisions it lists when the device does not run ``precision``."""
-        from splitrl.quant.precision import check_precision
-
         check_precision(precision)
         rates = self.precision_rates or {}
         if precision not in rates:
@@ -611,7 +608,6 @@ def load_profile(kind: str, name_or_path: str | Path | Profile) -> Profile:
                 f"unknown {kind} profile {text!r}{hint}; available: {available}, or a path to a .yaml file"
             )
         path = index[text][1]
-    from splitrl.yamlio import load_yaml_file
 
     data = load_yaml_file(path, what=f"{kind} profile")  # bounded, one-line errors (a UsageError is a ValueError)
     return profile_from_dict(kind, data, where=str(path))

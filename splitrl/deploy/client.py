@@ -36,8 +36,10 @@ import msgpack
 import torch
 
 from splitrl.log import get_logger
+from splitrl.cost import CostModel
 from splitrl.deploy import wire
 from splitrl.deploy.server import SERVICE
+from splitrl.link import link_at
 from splitrl.link.base import Frame
 from splitrl.link.codec import peek_header
 from splitrl.quant.precision import PRECISIONS
@@ -351,8 +353,6 @@ class UEClient:
         self.conn = EdgeConnection(edge, token, tls_root=tls_root, server_name=server_name)
         cost_model = None
         if air_time != "off":
-            from splitrl.cost import CostModel
-
             cost_model = CostModel(self.view, ue_profile, edge_profile, link_profile)
         self.air = AirClock(cost_model, air_time)
         self.step_timeout_s, self.prefill_timeout_s = step_timeout_s, prefill_timeout_s
@@ -426,8 +426,6 @@ class UEClient:
                  stop_at_eos: bool = True, on_token: Callable[[int], None] | None = None,
                  modulation: str = "qpsk") -> GenerationResult:
         """Run one request through ``split`` (UE layers [0, split), edge the rest) over the real transport."""
-        from splitrl.link import link_at
-
         L = self.view.num_layers
         ue_p = self.view.base_precision
         edge_p = self.edge_info.precision if self.edge_info is not None else ue_p

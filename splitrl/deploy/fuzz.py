@@ -13,14 +13,13 @@ import numpy as np
 import torch
 
 from splitrl.deploy import wire
+from splitrl.link import make_link
 
 __all__ = ["fuzz_frames", "seed_frames", "run_fuzz"]
 
 
 def seed_frames() -> list[wire.Message]:
     """One valid message of every type (a step with a real int8 activation frame)."""
-    from splitrl.link import make_link
-
     x = torch.randn(1, 3, 16, generator=torch.Generator().manual_seed(0))
     frame = make_link("int8").send(x)
     ids = torch.tensor([[1, 2, 3]])

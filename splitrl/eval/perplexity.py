@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from splitrl.eval.corpus import corpus_tokens
 from splitrl.models.loader import LoadedModel
 from splitrl.models.view import DecoderView
 from splitrl.runtime.engine import SplitRuntime
@@ -185,8 +186,6 @@ class PerplexityEvaluator:
         self.runtime = SplitRuntime(model, tokenizer)
         self.view = self.runtime.view
         if input_ids is None:
-            from splitrl.eval.corpus import corpus_tokens
-
             if self.runtime.tokenizer is None:
                 raise ValueError("a tokenizer is needed to read the corpus; pass tokenizer= or input_ids=")
             input_ids = corpus_tokens(

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from splitrl.channel.modulation import ber_awgn
+from splitrl.channel.state import ChannelState
 from splitrl.link.analog import AnalogLink
 from splitrl.link.base import ChannelLink, LosslessLink
 from splitrl.link.codec import CODEC_NAMES
@@ -65,9 +67,6 @@ def state_for(
     Digital links get the uncoded bit error rate of ``modulation`` over AWGN at the slot's SNR
     (or ``ber`` directly); erasure links a block error rate ``1 - (1 - ber)^(8 * block bytes)``.
     """
-    from splitrl.channel.modulation import ber_awgn
-    from splitrl.channel.state import ChannelState
-
     if ber is None:
         if snr_db is None:
             raise ValueError(f"link {name!r} needs snr_db or ber")

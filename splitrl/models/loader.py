@@ -38,6 +38,7 @@ import torch
 from splitrl.compat import check_transformers_version
 from splitrl.integrity import sha256_file as _sha256
 from splitrl.models.view import DecoderView
+from splitrl.quant.gguf import GGUFCodes
 from splitrl.quant.precision import check_precision
 from splitrl.quant.weights import quantize_in_place, quantize_layer_at
 
@@ -351,8 +352,6 @@ def _gguf_codes(gguf: Path, precision: str, layers: tuple[int, int] | None):
     """The GGUF's own int4 codes for an int4 load (None otherwise, or for a non-LLaMA file)."""
     if precision != "int4":
         return None
-    from splitrl.quant.gguf import GGUFCodes
-
     wanted = set(range(*layers)) if layers is not None else None
     return GGUFCodes(gguf, wanted)
 

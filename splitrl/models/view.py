@@ -19,6 +19,7 @@ from torch import nn
 from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask
 
+from splitrl.link.codec import token_id_bytes
 from splitrl.quant.decoder import LeanLlamaLayer, lean_mask
 from splitrl.quant.weights import PrecisionWeights, count_params
 
@@ -255,8 +256,6 @@ class DecoderView:
 
     def cut_bytes_per_token(self, cut: int, bytes_per_element: int = 4) -> int:
         """Bytes per token crossing cut ``cut`` (0..L): token id at 0, nothing at L, hidden otherwise."""
-        from splitrl.link.codec import token_id_bytes
-
         if not 0 <= cut <= self.num_layers:
             raise ValueError(f"cut {cut} out of range [0, {self.num_layers}]")
         if cut == 0:

@@ -18,11 +18,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from splitrl.cost.profiles import list_profiles
 from splitrl.dist import Endpoint, check_trusted, connect_store
 from splitrl.errors import UsageError
+from splitrl.link import LINK_NAMES
+from splitrl.models import load_model
 from splitrl.pipeline.protocol import JobSpec, Plan, key
 from splitrl.pipeline.stage import parse_committed
 from splitrl.proc import ChildProcess, spawn_splitrl
+from splitrl.quant import check_precision
+from splitrl.runtime import InvalidPartitionError, Partition
 
 __all__ = ["PipelineConfig", "PipelineResult", "PipelineRun", "PipelineFailure", "equal_cuts", "run_pipeline"]
 
@@ -97,8 +102,6 @@ class PipelineConfig:
     precisions: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
-        from splitrl.quant import check_precision
-
         self.cuts = [int(c) for c in self.cuts]
         if not self.cuts:
             raise UsageError("--cuts: give K-1 >= 1 cut points (e.g. 10,20 for 3 stages)")
@@ -116,14 +119,10 @@ class PipelineConfig:
             raise UsageError(f"--threads must be >= 1, got {self.threads}")
         if not self.timeout_s > 0 or not self.heartbeat_timeout_s > 0:
             raise UsageError("timeout_s and heartbeat_timeout_s must be > 0")
-        from splitrl.link import LINK_NAMES
-
         for name in self.hop_links:
             if name not in LINK_NAMES:
                 raise UsageError(f"--link: unknown link {name!r}; allowed: {', '.join(LINK_NAMES)}")
         if self.link_profile is not None:
-            from splitrl.cost.profiles import list_profiles
-
             if self.link_profile not in list_profiles("link") and not Path(self.link_profile).is_file():
                 raise UsageError(f"--link-profile: unknown {self.link_profile!r}; shipped: "
                                  f"{', '.join(list_profiles('link'))}, or a YAML path")
@@ -188,9 +187,6 @@ class PipelineRun:
     """One pipeline job: `start`, then `wait` (or use it as a context manager); `close` stops local stages."""
 
     def __init__(self, config: PipelineConfig, *, replan: Callable[[int, int], list[int]] | None = None) -> None:
-        from splitrl.models import load_model
-        from splitrl.runtime import InvalidPartitionError, Partition
-
         self.config = c = config
         # The driver computes nothing: tokenizer, config and fingerprint only, every weight on ``meta``.
         self.loaded = load_model(c.model, layers=(0, 0), embed=False, head=False)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from splitrl.cost.profiles import load_profile
 from splitrl.link import link_at, state_for
 from splitrl.link.codec import CODEC_NAMES, check_finite
 
@@ -65,8 +66,6 @@ class Hop:
         self._channel = None
         self._fixed_snr = snr_db
         if link_profile is not None:
-            from splitrl.cost.profiles import load_profile
-
             self.profile = load_profile("link", link_profile)
             self._rate = self.profile.rate_model()
             self._latency = self.profile.latency_model("uplink")

@@ -19,6 +19,7 @@ import math
 from typing import Any, Callable, Sequence
 
 from splitrl.cost.pipeline import PipelineCostModel
+from splitrl.pipeline.driver import equal_cuts as _eq
 
 __all__ = ["StageCost", "brute_force_cuts", "compare_partitions", "dp_cuts", "equal_cuts", "mdi_llm_cuts",
            "cost_fn"]
@@ -29,8 +30,6 @@ StageCost = Callable[[int, int, int], float]
 
 def equal_cuts(num_layers: int, stages: int) -> list[int]:
     """Layer counts that differ by at most one (the later stages get the extra layers)."""
-    from splitrl.pipeline.driver import equal_cuts as _eq
-
     return _eq(num_layers, stages)
 
 

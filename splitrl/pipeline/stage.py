@@ -30,11 +30,14 @@ import torch.distributed as dist
 from transformers.cache_utils import DynamicCache
 
 from splitrl.dist import Endpoint, backend_for, connect_store, form_group, leave_group
+from splitrl.models import load_model
 from splitrl.pipeline.hops import Hop, wait_until_us
 from splitrl.pipeline.protocol import (
     RESET, SHUTDOWN, STOP, Header, JobSpec, Plan, decode_frame, encode_frame, frame_bytes, key,
 )
 from splitrl.proc import peak_rss_bytes, rss_bytes
+from splitrl.quant.decoder import LeanLlamaLayer
+from splitrl.quant.weights import QUANT_MODULES
 from splitrl.runtime.sampling import SamplingConfig, TokenSampler
 
 __all__ = ["StageReport", "run_stage", "select_token", "parse_committed", "load_for", "param_bytes"]
@@ -411,9 +414,6 @@ class _Worker:
 def param_bytes(model: torch.nn.Module) -> int:
     """Bytes of the materialised (not ``meta``) weights, each shared tensor once (tied embeddings):
     parameters, plus the buffers of quantised modules (their weights are buffers)."""
-    from splitrl.quant.decoder import LeanLlamaLayer
-    from splitrl.quant.weights import QUANT_MODULES
-
     seen, total = set(), 0
     for p in model.parameters():  # parameters() already skips duplicates of a tied tensor
         if p.device.type != "meta" and id(p) not in seen:
@@ -430,8 +430,6 @@ def load_for(job: JobSpec, plan: Plan, stage_id: int, current=None):
     """The `LoadedModel` this member needs in ``plan``: only its layer range (the starter: plus the
     embeddings and the head). ``current`` is kept when it already holds all of that; otherwise the
     newly owned range is read (after a re-formation a survivor usually owns more layers)."""
-    from splitrl.models import load_model
-
     rank = plan.members.index(stage_id)
     start, stop = plan.bounds(job.num_layers)[rank]
     starter = rank == 0

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from splitrl.quant.decoder import LeanLlamaLayer
+from splitrl.quant.gguf import GGUFCodes
 from splitrl.quant.linear import BF16Linear, Int4Linear, Int8Linear, QuantEmbedding, as_nk, int4_codes, int8_codes
 from splitrl.quant.precision import INT4_GROUP_SIZE
 from splitrl.quant.precision import check_precision
@@ -179,8 +180,6 @@ class PrecisionWeights:
         self._check_source(precision)
         with self._lock:
             if precision == "int4" and self.codes is None and self.gguf_path is not None:
-                from splitrl.quant.gguf import GGUFCodes
-
                 self.codes = GGUFCodes(self.gguf_path)
             if key not in self._layers:
                 self._layers[key] = precision_layer(self.view.layers[index], self.view.family, precision,

@@ -30,8 +30,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from splitrl.channel.latency import LatencyConfig, LatencyModel
 from splitrl.dist import DEFAULT_TIMEOUT_S, AllReduce, CollectiveStats, register_allreduce
 from splitrl.errors import UsageError
+from splitrl.link import LINK_NAMES, link_at
 
 __all__ = [
     "EngineAllReduce", "LinkSpec", "MasterBroadcast", "PeerError", "RingAllReduce", "StarAllReduce", "EmulatedLink",
@@ -70,8 +72,6 @@ class LinkSpec:
     emulate_delay: bool = False
 
     def __post_init__(self) -> None:
-        from splitrl.link import LINK_NAMES
-
         if self.name not in LINK_NAMES:
             raise UsageError(f"--link: unknown link {self.name!r}; allowed: {', '.join(LINK_NAMES)}")
         if self.rate_bps is not None and not self.rate_bps > 0:
@@ -108,9 +108,6 @@ class EmulatedLink:
     """One directed link (sender -> receiver): codec/channel effect, exact bytes, air time."""
 
     def __init__(self, spec: LinkSpec, src: int, dst: int, vocab_size: int = 65536) -> None:
-        from splitrl.channel.latency import LatencyConfig, LatencyModel
-        from splitrl.link import link_at
-
         self.spec = spec
         seed = (int(spec.seed) * 1_000_003 + (src + 1) * 1009 + dst + 1) % (2**62)
         self.link = link_at(spec.name, seed=seed, snr_db=spec.snr_db, ber=spec.ber, vocab_size=vocab_size)

@@ -24,7 +24,11 @@ from typing import Any, Sequence
 
 import torch
 
+from splitrl.dist import Endpoint, check_trusted, connect_store
 from splitrl.errors import UsageError
+from splitrl.proc import spawn_splitrl
+from splitrl.tp.plan import ModelDims, ShardPlan
+from splitrl.tp.shard import write_shards
 from splitrl.tp.worker import TPRunConfig
 
 __all__ = ["RankFailure", "TPCluster", "TPGeneration", "prepare_shards"]
@@ -67,9 +71,6 @@ def _plan_key(model: str, dtype: str, ratios: Sequence[float], seed: int) -> str
 def prepare_shards(loaded: Any, ratios: Sequence[float], root: str | Path, *, dtype: str = "float32",
                    seed: int = 0) -> Path:
     """Write (once; reused when present) the shard directory of ``loaded`` for ``ratios`` under ``root``."""
-    from splitrl.tp.plan import ModelDims, ShardPlan
-    from splitrl.tp.shard import write_shards
-
     plan = ShardPlan.build(ModelDims.from_config(loaded.view.config), ratios)
     d = Path(root) / f"{Path(str(loaded.name)).name}-{dtype}-n{plan.world}-{_plan_key(loaded.name, dtype, plan.ratios, seed)}"
     if (d / "manifest.json").is_file():
@@ -110,8 +111,6 @@ class TPCluster:
     def __init__(self, processes: int, *, master: str = "127.0.0.1:0", local: Sequence[int] | None = None,
                  trusted_network: bool = False, work_dir: str | Path | None = None, threads: int = 1,
                  join_timeout_s: float = 180.0, env: dict[str, str] | None = None) -> None:
-        from splitrl.dist import Endpoint, check_trusted
-
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
             raise UsageError(f"--shards must be an integer >= 1, got {processes!r}")
         self.processes = processes
@@ -134,9 +133,6 @@ class TPCluster:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "TPCluster":
-        from splitrl.dist import connect_store
-        from splitrl.proc import spawn_splitrl
-
         self.store = connect_store(self.endpoint, host_store=True)
         addr = f"{self.endpoint.host}:{self.store.port}" if ":" not in self.endpoint.host else f"[{self.endpoint.host}]:{self.store.port}"
         self.address = addr

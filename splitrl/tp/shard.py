@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from splitrl.models.view import DecoderView
 from splitrl.tp.plan import ModelDims, RankShard, ShardPlan
 
 __all__ = [
@@ -314,8 +315,6 @@ class RankModel:
 
     def __init__(self, shard_dir: str | Path, rank: int, plan: ShardPlan, dtype: torch.dtype, reducer: Reducer) -> None:
         from transformers import AutoConfig, AutoModelForCausalLM
-
-        from splitrl.models.view import DecoderView
 
         self.root = Path(shard_dir)
         self.rank = rank

@@ -34,9 +34,15 @@ from typing import Any
 
 import torch
 
+from splitrl.dist import ALLREDUCE_KINDS, Endpoint, check_trusted, connect_store, form_group, leave_group, make_allreduce
 from splitrl.errors import UsageError
 from splitrl.log import configure_logging, get_logger
 from splitrl.proc import anon_rss_bytes  # one /proc/<pid>/status reader for every per-process memory figure
+from splitrl.runtime.sampling import SamplingConfig, TokenSampler
+from splitrl.tp.allreduce import LinkSpec, MasterBroadcast, PeerError
+from splitrl.tp.plan import ModelDims, ShardPlan
+from splitrl.tp.scheduler import BlockScheduler
+from splitrl.tp.shard import DTYPES, BufferPool, RankModel, Reducer, block_names, load_block_file
 
 __all__ = ["AnonMemorySampler", "TPRank", "TPRunConfig", "anon_rss_bytes", "pin_mmap_threshold", "serve"]
 
@@ -136,8 +142,6 @@ class TPRunConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        from splitrl.dist import ALLREDUCE_KINDS
-
         load_allreduce_plugins()
         if self.allreduce not in ALLREDUCE_KINDS:
             raise UsageError(f"--allreduce: unknown kind {self.allreduce!r}; allowed: {', '.join(sorted(ALLREDUCE_KINDS))}")
@@ -159,12 +163,6 @@ class TPRank:
     """One rank's model share, all-reduce, broadcast and (optionally) weight scheduler."""
 
     def __init__(self, config: TPRunConfig, rank: int, world: int) -> None:
-        from splitrl.dist import make_allreduce
-        from splitrl.tp.allreduce import LinkSpec, MasterBroadcast
-        from splitrl.tp.plan import ModelDims, ShardPlan
-        from splitrl.tp.scheduler import BlockScheduler
-        from splitrl.tp.shard import DTYPES, BufferPool, RankModel, Reducer, block_names, load_block_file
-
         self.config, self.rank, self.world = config, rank, world
         root = Path(config.shard_dir)
         manifest_path = root / "manifest.json"
@@ -261,8 +259,6 @@ class TPRank:
     def generate(self, prompt: list[int], max_new_tokens: int, sampling: dict, stop_at_eos: bool,
                  progress: Any = None) -> dict[str, Any]:
         from transformers.cache_utils import DynamicCache
-
-        from splitrl.runtime.sampling import SamplingConfig, TokenSampler
 
         cache = DynamicCache(config=self.view.config)
         sampler = TokenSampler(SamplingConfig(**sampling)) if self.rank == 0 else None
@@ -370,8 +366,6 @@ def _setup(s: _Slot, cmd: dict[str, Any], ranks: dict[int, int], rank: int, res:
     """``setup``: (re-)form the process group and load this rank's shard."""
     import torch.distributed as dist
 
-    from splitrl.dist import form_group
-
     s.close()
     config = TPRunConfig(**cmd["config"])
     torch.set_num_threads(config.threads)
@@ -433,8 +427,6 @@ def _run_op(s: _Slot, cmd: dict[str, Any], rank: int, seq: int, res: dict[str, A
 
 def _handle(s: _Slot, cmd: dict[str, Any], ranks: dict[int, int], seq: int) -> dict[str, Any]:
     """The result of command ``seq`` on this slot; a failure is reported, not raised, and may mark the group broken."""
-    from splitrl.tp.allreduce import PeerError
-
     rank = ranks[s.slot]
     res: dict[str, Any] = {"ok": True, "slot": s.slot, "rank": rank, "pid": os.getpid()}
     try:
@@ -454,8 +446,6 @@ def _handle(s: _Slot, cmd: dict[str, Any], ranks: dict[int, int], seq: int) -> d
 def serve(slot: int, master: str, *, trusted_network: bool = False, timeout_s: float = 30.0,
           idle_timeout_s: float = 3600.0) -> int:
     """Run the command loop of slot ``slot`` against the driver's store at ``master``; returns the exit code."""
-    from splitrl.dist import Endpoint, check_trusted, connect_store, leave_group
-
     configure_logging()
     pin_mmap_threshold()
     baseline = anon_rss_bytes()  # after imports, before any weight
