@@ -361,7 +361,8 @@ def _val_sample(val: torch.Tensor, seed: int, n: int) -> torch.Tensor:
 
 def _fit_probes_per_cut(cfg: ProbeConfig, L: int, h_train: torch.Tensor, h_held: torch.Tensor,
                         y_train: torch.Tensor, y_held: torch.Tensor, val: torch.Tensor, val_sample: torch.Tensor,
-                        emb: torch.Tensor, classes: torch.Tensor, progress: bool) -> tuple[dict[str, dict[str, list]], list[str]]:
+                        emb: torch.Tensor, classes: torch.Tensor,
+                        progress: bool) -> tuple[dict[str, dict[str, list]], list[str]]:
     """(each probe's held-out numbers at every cut, the probe chosen at each cut by its validation top-1)."""
     probes: dict[str, dict[str, list]] = {p: {"top1": [], "top5": [], "top1_ci95": [], "val_top1": [], "fit": []}
                                           for p in ("ridge_nn", "lsq_classifier")}
