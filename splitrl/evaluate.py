@@ -33,15 +33,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from splitrl.agents.config import build
 from splitrl.errors import UsageError
 from splitrl.plotting import pyplot, save_figure
 from splitrl.rollout import rollout
+from splitrl.yamlio import load_yaml_file
 
 __all__ = [
     "DEFAULT_SEED", "DEFINITIONS", "AgentSpec", "parse_agent_spec", "load_agent", "rollout_timed", "evaluate_agents",
@@ -71,6 +73,7 @@ class AgentSpec:
 
 def parse_agent_spec(text: str) -> AgentSpec:
     """``KIND`` or ``KIND=CHECKPOINT_DIR`` (ValueError for an unknown kind or an empty part)."""
+    # lazy: the agents registry imports torch; splitrl.cli.evaluate imports this module for --help
     from splitrl.agents.registry import AGENTS
 
     kind, sep, path = str(text).partition("=")
@@ -88,8 +91,8 @@ def _resolve_checkpoint(path: Path) -> tuple[Path, dict | None]:
     A trainer checkpoint (or a run folder, or the ``agent/`` folder inside a checkpoint) is
     verified against its manifest first (`splitrl.training.checkpoint.resolve_checkpoint`); a bare
     agent folder is verified by `Agent.load` against its own file list."""
+    # lazy: splitrl.training imports torch; splitrl.cli.evaluate imports this module for --help
     from splitrl.training.checkpoint import CheckpointError, resolve_checkpoint
-    from splitrl.yamlio import load_yaml_file
 
     path = Path(path)
     if not path.exists():
@@ -111,7 +114,7 @@ def load_agent(kind: str, env: Any, checkpoint: str | Path | None = None, *, see
     """An agent of ``kind`` acting in ``env``: built fresh (exact baselines, or an untrained agent)
     or loaded from ``checkpoint`` with the config saved beside it (run ``config.yaml``, else the
     ``config`` in ``agent.json``'s state, else the defaults)."""
-    from splitrl.agents.config import build
+    # lazy: the agents registry imports torch; splitrl.cli.evaluate imports this module for --help
     from splitrl.agents.registry import AGENTS, make_agent
 
     if kind not in AGENTS:
@@ -161,11 +164,83 @@ def scores(reward: float, oracle: float, random: float) -> dict[str, float]:
 
 
 def _make_eval_env(env_id: str, env_overrides: Sequence[str], models: dict | None):
+    # lazy: splitrl.training imports torch; splitrl.cli.evaluate imports this module for --help (DEFAULT_SEED)
     from splitrl.training.config import load_run_config
     from splitrl.training.trainer import make_env
 
     rc = load_run_config("oracle", env_id=env_id, overrides=[s if s.startswith("env.") else f"env.{s}" for s in env_overrides])
     return make_env(rc, models=models), rc
+
+
+def _trained_envs(specs: Sequence[AgentSpec]) -> dict[int, dict[str, Any]]:
+    """Spec index -> the env id and env config its run was trained on (specs with a trainer checkpoint)."""
+    trained_env: dict[int, dict[str, Any]] = {}
+    for i, sp in enumerate(specs):
+        if sp.checkpoint is not None:
+            _, run_cfg = _resolve_checkpoint(sp.checkpoint)
+            if run_cfg is not None:
+                # lazy: splitrl.training imports torch; splitrl.cli.evaluate imports this module for --help
+                from splitrl.training.config import RunConfig
+
+                trained_env[i] = {"env_id": run_cfg.get("env_id"), "env": RunConfig.from_dict(run_cfg).env}
+    return trained_env
+
+
+def _default_eval_env(trained_env: dict[int, dict[str, Any]], env_id: str, env_overrides: Sequence[str],
+                      env_id_default: bool, models: dict | None) -> tuple[Any, str]:
+    """(env, env id) to evaluate in when none is given: the first trained checkpoint's, else ``env_id`` + overrides."""
+    if trained_env and not env_overrides and env_id_default:
+        # Evaluate on the configuration the (first) checkpoint was trained on, not on defaults.
+        first = trained_env[min(trained_env)]
+        env_id = first["env_id"] or env_id
+        env_overrides = [f"env.{k}={json.dumps(v)}" for k, v in first["env"].items()]
+    env, _ = _make_eval_env(env_id, env_overrides, models)
+    return env, env_id
+
+
+def _refuse_env_mismatch(specs: Sequence[AgentSpec], trained_env: dict[int, dict[str, Any]],
+                         used_env: dict[str, Any]) -> None:
+    """`UsageError` naming the fields for the first checkpoint trained on another env configuration."""
+    for i, sp in enumerate(specs):
+        diffs = _env_differences(trained_env[i]["env"], used_env) if i in trained_env else []
+        if diffs:
+            raise UsageError(f"{sp.checkpoint} was trained on another env configuration ({', '.join(diffs[:6])} "
+                             "differ); evaluate it on its own (no --set), or pass --allow-env-mismatch to measure it "
+                             "on this one anyway")
+
+
+def _load_counted(sp: AgentSpec, env: Any, agent_seed: int) -> tuple[Any, int]:
+    """(agent of ``sp``, real evaluations it consumed before evaluation: training's, else its construction's)."""
+    before_cells = env.real_evaluations
+    agent = load_agent(sp.kind, env, sp.checkpoint, seed=agent_seed)
+    trained_evals = int(getattr(agent, "real_evaluations", 0))
+    if sp.checkpoint is None and trained_evals == 0:  # e.g. fixed: its selection rollouts
+        trained_evals = int(env.real_evaluations - before_cells)
+    return agent, trained_evals
+
+
+def _unique_label(rows: dict[str, Any], name: str) -> str:
+    """``name``, or ``name#2``, ``name#3``, ... when rows already has it (the same agent listed twice)."""
+    label = name
+    k = 2
+    while label in rows:
+        label = f"{name}#{k}"
+        k += 1
+    return label
+
+
+def _agent_row(sp: AgentSpec, agent: Any, res: dict[str, Any], trained_evals: int, ref: dict[str, float],
+               trained: dict[str, Any] | None, used_env: dict[str, Any]) -> dict[str, Any]:
+    """One agent's row of the result document (metrics as in the module doc) from its rollout ``res``."""
+    return {
+        "kind": sp.kind, "checkpoint": str(sp.checkpoint) if sp.checkpoint else None,
+        "reward_per_step": res["reward_per_step"], **scores(res["reward_per_step"], ref["oracle"], ref["random"]),
+        "real_evaluations": trained_evals, "online_evaluations": int(res["online_evaluations"]),
+        "decision_latency_us": float(np.median(res["act_ns"]) / 1e3) if res["act_ns"] else float("nan"),
+        "env_steps": int(getattr(agent, "env_steps", 0)),
+        "trained_env_id": trained["env_id"] if trained is not None else None,
+        "env_differences": _env_differences(trained["env"], used_env) if trained is not None else [],
+    }
 
 
 def evaluate_agents(specs: Sequence[AgentSpec | str], *, env_id: str = "splitrl/SplitPointTable-v0", episodes: int = 8,
@@ -185,21 +260,9 @@ def evaluate_agents(specs: Sequence[AgentSpec | str], *, env_id: str = "splitrl/
     specs = [parse_agent_spec(s) if isinstance(s, str) else s for s in specs]
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    trained_env: dict[int, dict[str, Any]] = {}  # spec index -> the env config its run was trained on
-    for i, sp in enumerate(specs):
-        if sp.checkpoint is not None:
-            _, run_cfg = _resolve_checkpoint(sp.checkpoint)
-            if run_cfg is not None:
-                from splitrl.training.config import RunConfig
-
-                trained_env[i] = {"env_id": run_cfg.get("env_id"), "env": RunConfig.from_dict(run_cfg).env}
+    trained_env = _trained_envs(specs)
     if env is None:
-        if trained_env and not env_overrides and env_id_default:
-            # Evaluate on the configuration the (first) checkpoint was trained on, not on defaults.
-            first = trained_env[min(trained_env)]
-            env_id = first["env_id"] or env_id
-            env_overrides = [f"env.{k}={json.dumps(v)}" for k, v in first["env"].items()]
-        env, _ = _make_eval_env(env_id, env_overrides, models)
+        env, env_id = _default_eval_env(trained_env, env_id, env_overrides, env_id_default, models)
     spec_steps = getattr(getattr(env, "spec", None), "max_episode_steps", None)
     steps = int(steps or spec_steps or 256)
     if steps < 1:
@@ -212,42 +275,21 @@ def evaluate_agents(specs: Sequence[AgentSpec | str], *, env_id: str = "splitrl/
         res["reward_per_step"] = float(np.sum(res["returns"]) / max(1, res["steps"]))
         return res
 
+    # lazy: the agents registry imports torch; splitrl.cli.evaluate imports this module for --help
     from splitrl.agents.registry import make_agent
 
     ref = {k: run(make_agent(k, u, seed=agent_seed))["reward_per_step"] for k in ("oracle", "random")}
-    rows: dict[str, dict[str, Any]] = {}
-    from dataclasses import asdict
-
     used_env = asdict(u.config)
-    for i, sp in enumerate(specs):
-        diffs = _env_differences(trained_env[i]["env"], used_env) if i in trained_env else []
-        if diffs and not allow_env_mismatch:
-            raise UsageError(f"{sp.checkpoint} was trained on another env configuration ({', '.join(diffs[:6])} "
-                             "differ); evaluate it on its own (no --set), or pass --allow-env-mismatch to measure it "
-                             "on this one anyway")
+    if not allow_env_mismatch:
+        _refuse_env_mismatch(specs, trained_env, used_env)
+    rows: dict[str, dict[str, Any]] = {}
     for i, sp in enumerate(specs):
         if progress:
             progress(f"evaluating {sp.kind}" + (f" from {sp.checkpoint}" if sp.checkpoint else ""))
-        before_cells = u.real_evaluations
-        agent = load_agent(sp.kind, u, sp.checkpoint, seed=agent_seed)
-        trained_evals = int(getattr(agent, "real_evaluations", 0))
-        if sp.checkpoint is None and trained_evals == 0:  # e.g. fixed: its selection rollouts
-            trained_evals = int(u.real_evaluations - before_cells)
+        agent, trained_evals = _load_counted(sp, u, agent_seed)
         res = run(agent)
-        label = sp.label or sp.kind
-        k = 2
-        while label in rows:
-            label = f"{sp.label or sp.kind}#{k}"
-            k += 1
-        rows[label] = {
-            "kind": sp.kind, "checkpoint": str(sp.checkpoint) if sp.checkpoint else None,
-            "reward_per_step": res["reward_per_step"], **scores(res["reward_per_step"], ref["oracle"], ref["random"]),
-            "real_evaluations": trained_evals, "online_evaluations": int(res["online_evaluations"]),
-            "decision_latency_us": float(np.median(res["act_ns"]) / 1e3) if res["act_ns"] else float("nan"),
-            "env_steps": int(getattr(agent, "env_steps", 0)),
-            "trained_env_id": trained_env[i]["env_id"] if i in trained_env else None,
-            "env_differences": _env_differences(trained_env[i]["env"], used_env) if i in trained_env else [],
-        }
+        rows[_unique_label(rows, sp.label or sp.kind)] = _agent_row(sp, agent, res, trained_evals, ref,
+                                                                    trained_env.get(i), used_env)
     return {
         "env_id": getattr(getattr(env, "spec", None), "id", None) or env_id, "transport": u.config.transport,
         "episodes": int(episodes), "steps": steps, "seeds": [seeds[0], seeds[-1]], "feedback": bool(feedback),

@@ -30,9 +30,12 @@ from tqdm.auto import tqdm
 
 from splitrl.channel.state import ChannelState
 from splitrl.errors import UsageError
+from splitrl.link import LINK_NAMES, codec_for
 from splitrl.link.factory import link_at, state_for
 from splitrl.lock import ExclusiveLock
 from splitrl.plotting import pyplot, save_figure
+from splitrl.provenance import run_record
+from splitrl.quant import PRECISIONS
 
 LEVEL_KINDS = ("snr", "ber", "dropout")
 COLUMNS = [
@@ -95,9 +98,6 @@ class SweepConfig:
     ue_precisions: list[str] = field(default_factory=lambda: ["fp32"])
 
     def __post_init__(self) -> None:
-        from splitrl.link import LINK_NAMES
-        from splitrl.quant import PRECISIONS
-
         bad_p = [p for p in self.ue_precisions if p not in PRECISIONS]
         if bad_p or not self.ue_precisions or len(set(self.ue_precisions)) != len(self.ue_precisions):
             raise ValueError(f"ue_precisions {self.ue_precisions}: must be distinct names from {', '.join(PRECISIONS)}")
@@ -194,8 +194,8 @@ class Emulator:
     def __call__(self, transport: str, split: int, snr_db: float) -> dict:
         if not np.isfinite(snr_db):  # ber/dropout sweeps have no SNR to cost
             return {k: float("nan") for k in EMULATED}
+        # lazy: splitrl.cost imports transformers, which reading, plotting and merging tables do without
         from splitrl.cost import CostModel
-        from splitrl.link import codec_for
 
         c = self.config
         codec = codec_for(transport)
@@ -303,33 +303,74 @@ def run_sweep(
 def _write_meta(meta_path: Path, config: SweepConfig, runs: list) -> None:
     """The table's setup (`SweepConfig.identity`) plus, under ``runs``, the provenance of every run
     that appended rows (command, git revision, machine, load: `splitrl.provenance.run_record`)."""
-    from splitrl.provenance import run_record
-
     meta = {**config.identity(), PROVENANCE_KEY: [*runs, run_record()]}
     tmp = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, meta_path)
 
 
+def _previous_runs(config: SweepConfig, path: Path, meta_path: Path) -> list:
+    """The provenance records of the runs that wrote the table so far; ValueError if its setup is another one."""
+    if not meta_path.exists():
+        return []
+    try:
+        previous = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UsageError(f"{meta_path} is unreadable; write to a new file") from None
+    previous = previous if isinstance(previous, dict) else {}
+    runs = list(previous.pop(PROVENANCE_KEY, None) or [])  # who wrote the rows is not part of the setup
+    if previous != config.identity():
+        raise ValueError(
+            f"{path} was written by a different sweep setup ({meta_path}); "
+            f"differences: {sorted(k for k in previous if previous.get(k) != config.identity().get(k))[:10]}. "
+            "Write to a new file."
+        )
+    return runs
+
+
+def _table_columns(path: Path, todo: list[Cell]) -> tuple[bool, list[str]]:
+    """(whether the table is new, the columns rows are written with): an older table keeps its own."""
+    new_file = not path.exists() or path.stat().st_size == 0
+    columns = COLUMNS
+    if not new_file:
+        with open(path, newline="") as f:
+            columns = next(csv.reader(f), COLUMNS)
+        if "ue_precision" not in columns and any(c.ue_precision != "fp32" for c in todo):
+            if columns != FP32_COLUMNS:
+                raise ValueError(f"{path} predates the ppl_finite column; write other precisions to a new file")
+            columns = _add_precision_column(path)
+    return new_file, columns
+
+
+def _cell_row(config: SweepConfig, cell: Cell, evaluator, clean: float, emulate: Emulator, vocab_size: int) -> dict:
+    """Evaluate one cell: its table row (perplexity through the cell's link, then the emulated columns)."""
+    seed = cell_seed(config.base_seed, cell)
+    link = build_link(config, cell.transport, cell.level, seed, vocab_size)
+    state = channel_state(config, cell.transport, cell.level)
+    r = evaluator.evaluate(cell.split, link, precision=(cell.ue_precision, "fp32"))
+    n_tok = evaluator.input_ids.shape[1]
+    row = {
+        "model": config.model, "transport": cell.transport, "level_kind": config.level_kind,
+        "level": cell.level, "snr_db": state.snr_db, "ber": state.ber, "bler": state.bler,
+        "split": cell.split, "seed_index": cell.seed_index, "seed": seed,
+        "ppl": r.ppl, "nll": r.nll, "clean_ppl": clean,
+        "log_ppl_ratio": math.log(r.ppl / clean) if math.isfinite(r.ppl) else float("nan"),
+        "ppl_finite": math.isfinite(r.ppl),
+        "scored_tokens": r.scored_tokens, "bytes_per_token": link.bytes_total / max(1, n_tok),
+        "seconds": r.seconds, "ue_precision": cell.ue_precision,
+    }
+    row.update(emulate(cell.transport, cell.split, state.snr_db))
+    return row
+
+
 def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded) -> Path:
+    """`run_sweep` once the table's lock is held: check the setup, evaluate the missing cells, append their rows."""
+    # lazy: model and perplexity code import transformers; reading, plotting and merging tables do without
     from splitrl.eval import PerplexityConfig, PerplexityEvaluator
     from splitrl.models import load_model
 
     meta_path = path.with_suffix(path.suffix + ".meta.json")
-    runs: list = []
-    if meta_path.exists():
-        try:
-            previous = json.loads(meta_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            raise UsageError(f"{meta_path} is unreadable; write to a new file") from None
-        previous = previous if isinstance(previous, dict) else {}
-        runs = list(previous.pop(PROVENANCE_KEY, None) or [])  # who wrote the rows is not part of the setup
-        if previous != config.identity():
-            raise ValueError(
-                f"{path} was written by a different sweep setup ({meta_path}); "
-                f"differences: {sorted(k for k in previous if previous.get(k) != config.identity().get(k))[:10]}. "
-                "Write to a new file."
-            )
+    runs = _previous_runs(config, path, meta_path)
     done = read_done(path)
     todo = [c for c in cells(config) if c.key not in done]
     if todo or not meta_path.exists():
@@ -347,15 +388,7 @@ def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded
     )
     clean = evaluator.evaluate(L).ppl
     emulate = Emulator(config, loaded.view)
-    new_file = not path.exists() or path.stat().st_size == 0
-    columns = COLUMNS
-    if not new_file:
-        with open(path, newline="") as f:
-            columns = next(csv.reader(f), COLUMNS)  # an older table keeps its own columns
-        if "ue_precision" not in columns and any(c.ue_precision != "fp32" for c in todo):
-            if columns != FP32_COLUMNS:
-                raise ValueError(f"{path} predates the ppl_finite column; write other precisions to a new file")
-            columns = _add_precision_column(path)
+    new_file, columns = _table_columns(path, todo)
     non_finite = 0
     bar = tqdm(total=len(cells(config)), initial=len(cells(config)) - len(todo), desc="sweep", unit="cell",
                disable=not progress, smoothing=0.05)
@@ -365,29 +398,14 @@ def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded
         if new_file:
             writer.writeheader()
         for cell in todo:
-            seed = cell_seed(config.base_seed, cell)
-            link = build_link(config, cell.transport, cell.level, seed, loaded.view.vocab_size)
-            state = channel_state(config, cell.transport, cell.level)
-            r = evaluator.evaluate(cell.split, link, precision=(cell.ue_precision, "fp32"))
-            n_tok = evaluator.input_ids.shape[1]
-            row = {
-                "model": config.model, "transport": cell.transport, "level_kind": config.level_kind,
-                "level": cell.level, "snr_db": state.snr_db, "ber": state.ber, "bler": state.bler,
-                "split": cell.split, "seed_index": cell.seed_index, "seed": seed,
-                "ppl": r.ppl, "nll": r.nll, "clean_ppl": clean,
-                "log_ppl_ratio": math.log(r.ppl / clean) if math.isfinite(r.ppl) else float("nan"),
-                "ppl_finite": math.isfinite(r.ppl),
-                "scored_tokens": r.scored_tokens, "bytes_per_token": link.bytes_total / max(1, n_tok),
-                "seconds": r.seconds, "ue_precision": cell.ue_precision,
-            }
-            row.update(emulate(cell.transport, cell.split, state.snr_db))
+            row = _cell_row(config, cell, evaluator, clean, emulate, loaded.view.vocab_size)
             writer.writerow(row)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # one durable row per cell: a killed sweep resumes after the last one
             written += 1
             bar.update(1)
-            non_finite += not math.isfinite(r.ppl)
-            bar.set_postfix(split=cell.split, ppl=f"{r.ppl:.3g}", non_finite=non_finite)
+            non_finite += not math.isfinite(row["ppl"])
+            bar.set_postfix(split=cell.split, ppl=f"{row['ppl']:.3g}", non_finite=non_finite)
             if kill_after and written >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
@@ -597,8 +615,6 @@ def plot_sweep(csv_path: str | os.PathLike, out: str | os.PathLike | None = None
 def record_plot(csv_path: str | os.PathLike, png: str | os.PathLike) -> bool:
     """Append this run (`splitrl plot`) to the table's sidecar ``runs`` with the PNG it wrote, when the
     PNG sits beside the table (a committed result); False when there is no sidecar or it is elsewhere."""
-    from splitrl.provenance import run_record
-
     csv_path, png = Path(csv_path), Path(png)
     meta_path = csv_path.with_suffix(csv_path.suffix + ".meta.json")
     if png.resolve().parent != csv_path.resolve().parent or not meta_path.is_file():
@@ -624,8 +640,6 @@ def merge_tables(dst: str | os.PathLike, src: str | os.PathLike) -> int:
     derives from its coordinates, so a merged table is what one sweep over the union would write.
     ``dst``'s meta gains ``src``'s runs (tagged ``merged_from``) and the merge's own record. Holds
     both tables' locks (a shard still being written is refused). Returns the rows appended."""
-    from splitrl.provenance import run_record
-
     dst_p, src_p = Path(dst), Path(src)
     for p in (dst_p, src_p):
         if not p.is_file() or not p.with_suffix(p.suffix + ".meta.json").is_file():

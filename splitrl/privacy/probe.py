@@ -31,6 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from splitrl.errors import UsageError
+from splitrl.eval.corpus import load_wikitext2_test
+from splitrl.models import load_model
 from splitrl.plotting import pyplot, save_figure
 from splitrl.stats import block_bootstrap_ci as bootstrap_blocks
 
@@ -301,8 +303,6 @@ class _Part:
 
 
 def _parts(cfg: ProbeConfig, tokenizer) -> tuple[_Part, _Part, dict]:
-    from splitrl.eval.corpus import load_wikitext2_test
-
     articles = split_articles(load_wikitext2_test(cfg.corpus_path))
     train_idx, held_idx = partition_articles(len(articles), cfg.heldout_fraction, cfg.seed)
 
@@ -318,39 +318,55 @@ def _parts(cfg: ProbeConfig, tokenizer) -> tuple[_Part, _Part, dict]:
     return train, held, info
 
 
-def run_privacy_probe(cfg: ProbeConfig, *, loaded=None, progress: bool = True) -> dict[str, Any]:
-    """Measure token recovery per cut (see module docstring). Returns a JSON-ready dict."""
-    from splitrl.models import load_model
+_DEFINITION = (
+    "top1_recovery[s]: share of held-out prompt tokens an attacker holding what crosses the link at split s "
+    "names exactly. s=0: token ids cross (1 by definition); 1<=s<L: the hidden state after layer s, attacked "
+    "with the probe whose probe-train validation top-1 is higher; s=L: nothing crosses (0 by definition). "
+    "probes[*] hold each probe's measured held-out numbers at every cut index (index s = the activations "
+    "entering layer s; index 0 the embeddings output, index L the last layer's output).")
 
-    t0 = time.perf_counter()
-    loaded = loaded or load_model(cfg.model)
-    view = loaded.view
-    L = view.num_layers
-    train, held, info = _parts(cfg, loaded.tokenizer)
-    T = cfg.window
-    h_train = collect_hidden(view, train.windows, cfg.batch_windows, progress=progress, desc="probe-train activations")
-    h_held = collect_hidden(view, held.windows, cfg.batch_windows, progress=progress, desc="held-out activations")
-    y_train, y_held = train.windows.reshape(-1), held.windows.reshape(-1)  # [N]
-    n_win = train.windows.shape[0]
-    n_val = max(1, int(round(cfg.val_fraction * n_win)))
-    val = torch.zeros(n_win, T, dtype=torch.bool)
+
+@dataclass
+class _Targets:
+    """What the attacker aims at, from probe-train counts: the classifier's classes, the frequent-token baseline."""
+
+    classes: torch.Tensor  # [K] token ids, most frequent first
+    frequent: int
+    baseline: float  # held-out share of the most frequent probe-train token
+
+
+def _validation_mask(n_win: int, window: int, val_fraction: float) -> tuple[torch.Tensor, int]:
+    """(mask [n_win * window] of the probe-train tokens held back for choosing ridge strengths, windows held back)."""
+    n_val = max(1, int(round(val_fraction * n_win)))
+    val = torch.zeros(n_win, window, dtype=torch.bool)
     val[n_win - n_val:] = True  # the last windows (their own stretch of the probe-train articles)
-    val = val.reshape(-1)
+    return val.reshape(-1), n_val
 
-    counts = torch.bincount(y_train, minlength=view.vocab_size)
+
+def _targets(y_train: torch.Tensor, y_held: torch.Tensor, vocab_size: int, classes: int) -> _Targets:
+    """The ``classes`` most frequent probe-train tokens (stable order) and the most-frequent-token baseline."""
+    counts = torch.bincount(y_train, minlength=vocab_size)
     order = torch.argsort(counts, descending=True, stable=True)
-    classes = order[: min(cfg.classes, int((counts > 0).sum()))]
     frequent = int(order[0])
     baseline = float((y_held == frequent).double().mean())
-    emb = view.embed_tokens.weight.detach()  # [V, H]: the attacker knows the public model's embeddings
+    return _Targets(order[: min(classes, int((counts > 0).sum()))], frequent, baseline)
 
+
+def _val_sample(val: torch.Tensor, seed: int, n: int) -> torch.Tensor:
+    """A seeded sample of ``n`` validation rows, in row order, on which the probes' final fits are compared."""
+    val_rows = torch.nonzero(val).reshape(-1)
+    pick = torch.randperm(len(val_rows), generator=torch.Generator().manual_seed(seed))[:n]
+    return val_rows[pick.sort().values]
+
+
+def _fit_probes_per_cut(cfg: ProbeConfig, L: int, h_train: torch.Tensor, h_held: torch.Tensor,
+                        y_train: torch.Tensor, y_held: torch.Tensor, val: torch.Tensor, val_sample: torch.Tensor,
+                        emb: torch.Tensor, classes: torch.Tensor,
+                        progress: bool) -> tuple[dict[str, dict[str, list]], list[str]]:
+    """(each probe's held-out numbers at every cut, the probe chosen at each cut by its validation top-1)."""
     probes: dict[str, dict[str, list]] = {p: {"top1": [], "top5": [], "top1_ci95": [], "val_top1": [], "fit": []}
                                           for p in ("ridge_nn", "lsq_classifier")}
     chosen: list[str] = []
-    top1, top5, ci = [], [], []
-    val_rows = torch.nonzero(val).reshape(-1)
-    pick = torch.randperm(len(val_rows), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.val_score_tokens]
-    val_sample = val_rows[pick.sort().values]
     for s in tqdm(range(L + 1), desc="probes per cut", unit="cut", disable=not progress):
         results = {}
         design = Design(h_train[s], val)
@@ -360,12 +376,18 @@ def run_privacy_probe(cfg: ProbeConfig, *, loaded=None, progress: bool = True) -
             rec = probes[probe.name]
             rec["top1"].append(float(c1.mean()))
             rec["top5"].append(float(c5.mean()))
-            rec["top1_ci95"].append(list(block_bootstrap_ci(c1, T, cfg.bootstrap, cfg.seed)))
+            rec["top1_ci95"].append(list(block_bootstrap_ci(c1, cfg.window, cfg.bootstrap, cfg.seed)))
             rec["val_top1"].append(probe.val_top1)
             rec["fit"].append(fit)
             results[probe.name] = probe.val_top1
-        best = max(results, key=lambda k: (results[k], k == "ridge_nn"))
-        chosen.append(best)
+        chosen.append(max(results, key=lambda k: (results[k], k == "ridge_nn")))  # a tie goes to ridge_nn
+    return probes, chosen
+
+
+def _reported_recovery(probes: dict[str, dict[str, list]], chosen: list[str], L: int) -> tuple[list, list, list]:
+    """(top-1, top-5, top-1 95% interval) per split: the chosen probe's, but fixed by definition at s = 0 and s = L."""
+    top1, top5, ci = [], [], []
+    for s, best in enumerate(chosen):
         if s == 0:  # the runtime sends token ids at s = 0: the edge reads the prompt
             top1.append(1.0), top5.append(1.0), ci.append([1.0, 1.0])
         elif s == L:  # everything runs on the UE: nothing crosses
@@ -373,7 +395,26 @@ def run_privacy_probe(cfg: ProbeConfig, *, loaded=None, progress: bool = True) -
         else:
             top1.append(probes[best]["top1"][s]), top5.append(probes[best]["top5"][s])
             ci.append(probes[best]["top1_ci95"][s])
+    return top1, top5, ci
 
+
+def run_privacy_probe(cfg: ProbeConfig, *, loaded=None, progress: bool = True) -> dict[str, Any]:
+    """Measure token recovery per cut (see module docstring). Returns a JSON-ready dict."""
+    t0 = time.perf_counter()
+    loaded = loaded or load_model(cfg.model)
+    view = loaded.view
+    L = view.num_layers
+    train, held, info = _parts(cfg, loaded.tokenizer)
+    h_train = collect_hidden(view, train.windows, cfg.batch_windows, progress=progress, desc="probe-train activations")
+    h_held = collect_hidden(view, held.windows, cfg.batch_windows, progress=progress, desc="held-out activations")
+    y_train, y_held = train.windows.reshape(-1), held.windows.reshape(-1)  # [N]
+    val, n_val = _validation_mask(train.windows.shape[0], cfg.window, cfg.val_fraction)
+    targets = _targets(y_train, y_held, view.vocab_size, cfg.classes)
+    emb = view.embed_tokens.weight.detach()  # [V, H]: the attacker knows the public model's embeddings
+    val_sample = _val_sample(val, cfg.seed, cfg.val_score_tokens)
+    probes, chosen = _fit_probes_per_cut(cfg, L, h_train, h_held, y_train, y_held, val, val_sample, emb,
+                                         targets.classes, progress)
+    top1, top5, ci = _reported_recovery(probes, chosen, L)
     return {
         "model": cfg.model,
         "num_layers": L,
@@ -383,25 +424,20 @@ def run_privacy_probe(cfg: ProbeConfig, *, loaded=None, progress: bool = True) -
         "top1_recovery": top1,
         "top1_ci95": ci,
         "top5_recovery": top5,
-        "frequent_token_baseline": baseline,
-        "frequent_token_id": frequent,
-        "frequent_token": loaded.tokenizer.decode([frequent]) if hasattr(loaded.tokenizer, "decode") else None,
+        "frequent_token_baseline": targets.baseline,
+        "frequent_token_id": targets.frequent,
+        "frequent_token": loaded.tokenizer.decode([targets.frequent]) if hasattr(loaded.tokenizer, "decode") else None,
         "chosen_probe": chosen,
         "probes": probes,
-        "definition": (
-            "top1_recovery[s]: share of held-out prompt tokens an attacker holding what crosses the link at split s "
-            "names exactly. s=0: token ids cross (1 by definition); 1<=s<L: the hidden state after layer s, attacked "
-            "with the probe whose probe-train validation top-1 is higher; s=L: nothing crosses (0 by definition). "
-            "probes[*] hold each probe's measured held-out numbers at every cut index (index s = the activations "
-            "entering layer s; index 0 the embeddings output, index L the last layer's output)."),
+        "definition": _DEFINITION,
         "settings": cfg.to_dict(),
         "train_tokens": int(y_train.numel()),
         "heldout_tokens": int(y_held.numel()),
         "train_windows": int(train.windows.shape[0]),
         "heldout_windows": int(held.windows.shape[0]),
         "val_windows": n_val,
-        "classifier_classes": int(len(classes)),
-        "heldout_in_classes": float(torch.isin(y_held, classes).double().mean()),
+        "classifier_classes": int(len(targets.classes)),
+        "heldout_in_classes": float(torch.isin(y_held, targets.classes).double().mean()),
         "train_article_ids": train.articles,
         "heldout_article_ids": held.articles,
         **info,

@@ -29,7 +29,11 @@ from typing import Any, Sequence
 
 import yaml
 
-from splitrl.agents.config import ConfigError, build, describe, documented, param, validate
+import splitrl.envs  # noqa: F401  (registers the envs that env_class looks up)
+from splitrl.agents.config import ConfigError, build, coerce, describe, documented, param, validate
+from splitrl.agents.registry import AGENTS
+from splitrl.decision.reward import RewardConfig
+from splitrl.envs.split_point import SplitPointConfig
 from splitrl.errors import UsageError
 from splitrl.resources import resource_path
 from splitrl.yamlio import check_size, load_yaml_file, load_yaml_text, short
@@ -73,8 +77,6 @@ def env_class(env_id: str) -> type:
     """The class a registered env id builds."""
     import gymnasium as gym
 
-    import splitrl  # noqa: F401  (registers the envs)
-
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as e:
@@ -91,8 +93,6 @@ def env_class(env_id: str) -> type:
 
 def env_fields(env_id: str) -> tuple[type, list[str]]:
     """(config dataclass of the env, extra keyword arguments its constructor takes)."""
-    from splitrl.envs.split_point import SplitPointConfig
-
     cls = env_class(env_id)
     extras = []
     try:
@@ -190,8 +190,6 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, overrides: Sequence[str] = ()) -> "RunConfig":
         """Validate a raw mapping (+ overrides) into a RunConfig."""
-        from splitrl.agents.registry import AGENTS
-
         if not isinstance(data, dict):
             raise ConfigError(f"a run config must be a mapping of {', '.join(_TOP_KEYS)}, got {short(data)}")
         try:
@@ -211,8 +209,6 @@ class RunConfig:
         if not isinstance(kind, str) or kind not in AGENTS:
             raise ConfigError(f"unknown agent {short(kind)}; choose from {', '.join(AGENTS)}")
         _, config_cls = AGENTS[kind]
-        from splitrl.agents.config import coerce
-
         seed = coerce(raw.get("seed", 0), int, "seed")
         if not 0 <= seed <= MAX_RUN_SEED:  # numpy's legacy seeding (stable-baselines3) takes 32 bits; runs add offsets
             raise ConfigError(f"seed must be an integer in 0..{MAX_RUN_SEED}, got {str(seed)[:40]}")
@@ -238,8 +234,6 @@ def load_run_config(kind: str, config_file: str | Path | None = None, overrides:
                     seed: int | None = None, total_steps: int | None = None, env_id: str | None = None) -> RunConfig:
     """The run config of agent ``kind``: ``config_file`` (default ``configs/<kind>.yaml``, or the
     built-in defaults when absent), then ``overrides``, then the explicit arguments."""
-    from splitrl.agents.registry import AGENTS
-
     if kind not in AGENTS:
         raise ConfigError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
     if config_file is not None:
@@ -262,10 +256,6 @@ def load_run_config(kind: str, config_file: str | Path | None = None, overrides:
 
 def describe_kind(kind: str) -> str:
     """Every overridable field of a run of ``kind``: agent, train and env (for --list-config)."""
-    from splitrl.agents.registry import AGENTS
-    from splitrl.envs.split_point import SplitPointConfig
-    from splitrl.decision.reward import RewardConfig
-
     agent_cls, config_cls = AGENTS[kind]
     lines = [f"agent '{kind}' ({agent_cls.__name__}, config {config_cls.__name__}); override with --set KEY=VALUE", ""]
     lines += ["agent.* (" + config_cls.__name__ + "):"] + ["  " + s for s in describe(config_cls, prefix="agent.")]

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from splitrl.agents.base import Agent
+from splitrl.agents.baselines import OracleAgent
 from splitrl.rollout import rollout as run_episodes
 
 __all__ = ["EvalResult", "rollout", "Evaluator"]
@@ -62,8 +63,6 @@ class Evaluator:
         self.progress = bool(progress)
         self._label = "eval"
         try:
-            from splitrl.agents.baselines import OracleAgent
-
             oracle = OracleAgent(self.env)
         except (TypeError, FileNotFoundError, ValueError):
             oracle = None  # not a split-point env, or no sweep table: evaluate without regret

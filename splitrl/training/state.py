@@ -26,6 +26,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from splitrl.channel import Channel
+
 __all__ = ["rng_state", "set_rng_state", "capture_env_state", "restore_env_state"]
 
 
@@ -54,8 +56,6 @@ _SKIP = object()
 
 
 def _container_types() -> tuple[type, ...]:
-    from splitrl.channel import Channel
-
     return (gym.Env, gym.Wrapper, gym.spaces.Space, Channel)
 
 

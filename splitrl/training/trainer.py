@@ -35,6 +35,7 @@ from splitrl.agents.base import Agent
 from splitrl.agents.config import ConfigError
 from splitrl.errors import UsageError
 from splitrl.agents.registry import make_agent
+from splitrl.models import load_model
 from splitrl.training.checkpoint import CheckpointError, RunLock, latest_checkpoint, read_manifest, write_checkpoint
 from splitrl.training.config import RunConfig, env_class, env_fields
 from splitrl.training.evaluation import Evaluator
@@ -70,8 +71,6 @@ def make_env(config: RunConfig, *, env_id: str | None = None, max_episode_steps:
     if "view" in params or "loaded" in params:
         cache = models if models is not None else {}
         if sp.model not in cache:
-            from splitrl.models import load_model
-
             cache[sp.model] = load_model(sp.model)
         if "loaded" in params:
             kwargs["loaded"] = cache[sp.model]
