@@ -40,9 +40,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from splitrl.agents.config import build
+from splitrl.agents.registry import AGENTS, make_agent
 from splitrl.errors import UsageError
 from splitrl.plotting import pyplot, save_figure
-from splitrl.rollout import rollout
+from splitrl.rollout import DEFAULT_SEED, rollout
+from splitrl.training.checkpoint import CheckpointError, resolve_checkpoint
+from splitrl.training.config import RunConfig, load_run_config
+from splitrl.training.trainer import make_env
 from splitrl.yamlio import load_yaml_file
 
 __all__ = [
@@ -50,7 +54,6 @@ __all__ = [
     "scores", "write_outputs", "markdown_table", "plot_reward_vs_evaluations",
 ]
 
-DEFAULT_SEED = 2_000_000
 DEFINITIONS = {
     "reward_per_step": "mean reward per step over all held-out episodes (rewards floored at reward_floor)",
     "fraction_of_oracle": "normalised score (R - R_random) / (R_oracle - R_random): oracle 1, random 0",
@@ -73,9 +76,6 @@ class AgentSpec:
 
 def parse_agent_spec(text: str) -> AgentSpec:
     """``KIND`` or ``KIND=CHECKPOINT_DIR`` (ValueError for an unknown kind or an empty part)."""
-    # lazy: the agents registry imports torch; splitrl.cli.evaluate imports this module for --help
-    from splitrl.agents.registry import AGENTS
-
     kind, sep, path = str(text).partition("=")
     kind = kind.strip()
     if kind not in AGENTS:
@@ -91,9 +91,6 @@ def _resolve_checkpoint(path: Path) -> tuple[Path, dict | None]:
     A trainer checkpoint (or a run folder, or the ``agent/`` folder inside a checkpoint) is
     verified against its manifest first (`splitrl.training.checkpoint.resolve_checkpoint`); a bare
     agent folder is verified by `Agent.load` against its own file list."""
-    # lazy: splitrl.training imports torch; splitrl.cli.evaluate imports this module for --help
-    from splitrl.training.checkpoint import CheckpointError, resolve_checkpoint
-
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -114,9 +111,6 @@ def load_agent(kind: str, env: Any, checkpoint: str | Path | None = None, *, see
     """An agent of ``kind`` acting in ``env``: built fresh (exact baselines, or an untrained agent)
     or loaded from ``checkpoint`` with the config saved beside it (run ``config.yaml``, else the
     ``config`` in ``agent.json``'s state, else the defaults)."""
-    # lazy: the agents registry imports torch; splitrl.cli.evaluate imports this module for --help
-    from splitrl.agents.registry import AGENTS, make_agent
-
     if kind not in AGENTS:
         raise ValueError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
     if checkpoint is None:
@@ -164,10 +158,6 @@ def scores(reward: float, oracle: float, random: float) -> dict[str, float]:
 
 
 def _make_eval_env(env_id: str, env_overrides: Sequence[str], models: dict | None):
-    # lazy: splitrl.training imports torch; splitrl.cli.evaluate imports this module for --help (DEFAULT_SEED)
-    from splitrl.training.config import load_run_config
-    from splitrl.training.trainer import make_env
-
     rc = load_run_config("oracle", env_id=env_id, overrides=[s if s.startswith("env.") else f"env.{s}" for s in env_overrides])
     return make_env(rc, models=models), rc
 
@@ -179,9 +169,6 @@ def _trained_envs(specs: Sequence[AgentSpec]) -> dict[int, dict[str, Any]]:
         if sp.checkpoint is not None:
             _, run_cfg = _resolve_checkpoint(sp.checkpoint)
             if run_cfg is not None:
-                # lazy: splitrl.training imports torch; splitrl.cli.evaluate imports this module for --help
-                from splitrl.training.config import RunConfig
-
                 trained_env[i] = {"env_id": run_cfg.get("env_id"), "env": RunConfig.from_dict(run_cfg).env}
     return trained_env
 
@@ -274,9 +261,6 @@ def evaluate_agents(specs: Sequence[AgentSpec | str], *, env_id: str = "splitrl/
         res = rollout_timed(agent, u, seeds, steps, reward_floor=reward_floor, feedback=feedback)
         res["reward_per_step"] = float(np.sum(res["returns"]) / max(1, res["steps"]))
         return res
-
-    # lazy: the agents registry imports torch; splitrl.cli.evaluate imports this module for --help
-    from splitrl.agents.registry import make_agent
 
     ref = {k: run(make_agent(k, u, seed=agent_seed))["reward_per_step"] for k in ("oracle", "random")}
     used_env = asdict(u.config)

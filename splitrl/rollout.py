@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 
 from splitrl.errors import UsageError
 
+DEFAULT_SEED = 2_000_000  # seed of the first held-out episode of `splitrl evaluate` (then +1, ...): far from training seeds
+
 __all__ = ["Episode", "rollout"]
 
 

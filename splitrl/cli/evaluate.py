@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from splitrl.evaluate import DEFAULT_SEED
+from splitrl.rollout import DEFAULT_SEED
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
