@@ -13,7 +13,7 @@
   with an upper-confidence rule (ExtraTrees spread across trees, ``beta``); when acting it picks
   the feasible assignment of highest predicted reward.
 
-The held-out comparison harness is `splitrl.aircomp.evaluation.evaluate_policy`.
+The held-out comparison harness is `splitrl.experiments.aircomp.evaluate_policy`.
 """
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ from splitrl.agents.config import ConfigError, documented, param, validate
 from splitrl.agents.hooks import at_boundary
 from splitrl.agents.information import INFO_SETTINGS, action_splits, current_split, known_reward_parts
 from splitrl.decision.problem import SplitProblem
+from splitrl.errors import UsageError
 
 __all__ = ["ThresholdConfig", "ThresholdAgent", "BanditConfig", "LinUCBAgent"]
 
@@ -229,7 +230,7 @@ class ThresholdAgent(_BudgetLearner):
         self.chosen = [int(v) for v in state.get("chosen", [])]
         self.targets = [float(v) for v in state.get("targets", [])]
         if len(self.snrs) != len(self.chosen) or len(self.snrs) != len(self.targets):
-            raise ValueError("threshold agent state: snrs, chosen and targets must have equal lengths")
+            raise UsageError("threshold agent state: snrs, chosen and targets must have equal lengths")
         self._finish()
 
 
@@ -319,7 +320,7 @@ class LinUCBAgent(_BudgetLearner):
         super().load_state_dict(state)
         A, b = np.asarray(state["A"], float), np.asarray(state["b"], float)
         if A.shape != self.A.shape or b.shape != self.b.shape or not (np.isfinite(A).all() and np.isfinite(b).all()):
-            raise ValueError(f"bandit state: A must be {self.A.shape} and b {self.b.shape}, finite")
+            raise UsageError(f"bandit state: A must be {self.A.shape} and b {self.b.shape}, finite")
         self.A, self.b = A, b
         self._Ainv = np.linalg.inv(self.A)
         self._theta = np.einsum("sde,se->sd", self._Ainv, self.b)

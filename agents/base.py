@@ -21,7 +21,8 @@ import numpy as np
 
 from splitrl.decision.problem import SplitProblem, problem_of  # noqa: F401  (agents build from a problem)
 from splitrl.errors import UsageError
-from splitrl.integrity import IntegrityError, list_files, read_manifest, sha256_file, verify_listed_files
+from splitrl.integrity import (IntegrityError, list_files, read_json_object, read_manifest, sha256_file,
+                               verify_listed_files)
 
 
 class AgentLoadError(UsageError):
@@ -108,14 +109,8 @@ class Agent(ABC):
         meta_path = d / "agent.json"
         if not d.is_dir():
             raise AgentLoadError(f"agent checkpoint {d} is not a folder")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except FileNotFoundError:
-            raise AgentLoadError(f"{meta_path} not found: not an agent checkpoint") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise AgentLoadError(f"{meta_path} is corrupt: {type(e).__name__}") from None
-        if not isinstance(meta, dict):
-            raise AgentLoadError(f"{meta_path} is not an agent description (a JSON object)")
+        meta = read_json_object(meta_path, AgentLoadError, missing="not an agent checkpoint",
+                                what="an agent description (a JSON object)")
         if meta.get("kind") != self.kind:
             raise AgentLoadError(f"{d} holds a {str(meta.get('kind'))[:40]!r} agent, not {self.kind!r}")
         if "files" not in meta:

@@ -276,7 +276,7 @@ class FixedSplitAgent(_Baseline):
         self.scores: dict[int, float] = {}
         if c.split is not None:
             if not p.config.s_min <= c.split <= p.L:
-                raise ValueError(f"FixedSplitConfig.split must be in {p.config.s_min}..{p.L}, got {c.split}")
+                raise UsageError(f"FixedSplitConfig.split must be in {p.config.s_min}..{p.L}, got {c.split}")
             self.split = int(c.split)
         else:
             if self.env is None:

@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from splitrl.errors import UsageError
 
 
 @dataclass
@@ -40,11 +41,11 @@ class AR1ChannelModel:
     def __init__(self, forgetting: float = 0.98, prior_mean_db: float = 15.0, prior_std_db: float = 8.0,
                  prior_phi: float = 0.5, prior_strength: float = 5.0) -> None:
         if not 0 < forgetting <= 1:
-            raise ValueError(f"forgetting must be in (0, 1], got {forgetting}")
+            raise UsageError(f"forgetting must be in (0, 1], got {forgetting}")
         if not -1 < prior_phi < 1:
-            raise ValueError(f"prior_phi must be in (-1, 1), got {prior_phi}")
+            raise UsageError(f"prior_phi must be in (-1, 1), got {prior_phi}")
         if prior_std_db <= 0 or prior_strength < 0:
-            raise ValueError("prior_std_db must be > 0 and prior_strength >= 0")
+            raise UsageError("prior_std_db must be > 0 and prior_strength >= 0")
         self.forgetting = forgetting
         self.prior = (prior_mean_db, prior_std_db, prior_phi, prior_strength)
         self.state = AR1State()

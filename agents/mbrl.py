@@ -44,6 +44,7 @@ from splitrl.decision.reward import switch_cost
 from splitrl.surrogate import SURROGATE_KINDS, load_surrogate, make_surrogate, propose
 from splitrl.surrogate.features import spec_for
 from splitrl.yamlio import short
+from splitrl.errors import UsageError
 
 SNR_GRID = np.arange(-20.0, 50.0 + 1e-9, 0.5)
 _GRID_LO, _GRID_HI, _GRID_STEP = float(SNR_GRID[0]), float(SNR_GRID[-1]), float(SNR_GRID[1] - SNR_GRID[0])
@@ -114,7 +115,7 @@ class MBRLConfig:
         ]
         for name, ok, allowed in checks:
             if not ok:
-                raise ValueError(f"MBRLConfig.{name} must be {allowed}, got {short(getattr(self, name))}")
+                raise UsageError(f"MBRLConfig.{name} must be {allowed}, got {short(getattr(self, name))}")
 
 
 class MBRLAgent(Agent):
@@ -226,7 +227,7 @@ class MBRLAgent(Agent):
              previous: int | None = None) -> None:
         if not self.known_costs:
             if reward is None or previous is None:
-                raise ValueError("a reward-only MBRL agent learns from (reward, previous split), not the quality alone")
+                raise UsageError("a reward-only MBRL agent learns from (reward, previous split), not the quality alone")
             self.rewards.append(float(reward))
             self.previous.append(int(previous))
         self.cells.append((self.transport, int(split), float(snr)))
@@ -513,19 +514,19 @@ class MBRLAgent(Agent):
         cells = [(str(t), int(s), float(q)) for t, s, q in data["cells"]]
         targets = [float(v) for v in data["targets"]]
         if len(cells) != len(targets) or not all(np.isfinite(targets)) or any(t != self.transport for t, *_ in cells):
-            raise ValueError(f"{path}: cells and targets must pair up, be finite and use transport {self.transport!r}")
+            raise UsageError(f"{path}: cells and targets must pair up, be finite and use transport {self.transport!r}")
         self.cells, self.targets = cells, targets
         self.rewards = [float(v) for v in data.get("rewards", [])]
         self.previous = [int(v) for v in data.get("previous", [])]
         if not self.known_costs and (len(self.rewards) != len(cells) or len(self.previous) != len(cells)):
-            raise ValueError(f"{path}: a reward-only agent needs a reward and a previous split per cell")
+            raise UsageError(f"{path}: a reward-only agent needs a reward and a previous split per cell")
         if not self.known_costs and cells:
             y = -(np.asarray(self.rewards) + self._switch_cost(np.array([c[1] for c in cells]), np.asarray(self.previous)))
             self._base_grid = self._learned_base(y)
         if (directory / "surrogate.json").exists():
             self.surrogate = load_surrogate(directory / "surrogate", expected_spec=self.spec)
             if self.surrogate.n_train > len(self.cells):
-                raise ValueError(f"{directory / 'surrogate.json'} was fitted on more cells than {path} holds")
+                raise UsageError(f"{directory / 'surrogate.json'} was fitted on more cells than {path} holds")
             self._refresh_grids()
 
 

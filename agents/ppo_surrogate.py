@@ -37,6 +37,7 @@ from splitrl.agents.sb3 import PPOAgent, PPOConfig
 from splitrl.models import load_model
 from splitrl.surrogate import SURROGATE_KINDS
 from splitrl.surrogate.env import SurrogateEnv
+from splitrl.errors import UsageError
 
 __all__ = ["PPOSurrogateConfig", "PPOSurrogateAgent"]
 
@@ -70,7 +71,7 @@ class PPOSurrogateConfig:
             self.ppo = build(PPOConfig, self.ppo, where="ppo.")
         validate(self)
         if self.surrogate_kind not in SURROGATE_KINDS:
-            raise ValueError(f"PPOSurrogateConfig.surrogate_kind must be one of {', '.join(SURROGATE_KINDS)}, "
+            raise UsageError(f"PPOSurrogateConfig.surrogate_kind must be one of {', '.join(SURROGATE_KINDS)}, "
                              f"got {self.surrogate_kind!r}")
 
 

@@ -25,6 +25,7 @@ from splitrl.agents.bandits import BanditConfig, LinUCBAgent, ThresholdAgent, Th
 from splitrl.agents.mbrl import MBRLAgent, MBRLConfig
 from splitrl.agents.ppo_surrogate import PPOSurrogateAgent, PPOSurrogateConfig
 from splitrl.agents.sb3 import A2CAgent, A2CConfig, DQNAgent, DQNConfig, PPOAgent, PPOConfig
+from splitrl.errors import UsageError
 
 __all__ = ["AGENTS", "register", "make_agent"]
 
@@ -48,7 +49,7 @@ AGENTS: dict[str, tuple[type[Agent], type]] = {
 def register(kind: str, agent_cls: type[Agent], config_cls: type, *, replace: bool = False) -> None:
     """Add an agent kind (``agent_cls.kind`` should equal ``kind``, the name checkpoints carry)."""
     if kind in AGENTS and not replace:
-        raise ValueError(f"agent kind {kind!r} is already registered")
+        raise UsageError(f"agent kind {kind!r} is already registered")
     AGENTS[kind] = (agent_cls, config_cls)
 
 
@@ -57,5 +58,5 @@ def make_agent(kind: str, env: gym.Env, config: Any = None, *, seed: int = 0) ->
     try:
         agent_cls, config_cls = AGENTS[kind]
     except KeyError:
-        raise ValueError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}") from None
+        raise UsageError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}") from None
     return agent_cls(env, config if config is not None else config_cls(), seed=seed)

@@ -18,7 +18,7 @@ as a function of SNR (a piecewise-linear fit of log time on SNR), and the starte
 linear function of its stage and hop times. Switching cost uses the weight bytes it placed and the
 link profile's rate table (the channel model the agent is given).
 
-The comparison harness (held-out episodes, intervals) is `splitrl.pipeline.evaluation`.
+The comparison harness (held-out episodes, intervals) is `splitrl.experiments.ring`.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from splitrl.agents.channel_model import AR1ChannelModel
 from splitrl.cost.pipeline import ring_throughput
+from splitrl.errors import UsageError
 
 __all__ = ["RingPlanner", "RingSurrogate"]
 
@@ -43,7 +44,7 @@ class RingPlanner:
         self.model = model
         self._figures = model.predict if model is not None else self.env.step_figures
         if horizon < 1 or not 0 < discount <= 1:
-            raise ValueError("horizon must be >= 1 and discount in (0, 1]")
+            raise UsageError("horizon must be >= 1 and discount in (0, 1]")
         self.horizon, self.discount = int(horizon), float(discount)
         mean = self.env.link.mean_snr_db()
         self.channels = [AR1ChannelModel(forgetting=forgetting, prior_mean_db=mean, prior_std_db=8.0)
@@ -163,7 +164,7 @@ class RingSurrogate:
         env = self.env
         N, L = env.N, env.L
         if not self.data:
-            raise ValueError("RingSurrogate.fit: no evaluations yet")
+            raise UsageError("RingSurrogate.fit: no evaluations yet")
         # per device: stage time / load = sec_per_layer * n + head * starter + overhead
         rows: list[list[list[float]]] = [[] for _ in range(N)]
         ys: list[list[float]] = [[] for _ in range(N)]
@@ -226,7 +227,7 @@ class RingSurrogate:
     def predict(self, action: int, snr: np.ndarray, load: np.ndarray, samples: int) -> dict[str, Any]:
         """Predicted step figures of candidate ``action`` at a state (same keys as `PipelineSplitEnv.measure`)."""
         if not self._fitted:
-            raise ValueError("RingSurrogate: call fit() first")
+            raise UsageError("RingSurrogate: call fit() first")
         env = self.env
         cand = env.candidates[action]
         b = [0, *cand.cuts, env.L]

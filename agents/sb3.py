@@ -49,6 +49,7 @@ from torch import nn
 from splitrl.agents import hooks
 from splitrl.agents.base import Agent, StepCallback
 from splitrl.agents.config import ConfigError, documented, param, validate
+from splitrl.errors import UsageError
 
 __all__ = ["PPOConfig", "A2CConfig", "DQNConfig", "SB3Agent", "PPOAgent", "A2CAgent", "DQNAgent", "BoundsScaler"]
 
@@ -443,7 +444,7 @@ class DQNAgent(SB3Agent):
                 if k in z and getattr(rb, k, None) is not None:
                     src = z[k]
                     if src.shape[1:] != getattr(rb, k).shape[1:] or len(src) > rb.buffer_size:
-                        raise ValueError(f"{path}: {k} has shape {src.shape}, the buffer holds {getattr(rb, k).shape}")
+                        raise UsageError(f"{path}: {k} has shape {src.shape}, the buffer holds {getattr(rb, k).shape}")
                     getattr(rb, k)[: len(src)] = src
             rb.pos = int(z["pos"])
             rb.full = bool(z["full"])

@@ -253,7 +253,7 @@ def agent_comparison(calibration: list[tuple[float, float]], train_steps: int, h
 
     import splitrl.envs  # noqa: F401
     from splitrl.agents.aircomp import EqualPolicy, ModelBasedAgent, OptimiserPolicy
-    from splitrl.aircomp.evaluation import evaluate_policy
+    from splitrl.experiments.aircomp import evaluate_policy
 
     env = gym.make("splitrl/AirCompAssign-v0", calibration=calibration)
     t0 = time.perf_counter()

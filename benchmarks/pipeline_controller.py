@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from splitrl.envs.pipeline_split import PipelineSplitEnv  # noqa: E402
 from splitrl.models import load_model  # noqa: E402
 from splitrl.agents.ring import RingPlanner, RingSurrogate  # noqa: E402
-from splitrl.pipeline.evaluation import collect_evaluations, evaluate_policies, mean_ci  # noqa: E402
+from splitrl.experiments.ring import collect_evaluations, evaluate_policies, mean_ci  # noqa: E402
 from splitrl.provenance import run_record  # noqa: E402
 
 SCENARIOS = {

@@ -21,6 +21,7 @@ from gymnasium import spaces
 from splitrl.eval import PerplexityConfig, PerplexityEvaluator
 from splitrl.link import DropoutLink
 from splitrl.models import load_model
+from splitrl.errors import UsageError
 
 __all__ = [
     "ACTION_MODES", "REFERENCE_INIT", "ChenConfig", "ChenLayerSplitEnv", "drift_factor", "relative_moves",
@@ -58,7 +59,7 @@ def relative_step(split: int, action: int, max_split: int = 10, max_move: int = 
     """
     moves = relative_moves(max_move)
     if not 0 <= int(action) < len(moves):
-        raise ValueError(f"relative action must be in 0..{len(moves) - 1}, got {action!r}")
+        raise UsageError(f"relative action must be in 0..{len(moves) - 1}, got {action!r}")
     return int(np.clip(int(split) + int(moves[int(action)]), 1, int(max_split)))
 
 
@@ -75,7 +76,7 @@ def drift_factor(move: int, mode: str, drift_step: float = 0.0005, reference_typ
     if mode == "absolute":
         return 1.0 - drift_step * float(np.sign(move))
     if mode != "relative":
-        raise ValueError(f"mode must be one of {', '.join(ACTION_MODES)}, got {mode!r}")
+        raise UsageError(f"mode must be one of {', '.join(ACTION_MODES)}, got {mode!r}")
     if reference_typo and move == 3:
         return 1.0 - drift_step
     return 1.0 - drift_step * move
@@ -355,7 +356,7 @@ class ChenLayerSplitEnv(gym.Env):
     ) -> None:
         super().__init__()
         if render_mode is not None:
-            raise ValueError(f"render_mode must be None (this env does not render), got {render_mode!r}")
+            raise UsageError(f"render_mode must be None (this env does not render), got {render_mode!r}")
         self.render_mode = None
         if isinstance(config, dict):
             config = ChenConfig(**config)
@@ -374,7 +375,7 @@ class ChenLayerSplitEnv(gym.Env):
         self.loaded = loaded
         self.L = int(loaded.view.num_layers)
         if c.max_split + c.cut_offset > self.L:
-            raise ValueError(
+            raise UsageError(
                 f"ChenConfig.max_split must be in 1..{self.L - c.cut_offset} (L={self.L} layers - cut_offset={c.cut_offset}), "
                 f"got {c.max_split}"
             )
@@ -404,7 +405,7 @@ class ChenLayerSplitEnv(gym.Env):
         """The split that ``action`` leads to from ``split`` (default: the one in place)."""
         arr = np.asarray(action)
         if arr.shape != () or arr.dtype.kind not in "iu" or not self.action_space.contains(int(arr)):
-            raise ValueError(f"action {action!r} outside {self.action_space}")
+            raise UsageError(f"action {action!r} outside {self.action_space}")
         a = int(arr)
         if self.config.action_mode == "absolute":
             return a + 1
@@ -444,7 +445,7 @@ class ChenLayerSplitEnv(gym.Env):
         options = dict(options or {})
         unknown = sorted(set(options) - {"noise_level", "split"})
         if unknown:
-            raise ValueError(f"unknown reset option(s) {', '.join(unknown)}; allowed: noise_level, split")
+            raise UsageError(f"unknown reset option(s) {', '.join(unknown)}; allowed: noise_level, split")
         lo, hi = c.noise_range
         noise = float(self.np_random.uniform(lo, hi))
         slo, shi = c.split_range
@@ -452,12 +453,12 @@ class ChenLayerSplitEnv(gym.Env):
         if "noise_level" in options:
             x = options["noise_level"]
             if not _is_num(x) or not 0.0 <= x <= c.noise_max:
-                raise ValueError(f"reset option noise_level must be in [0, {c.noise_max}], got {x!r}")
+                raise UsageError(f"reset option noise_level must be in [0, {c.noise_max}], got {x!r}")
             noise = float(x)
         if "split" in options:
             s = options["split"]
             if not _is_int(s) or not 1 <= s <= c.max_split:
-                raise ValueError(f"reset option split must be an int in 1..{c.max_split}, got {s!r}")
+                raise UsageError(f"reset option split must be an int in 1..{c.max_split}, got {s!r}")
             split = int(s)
         self._noise, self._split = noise, split
         self._step_count = 0

@@ -36,6 +36,7 @@ from splitrl.cost.pipeline import PipelineCostModel, ring_throughput
 from splitrl.cost.profiles import load_profile
 from splitrl.models import load_model
 from splitrl.pipeline.partition import cost_fn, dp_cuts, equal_cuts
+from splitrl.errors import UsageError
 
 __all__ = ["PipelineSplitConfig", "PipelineSplitEnv"]
 
@@ -89,17 +90,17 @@ class PipelineSplitConfig:
     def __post_init__(self) -> None:
         self.devices = tuple(self.devices)
         if len(self.devices) < 1:
-            raise ValueError("devices: at least the starter")
+            raise UsageError("devices: at least the starter")
         for name, v, lo in (("context", self.context, 1), ("new_tokens", self.new_tokens, 1),
                             ("max_samples", self.max_samples, 1), ("history", self.history, 0)):
             if int(v) < lo:
-                raise ValueError(f"{name} must be >= {lo}, got {v}")
+                raise UsageError(f"{name} must be >= {lo}, got {v}")
         if not self.timeout_s > 0 or not self.max_switch_s > 0:
-            raise ValueError(f"timeout_s and max_switch_s must be > 0, got {self.timeout_s}, {self.max_switch_s}")
+            raise UsageError(f"timeout_s and max_switch_s must be > 0, got {self.timeout_s}, {self.max_switch_s}")
         if not self.arrival_rate >= 0 or not self.decision_interval_s > 0:
-            raise ValueError("arrival_rate must be >= 0 and decision_interval_s > 0")
+            raise UsageError("arrival_rate must be >= 0 and decision_interval_s > 0")
         if not 0 <= self.load_rho < 1 or self.load_sigma < 0:
-            raise ValueError("load_rho must be in [0, 1) and load_sigma >= 0")
+            raise UsageError("load_rho must be in [0, 1) and load_sigma >= 0")
 
 
 @dataclass
@@ -289,7 +290,7 @@ class PipelineSplitEnv(gym.Env):
     def step(self, action):
         a = int(action)
         if not 0 <= a < self.action_space.n:
-            raise ValueError(f"action must be in 0..{self.action_space.n - 1}, got {action}")
+            raise UsageError(f"action must be in 0..{self.action_space.n - 1}, got {action}")
         snr, load = self._snr_hist[-1], self._load
         r, info = self._reward(a, snr, load)
         self._held = info.pop("_held")

@@ -135,7 +135,7 @@ class SplitPointBaseEnv(gym.Env):
         else:
             self._check_precisions(problem.config)
         if num_layers is not None and int(num_layers) != problem.L:
-            raise ValueError(f"num_layers={num_layers} but the model has {problem.L} layers")
+            raise UsageError(f"num_layers={num_layers} but the model has {problem.L} layers")
         self.problem = problem
         self.channel = build_channel(problem.config.channel, problem.costs.link_profile,
                                      problem.config.decision_interval_s, np.random.default_rng(0))
@@ -263,7 +263,7 @@ class SplitPointBaseEnv(gym.Env):
     def split_for_action(self, action: int) -> int:
         a = int(action)
         if not self.action_space.contains(a):
-            raise ValueError(f"action {action!r} outside {self.action_space}")
+            raise UsageError(f"action {action!r} outside {self.action_space}")
         return self.obs_spec.split_for_action(a, self._split)
 
     def action_for_split(self, split: int, codec: int = 0, precision: int = 0) -> int:
@@ -498,7 +498,7 @@ class SplitPointTableEnv(SplitPointBaseEnv):
         a = int(action)
         spec = self.obs_spec
         if not 0 <= a < spec.num_actions:
-            raise ValueError(f"action {action!r} outside {self.action_space}")
+            raise UsageError(f"action {action!r} outside {self.action_space}")
         c = self.config
         if c.action_mode == "absolute":
             no = spec.num_options
@@ -609,7 +609,7 @@ def make_table_vec_env(config: SplitPointConfig | None = None, n_envs: int = 8, 
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
-        raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
+        raise UsageError(f"n_envs must be an integer >= 1, got {n_envs!r}")
     cfg = config or SplitPointConfig()
     if overrides:
         cfg = SplitPointConfig(**{**asdict(cfg), **overrides})

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from splitrl.errors import UsageError
 
 __all__ = ["sha256_file", "IntegrityError", "list_files", "verify_listed_files", "MAX_LISTED_FILES", "CHECKPOINT_FORMAT",
-           "CheckpointError", "read_manifest"]
+           "CheckpointError", "read_manifest", "read_json_object"]
 
 MAX_LISTED_FILES = 10_000
 
@@ -85,17 +85,29 @@ class CheckpointError(UsageError):
     """A checkpoint is missing, broken or busy; the message names the path and what is wrong."""
 
 
+def read_json_object(path: Path, error: type[Exception], *, missing: str, what: str = "a JSON object") -> dict[str, Any]:
+    """The JSON object in the file ``path``, or ``error`` with a one-line reason: ``"<path> not
+    found: <missing>"``, ``"<path> is corrupt: <exception type>"`` (unreadable, not UTF-8, not JSON,
+    nested past the parser's depth) or ``"<path> is not <what>"`` (JSON, but not an object).
+    The file's contents never reach the message: a checkpoint is untrusted input."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path} not found: {missing}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise error(f"{path} is corrupt: {type(e).__name__}") from None
+    if not isinstance(doc, dict):
+        raise error(f"{path} is not {what}")
+    return doc
+
+
 def read_manifest(ckpt: Path, *, verify: bool = False) -> dict[str, Any]:
     """The manifest of checkpoint folder ``ckpt`` (with ``verify``: every file's SHA-256 checked)."""
     path = Path(ckpt) / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} not found: incomplete checkpoint") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise CheckpointError(f"{path} is corrupt: {type(e).__name__}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+    manifest = read_json_object(path, CheckpointError, missing="incomplete checkpoint", what="a checkpoint manifest")
+    if manifest.get("format") != CHECKPOINT_FORMAT:
+        got = manifest.get("format")
         raise CheckpointError(f"{path}: checkpoint format {str(got)[:40]!r}, this version reads {CHECKPOINT_FORMAT}")
     if verify:
         try:

@@ -100,7 +100,7 @@ class SweepConfig:
     def __post_init__(self) -> None:
         bad_p = [p for p in self.ue_precisions if p not in PRECISIONS]
         if bad_p or not self.ue_precisions or len(set(self.ue_precisions)) != len(self.ue_precisions):
-            raise ValueError(f"ue_precisions {self.ue_precisions}: must be distinct names from {', '.join(PRECISIONS)}")
+            raise UsageError(f"ue_precisions {self.ue_precisions}: must be distinct names from {', '.join(PRECISIONS)}")
 
         # One cell per coordinate: a repeated split, transport or level (5 and 5.0, -0 and 0, or levels
         # equal to 6 significant digits, which share a row key) would write the same cell twice.
@@ -108,22 +108,22 @@ class SweepConfig:
         self.transports = _unique(self.transports, str)
         self.levels = [float(v) + 0.0 for v in _unique(self.levels, _level_key)]
         if self.level_kind not in LEVEL_KINDS:
-            raise ValueError(f"level_kind must be one of {', '.join(LEVEL_KINDS)}, got {self.level_kind!r}")
+            raise UsageError(f"level_kind must be one of {', '.join(LEVEL_KINDS)}, got {self.level_kind!r}")
         if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+            raise UsageError(f"seeds must be >= 1, got {self.seeds}")
         if not all(math.isfinite(float(v)) for v in self.levels) or not self.levels:
-            raise ValueError(f"levels must be finite numbers (at least one), got {self.levels[:5]}")
+            raise UsageError(f"levels must be finite numbers (at least one), got {self.levels[:5]}")
         n = len(self.splits) * len(self.levels) * len(self.transports) * self.seeds * len(self.ue_precisions)
         if n > MAX_CELLS:
-            raise ValueError(f"the grid has {n} cells (splits {len(self.splits)} x levels {len(self.levels)} x transports "
+            raise UsageError(f"the grid has {n} cells (splits {len(self.splits)} x levels {len(self.levels)} x transports "
                              f"{len(self.transports)} x seeds {self.seeds}); at most {MAX_CELLS}: split it into several sweeps")
         bad = [t for t in self.transports if t not in LINK_NAMES]
         if bad or not self.transports:
-            raise ValueError(f"transports {bad or '[]'} not allowed; choose from {', '.join(LINK_NAMES)}")
+            raise UsageError(f"transports {bad or '[]'} not allowed; choose from {', '.join(LINK_NAMES)}")
         if self.level_kind == "dropout" and any(not 0 <= p < 1 for p in self.levels):
-            raise ValueError("dropout levels must be probabilities in [0, 1)")
+            raise UsageError("dropout levels must be probabilities in [0, 1)")
         if self.level_kind == "ber" and any(not 0 <= p <= 0.5 for p in self.levels):
-            raise ValueError("ber levels must be in [0, 0.5]")
+            raise UsageError("ber levels must be in [0, 0.5]")
 
     def identity(self) -> dict:
         """Fields that must match for rows to be appended to an existing table."""
@@ -250,7 +250,7 @@ def read_done(path: Path) -> set[tuple]:
         raw = raw[:cut]
     reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
     if reader.fieldnames and reader.fieldnames not in (COLUMNS, FP32_COLUMNS, OLD_COLUMNS):
-        raise ValueError(f"{path} is not a sweep table of this version (its columns differ); write to a new file")
+        raise UsageError(f"{path} is not a sweep table of this version (its columns differ); write to a new file")
     done: set[tuple] = set()
     kept: list[dict] = []
     try:
@@ -260,7 +260,7 @@ def read_done(path: Path) -> set[tuple]:
                 done.add(k)
                 kept.append(r)
     except (TypeError, ValueError, KeyError):
-        raise ValueError(f"{path} has a malformed row (two writers at once, or edited by hand); write to a new file") from None
+        raise UsageError(f"{path} has a malformed row (two writers at once, or edited by hand); write to a new file") from None
     if len(kept) < reader.line_num - 1:  # a cell written twice (an older version, or concatenated tables): keep the first
         tmp = path.with_name(path.name + f".dedup{os.getpid()}")
         with open(tmp, "w", newline="") as f:
@@ -320,7 +320,7 @@ def _previous_runs(config: SweepConfig, path: Path, meta_path: Path) -> list:
     previous = previous if isinstance(previous, dict) else {}
     runs = list(previous.pop(PROVENANCE_KEY, None) or [])  # who wrote the rows is not part of the setup
     if previous != config.identity():
-        raise ValueError(
+        raise UsageError(
             f"{path} was written by a different sweep setup ({meta_path}); "
             f"differences: {sorted(k for k in previous if previous.get(k) != config.identity().get(k))[:10]}. "
             "Write to a new file."
@@ -337,7 +337,7 @@ def _table_columns(path: Path, todo: list[Cell]) -> tuple[bool, list[str]]:
             columns = next(csv.reader(f), COLUMNS)
         if "ue_precision" not in columns and any(c.ue_precision != "fp32" for c in todo):
             if columns != FP32_COLUMNS:
-                raise ValueError(f"{path} predates the ppl_finite column; write other precisions to a new file")
+                raise UsageError(f"{path} predates the ppl_finite column; write other precisions to a new file")
             columns = _add_precision_column(path)
     return new_file, columns
 
@@ -379,7 +379,7 @@ def _run_sweep_locked(config: SweepConfig, path: Path, *, progress: bool, loaded
     L = loaded.view.num_layers
     bad = [s for s in config.splits if not 0 <= s <= L]
     if bad:
-        raise ValueError(f"split points {bad} out of range: allowed 0..{L} for {config.model}")
+        raise UsageError(f"split points {bad} out of range: allowed 0..{L} for {config.model}")
     kill_after = int(os.environ.get("SPLITRL_SWEEP_KILL_AFTER", "0"))  # test hook: a real SIGKILL mid-sweep
     if not todo:
         return path
@@ -449,22 +449,23 @@ def parse_range(text: str, upper: int | None = None) -> list[int]:
     """``all`` | ``a-b`` | ``a,b,c`` -> sorted ints."""
     if text == "all":
         if upper is None:
-            raise ValueError("'all' needs the number of layers")
+            raise UsageError("'all' needs the number of layers")
         return list(range(upper + 1))
+    allowed = f"--splits must be 'all', a range 'a-b' or a list 'a,b,c' of split points, got {text[:60]!r}"
     out: set[int] = set()
     try:
         for part in text.split(","):
             if "-" in part.strip()[1:]:
                 a, b = part.split("-", 1)
                 if int(b) - int(a) > MAX_CELLS:
-                    raise ValueError
+                    raise UsageError(allowed)
                 out.update(range(int(a), int(b) + 1))
             elif part.strip():
                 out.add(int(part))
-    except ValueError:
-        raise ValueError(f"--splits must be 'all', a range 'a-b' or a list 'a,b,c' of split points, got {text[:60]!r}") from None
+    except ValueError:  # int() of a non-number, or the range above (a UsageError is a ValueError)
+        raise UsageError(allowed) from None
     if not out:
-        raise ValueError("--splits names no split point")
+        raise UsageError("--splits names no split point")
     return sorted(out)
 
 
@@ -475,7 +476,7 @@ def parse_levels(text: str) -> list[float]:
         if ":" in text:
             a, b, st = (float(x) for x in text.split(":"))
             if not all(map(math.isfinite, (a, b, st))):
-                raise ValueError
+                raise UsageError(allowed)
             if st <= 0:
                 raise UsageError("--levels: the step must be > 0")
             n = int(math.floor((b - a) / st + 1e-9)) + 1

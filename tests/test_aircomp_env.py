@@ -8,7 +8,7 @@ from gymnasium.utils.env_checker import check_env
 
 import splitrl.envs  # noqa: F401  (registers the environments)
 from splitrl.agents.aircomp import EqualPolicy, ModelBasedAgent, OptimiserPolicy
-from splitrl.aircomp.evaluation import evaluate_policy
+from splitrl.experiments.aircomp import evaluate_policy
 from splitrl.errors import UsageError
 
 # (mean AirComp MSE dB, log ppl ratio) points shaped like the SmolLM2 calibration.

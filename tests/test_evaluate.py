@@ -1,11 +1,11 @@
-"""splitrl.evaluate: held-out comparison of agents, the score definitions, outputs and the CLI."""
+"""splitrl.experiments.evaluate: held-out comparison of agents, the score definitions, outputs and the CLI."""
 import argparse
 import json
 
 import pytest
 
 from splitrl.agents.mbrl import MBRLAgent, MBRLConfig
-from splitrl.evaluate import (
+from splitrl.experiments.evaluate import (
     DEFINITIONS, AgentSpec, evaluate_agents, parse_agent_spec, scores, write_outputs,
 )
 from test_agents_support import assets, make_env

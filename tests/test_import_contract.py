@@ -9,7 +9,8 @@ line and rule it breaks. The layers, lowest first::
     decision   splitrl.decision (the split MDP's core), the quality surrogates (splitrl.surrogate)
     envs       splitrl.envs (envs/), splitrl.surrogate.env
     agents     splitrl.agents (agents/)
-    training   splitrl.training, the evaluation harnesses (splitrl.experiments), surrogate.report
+    training   splitrl.training, surrogate.report
+    experiments  splitrl.experiments (the held-out comparison harnesses)
     app        splitrl.controller, splitrl.serve
     cli        splitrl.cli, splitrl.__main__, splitrl.demo
 
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Where each package's source lives (pyproject's package-dir): envs/ and agents/ sit at the top.
 SOURCES = {"splitrl": ROOT / "splitrl", "splitrl.envs": ROOT / "envs", "splitrl.agents": ROOT / "agents"}
 
-LAYERS = ["base", "runtime", "decision", "envs", "agents", "training", "app", "cli"]
+LAYERS = ["base", "runtime", "decision", "envs", "agents", "training", "experiments", "app", "cli"]
 # Longest matching prefix wins; modules not listed are in "base".
 LAYER_OF = {
     **{f"splitrl.{p}": "runtime" for p in (
@@ -49,8 +50,7 @@ LAYER_OF = {
     "splitrl.surrogate.env": "envs",
     "splitrl.agents": "agents",
     "splitrl.training": "training",
-    "splitrl.experiments": "training",
-    "splitrl.evaluate": "training",
+    "splitrl.experiments": "experiments",
     "splitrl.surrogate.report": "training",
     "splitrl.controller": "app",
     "splitrl.serve": "app",

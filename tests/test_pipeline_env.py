@@ -84,7 +84,7 @@ def test_learned_surrogate_counts_evaluations_and_predicts_held_out(view):
     import numpy as np
 
     from splitrl.agents.ring import RingPlanner, RingSurrogate
-    from splitrl.pipeline.evaluation import collect_evaluations, evaluate_policies
+    from splitrl.experiments.ring import collect_evaluations, evaluate_policies
 
     env = _env(view, load_sigma=0.6)
     sur = RingSurrogate(env)

@@ -3,7 +3,7 @@
 Every forgery here rewrites the hashes too (agent.json's file list and the checkpoint manifest),
 as anyone who can write the folder can: the defence under test is that nothing a loader reads can
 execute, not the hashes. Each case then goes through the real load paths — `Trainer.resume`
-(``train.py --resume``) and `splitrl.evaluate.load_agent` (``splitrl evaluate`` / the controller's
+(``train.py --resume``) and `splitrl.experiments.evaluate.load_agent` (``splitrl evaluate`` / the controller's
 agent loading) — and checks that (a) the sentinel file a malicious pickle would create does not
 exist and (b) any refusal is a one-line `UsageError`.
 """
@@ -123,7 +123,7 @@ CASES = [
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind,case", CASES)
 def test_a_forged_checkpoint_cannot_run_code(runs, tmp_path, kind, case):
-    from splitrl.evaluate import load_agent
+    from splitrl.experiments.evaluate import load_agent
 
     ckroot = tmp_path / "ckpt"
     shutil.copytree(runs / "ckpt" / kind, ckroot / kind, symlinks=True)
@@ -142,7 +142,7 @@ def test_a_forged_checkpoint_cannot_run_code(runs, tmp_path, kind, case):
 
 @pytest.mark.timeout(120)
 def test_unlisted_or_linked_files_are_refused_on_every_load_path(runs, tmp_path, capsys):
-    from splitrl.evaluate import load_agent
+    from splitrl.experiments.evaluate import load_agent
 
     ckroot = tmp_path / "ckpt"
     shutil.copytree(runs / "ckpt" / "mbrl", ckroot / "mbrl", symlinks=True)

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from ._validate import check_rng
 from .modulation import ber_awgn, bits_per_symbol
 from .state import ChannelState
+from splitrl.errors import UsageError
 
 
 @runtime_checkable
@@ -59,7 +60,7 @@ class Channel(ABC):
     def sample(self, n: int) -> NDArray[np.float64]:
         """Advance ``n`` slots and return their SNRs in dB (shape ``(n,)``)."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n = {n!r}: must be an integer >= 0")
+            raise UsageError(f"n = {n!r}: must be an integer >= 0")
         if n == 0:
             return np.empty(0)
         return self._sample(int(n))

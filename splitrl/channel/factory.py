@@ -55,6 +55,7 @@ from .latency import LatencyConfig, LatencyModel
 from .markov import MarkovChannel, MarkovChannelConfig, fit_from_trace
 from .rate import CqiRate, CqiRateConfig, ShannonRate, ShannonRateConfig
 from .trace import TraceChannel, TraceChannelConfig, load_snr_trace
+from splitrl.errors import UsageError
 
 ChannelConfig = CorrelatedFadingConfig | MarkovChannelConfig | TraceChannelConfig
 
@@ -69,7 +70,7 @@ def _build(cls: type, spec: Mapping[str, Any], where: str) -> Any:
     names = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(spec) - set(names))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+        raise UsageError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
     kwargs: dict[str, Any] = {}
     for key, value in spec.items():
         if isinstance(value, str) and "float" in str(names[key].type):
@@ -89,7 +90,7 @@ def _split_kind(spec: Mapping[str, Any], where: str, allowed: Mapping[str, str])
     body = dict(spec)
     kind = body.pop("kind", None)
     if not isinstance(kind, str) or kind not in allowed:
-        raise ValueError(f"{where}.kind = {short(kind)}: must be one of {sorted(set(allowed))}")
+        raise UsageError(f"{where}.kind = {short(kind)}: must be one of {sorted(set(allowed))}")
     return allowed[kind], body
 
 
@@ -143,11 +144,11 @@ def make_channel(
     kind, body = _split_kind(spec, "channel", _KIND_ALIASES)
     if "rate" in body:
         if rate_model is not None:
-            raise ValueError("channel: 'rate' given both in the spec and as rate_model")
+            raise UsageError("channel: 'rate' given both in the spec and as rate_model")
         rate_model = body.pop("rate")
     if "ber_modulation" in body:
         if ber_modulation is not None:
-            raise ValueError("channel: 'ber_modulation' given both in the spec and as an argument")
+            raise UsageError("channel: 'ber_modulation' given both in the spec and as an argument")
         ber_modulation = body.pop("ber_modulation")
     extras = {"rate_model": make_rate_model(rate_model), "ber_modulation": ber_modulation}
 
@@ -160,12 +161,12 @@ def make_channel(
         if "fit_trace" in body:
             path = body.pop("fit_trace")
             if "bin_edges_db" not in body:
-                raise ValueError("channel: 'fit_trace' needs 'bin_edges_db'")
+                raise UsageError("channel: 'fit_trace' needs 'bin_edges_db'")
             edges = body.pop("bin_edges_db")
             smoothing = float(body.pop("smoothing", 1.0))
             initial = body.pop("initial_state", "stationary")
             if body:
-                raise ValueError(
+                raise UsageError(
                     f"channel: unknown key(s) {sorted(body)} with fit_trace; allowed: "
                     "['bin_edges_db', 'fit_trace', 'initial_state', 'smoothing']"
                 )

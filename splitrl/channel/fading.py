@@ -42,6 +42,7 @@ from scipy.special import gammaincinv, gammainccinv, j0
 
 from . import _validate as v
 from .base import Channel, RateModel
+from splitrl.errors import UsageError
 
 SPEED_OF_LIGHT_MPS = 299_792_458.0
 # kT at T0 = 290 K is -173.98 dBm/Hz; -174 is the value every link budget (and 3GPP) uses.
@@ -56,14 +57,14 @@ _MAX_SUM_OF_SQUARES = 64  # beyond 2m = 64 Gaussian components the copula is che
 def thermal_noise_dbm(bandwidth_hz: float, noise_figure_db: float = 0.0) -> float:
     """Receiver noise power in dBm: -174 dBm/Hz + 10 log10(B) + NF."""
     if not bandwidth_hz > 0:
-        raise ValueError(f"bandwidth_hz = {bandwidth_hz!r}: must be > 0")
+        raise UsageError(f"bandwidth_hz = {bandwidth_hz!r}: must be > 0")
     return THERMAL_NOISE_DBM_PER_HZ + 10.0 * math.log10(bandwidth_hz) + noise_figure_db
 
 
 def free_space_path_loss_db(distance_m: float, carrier_hz: float) -> float:
     """Friis free-space loss 20 log10(4 pi d f_c / c) in dB."""
     if not distance_m > 0 or not carrier_hz > 0:
-        raise ValueError(
+        raise UsageError(
             f"distance_m = {distance_m!r}, carrier_hz = {carrier_hz!r}: both must be > 0"
         )
     return 20.0 * math.log10(4.0 * math.pi * distance_m * carrier_hz / SPEED_OF_LIGHT_MPS)
@@ -84,7 +85,7 @@ def log_distance_path_loss_db(
     """
     if ref_loss_db is None:
         if carrier_hz is None:
-            raise ValueError("log_distance_path_loss_db needs ref_loss_db or carrier_hz")
+            raise UsageError("log_distance_path_loss_db needs ref_loss_db or carrier_hz")
         ref_loss_db = free_space_path_loss_db(ref_distance_m, carrier_hz)
     d = max(float(distance_m), float(ref_distance_m))
     return float(ref_loss_db) + 10.0 * exponent * math.log10(d / ref_distance_m)
@@ -386,7 +387,7 @@ class CorrelatedFadingChannel(Channel):
     def sample_detail(self, n: int) -> FadingSamples:
         """Advance ``n`` slots and return SNR, power gain, complex gain and shadowing per slot."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n = {n!r}: must be an integer >= 1")
+            raise UsageError(f"n = {n!r}: must be an integer >= 1")
         c = self.config
         nf, ns = self._n_fading, self._n_shadow
         # One block of draws per call, laid out slot-major, so step() and sample(n) consume the

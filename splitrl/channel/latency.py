@@ -29,6 +29,7 @@ from . import _validate as v
 from ._validate import check_rng
 from .fading import SPEED_OF_LIGHT_MPS
 from .state import ChannelState
+from splitrl.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,12 @@ class LatencyBreakdown:
 
 def _check_args(nbytes: int, rate_bps: float, bler: float | None) -> float:
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 0:
-        raise ValueError(f"nbytes = {nbytes!r}: must be an integer >= 0")
+        raise UsageError(f"nbytes = {nbytes!r}: must be an integer >= 0")
     if not (rate_bps >= 0.0):  # also rejects NaN
-        raise ValueError(f"rate_bps = {rate_bps!r}: must be >= 0")
+        raise UsageError(f"rate_bps = {rate_bps!r}: must be >= 0")
     p = 0.0 if bler is None else float(bler)
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"bler = {bler!r}: must be in [0, 1] or None")
+        raise UsageError(f"bler = {bler!r}: must be in [0, 1] or None")
     return p
 
 
@@ -203,7 +204,7 @@ class LatencyModel:
     def expected_for(self, nbytes: int, state: ChannelState) -> LatencyBreakdown:
         """`expected` with rate and BLER read from a `ChannelState` (rate_bps must be set)."""
         if state.rate_bps is None:
-            raise ValueError("ChannelState.rate_bps is None: attach a rate model to the channel")
+            raise UsageError("ChannelState.rate_bps is None: attach a rate model to the channel")
         return self.expected(nbytes, state.rate_bps, state.bler)
 
     def sample_for(
@@ -211,5 +212,5 @@ class LatencyModel:
     ) -> LatencyBreakdown:
         """`sample` with rate and BLER read from a `ChannelState` (rate_bps must be set)."""
         if state.rate_bps is None:
-            raise ValueError("ChannelState.rate_bps is None: attach a rate model to the channel")
+            raise UsageError("ChannelState.rate_bps is None: attach a rate model to the channel")
         return self.sample(nbytes, state.rate_bps, state.bler, rng)

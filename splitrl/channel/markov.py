@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _validate as v
 from .base import Channel, RateModel
+from splitrl.errors import UsageError
 
 _ROW_TOL = 1e-6  # rows read from YAML carry ~1e-6 rounding; tighter would reject hand-written files
 
@@ -116,7 +117,7 @@ def stationary_distribution(transition: ArrayLike) -> NDArray[np.float64]:
     """
     p = np.asarray(transition, dtype=float)
     if p.ndim != 2 or p.shape[0] != p.shape[1]:
-        raise ValueError(f"transition must be square, got shape {p.shape}")
+        raise UsageError(f"transition must be square, got shape {p.shape}")
     k = p.shape[0]
     a = np.vstack([p.T - np.eye(k), np.ones((1, k))])
     b = np.zeros(k + 1)
@@ -158,14 +159,14 @@ def fit_from_trace(
     """
     x = np.asarray(snr_db_series, dtype=float)
     if x.ndim != 1 or x.size < 2:
-        raise ValueError(f"snr_db_series must be 1-D with at least 2 values, got shape {x.shape}")
+        raise UsageError(f"snr_db_series must be 1-D with at least 2 values, got shape {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise ValueError("snr_db_series contains NaN or inf")
+        raise UsageError("snr_db_series contains NaN or inf")
     if not (np.isfinite(smoothing) and smoothing >= 0):
-        raise ValueError(f"smoothing = {smoothing!r}: must be >= 0")
+        raise UsageError(f"smoothing = {smoothing!r}: must be >= 0")
     edges = np.asarray(bin_edges, dtype=float)
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
-        raise ValueError(f"bin_edges = {bin_edges!r}: must be >= 2 strictly increasing values")
+        raise UsageError(f"bin_edges = {bin_edges!r}: must be >= 2 strictly increasing values")
     k = edges.size - 1
     s = quantize(x, edges)
     counts = transition_counts(s, k).astype(float) + smoothing
@@ -225,7 +226,7 @@ class MarkovChannel(Channel):
     def sample_states(self, n: int) -> NDArray[np.int64]:
         """Advance ``n`` slots and return the state index of each."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n = {n!r}: must be an integer >= 1")
+            raise UsageError(f"n = {n!r}: must be an integer >= 1")
         n = int(n)
         out = np.empty(n, dtype=np.int64)
         start = 0

@@ -24,6 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import erfc
 
 from ._validate import check_rng
+from splitrl.errors import UsageError
 
 Modulation = Literal["bpsk", "qpsk", "16qam", "64qam", "256qam"]
 SnrType = Literal["symbol", "bit"]
@@ -43,7 +44,7 @@ def bits_per_symbol(modulation: str) -> int:
     try:
         return _BITS[_norm(modulation)]
     except KeyError:
-        raise ValueError(
+        raise UsageError(
             f"modulation = {modulation!r}: must be one of {', '.join(MODULATIONS)}"
         ) from None
 
@@ -61,7 +62,7 @@ def symbol_snr_linear(snr_db: ArrayLike, modulation: str, snr_type: SnrType = "s
         return g
     if snr_type == "bit":
         return g * k
-    raise ValueError(f"snr_type = {snr_type!r}: must be 'symbol' or 'bit'")
+    raise UsageError(f"snr_type = {snr_type!r}: must be 'symbol' or 'bit'")
 
 
 @lru_cache(maxsize=None)
@@ -151,7 +152,7 @@ def ber_nakagami(
     m = 1 reproduces `ber_rayleigh`; m -> inf tends to `ber_awgn`.
     """
     if not np.isfinite(m) or m < 0.5:
-        raise ValueError(f"m = {m!r}: must be a finite Nakagami parameter >= 0.5")
+        raise UsageError(f"m = {m!r}: must be a finite Nakagami parameter >= 0.5")
     g = symbol_snr_linear(mean_snr_db, modulation, snr_type)
     w, c = _erfc_terms(_norm(modulation))
     s2 = np.sin(_CRAIG_THETA) ** 2
@@ -202,7 +203,7 @@ def modulate(bits: ArrayLike, modulation: str) -> NDArray[np.complex128]:
     k = bits_per_symbol(mod)
     b = np.asarray(bits)
     if b.ndim != 1 or b.size % k:
-        raise ValueError(f"bits must be 1-D with length a multiple of {k} for {mod}, got {b.shape}")
+        raise UsageError(f"bits must be 1-D with length a multiple of {k} for {mod}, got {b.shape}")
     words = b.reshape(-1, k)
     if mod == "bpsk":
         return (2.0 * words[:, 0].astype(float) - 1.0).astype(np.complex128)
@@ -272,11 +273,11 @@ def simulate_ber(
     """
     check_rng(rng, "simulate_ber")
     if fading not in ("awgn", "rayleigh"):
-        raise ValueError(f"fading = {fading!r}: must be 'awgn' or 'rayleigh'")
+        raise UsageError(f"fading = {fading!r}: must be 'awgn' or 'rayleigh'")
     mod = _norm(modulation)
     k = bits_per_symbol(mod)
     if n_bits < 1:
-        raise ValueError(f"n_bits = {n_bits!r}: must be >= 1")
+        raise UsageError(f"n_bits = {n_bits!r}: must be >= 1")
     g = float(symbol_snr_linear(snr_db, mod, snr_type))
     sigma = np.sqrt(0.5 / g)  # per-dimension std of CN(0, N0) with Es = 1
     n_sym_total = -(-int(n_bits) // k)

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _validate as v
+from splitrl.errors import UsageError
 
 
 def shannon_capacity_bps(
@@ -39,7 +40,7 @@ def shannon_capacity_bps(
 ) -> float | NDArray[np.float64]:
     """B log2(1 + 10^((snr_db - gap_db) / 10)) in bit/s."""
     if not bandwidth_hz > 0:
-        raise ValueError(f"bandwidth_hz = {bandwidth_hz!r}: must be > 0")
+        raise UsageError(f"bandwidth_hz = {bandwidth_hz!r}: must be > 0")
     g = 10.0 ** ((np.asarray(snr_db, dtype=float) - gap_db) / 10.0)
     out = bandwidth_hz * np.log2(1.0 + g)
     return float(out) if out.ndim == 0 else out
@@ -205,7 +206,7 @@ class CqiRate:
         s = np.asarray(snr_db, dtype=float)
         q = np.asarray(cqi)
         if np.any((q < 0) | (q > 15)):
-            raise ValueError(f"cqi = {cqi!r}: must be in [0, 15]")
+            raise UsageError(f"cqi = {cqi!r}: must be in [0, 15]")
         thr = self._thr[np.clip(q, 1, 15) - 1]
         # exp overflow for very low SNR just means BLER -> 1; silence it instead of warning.
         with np.errstate(over="ignore"):

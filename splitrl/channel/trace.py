@@ -29,6 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _validate as v
 from .base import Channel, RateModel
+from splitrl.errors import UsageError
 
 # |SNR| above this is no radio link (and 10**(SNR/10) overflows to inf): a unit or file mistake.
 SNR_DB_LIMIT = 200.0
@@ -54,16 +55,16 @@ class SnrTrace:
         t = np.asarray(self.time_s, dtype=float)
         s = np.asarray(self.snr_db, dtype=float)
         if t.ndim != 1 or s.shape != t.shape or t.size < 1:
-            raise ValueError(
+            raise UsageError(
                 f"{self.source}: time_s and snr_db must be 1-D of equal length >= 1, "
                 f"got {t.shape} and {s.shape}"
             )
         if not (np.all(np.isfinite(t)) and np.all(np.isfinite(s))):
-            raise ValueError(f"{self.source}: time_s and snr_db must be finite")
+            raise UsageError(f"{self.source}: time_s and snr_db must be finite")
         if s.size and np.max(np.abs(s)) > SNR_DB_LIMIT:
-            raise ValueError(f"{self.source}: snr_db must be within [-{SNR_DB_LIMIT:g}, {SNR_DB_LIMIT:g}] dB")
+            raise UsageError(f"{self.source}: snr_db must be within [-{SNR_DB_LIMIT:g}, {SNR_DB_LIMIT:g}] dB")
         if np.any(np.diff(t) <= 0):
-            raise ValueError(f"{self.source}: time_s must be strictly increasing")
+            raise UsageError(f"{self.source}: time_s must be strictly increasing")
         object.__setattr__(self, "time_s", t)
         object.__setattr__(self, "snr_db", s)
 
@@ -197,7 +198,7 @@ class TraceChannel(Channel):
             raise TypeError(f"config must be a TraceChannelConfig, got {type(config).__name__}")
         if trace is None:
             if not config.path:
-                raise ValueError("TraceChannelConfig.path = '': must name a CSV file when no trace is given")
+                raise UsageError("TraceChannelConfig.path = '': must name a CSV file when no trace is given")
             trace = load_snr_trace(config.path)
         self.config = config
         self.trace = trace

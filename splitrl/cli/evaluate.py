@@ -1,4 +1,4 @@
-"""``splitrl evaluate``: compare agents/baselines on held-out channel episodes (`splitrl.evaluate`)."""
+"""``splitrl evaluate``: compare agents/baselines on held-out channel episodes (`splitrl.experiments.evaluate`)."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from splitrl.rollout import DEFAULT_SEED
+from splitrl.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,9 +33,9 @@ def _int_arg(name: str, text: Any, low: int) -> int:
     try:
         v = int(str(text).strip())
     except ValueError:
-        raise ValueError(f"{name} must be an integer >= {low}, got {text!r}") from None
+        raise UsageError(f"{name} must be an integer >= {low}, got {text!r}") from None
     if v < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {text!r}")
+        raise UsageError(f"{name} must be an integer >= {low}, got {text!r}")
     return v
 
 
@@ -46,21 +47,21 @@ def run(args: argparse.Namespace) -> int:
 
     import splitrl  # noqa: F401  (registers the envs)
     from splitrl.agents.config import ConfigError
-    from splitrl.evaluate import evaluate_agents, markdown_table, parse_agent_spec, write_outputs
+    from splitrl.experiments.evaluate import evaluate_agents, markdown_table, parse_agent_spec, write_outputs
     from splitrl.training.checkpoint import CheckpointError
 
     try:
         if not args.agents:
-            raise ValueError("--agents needs at least one KIND or KIND=CHECKPOINT_DIR")
+            raise UsageError("--agents needs at least one KIND or KIND=CHECKPOINT_DIR")
         specs = [parse_agent_spec(s) for s in args.agents]
         for sp in specs:
             if sp.checkpoint is not None and not sp.checkpoint.exists():
-                raise ValueError(f"checkpoint {sp.checkpoint} (for {sp.kind}) does not exist")
+                raise UsageError(f"checkpoint {sp.checkpoint} (for {sp.kind}) does not exist")
         episodes = _int_arg("--episodes", args.episodes, 1)
         seed = _int_arg("--seed", args.seed, 0)
         steps = _int_arg("--steps", args.steps, 1) if args.steps is not None else None
         if args.env not in gym.registry:
-            raise ValueError(f"unknown env {args.env!r}; registered splitrl envs: "
+            raise UsageError(f"unknown env {args.env!r}; registered splitrl envs: "
                              f"{', '.join(k for k in gym.registry if k.startswith('splitrl/'))}")
         given = getattr(args, "_given", set())
         result = evaluate_agents(specs, env_id=args.env, episodes=episodes, seed=seed, steps=steps,

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from splitrl.cli._common import DEFAULT_MODEL, NAMED_MODELS
+from splitrl.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,9 +41,9 @@ def _parse_contexts(text: str) -> list[int]:
     try:
         ctxs = [int(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"--contexts must be comma-separated integers >= 1, got {text!r}") from None
+        raise UsageError(f"--contexts must be comma-separated integers >= 1, got {text!r}") from None
     if not ctxs or any(c < 1 for c in ctxs):
-        raise ValueError(f"--contexts must be comma-separated integers >= 1, got {text!r}")
+        raise UsageError(f"--contexts must be comma-separated integers >= 1, got {text!r}")
     return ctxs
 
 
@@ -56,14 +57,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         ctxs = _parse_contexts(args.contexts)
         if args.repeats < 1:
-            raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+            raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
         if args.threads is not None and args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
         power_like = load_profile("ue", args.power_like)
         if Path(args.out).is_dir():
-            raise ValueError(f"--out {args.out} is a folder; give a .yaml file path")
+            raise UsageError(f"--out {args.out} is a folder; give a .yaml file path")
         if not 0 <= args.min_r2 <= 1 or not 0 < args.max_residual:
-            raise ValueError("--min-r2 must be in [0, 1] and --max-residual > 0")
+            raise UsageError("--min-r2 must be in [0, 1] and --max-residual > 0")
         loaded = load_model(args.model, cache_dir=args.cache_dir)
         result = measure_layer_times(
             loaded, ctxs, args.repeats, warmup=args.warmup, threads=args.threads,
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         fit = fit_quality(result)
         poor = fit["r2"] < args.min_r2
         if poor and not args.accept_poor_fit:
-            raise ValueError(
+            raise UsageError(
                 f"poor fit (R^2 {fit['r2']:.3f} < --min-r2 {args.min_r2}; median |residual| "
                 f"{fit['median_abs_rel_residual']:.0%}, worst {fit['max_abs_rel_residual']:.0%}): the timings do not "
                 f"follow overhead + FLOPs/rate, so {args.out} was NOT written. Re-run on an idle machine with more "

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from splitrl.cli._common import set_threads
+from splitrl.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
         except ValueError:
-            raise ValueError(f"--seeds must be comma-separated integers, got {str(args.seeds)[:40]!r}") from None
+            raise UsageError(f"--seeds must be comma-separated integers, got {str(args.seeds)[:40]!r}") from None
         if not seeds:
-            raise ValueError("--seeds names no seed")
+            raise UsageError("--seeds names no seed")
         kinds = [k for k in str(args.kinds).split(",") if k]
         strategies = [s for s in str(args.strategies).split(",") if s]
         if getattr(args, "threads", None):

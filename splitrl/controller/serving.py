@@ -128,7 +128,7 @@ class RequestServer:
                  battery_start: float | None = None, battery_capacity_j: float | None = None,
                  privacy_target: int | None = None) -> None:
         if backend.view.num_layers != policy.num_layers:
-            raise ValueError(f"the policy decides for {policy.num_layers} layers, the model has {backend.view.num_layers}")
+            raise UsageError(f"the policy decides for {policy.num_layers} layers, the model has {backend.view.num_layers}")
         if battery_start is not None and not 0.0 < battery_start <= 1.0:
             raise UsageError(f"battery_start: must be in (0, 1], got {battery_start!r}")
         if privacy_target is not None and not 0 <= int(privacy_target) <= policy.num_layers:

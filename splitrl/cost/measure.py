@@ -34,6 +34,7 @@ from splitrl.cost.model import ModelCosts
 from splitrl.cost.profiles import UEProfile, load_profile, profile_from_dict
 from splitrl.models.view import DecoderView
 from splitrl.quant import check_precision
+from splitrl.errors import UsageError
 
 __all__ = ["ProfileResult", "fit_quality", "measure_layer_times", "measure_memory_bandwidth", "measure_precision_rates",
            "physical_memory_bytes"]
@@ -355,16 +356,16 @@ def _checked_inputs(loaded_model: Any, context_lengths: Sequence[int], repeats: 
         raise TypeError(f"loaded_model must be a LoadedModel or DecoderView, got {type(loaded_model).__name__}")
     ctxs = [int(t) for t in context_lengths]
     if not ctxs or any(t < 1 for t in ctxs):
-        raise ValueError(f"context_lengths = {list(context_lengths)!r}: must be a non-empty list of integers >= 1")
+        raise UsageError(f"context_lengths = {list(context_lengths)!r}: must be a non-empty list of integers >= 1")
     if view.max_positions and max(ctxs) > view.max_positions:
-        raise ValueError(f"context length {max(ctxs)} exceeds the model's {view.max_positions} positions")
+        raise UsageError(f"context length {max(ctxs)} exceeds the model's {view.max_positions} positions")
     if isinstance(repeats, bool) or int(repeats) < 1 or isinstance(warmup, bool) or int(warmup) < 0:
-        raise ValueError(f"repeats = {repeats!r} must be >= 1 and warmup = {warmup!r} >= 0")
+        raise UsageError(f"repeats = {repeats!r} must be >= 1 and warmup = {warmup!r} >= 0")
     if threads is not None and int(threads) < 1:
-        raise ValueError(f"threads = {threads!r}: must be None or >= 1")
+        raise UsageError(f"threads = {threads!r}: must be None or >= 1")
     dtype = _DTYPE_NAMES.get(view.dtype)
     if dtype is None:
-        raise ValueError(f"model dtype {view.dtype} is not one of {sorted(str(d) for d in _DTYPE_NAMES)}")
+        raise UsageError(f"model dtype {view.dtype} is not one of {sorted(str(d) for d in _DTYPE_NAMES)}")
     return view, ctxs, dtype
 
 

@@ -70,6 +70,7 @@ from splitrl.link.codec import Codec, get_codec
 from splitrl.models.view import DecoderView
 from splitrl.cost.profiles import EdgeProfile, LinkProfile, UEProfile, load_profile
 from splitrl.quant.precision import check_precision, linear_weight_bytes
+from splitrl.errors import UsageError
 
 __all__ = [
     "LINK_ADAPTATIONS", "CostEstimate", "CostModel", "CostTable", "LatencyEnergy", "ModelCosts", "emulate_report",
@@ -184,7 +185,7 @@ class ModelCosts:
         matrix."""
         check_precision(precision)
         if len(self.layer_linears) != self.num_layers or self.head_linear is None:
-            raise ValueError("these ModelCosts carry no linear shapes (build them with ModelCosts.from_view)")
+            raise UsageError("these ModelCosts carry no linear shapes (build them with ModelCosts.from_view)")
         layers = np.array([
             sum(linear_weight_bytes(o, i, precision) for o, i in shapes)
             + (float(params) - sum(o * i for o, i in shapes)) * 4.0
@@ -614,7 +615,7 @@ class CostModel:
         self._rate_model = self.link.rate_model()
         self._shannon = self.link.rate.mode == "shannon"
         if link_adaptation not in LINK_ADAPTATIONS:
-            raise ValueError(f"link_adaptation = {link_adaptation!r}: must be one of {', '.join(LINK_ADAPTATIONS)}")
+            raise UsageError(f"link_adaptation = {link_adaptation!r}: must be one of {', '.join(LINK_ADAPTATIONS)}")
         self.link_adaptation = link_adaptation
         if not self._shannon:
             # Rates of CQI 1..15 at this bandwidth and overhead (index q-1).
@@ -633,7 +634,7 @@ class CostModel:
         self._no_slowdown = np.ones(L + 1)
         self._no_slowdown.flags.writeable = False
         if isinstance(prefill_chunks, bool) or not isinstance(prefill_chunks, (int, np.integer)) or not 1 <= prefill_chunks <= 64:
-            raise ValueError(f"prefill_chunks = {prefill_chunks!r}: must be an integer in 1..64")
+            raise UsageError(f"prefill_chunks = {prefill_chunks!r}: must be an integer in 1..64")
         self.prefill_chunks = int(prefill_chunks)
         self.cache_size = int(cache_size)
         self._cache: dict[tuple[float, int, int], CostTable] = {}
@@ -780,7 +781,7 @@ class CostModel:
             return self._no_slowdown
         slow = np.broadcast_to(np.asarray(edge_slowdown, dtype=np.float64), self._no_slowdown.shape)
         if not (np.isfinite(slow).all() and (slow >= 1.0).all()):
-            raise ValueError(f"edge_slowdown must be finite factors >= 1, got {edge_slowdown!r}")
+            raise UsageError(f"edge_slowdown must be finite factors >= 1, got {edge_slowdown!r}")
         return slow
 
     def _link(self, snr_db: float, T: int, N: int) -> _LinkTerms:
@@ -943,7 +944,7 @@ class CostModel:
         This is what an emulated air interface waits before releasing a frame (`splitrl.deploy`).
         """
         if direction not in ("uplink", "downlink"):
-            raise ValueError(f"direction must be 'uplink' or 'downlink', got {direction!r}")
+            raise UsageError(f"direction must be 'uplink' or 'downlink', got {direction!r}")
         nbytes = int(nbytes)
         if nbytes <= 0:
             return 0.0
@@ -960,7 +961,7 @@ class CostModel:
     def estimate(self, split: int, snr_db: float, prompt_tokens: int, new_tokens: int | None = None) -> CostEstimate:
         """Costs of one split (see `CostEstimate`); ``new_tokens=None`` means one new token."""
         if isinstance(split, bool) or not isinstance(split, (int, np.integer)) or not 0 <= split <= self.num_layers:
-            raise ValueError(f"split = {split!r}: must be an integer in [0, {self.num_layers}]")
+            raise UsageError(f"split = {split!r}: must be an integer in [0, {self.num_layers}]")
         # All splits cost the same handful of vector ops as one (L+1 is small), so one code path
         # serves both and `estimate(s)` can never drift from `estimate_all()[s]`.
         return self.estimate_all(snr_db, prompt_tokens, new_tokens).row(int(split))
@@ -968,7 +969,7 @@ class CostModel:
     def ue_memory_bytes(self, context_tokens: int) -> NDArray[np.int64]:
         """UE memory (weights + KV cache of ``context_tokens`` positions) for every split."""
         if isinstance(context_tokens, bool) or not isinstance(context_tokens, (int, np.integer)) or context_tokens < 0:
-            raise ValueError(f"context_tokens = {context_tokens!r}: must be an integer >= 0")
+            raise UsageError(f"context_tokens = {context_tokens!r}: must be an integer >= 0")
         return (np.round(self._ue.weight_resident) + np.round(self._ue_kv_token * context_tokens)).astype(np.int64)
 
     def feasible_splits(self, context_tokens: int) -> NDArray[np.int64]:
@@ -979,14 +980,14 @@ class CostModel:
         try:
             snr = float(snr_db)
         except (TypeError, ValueError):
-            raise ValueError(f"snr_db = {snr_db!r}: must be a finite number") from None
+            raise UsageError(f"snr_db = {snr_db!r}: must be a finite number") from None
         if not math.isfinite(snr):
-            raise ValueError(f"snr_db = {snr_db!r}: must be a finite number")
+            raise UsageError(f"snr_db = {snr_db!r}: must be a finite number")
         if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, (int, np.integer)) or prompt_tokens < 1:
-            raise ValueError(f"prompt_tokens = {prompt_tokens!r}: must be an integer >= 1")
+            raise UsageError(f"prompt_tokens = {prompt_tokens!r}: must be an integer >= 1")
         n = 1 if new_tokens is None else new_tokens
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"new_tokens = {new_tokens!r}: must be None or an integer >= 1")
+            raise UsageError(f"new_tokens = {new_tokens!r}: must be None or an integer >= 1")
         return snr, int(prompt_tokens), int(n)
 
     def __repr__(self) -> str:
@@ -1005,13 +1006,13 @@ def emulate_report(report: Any, cost_model: CostModel, snr_db: float) -> dict[st
     """
     cuts = list(report.cuts)
     if not cuts or len(set(cuts)) != 1:
-        raise ValueError(
+        raise UsageError(
             f"emulate_report models one UE/edge split; the report has cut points {cuts} "
             "(multi-hop partitions are not covered by CostModel)"
         )
     split = int(cuts[0])
     if split > cost_model.num_layers:
-        raise ValueError(f"report split {split} exceeds the cost model's {cost_model.num_layers} layers")
+        raise UsageError(f"report split {split} exceeds the cost model's {cost_model.num_layers} layers")
     est = cost_model.estimate(split, snr_db, int(report.prompt_tokens), int(report.new_tokens))
     uplink = est.prompt_bytes + (est.new_tokens - 1) * est.bytes_per_token
     downlink = est.new_tokens * est.downlink_bytes_per_token

@@ -30,6 +30,7 @@ import numpy as np
 from splitrl.cost.model import ModelCosts
 from splitrl.cost.profiles import EdgeProfile, LinkProfile, UEProfile, load_profile
 from splitrl.link.codec import get_codec
+from splitrl.errors import UsageError
 
 __all__ = ["DeviceTimes", "PipelineCostModel", "PipelineEstimate", "measure_decode_times", "ring_throughput"]
 
@@ -131,14 +132,14 @@ class PipelineCostModel:
     ) -> None:
         view = getattr(view, "view", view)
         if not devices:
-            raise ValueError("devices: at least one device profile")
+            raise UsageError("devices: at least one device profile")
         self.costs = ModelCosts.from_view(view)
         self.num_layers = self.costs.num_layers
         self.profiles = [_load_device(d) for d in devices]
         self.names = [p.name for p in self.profiles]
         links = list(link_profile) if isinstance(link_profile, (list, tuple)) else [link_profile] * len(devices)
         if len(links) != len(devices):
-            raise ValueError(f"link_profile: one, or one per hop ({len(devices)}), got {len(links)}")
+            raise UsageError(f"link_profile: one, or one per hop ({len(devices)}), got {len(links)}")
         self.links: list[LinkProfile] = [load_profile("link", lp) for lp in links]  # type: ignore[misc]
         self.codec = get_codec(codec)
         if snr_db is None:
@@ -148,7 +149,7 @@ class PipelineCostModel:
         else:
             self.snr_db = [float(s) for s in snr_db]  # type: ignore[union-attr]
         if times is not None and len(times) != len(devices):
-            raise ValueError(f"times: one DeviceTimes per device ({len(devices)}), got {len(times)}")
+            raise UsageError(f"times: one DeviceTimes per device ({len(devices)}), got {len(times)}")
         self.times = list(times) if times is not None else None
         c = self.costs
         cum = lambda x: np.concatenate([[0.0], np.cumsum(x)])  # noqa: E731  cum(x)[s] = sum_{i<s} x_i
@@ -158,7 +159,7 @@ class PipelineCostModel:
             self._c_time = [cum(np.asarray(t.layer_s, float)) for t in self.times]
             for t in self.times:
                 if len(t.layer_s) != self.num_layers:
-                    raise ValueError(f"times[{t.name}]: {len(t.layer_s)} layer times for {self.num_layers} layers")
+                    raise UsageError(f"times[{t.name}]: {len(t.layer_s)} layer times for {self.num_layers} layers")
 
     # ---- pieces ---------------------------------------------------------------------------------
     def stage_time(self, device: int, start: int, stop: int, context: int, *, starter: bool) -> float:
@@ -219,10 +220,10 @@ class PipelineCostModel:
         cuts = [int(x) for x in cuts]
         K = len(cuts) + 1
         if K > len(self.profiles):
-            raise ValueError(f"cuts: {K} stages but only {len(self.profiles)} devices")
+            raise UsageError(f"cuts: {K} stages but only {len(self.profiles)} devices")
         bounds = [0, *cuts, self.num_layers]
         if any(b < a for a, b in zip(bounds, bounds[1:])) or bounds[0] < 0 or cuts and cuts[-1] > self.num_layers:
-            raise ValueError(f"cuts must be non-decreasing in 0..{self.num_layers}, got {cuts}")
+            raise UsageError(f"cuts must be non-decreasing in 0..{self.num_layers}, got {cuts}")
         layers = [(bounds[k], bounds[k + 1]) for k in range(K)]
         stage = [self.stage_time(k, a, b, context, starter=(k == 0)) for k, (a, b) in enumerate(layers)]
         if K > 1:

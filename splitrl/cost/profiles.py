@@ -54,6 +54,7 @@ from splitrl.channel import (
 from splitrl.channel.fading import FADING_MODELS
 from splitrl.quant.precision import PRECISIONS, check_precision
 from splitrl.yamlio import load_yaml_file, short
+from splitrl.errors import UsageError
 
 __all__ = [
     "DTYPE_BYTES",
@@ -171,7 +172,7 @@ class _ComputeProfile:
     def __post_init__(self) -> None:
         o, n = type(self).__name__, self.name
         if not isinstance(n, str) or not n.strip():
-            raise ValueError(f"{o}: name = {n!r}: must be a non-empty string")
+            raise UsageError(f"{o}: name = {n!r}: must be a non-empty string")
         if not isinstance(self.description, str):
             raise _fail(o, n, "description", self.description, "a string")
         peak = None if self.peak_flops_per_s is None else _num(
@@ -404,7 +405,7 @@ class LinkProfile:
     def __post_init__(self) -> None:
         o, n = "LinkProfile", self.name
         if not isinstance(n, str) or not n.strip():
-            raise ValueError(f"{o}: name = {n!r}: must be a non-empty string")
+            raise UsageError(f"{o}: name = {n!r}: must be a non-empty string")
         checks: dict[str, tuple[float, float, bool]] = {
             "bandwidth_hz": (1e3, 1e10, True), "carrier_hz": (1e8, 1e11, False),
             "tx_power_dbm": (-50.0, 60.0, False), "noise_figure_db": (0.0, 30.0, False),
@@ -519,14 +520,14 @@ def _kwargs_for(cls: type, data: Mapping[str, Any], where: str, text_fields: tup
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+        raise UsageError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
     missing = sorted(
         f.name for f in dataclasses.fields(cls)
         if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
         and f.name not in data
     )
     if missing:
-        raise ValueError(f"{where}: missing required key(s) {missing}")
+        raise UsageError(f"{where}: missing required key(s) {missing}")
     return {k: (v if k in text_fields else _coerce_numeric_strings(v)) for k, v in data.items()}
 
 
@@ -537,11 +538,11 @@ def profile_from_dict(kind: str, data: Mapping[str, Any], *, where: str = "profi
     """
     kind = _check_kind(kind)
     if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: a profile must be a mapping, got {type(data).__name__}")
+        raise UsageError(f"{where}: a profile must be a mapping, got {type(data).__name__}")
     body = dict(data)
     declared = body.pop("kind", kind)
     if declared != kind:
-        raise ValueError(f"{where}: is a {declared!r} profile, not {kind!r}")
+        raise UsageError(f"{where}: is a {declared!r} profile, not {kind!r}")
     cls = _CLASSES[kind]
     text = ("name", "description", "weight_dtype", "kv_dtype", "fading", "measurement", "precision_rates")
     kwargs = _kwargs_for(cls, body, where, text)
@@ -549,14 +550,14 @@ def profile_from_dict(kind: str, data: Mapping[str, Any], *, where: str = "profi
         for key, sub in _NESTED.items():
             if key in kwargs:
                 if not isinstance(kwargs[key], Mapping):
-                    raise ValueError(f"{where}: {key} must be a mapping, got {kwargs[key]!r}")
+                    raise UsageError(f"{where}: {key} must be a mapping, got {kwargs[key]!r}")
                 kwargs[key] = sub(**_kwargs_for(sub, kwargs[key], f"{where}.{key}", ("mode",)))
     return cls(**kwargs)
 
 
 def _check_kind(kind: str) -> str:
     if kind not in PROFILE_KINDS:
-        raise ValueError(f"profile kind {kind!r} is unknown; allowed: {', '.join(PROFILE_KINDS)}")
+        raise UsageError(f"profile kind {kind!r} is unknown; allowed: {', '.join(PROFILE_KINDS)}")
     return kind
 
 
@@ -569,9 +570,9 @@ def _shipped_index() -> dict[str, tuple[str, Path]]:
             data = yaml.safe_load(f)
         kind = data.get("kind") if isinstance(data, Mapping) else None
         if kind not in PROFILE_KINDS:
-            raise ValueError(f"{path}: 'kind' must be one of {', '.join(PROFILE_KINDS)}, got {kind!r}")
+            raise UsageError(f"{path}: 'kind' must be one of {', '.join(PROFILE_KINDS)}, got {kind!r}")
         if data.get("name") != path.stem:
-            raise ValueError(f"{path}: 'name' ({data.get('name')!r}) must equal the file stem {path.stem!r}")
+            raise UsageError(f"{path}: 'name' ({data.get('name')!r}) must equal the file stem {path.stem!r}")
         index[path.stem] = (kind, path)
     return index
 
@@ -592,19 +593,19 @@ def load_profile(kind: str, name_or_path: str | Path | Profile) -> Profile:
     cls = _CLASSES[kind]
     if isinstance(name_or_path, (UEProfile, EdgeProfile, LinkProfile)):
         if not isinstance(name_or_path, cls):
-            raise ValueError(f"expected a {kind} profile ({cls.__name__}), got {type(name_or_path).__name__}")
+            raise UsageError(f"expected a {kind} profile ({cls.__name__}), got {type(name_or_path).__name__}")
         return name_or_path
     text = str(name_or_path)
     path = Path(text).expanduser()
     if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or path.is_file():
         if not path.is_file():
-            raise ValueError(f"{kind} profile file {text!r} does not exist")
+            raise UsageError(f"{kind} profile file {text!r} does not exist")
     else:
         index = _shipped_index()
         if text not in index or index[text][0] != kind:
             available = ", ".join(list_profiles(kind))
             hint = f" (it is a {index[text][0]} profile)" if text in index else ""
-            raise ValueError(
+            raise UsageError(
                 f"unknown {kind} profile {text!r}{hint}; available: {available}, or a path to a .yaml file"
             )
         path = index[text][1]

@@ -14,6 +14,7 @@ from splitrl.cost.edge_load import EdgeLoadConfig
 from splitrl.decision.reward import RewardConfig
 from splitrl.link import LINK_NAMES
 from splitrl.quant.precision import check_precision
+from splitrl.errors import UsageError
 
 __all__ = ["ACTION_MODES", "SplitPointConfig"]
 
@@ -112,54 +113,54 @@ class SplitPointConfig:
         if isinstance(self.edge_load, dict):
             self.edge_load = EdgeLoadConfig(**self.edge_load)
         if self.edge_load is not None and not isinstance(self.edge_load, EdgeLoadConfig):
-            raise ValueError(f"edge_load must be None or an EdgeLoadConfig mapping, got {self.edge_load!r}")
+            raise UsageError(f"edge_load must be None or an EdgeLoadConfig mapping, got {self.edge_load!r}")
         if isinstance(self.prefill_chunks, bool) or not isinstance(self.prefill_chunks, int) or not 1 <= self.prefill_chunks <= 64:
-            raise ValueError(f"prefill_chunks must be an integer in 1..64, got {self.prefill_chunks!r}")
+            raise UsageError(f"prefill_chunks must be an integer in 1..64, got {self.prefill_chunks!r}")
         br = tuple(float(x) for x in self.battery_range)
         if len(br) != 2 or not 0.0 <= br[0] <= br[1] <= 1.0:
-            raise ValueError(f"battery_range must be (low, high) with 0 <= low <= high <= 1, got {self.battery_range!r}")
+            raise UsageError(f"battery_range must be (low, high) with 0 <= low <= high <= 1, got {self.battery_range!r}")
         self.battery_range = br
         self.privacy_targets = tuple(float(x) for x in self.privacy_targets)
         if any(not 0.0 <= t <= 1.0 for t in self.privacy_targets):
-            raise ValueError(f"privacy_targets must be recoveries in [0, 1], got {self.privacy_targets!r}")
+            raise UsageError(f"privacy_targets must be recoveries in [0, 1], got {self.privacy_targets!r}")
         if self.privacy_targets and not self.privacy_table:
-            raise ValueError("privacy_targets need privacy_table (the measured recovery per cut)")
+            raise UsageError("privacy_targets need privacy_table (the measured recovery per cut)")
         self.codecs = tuple(str(c) for c in self.codecs)
         for c in self.codecs:
             if c not in LINK_NAMES:
-                raise ValueError(f"codecs: {c!r} not allowed; choose from {', '.join(LINK_NAMES)}")
+                raise UsageError(f"codecs: {c!r} not allowed; choose from {', '.join(LINK_NAMES)}")
         if len(set(self.codecs)) != len(self.codecs):
-            raise ValueError(f"codecs must be distinct, got {self.codecs!r}")
+            raise UsageError(f"codecs must be distinct, got {self.codecs!r}")
         if not (math.isfinite(self.snr_resolution_db) and 0.0 <= self.snr_resolution_db <= 5.0):
-            raise ValueError(f"snr_resolution_db must be in [0, 5], got {self.snr_resolution_db!r}")
+            raise UsageError(f"snr_resolution_db must be in [0, 5], got {self.snr_resolution_db!r}")
         if len(self.codecs) > 1 and self.action_mode != "absolute":
-            raise ValueError("codecs: choosing a codec per request needs action_mode absolute")
+            raise UsageError("codecs: choosing a codec per request needs action_mode absolute")
         if isinstance(self.ue_precisions, str):
-            raise ValueError(f"ue_precisions must be a list of precisions, got the string {self.ue_precisions!r}")
+            raise UsageError(f"ue_precisions must be a list of precisions, got the string {self.ue_precisions!r}")
         self.ue_precisions = tuple(check_precision(p, "ue_precisions") for p in self.ue_precisions)
         if len(set(self.ue_precisions)) != len(self.ue_precisions):
-            raise ValueError(f"ue_precisions must be distinct, got {self.ue_precisions!r}")
+            raise UsageError(f"ue_precisions must be distinct, got {self.ue_precisions!r}")
         if len(self.ue_precisions) > 1 and self.action_mode != "absolute":
-            raise ValueError("ue_precisions: choosing the UE precision per request needs action_mode absolute")
+            raise UsageError("ue_precisions: choosing the UE precision per request needs action_mode absolute")
         if self.transport not in LINK_NAMES:
-            raise ValueError(f"transport {self.transport!r} not allowed; choose from {', '.join(LINK_NAMES)}")
+            raise UsageError(f"transport {self.transport!r} not allowed; choose from {', '.join(LINK_NAMES)}")
         if self.action_mode not in ACTION_MODES:
-            raise ValueError(f"action_mode must be one of {', '.join(ACTION_MODES)}, got {self.action_mode!r}")
+            raise UsageError(f"action_mode must be one of {', '.join(ACTION_MODES)}, got {self.action_mode!r}")
         if self.s_min < 0:
-            raise ValueError(f"s_min must be >= 0, got {self.s_min}")
+            raise UsageError(f"s_min must be >= 0, got {self.s_min}")
         if not 1 <= self.max_move <= 8:
-            raise ValueError(f"max_move must be in 1..8, got {self.max_move}")
+            raise UsageError(f"max_move must be in 1..8, got {self.max_move}")
         if self.history < 0:
-            raise ValueError(f"history must be >= 0, got {self.history}")
+            raise UsageError(f"history must be >= 0, got {self.history}")
         for name in ("prompt_tokens", "new_tokens", "eval_tokens", "eval_window"):
             if getattr(self, name) < 1 + (name in ("eval_tokens", "eval_window")):
-                raise ValueError(f"{name} must be >= {1 + (name in ('eval_tokens', 'eval_window'))}, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be >= {1 + (name in ('eval_tokens', 'eval_window'))}, got {getattr(self, name)}")
         if not self.decision_interval_s > 0:
-            raise ValueError(f"decision_interval_s must be > 0, got {self.decision_interval_s}")
+            raise UsageError(f"decision_interval_s must be > 0, got {self.decision_interval_s}")
         if not self.request_timeout_s > 0:
-            raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
+            raise UsageError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
         if not self.battery_capacity_j > 0:
-            raise ValueError(f"battery_capacity_j must be > 0, got {self.battery_capacity_j}")
+            raise UsageError(f"battery_capacity_j must be > 0, got {self.battery_capacity_j}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,6 +18,7 @@ from splitrl.cost.privacy import PrivacyTable
 from splitrl.decision.reward import RewardConfig, battery_energy_scale, reward_terms
 from splitrl.link.factory import codec_for
 from splitrl.quant.precision import check_precision
+from splitrl.errors import UsageError
 
 __all__ = ["RequestCostService", "LATENCY_FIELDS"]
 
@@ -100,7 +101,7 @@ class RequestCostService:
             return self.cost_models[t]
         cm = self.precision_models.get((t, p))
         if cm is None:
-            raise ValueError(f"precision {p!r} is not configured (ue_precisions = {', '.join(self.precisions) or 'none'})")
+            raise UsageError(f"precision {p!r} is not configured (ue_precisions = {', '.join(self.precisions) or 'none'})")
         return cm
 
     @property
@@ -120,7 +121,7 @@ class RequestCostService:
         """``edge_load`` as a float, or a ValueError naming what is allowed."""
         rho = float(edge_load)
         if not 0.0 <= rho < 1.0:
-            raise ValueError(f"edge_load must be in [0, 1), got {edge_load!r}")
+            raise UsageError(f"edge_load must be in [0, 1), got {edge_load!r}")
         return rho
 
     def edge_utilization(self, edge_load: float | None, transport: str | None = None) -> np.ndarray | None:

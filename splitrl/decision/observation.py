@@ -196,7 +196,7 @@ class ObservationSpec:
     def split_for_action(self, action: int, split_in_place: int) -> int:
         a = int(action)
         if not 0 <= a < self.num_actions:
-            raise ValueError(f"action {action!r} outside Discrete({self.num_actions})")
+            raise UsageError(f"action {action!r} outside Discrete({self.num_actions})")
         if self.action_mode == "absolute":
             return self.s_min + a // self.num_options
         return int(np.clip(split_in_place + a - self.max_move, self.s_min, self.num_layers))
@@ -215,11 +215,11 @@ class ObservationSpec:
 
     def action_for_split(self, split: int, split_in_place: int, codec: int = 0, precision: int = 0) -> int:
         if not self.s_min <= split <= self.num_layers:
-            raise ValueError(f"split {split} outside {self.s_min}..{self.num_layers}")
+            raise UsageError(f"split {split} outside {self.s_min}..{self.num_layers}")
         if not 0 <= codec < self.num_codecs:
-            raise ValueError(f"codec {codec} outside 0..{self.num_codecs - 1}")
+            raise UsageError(f"codec {codec} outside 0..{self.num_codecs - 1}")
         if not 0 <= precision < self.num_precisions:
-            raise ValueError(f"precision {precision} outside 0..{self.num_precisions - 1}")
+            raise UsageError(f"precision {precision} outside 0..{self.num_precisions - 1}")
         if self.action_mode == "absolute":
             return int((split - self.s_min) * self.num_options + codec * self.num_precisions + precision)
         return int(np.clip(split - split_in_place, -self.max_move, self.max_move) + self.max_move)

@@ -19,6 +19,7 @@ from splitrl.decision.costs import RequestCostService
 from splitrl.decision.observation import ObservationSpec
 from splitrl.decision.reward import switch_cost
 from splitrl.decision.tables import DEFAULT_TABLE, SweepTable, table_key
+from splitrl.errors import UsageError
 
 __all__ = ["SplitProblem", "problem_of"]
 
@@ -56,11 +57,11 @@ class SplitProblem:
     def __post_init__(self) -> None:
         c, L = self.config, self.num_layers
         if not 0 <= c.s_min <= L:
-            raise ValueError(f"s_min must be in 0..{L}, got {c.s_min}")
+            raise UsageError(f"s_min must be in 0..{L}, got {c.s_min}")
         if c.initial_split is not None and not c.s_min <= c.initial_split <= L:
-            raise ValueError(f"initial_split must be in {c.s_min}..{L}, got {c.initial_split}")
+            raise UsageError(f"initial_split must be in {c.s_min}..{L}, got {c.initial_split}")
         if self.spec.num_layers != L or self.costs.L != L:
-            raise ValueError(f"costs, spec and problem disagree on the number of layers ({self.costs.L}, "
+            raise UsageError(f"costs, spec and problem disagree on the number of layers ({self.costs.L}, "
                              f"{self.spec.num_layers}, {L})")
 
     @classmethod
@@ -72,9 +73,9 @@ class SplitProblem:
             cfg = SplitPointConfig(**{**asdict(cfg), **overrides})
         L = int(view.num_layers)
         if not 0 <= cfg.s_min <= L:  # before the cost model is built: the cheap error first
-            raise ValueError(f"s_min must be in 0..{L}, got {cfg.s_min}")
+            raise UsageError(f"s_min must be in 0..{L}, got {cfg.s_min}")
         if cfg.initial_split is not None and not cfg.s_min <= cfg.initial_split <= L:
-            raise ValueError(f"initial_split must be in {cfg.s_min}..{L}, got {cfg.initial_split}")
+            raise UsageError(f"initial_split must be in {cfg.s_min}..{L}, got {cfg.initial_split}")
         costs = RequestCostService(cfg, view)
         splits = np.arange(cfg.s_min, L + 1)
         precisions = tuple(cfg.ue_precisions)
@@ -88,7 +89,7 @@ class SplitProblem:
                 fit[cm.feasible_splits(cfg.prompt_tokens + cfg.new_tokens - 1)] = True
             memory_fit[p] = fit
         if cfg.memory_mask and not any(f[splits].any() for f in memory_fit.values()):
-            raise ValueError(f"memory_mask: no split in {cfg.s_min}..{L} fits the UE memory budget "
+            raise UsageError(f"memory_mask: no split in {cfg.s_min}..{L} fits the UE memory budget "
                              f"of {cfg.ue_profile}" + (f" at any of {', '.join(precisions)}" if precisions else ""))
         edge = EdgeLoadModel(cfg.edge_load) if cfg.edge_load is not None else None
         return cls(config=cfg, num_layers=L, costs=costs, spec=ObservationSpec.from_config(cfg, L), splits=splits,

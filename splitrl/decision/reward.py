@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from splitrl.errors import UsageError
 
 LATENCY_METRICS = ("ttft", "tpot", "e2e")
 
@@ -58,13 +59,13 @@ class RewardConfig:
         for name in ("w_quality", "w_latency", "w_energy", "w_switch", "switch_fixed", "switch_per_layer", "w_privacy"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
-                raise ValueError(f"RewardConfig.{name} must be a finite number >= 0, got {v!r}")
+                raise UsageError(f"RewardConfig.{name} must be a finite number >= 0, got {v!r}")
         if self.latency_metric not in LATENCY_METRICS:
-            raise ValueError(f"RewardConfig.latency_metric must be one of {', '.join(LATENCY_METRICS)}, got {self.latency_metric!r}")
+            raise UsageError(f"RewardConfig.latency_metric must be one of {', '.join(LATENCY_METRICS)}, got {self.latency_metric!r}")
         for name in ("latency_ref_s", "energy_ref_j"):
             v = getattr(self, name)
             if v is not None and not (np.isfinite(v) and v > 0):
-                raise ValueError(f"RewardConfig.{name} must be > 0 or None, got {v!r}")
+                raise UsageError(f"RewardConfig.{name} must be > 0 or None, got {v!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -46,6 +46,7 @@ from splitrl.quant.precision import PRECISIONS
 from splitrl.runtime.engine import GenerationResult, SplitRuntime
 from splitrl.runtime.executor import Executor, ExecutorError, LocalExecutor, PeerUnavailable, SessionSpec, StepStats
 from splitrl.runtime.sampling import SamplingConfig
+from splitrl.errors import UsageError
 
 __all__ = ["AirClock", "EdgeBusy", "EdgeConnection", "EdgeInfo", "EdgeMismatch", "RemoteExecutor", "UEClient"]
 
@@ -105,11 +106,11 @@ class AirClock:
             try:
                 mode = float(mode)
             except (TypeError, ValueError):
-                raise ValueError(f"air time mode must be off, real or a scale > 0, got {mode!r}") from None
+                raise UsageError(f"air time mode must be off, real or a scale > 0, got {mode!r}") from None
             if not mode > 0:
-                raise ValueError(f"air time scale must be > 0, got {mode}")
+                raise UsageError(f"air time scale must be > 0, got {mode}")
         if mode != "off" and cost_model is None:
-            raise ValueError("an air clock that waits needs a cost model (link profile)")
+            raise UsageError("an air clock that waits needs a cost model (link profile)")
         self.cost_model, self.mode = cost_model, mode
         self.snr_db = 20.0
         self.waited_s = 0.0
@@ -150,7 +151,7 @@ class EdgeInfo:
         try:
             precision = str(d.get("precision", "fp32"))  # an edge from before precisions runs fp32
             if precision not in PRECISIONS:
-                raise ValueError(precision)
+                raise UsageError(precision)
             return cls(str(d["model"]), str(d["fp"]), int(d["L"]), (int(d["layers"][0]), int(d["layers"][1])),
                        bool(d["embed"]), bool(d["head"]), int(d["sessions"]), precision,
                        int(d.get("streams", 0)), int(d.get("max_sessions", 0)))

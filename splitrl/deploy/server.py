@@ -40,6 +40,7 @@ from splitrl.link.base import Frame, ReceiverPolicy
 from splitrl.runtime.executor import ExecutorError, LocalExecutor, SessionSpec
 from splitrl.runtime.partition import InvalidPartitionError, Partition
 from splitrl.runtime.sampling import SamplingConfig
+from splitrl.errors import UsageError
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT_S", "DEFAULT_MAX_STREAMS_PER_CLIENT", "SERVICE", "EdgeServer", "server_options"]
 
@@ -69,9 +70,9 @@ class EdgeServer:
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
                  max_streams_per_client: int = DEFAULT_MAX_STREAMS_PER_CLIENT) -> None:
         if not idle_timeout_s > 0:
-            raise ValueError(f"idle_timeout_s must be > 0, got {idle_timeout_s}")
+            raise UsageError(f"idle_timeout_s must be > 0, got {idle_timeout_s}")
         if max_streams_per_client < 1:
-            raise ValueError(f"max_streams_per_client must be >= 1, got {max_streams_per_client}")
+            raise UsageError(f"max_streams_per_client must be >= 1, got {max_streams_per_client}")
         self.loaded = loaded
         self.view = loaded.view
         self.fingerprint = loaded.fingerprint
@@ -299,22 +300,22 @@ class EdgeServer:
     def _open_spec(self, msg: wire.Message) -> SessionSpec:
         f = msg.fields
         if f["fp"] != self.fingerprint:
-            raise ValueError(
+            raise UsageError(
                 f"model mismatch: the UE runs model {f['fp'][:16]}…, this edge holds {self.loaded.name} "
                 f"({self.fingerprint[:16]}…)")
         if f["L"] != self.view.num_layers:
-            raise ValueError(f"the UE's model has {f['L']} layers, this edge's has {self.view.num_layers}")
+            raise UsageError(f"the UE's model has {f['L']} layers, this edge's has {self.view.num_layers}")
         partition = Partition.of(list(f["cuts"]), f["L"], f.get("prec"))
         want = partition.precision_of(f["seg"]) if f["seg"] < partition.num_segments else None
         if want is not None and self.view.holds(0, 0, precision=want) is not None:
-            raise ValueError(
+            raise UsageError(
                 f"precision mismatch: the UE asks this edge to run its segment at {want}, this edge holds "
                 f"{self.loaded.name} at {self.view.base_precision} (start it with --precision {want})")
         seg = f["seg"]
         if seg >= partition.num_segments:
-            raise ValueError(f"segment {seg} does not exist in a partition with cuts {list(partition.cuts)}")
+            raise UsageError(f"segment {seg} does not exist in a partition with cuts {list(partition.cuts)}")
         if not partition.segments()[seg].has_head:
-            raise ValueError("this edge serves only the last segment (the one that runs the head)")
+            raise UsageError("this edge serves only the last segment (the one that runs the head)")
         sampling = SamplingConfig(**f["sampling"])
         policy = ReceiverPolicy(**f["policy"]) if f["policy"] else ReceiverPolicy()
         return SessionSpec(f"{uuid.uuid4().hex}:{msg.rid}"[:128], partition, seg, sampling, policy)

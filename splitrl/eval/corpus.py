@@ -78,7 +78,7 @@ _TOKEN_CACHE: dict[tuple, torch.Tensor] = {}
 def corpus_tokens(tokenizer, max_tokens: int | None = None, *, path=None, source: str = "file") -> torch.Tensor:
     """Token ids ``[1, N]`` of the corpus (first ``max_tokens`` if given), memoised per tokenizer."""
     if max_tokens is not None and max_tokens < 2:
-        raise ValueError(f"tokens must be >= 2 to score at least one prediction, got {max_tokens}")
+        raise UsageError(f"tokens must be >= 2 to score at least one prediction, got {max_tokens}")
     key = (id(tokenizer), str(wikitext_path(path)) if source == "file" else "datasets", max_tokens)
     if key not in _TOKEN_CACHE:
         text = load_wikitext2_test(path, source=source)

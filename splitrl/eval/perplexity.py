@@ -25,6 +25,7 @@ from splitrl.models.view import DecoderView
 from splitrl.runtime.engine import SplitRuntime
 from splitrl.link.base import Link
 from splitrl.runtime.partition import Partition
+from splitrl.errors import UsageError
 
 
 @dataclass
@@ -47,11 +48,11 @@ class PerplexityConfig:
 
     def __post_init__(self) -> None:
         if self.tokens < 2:
-            raise ValueError(f"tokens must be >= 2, got {self.tokens}")
+            raise UsageError(f"tokens must be >= 2, got {self.tokens}")
         if self.window < 2:
-            raise ValueError(f"window must be >= 2, got {self.window}")
+            raise UsageError(f"window must be >= 2, got {self.window}")
         if not 1 <= self.stride <= self.window:
-            raise ValueError(f"stride must be in [1, window={self.window}], got {self.stride}")
+            raise UsageError(f"stride must be in [1, window={self.window}], got {self.stride}")
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class PrefixCache:
 
     def __init__(self, view: DecoderView, input_ids: torch.Tensor, windows: Sequence[Window], max_bytes: int = 1 << 30) -> None:
         if max_bytes < 0:
-            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+            raise UsageError(f"max_bytes must be >= 0, got {max_bytes}")
         self.view, self.input_ids, self.windows, self.max_bytes = view, input_ids, list(windows), int(max_bytes)
         self._store: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self.bytes = 0
@@ -131,7 +132,7 @@ class PrefixCache:
         layers ``[0, cut)`` at ``precision`` (the UE's; default the model's own)."""
         L = self.view.num_layers
         if not 1 <= cut <= L:
-            raise ValueError(f"prefix cache holds cuts 1..{L}, asked for {cut}")
+            raise UsageError(f"prefix cache holds cuts 1..{L}, asked for {cut}")
         p = precision or self.view.base_precision
         key = (window_index, cut, p)
         if key in self._store:
@@ -187,7 +188,7 @@ class PerplexityEvaluator:
         self.view = self.runtime.view
         if input_ids is None:
             if self.runtime.tokenizer is None:
-                raise ValueError("a tokenizer is needed to read the corpus; pass tokenizer= or input_ids=")
+                raise UsageError("a tokenizer is needed to read the corpus; pass tokenizer= or input_ids=")
             input_ids = corpus_tokens(
                 self.runtime.tokenizer, self.config.tokens,
                 path=self.config.corpus_path, source=self.config.corpus_source,
@@ -195,7 +196,7 @@ class PerplexityEvaluator:
         self.input_ids = input_ids[:, : self.config.tokens].to(self.view.device)
         n = self.input_ids.shape[1]
         if self.view.max_positions and self.config.window > self.view.max_positions:
-            raise ValueError(f"window {self.config.window} exceeds the model's {self.view.max_positions} positions")
+            raise UsageError(f"window {self.config.window} exceeds the model's {self.view.max_positions} positions")
         self.windows = sliding_windows(n, self.config.window, self.config.stride)
         self.prefix = PrefixCache(self.view, self.input_ids, self.windows, max_bytes=cache_bytes) if cache_bytes > 0 else None
         self.progress = progress

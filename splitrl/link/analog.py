@@ -33,6 +33,7 @@ import torch
 
 from splitrl.link.base import ChannelLink, SeedLike, clamp_to_dtype
 from splitrl.link.codec import check_finite, header_nbytes, native_codec
+from splitrl.errors import UsageError
 
 __all__ = ["AnalogLink", "AnalogLinkConfig"]
 
@@ -52,11 +53,11 @@ class AnalogLinkConfig:
     def __post_init__(self) -> None:
         v = self.bits_per_channel_use
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= 64:
-            raise ValueError(
+            raise UsageError(
                 f"AnalogLinkConfig.bits_per_channel_use must be an integer in [1, 64], got {v!r}"
             )
         if not isinstance(self.count_side_info, bool):
-            raise ValueError(
+            raise UsageError(
                 f"AnalogLinkConfig.count_side_info must be a bool, got {self.count_side_info!r}"
             )
 
@@ -96,7 +97,7 @@ class AnalogLink(ChannelLink):
     def _channel(self, hidden: torch.Tensor) -> tuple[torch.Tensor, int]:
         snr_db = float(self._require_state().snr_db)
         if math.isnan(snr_db) or snr_db == -math.inf:
-            raise ValueError(f"AnalogLink needs ChannelState.snr_db finite or +inf, got {snr_db}")
+            raise UsageError(f"AnalogLink needs ChannelState.snr_db finite or +inf, got {snr_db}")
         check_finite(hidden)
         n = hidden.numel()
         stats: dict[str, object] = {

@@ -45,6 +45,7 @@ from splitrl.channel.state import ChannelState
 from splitrl.link.codec import (
     EncodedPayload, check_finite, codec_for_id, native_codec, token_id_bytes,
 )
+from splitrl.errors import UsageError
 
 __all__ = [
     "ChannelLink", "Frame", "Link", "LosslessLink", "Phase", "ReceiverPolicy", "SeedLike", "Transfer",
@@ -110,9 +111,9 @@ class ReceiverPolicy:
 
     def __post_init__(self) -> None:
         if not isinstance(self.repair_nonfinite, bool):
-            raise ValueError(f"ReceiverPolicy.repair_nonfinite must be a bool, got {self.repair_nonfinite!r}")
+            raise UsageError(f"ReceiverPolicy.repair_nonfinite must be a bool, got {self.repair_nonfinite!r}")
         if self.clip is not None and not (isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0):
-            raise ValueError(f"ReceiverPolicy.clip must be None or a finite number > 0, got {self.clip!r}")
+            raise UsageError(f"ReceiverPolicy.clip must be None or a finite number > 0, got {self.clip!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"repair_nonfinite": self.repair_nonfinite, "clip": self.clip}
@@ -120,7 +121,7 @@ class ReceiverPolicy:
     @classmethod
     def from_dict(cls, d: Any) -> "ReceiverPolicy":
         if not isinstance(d, dict) or set(d) - {"repair_nonfinite", "clip"}:
-            raise ValueError(f"receiver policy must be a mapping with repair_nonfinite and clip, got {d!r:.200}")
+            raise UsageError(f"receiver policy must be a mapping with repair_nonfinite and clip, got {d!r:.200}")
         clip = d.get("clip")
         return cls(bool(d.get("repair_nonfinite", True)), None if clip is None else float(clip))
 
@@ -147,10 +148,10 @@ def decode_tokens(data: bytes, shape: tuple[int, ...], vocab_size: int, device: 
     width = token_id_bytes(vocab_size)
     n = math.prod(shape)
     if len(data) != n * width:
-        raise ValueError(f"token frame has {len(data)} bytes, shape {tuple(shape)} needs {n * width}")
+        raise UsageError(f"token frame has {len(data)} bytes, shape {tuple(shape)} needs {n * width}")
     arr = np.frombuffer(data, dtype="<u2" if width == 2 else "<u4").astype(np.int64)
     if arr.size and int(arr.max()) >= vocab_size:
-        raise ValueError(f"token id {int(arr.max())} outside the vocabulary (0..{vocab_size - 1})")
+        raise UsageError(f"token id {int(arr.max())} outside the vocabulary (0..{vocab_size - 1})")
     out = torch.from_numpy(arr.reshape(shape))
     return out.to(device) if device is not None else out
 
@@ -218,7 +219,7 @@ class Link(ABC):
         stats: dict[str, Any] = {}
         out = receive_hidden(frame.data, self.policy, dtype, device, stats)
         if tuple(out.shape) != tuple(frame.shape):
-            raise ValueError(f"frame decodes to shape {tuple(out.shape)}, its header says {tuple(frame.shape)}")
+            raise UsageError(f"frame decodes to shape {tuple(out.shape)}, its header says {tuple(frame.shape)}")
         self.last_stats.update(stats)
         return out
 
@@ -229,7 +230,7 @@ class Link(ABC):
         frame = self.send(payload, boundary=boundary, phase=phase, step=step)
         received = self.receive(frame, dtype=payload.dtype, device=payload.device)
         if received.shape != payload.shape:
-            raise ValueError(
+            raise UsageError(
                 f"{type(self).__name__} returned shape {tuple(received.shape)} for a payload "
                 f"of shape {tuple(payload.shape)}; a link must preserve the shape"
             )
@@ -251,7 +252,7 @@ def resolve_seed(seed: SeedLike) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int or a numpy.random.Generator, got {type(seed).__name__}")
     if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise UsageError(f"seed must be >= 0, got {seed}")
     return int(seed)
 
 
@@ -280,7 +281,7 @@ class ChannelLink(Link):
 
     def _require_state(self) -> ChannelState:
         if self.state is None:
-            raise ValueError(
+            raise UsageError(
                 f"{type(self).__name__} needs a channel state: call set_state(ChannelState(...)) "
                 "before transmit"
             )

@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import torch
+from splitrl.errors import UsageError
 
 __all__ = [
     "CODEC_NAMES",
@@ -110,7 +111,7 @@ def check_finite(hidden: torch.Tensor, what: str = "hidden states") -> None:
         return
     n_nan = int(torch.isnan(hidden).sum())
     n_inf = int((~finite).sum()) - n_nan
-    raise ValueError(
+    raise UsageError(
         f"{what} of shape {tuple(hidden.shape)} contain {n_nan} NaN and {n_inf} ±Inf values; "
         "links refuse non-finite activations (a non-finite hidden state is an upstream "
         "numerics bug, not a channel effect)"
@@ -120,9 +121,9 @@ def check_finite(hidden: torch.Tensor, what: str = "hidden states") -> None:
 def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     shape = tuple(int(s) for s in shape)
     if not 1 <= len(shape) <= 255:
-        raise ValueError(f"payload ndim must be in [1, 255], got {len(shape)} (shape {shape})")
+        raise UsageError(f"payload ndim must be in [1, 255], got {len(shape)} (shape {shape})")
     if any(s < 0 or s >= 2**32 for s in shape):
-        raise ValueError(f"payload dims must be in [0, 2**32), got shape {shape}")
+        raise UsageError(f"payload dims must be in [0, 2**32), got shape {shape}")
     return shape
 
 
@@ -176,7 +177,7 @@ class EncodedPayload:
     def with_bytes(self, meta: torch.Tensor, body: torch.Tensor) -> EncodedPayload:
         """The same frame with replaced (e.g. channel-corrupted) metadata and body bytes."""
         if meta.shape != self.meta.shape or body.shape != self.body.shape:
-            raise ValueError("replacement meta/body must keep their byte lengths")
+            raise UsageError("replacement meta/body must keep their byte lengths")
         return EncodedPayload(self.codec_id, self.shape, self.dtype, body, meta, self.saturated)
 
     def to_bytes(self) -> bytes:
@@ -197,18 +198,18 @@ class EncodedPayload:
         """Parse a frame written by `to_bytes` (the receiver supplies ``dtype``)."""
         frame = bytes(frame)
         if len(frame) < _HEADER_FIXED.size:
-            raise ValueError(f"frame of {len(frame)} bytes is shorter than the fixed header")
+            raise UsageError(f"frame of {len(frame)} bytes is shorter than the fixed header")
         codec_id, ndim, _flags = _HEADER_FIXED.unpack_from(frame, 0)
         if codec_id not in _CODECS_BY_ID:
-            raise ValueError(f"unknown codec id {codec_id} in frame header")
+            raise UsageError(f"unknown codec id {codec_id} in frame header")
         hdr = header_nbytes(ndim)
         if len(frame) < hdr:
-            raise ValueError(f"frame of {len(frame)} bytes is shorter than its {hdr}-byte header")
+            raise UsageError(f"frame of {len(frame)} bytes is shorter than its {hdr}-byte header")
         shape = _check_shape(struct.unpack_from(f"<{ndim}I", frame, _HEADER_FIXED.size))
         codec = _CODECS_BY_ID[codec_id]()
         m, b = codec.meta_nbytes(shape), codec.body_nbytes(shape)
         if len(frame) != hdr + m + b:
-            raise ValueError(
+            raise UsageError(
                 f"frame has {len(frame)} bytes, codec {codec.name} with shape {shape} needs "
                 f"{hdr + m + b}"
             )
@@ -258,20 +259,20 @@ class Codec(ABC):
 
     def _prepare(self, hidden: torch.Tensor) -> tuple[int, ...]:
         if not hidden.is_floating_point():
-            raise ValueError(f"codec {self.name} encodes float tensors, got dtype {hidden.dtype}")
+            raise UsageError(f"codec {self.name} encodes float tensors, got dtype {hidden.dtype}")
         shape = _check_shape(hidden.shape)
         check_finite(hidden)
         return shape
 
     def _check_payload(self, payload: EncodedPayload) -> None:
         if payload.codec_id != self.codec_id:
-            raise ValueError(
+            raise UsageError(
                 f"codec {self.name} (id {self.codec_id}) cannot decode a payload of codec id "
                 f"{payload.codec_id}"
             )
         m, b = self.meta_nbytes(payload.shape), self.body_nbytes(payload.shape)
         if payload.meta.numel() != m or payload.body.numel() != b:
-            raise ValueError(
+            raise UsageError(
                 f"payload has {payload.meta.numel()}/{payload.body.numel()} meta/body bytes, "
                 f"codec {self.name} expects {m}/{b} for shape {payload.shape}"
             )
@@ -467,10 +468,10 @@ def native_codec(dtype: torch.dtype) -> Codec:
 def peek_header(frame: bytes) -> tuple[Codec, tuple[int, ...]]:
     """(codec, shape) from a frame's header alone, without parsing the body (ValueError if malformed)."""
     if len(frame) < _HEADER_FIXED.size:
-        raise ValueError(f"frame of {len(frame)} bytes is shorter than the fixed header")
+        raise UsageError(f"frame of {len(frame)} bytes is shorter than the fixed header")
     codec_id, ndim, _flags = _HEADER_FIXED.unpack_from(frame, 0)
     if len(frame) < header_nbytes(ndim):
-        raise ValueError(f"frame of {len(frame)} bytes is shorter than its {header_nbytes(ndim)}-byte header")
+        raise UsageError(f"frame of {len(frame)} bytes is shorter than its {header_nbytes(ndim)}-byte header")
     return codec_for_id(codec_id), _check_shape(struct.unpack_from(f"<{ndim}I", frame, _HEADER_FIXED.size))
 
 
@@ -479,7 +480,7 @@ def codec_for_id(codec_id: int) -> Codec:
     try:
         return _CODECS_BY_ID[int(codec_id)]()
     except (KeyError, TypeError, ValueError):
-        raise ValueError(f"unknown codec id {codec_id!r}; known: {sorted(_CODECS_BY_ID)}") from None
+        raise UsageError(f"unknown codec id {codec_id!r}; known: {sorted(_CODECS_BY_ID)}") from None
 
 
 def get_codec(codec: str | Codec) -> Codec:
@@ -489,6 +490,6 @@ def get_codec(codec: str | Codec) -> Codec:
     try:
         return _CODECS_BY_NAME[codec]()
     except (KeyError, TypeError):
-        raise ValueError(
+        raise UsageError(
             f"unknown codec {codec!r}; allowed: {', '.join(CODEC_NAMES)}"
         ) from None

@@ -46,6 +46,7 @@ import torch
 
 from splitrl.link.base import ChannelLink, ReceiverPolicy, SeedLike
 from splitrl.link.codec import Codec, get_codec
+from splitrl.errors import UsageError
 
 __all__ = [
     "CodecLink",
@@ -65,13 +66,13 @@ _SPARSE_MAX_BER = 1.0 / 64.0
 
 def _check_prob(name: str, p: float | None, owner: str) -> float:
     if p is None:
-        raise ValueError(
+        raise UsageError(
             f"{owner} needs ChannelState.{name} (a probability in [0, 1]) but it is None; the "
             f"channel emulator must fill it in before set_state"
         )
     p = float(p)
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"ChannelState.{name} must be in [0, 1], got {p}")
+        raise UsageError(f"ChannelState.{name} must be in [0, 1], got {p}")
     return p
 
 
@@ -82,9 +83,9 @@ def flip_bits(buf: np.ndarray, ber: float, rng: np.random.Generator) -> int:
     (LSB = 0) of byte ``j // 8``.
     """
     if buf.dtype != np.uint8 or buf.ndim != 1:
-        raise ValueError("flip_bits expects a 1-D uint8 array")
+        raise UsageError("flip_bits expects a 1-D uint8 array")
     if not 0.0 <= ber <= 1.0:
-        raise ValueError(f"ber must be in [0, 1], got {ber}")
+        raise UsageError(f"ber must be in [0, 1], got {ber}")
     n_bits = buf.size * 8
     if ber == 0.0 or n_bits == 0:
         return 0
@@ -126,7 +127,7 @@ def erase_blocks(
     ``retransmissions`` (extra block transmissions) and ``retransmitted_bytes``.
     """
     if not 0.0 <= bler <= 1.0:
-        raise ValueError(f"bler must be in [0, 1], got {bler}")
+        raise UsageError(f"bler must be in [0, 1], got {bler}")
     n = buf.size
     n_blocks = -(-n // block_bytes)
     stats = dict(blocks=n_blocks, blocks_lost=0, first_try_lost=0, retransmissions=0,
@@ -175,26 +176,26 @@ class DigitalLinkConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in ("bit_errors", "block_erasure"):
-            raise ValueError(
+            raise UsageError(
                 f"DigitalLinkConfig.mode must be 'bit_errors' or 'block_erasure', got {self.mode!r}"
             )
         if self.on_loss not in ("zero", "retransmit"):
-            raise ValueError(
+            raise UsageError(
                 f"DigitalLinkConfig.on_loss must be 'zero' or 'retransmit', got {self.on_loss!r}"
             )
         for name, lo, hi in (("block_bytes", 1, 2**31 - 1), ("max_retries", 0, 64),
                              ("crc_bytes", 0, 64)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
-                raise ValueError(
+                raise UsageError(
                     f"DigitalLinkConfig.{name} must be an integer in [{lo}, {hi}], got {v!r}"
                 )
         if not isinstance(self.protect_metadata, bool):
-            raise ValueError(
+            raise UsageError(
                 f"DigitalLinkConfig.protect_metadata must be a bool, got {self.protect_metadata!r}"
             )
         if self.clip is not None and not (float(self.clip) > 0 and np.isfinite(self.clip)):
-            raise ValueError(
+            raise UsageError(
                 f"DigitalLinkConfig.clip must be None or a finite value > 0, got {self.clip!r}"
             )
 

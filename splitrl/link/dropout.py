@@ -15,6 +15,7 @@ import torch
 
 from splitrl.link.base import ChannelLink, SeedLike
 from splitrl.link.codec import check_finite, native_codec
+from splitrl.errors import UsageError
 
 __all__ = ["DropoutLink", "DropoutLinkConfig"]
 
@@ -34,11 +35,11 @@ class DropoutLinkConfig:
     def __post_init__(self) -> None:
         p = self.p
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"DropoutLinkConfig.p must be a number in [0, 1], got {p!r}")
+            raise UsageError(f"DropoutLinkConfig.p must be a number in [0, 1], got {p!r}")
         if not isinstance(self.rescale, bool):
-            raise ValueError(f"DropoutLinkConfig.rescale must be a bool, got {self.rescale!r}")
+            raise UsageError(f"DropoutLinkConfig.rescale must be a bool, got {self.rescale!r}")
         if self.rescale and p >= 1.0:
-            raise ValueError("DropoutLinkConfig.p must be in [0, 1) when rescale=True, got 1.0")
+            raise UsageError("DropoutLinkConfig.p must be in [0, 1) when rescale=True, got 1.0")
 
 
 class DropoutLink(ChannelLink):

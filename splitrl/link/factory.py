@@ -23,6 +23,7 @@ from splitrl.link.base import ChannelLink, LosslessLink
 from splitrl.link.codec import CODEC_NAMES
 from splitrl.link.digital import CodecLink, DigitalLink
 from splitrl.link.dropout import DropoutLink
+from splitrl.errors import UsageError
 
 __all__ = ["LINK_NAMES", "codec_for", "link_at", "make_link", "state_for"]
 
@@ -51,7 +52,7 @@ def make_link(name: str, **kwargs: Any) -> ChannelLink:
         return AnalogLink(**kwargs)
     if name == "dropout":
         return DropoutLink(**kwargs)
-    raise ValueError(f"unknown link name {name!r}; allowed: {', '.join(LINK_NAMES)}")
+    raise UsageError(f"unknown link name {name!r}; allowed: {', '.join(LINK_NAMES)}")
 
 
 def state_for(
@@ -69,10 +70,10 @@ def state_for(
     """
     if ber is None:
         if snr_db is None:
-            raise ValueError(f"link {name!r} needs snr_db or ber")
+            raise UsageError(f"link {name!r} needs snr_db or ber")
         ber = float(ber_awgn(float(snr_db), modulation))
     if not 0.0 <= ber <= 0.5:
-        raise ValueError(f"ber must be in [0, 0.5], got {ber}")
+        raise UsageError(f"ber must be in [0, 0.5], got {ber}")
     bler = 1.0 - (1.0 - ber) ** (8 * int(erasure_block_bytes))
     return ChannelState(snr_db=float("nan") if snr_db is None else float(snr_db), ber=float(ber), bler=float(bler))
 
@@ -93,7 +94,7 @@ def link_at(
     Deterministic links (``identity`` and plain codecs) ignore ``seed``; ``dropout`` uses ``dropout_p``.
     """
     if name not in LINK_NAMES:
-        raise ValueError(f"unknown link name {name!r}; allowed: {', '.join(LINK_NAMES)}")
+        raise UsageError(f"unknown link name {name!r}; allowed: {', '.join(LINK_NAMES)}")
     if name == "identity" or name in CODEC_NAMES:
         return make_link(name, vocab_size=vocab_size)
     if name == "dropout":

@@ -41,6 +41,7 @@ from splitrl.models.view import DecoderView
 from splitrl.quant.gguf import GGUFCodes
 from splitrl.quant.precision import check_precision
 from splitrl.quant.weights import quantize_in_place, quantize_layer_at
+from splitrl.errors import UsageError
 
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODELS = ("gpt2-tiny", "llama-tiny")
@@ -130,7 +131,7 @@ def _keep_predicate(model_type: str, num_layers: int, layers: tuple[int, int] | 
         return None
     start, stop = layers if layers is not None else (0, num_layers)
     if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop <= num_layers):
-        raise ValueError(f"layers must be (start, stop) with 0 <= start <= stop <= {num_layers}, got {layers!r}")
+        raise UsageError(f"layers must be (start, stop) with 0 <= start <= stop <= {num_layers}, got {layers!r}")
     if model_type == "gpt2":
         layer_prefix, emb, head_names = "transformer.h.", ("transformer.wte.", "transformer.wpe."), ("transformer.ln_f.", "lm_head.")
         tie_source = "transformer.wte."

@@ -22,6 +22,7 @@ from transformers.masking_utils import create_causal_mask
 from splitrl.link.codec import token_id_bytes
 from splitrl.quant.decoder import LeanLlamaLayer, lean_mask
 from splitrl.quant.weights import PrecisionWeights, count_params
+from splitrl.errors import UsageError
 
 LLAMA_FAMILY = ("llama", "mistral", "qwen2")
 GPT2_FAMILY = ("gpt2",)
@@ -226,7 +227,7 @@ class DecoderView:
     def layer_cost(self, index: int) -> LayerCost:
         """Parameters and FLOPs per token of decoder layer ``index``."""
         if not 0 <= index < self.num_layers:
-            raise ValueError(f"layer index {index} out of range [0, {self.num_layers - 1}]")
+            raise UsageError(f"layer index {index} out of range [0, {self.num_layers - 1}]")
         c = self.config
         h = self.hidden_size
         params = count_params(self.layers[index])
@@ -257,7 +258,7 @@ class DecoderView:
     def cut_bytes_per_token(self, cut: int, bytes_per_element: int = 4) -> int:
         """Bytes per token crossing cut ``cut`` (0..L): token id at 0, nothing at L, hidden otherwise."""
         if not 0 <= cut <= self.num_layers:
-            raise ValueError(f"cut {cut} out of range [0, {self.num_layers}]")
+            raise UsageError(f"cut {cut} out of range [0, {self.num_layers}]")
         if cut == 0:
             return token_id_bytes(self.vocab_size)
         if cut == self.num_layers:

@@ -20,6 +20,7 @@ import torch
 from splitrl.cost.profiles import load_profile
 from splitrl.link import link_at, state_for
 from splitrl.link.codec import CODEC_NAMES, check_finite
+from splitrl.errors import UsageError
 
 __all__ = ["Hop", "HopStats", "wait_until_us", "now_us"]
 
@@ -73,7 +74,7 @@ class Hop:
                 self._channel = self.profile.make_channel(np.random.default_rng([int(seed), self.index, 7]))
         snr0 = self._snr() if (not self._deterministic and link_name != "dropout") else None
         if not self._deterministic and link_name != "dropout" and snr0 is None:
-            raise ValueError(f"hop {index}: link {link_name!r} needs an SNR (give snr_db or a link profile)")
+            raise UsageError(f"hop {index}: link {link_name!r} needs an SNR (give snr_db or a link profile)")
         self.link = link_at(link_name, seed=int(seed) * 1009 + self.index, snr_db=snr0, vocab_size=vocab_size)
         self.stats = HopStats()
         self._free_at_us = 0

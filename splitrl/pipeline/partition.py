@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 from splitrl.cost.pipeline import PipelineCostModel
 from splitrl.pipeline.driver import equal_cuts as _eq
+from splitrl.errors import UsageError
 
 __all__ = ["StageCost", "brute_force_cuts", "compare_partitions", "dp_cuts", "equal_cuts", "mdi_llm_cuts",
            "cost_fn"]
@@ -75,7 +76,7 @@ def dp_cuts(num_layers: int, stages: int, stage: StageCost, hop_s: Sequence[floa
     """The exact min-bottleneck cut vector for ``stages`` devices: (cuts, bottleneck seconds); inf if infeasible."""
     L, K = int(num_layers), int(stages)
     if K < 1:
-        raise ValueError(f"stages must be >= 1, got {K}")
+        raise UsageError(f"stages must be >= 1, got {K}")
     inf = math.inf
     best = [[inf] * (L + 1) for _ in range(K + 1)]
     total = [[inf] * (L + 1) for _ in range(K + 1)]  # tie-break: smaller sum of stage times (round time)

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Sequence
 
 from splitrl.plotting import pyplot, save_figure
+from splitrl.errors import UsageError
 
 __all__ = ["plot_schedule"]
 
@@ -16,7 +17,7 @@ def plot_schedule(reports: Sequence[dict], path: str | Path, *, max_seconds: flo
 
     rows = sorted(reports, key=lambda r: (r["generation"], r["rank"]))
     if not rows:
-        raise ValueError("no stage reports to plot")
+        raise UsageError("no stage reports to plot")
     t0 = min(ev[2] for r in rows for ev in r["trace"]) if any(r["trace"] for r in rows) else 0.0
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 1.5))
     cmap = plt.get_cmap("tab10")

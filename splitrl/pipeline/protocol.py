@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from splitrl.errors import UsageError
 
 __all__ = [
     "HEADER_LEN", "STOP", "SHUTDOWN", "RESET", "Header", "JobSpec", "Plan", "key",
@@ -70,10 +71,10 @@ class Header:
     @classmethod
     def from_tensor(cls, t: torch.Tensor) -> "Header":
         if t.dtype != torch.int64 or t.shape != (HEADER_LEN,):
-            raise ValueError(f"header must be int64[{HEADER_LEN}], got {t.dtype}{list(t.shape)}")
+            raise UsageError(f"header must be int64[{HEADER_LEN}], got {t.dtype}{list(t.shape)}")
         s, p, n, f, ts = (int(v) for v in t.tolist())
         if s < 0 or p < 0 or n < 0 or f & ~(STOP | SHUTDOWN | RESET):
-            raise ValueError(f"malformed header {[s, p, n, f, ts]}")
+            raise UsageError(f"malformed header {[s, p, n, f, ts]}")
         return cls(s, p, n, f, ts)
 
     @property
@@ -92,7 +93,7 @@ def encode_frame(header: Header, payload: torch.Tensor | None, hidden: int) -> t
     frame[: 8 * HEADER_LEN].view(torch.int64).copy_(header.tensor())
     if payload is not None and header.length == 1:
         if payload.numel() != hidden:
-            raise ValueError(f"a one-position payload has {hidden} values, got shape {list(payload.shape)}")
+            raise UsageError(f"a one-position payload has {hidden} values, got shape {list(payload.shape)}")
         frame[8 * HEADER_LEN:].view(torch.float32).copy_(payload.detach().reshape(-1))
     return frame
 
@@ -103,10 +104,10 @@ def decode_frame(frame: torch.Tensor, hidden: int) -> tuple[Header, torch.Tensor
     None also for a prefill, whose activation arrives as the next message.
     """
     if frame.dtype != torch.uint8 or frame.shape != (frame_bytes(hidden),):
-        raise ValueError(f"frame must be uint8[{frame_bytes(hidden)}], got {frame.dtype}{list(frame.shape)}")
+        raise UsageError(f"frame must be uint8[{frame_bytes(hidden)}], got {frame.dtype}{list(frame.shape)}")
     header = Header.from_tensor(frame[: 8 * HEADER_LEN].view(torch.int64))
     if header.has_payload and header.length < 1:
-        raise ValueError(f"header {header} carries a payload of length 0")
+        raise UsageError(f"header {header} carries a payload of length 0")
     if header.has_payload and header.length == 1:
         return header, frame[8 * HEADER_LEN:].view(torch.float32).clone().view(1, 1, hidden)
     return header, None

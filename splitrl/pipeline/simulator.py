@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from splitrl.cost.pipeline import ring_throughput
+from splitrl.errors import UsageError
 
 __all__ = ["SimResult", "simulate_ring", "ring_throughput"]
 
@@ -87,7 +88,7 @@ def _service_times(stage_s: Sequence[float], hop_s: Sequence[float], prefill_sta
     stage = np.asarray(stage_s, float)
     hop = np.asarray(hop_s, float) if K > 1 else np.zeros(1)  # one stage: its own output returns with no hop
     if K > 1 and len(hop) != K:
-        raise ValueError(f"hop_s: one time per hop ({K}, the last returns to the starter), got {len(hop)}")
+        raise UsageError(f"hop_s: one time per hop ({K}, the last returns to the starter), got {len(hop)}")
     p_stage = stage if prefill_stage_s is None else np.asarray(prefill_stage_s, float)
     p_hop = hop if prefill_hop_s is None else np.asarray(prefill_hop_s, float)
     return stage, hop, p_stage, p_hop

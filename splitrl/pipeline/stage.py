@@ -39,6 +39,7 @@ from splitrl.proc import peak_rss_bytes, rss_bytes
 from splitrl.quant.decoder import LeanLlamaLayer
 from splitrl.quant.weights import QUANT_MODULES
 from splitrl.runtime.sampling import SamplingConfig, TokenSampler
+from splitrl.errors import UsageError
 
 __all__ = ["StageReport", "run_stage", "select_token", "parse_committed", "load_for", "param_bytes"]
 
@@ -440,10 +441,10 @@ def load_for(job: JobSpec, plan: Plan, stage_id: int, current=None):
     del current  # free the old range before reading the new one
     lm = load_model(job.model, layers=(start, stop), embed=starter, head=starter, precision=precision)
     if job.fingerprint and lm.fingerprint != job.fingerprint:
-        raise ValueError(f"this stage's model {job.model!r} has fingerprint {lm.fingerprint[:12]}, the driver's "
+        raise UsageError(f"this stage's model {job.model!r} has fingerprint {lm.fingerprint[:12]}, the driver's "
                          f"{job.fingerprint[:12]}: every stage must hold parts of the same weights")
     if lm.view.num_layers != job.num_layers:
-        raise ValueError(f"model has {lm.view.num_layers} layers, the job {job.num_layers}")
+        raise UsageError(f"model has {lm.view.num_layers} layers, the job {job.num_layers}")
     return lm
 
 
@@ -470,7 +471,7 @@ def run_stage(endpoint: Endpoint, stage_id: int, *, world: int | None = None, de
         job = JobSpec.from_json(store.get("job"))
         plan = _wait_for_plan(store, 0, 120.0)
         if plan is not None and world is not None and plan.world != world:
-            raise ValueError(f"--world {world} does not match the driver's plan of {plan.world} stages")
+            raise UsageError(f"--world {world} does not match the driver's plan of {plan.world} stages")
         generation = 0
         lm = None
         while plan is not None and stage_id in plan.members:

@@ -24,6 +24,7 @@ from splitrl.quant.gguf import GGUFCodes
 from splitrl.quant.linear import BF16Linear, Int4Linear, Int8Linear, QuantEmbedding, as_nk, int4_codes, int8_codes
 from splitrl.quant.precision import INT4_GROUP_SIZE
 from splitrl.quant.precision import check_precision
+from splitrl.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def quantize_linear(module: nn.Module, precision: str, q4_codes: tuple | None = 
             codes, d, m = (torch.from_numpy(a) for a in q4_codes)
             return Int4Linear(codes, d, m, as_nk(module)[1])
         return Int4Linear.from_module(module)
-    raise ValueError(f"no quantised linear for precision {precision!r}")
+    raise UsageError(f"no quantised linear for precision {precision!r}")
 
 
 def quantize_layer(layer: nn.Module, precision: str, *, prefix: str = "", codes: CodesLookup | None = None,
@@ -168,7 +169,7 @@ class PrecisionWeights:
     def _check_source(self, precision: str) -> None:
         base = self.view.base_precision
         if base != "fp32":
-            raise ValueError(
+            raise UsageError(
                 f"this process holds its weights at {base}; precision {precision!r} needs them at fp32 "
                 f"(load the model at fp32 to run several precisions)")
 

@@ -27,6 +27,7 @@ from splitrl.runtime.executor import (
 )
 from splitrl.runtime.sampling import SamplingConfig
 from splitrl.runtime.segment import Segment
+from splitrl.errors import UsageError
 
 
 @dataclass
@@ -113,7 +114,7 @@ class SplitRuntime:
         """A validated partition; ``precision`` (one name, or one per segment) overrides a given one's."""
         if isinstance(cuts, Partition):
             if cuts.num_layers != self.num_layers:
-                raise ValueError(f"partition is for {cuts.num_layers} layers, the model has {self.num_layers}")
+                raise UsageError(f"partition is for {cuts.num_layers} layers, the model has {self.num_layers}")
             return cuts if precision is None else cuts.with_precision(precision)
         if precision is None and self.view.base_precision != "fp32":
             precision = self.view.base_precision  # a model loaded at int4 runs int4 unless told
@@ -131,7 +132,7 @@ class SplitRuntime:
             return [links] * n
         links = list(links)
         if len(links) != n:
-            raise ValueError(f"need one link per cut: {n} cut(s), got {len(links)} link(s)")
+            raise UsageError(f"need one link per cut: {n} cut(s), got {len(links)} link(s)")
         return links
 
     def _run(
@@ -163,10 +164,10 @@ class SplitRuntime:
 
     def encode(self, prompt: str) -> torch.Tensor:
         if self.tokenizer is None:
-            raise ValueError("this runtime has no tokenizer: pass token ids instead of text")
+            raise UsageError("this runtime has no tokenizer: pass token ids instead of text")
         ids = self.tokenizer(prompt, return_tensors="pt").input_ids
         if ids.shape[1] == 0:
-            raise ValueError("the prompt encodes to zero tokens; give a non-empty prompt")
+            raise UsageError("the prompt encodes to zero tokens; give a non-empty prompt")
         return ids
 
     def local_executors(self, partition: Partition) -> list[Executor]:
@@ -210,7 +211,7 @@ class SplitRuntime:
                 default fp32 (or the precision the model was loaded at).
         """
         if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+            raise UsageError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         partition = self.partition(cuts, precision)
         link_list = self.links_for(partition, links)
         for link in {id(l): l for l in link_list}.values():
@@ -221,7 +222,7 @@ class SplitRuntime:
         eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) if eos is not None else set()
         execs = list(executors) if executors is not None else self.local_executors(partition)
         if len(execs) != partition.num_segments:
-            raise ValueError(f"need one executor per segment: {partition.num_segments} segment(s), got {len(execs)}")
+            raise UsageError(f"need one executor per segment: {partition.num_segments} segment(s), got {len(execs)}")
         session = _Session(
             partition, link_list, execs, session_id or uuid.uuid4().hex, sampling, fallback,
         )
@@ -239,10 +240,10 @@ class SplitRuntime:
         """The prompt as token ids ``[1, T]`` on the model's device, checked against its positions."""
         input_ids = self.encode(prompt) if isinstance(prompt, str) else prompt
         if input_ids.dim() != 2 or input_ids.shape[0] != 1:
-            raise ValueError(f"prompt token ids must have shape [1, T], got {tuple(input_ids.shape)}")
+            raise UsageError(f"prompt token ids must have shape [1, T], got {tuple(input_ids.shape)}")
         input_ids = input_ids.to(self.view.device)
         if self.view.max_positions and input_ids.shape[1] + max_new_tokens > self.view.max_positions:
-            raise ValueError(
+            raise UsageError(
                 f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
                 f"the model's {self.view.max_positions} positions"
             )

@@ -29,6 +29,7 @@ from splitrl.link.base import Frame, ReceiverPolicy, decode_tokens, receive_hidd
 from splitrl.runtime.partition import Partition, SegmentSpec
 from splitrl.runtime.sampling import SamplingConfig, TokenSampler
 from splitrl.runtime.segment import Segment
+from splitrl.errors import UsageError
 
 __all__ = ["Executor", "ExecutorError", "LocalExecutor", "PeerUnavailable", "SessionSpec", "StepStats"]
 
@@ -61,9 +62,9 @@ class SessionSpec:
 
     def __post_init__(self) -> None:
         if not self.session_id or len(self.session_id) > 128:
-            raise ValueError(f"session_id must be 1..128 characters, got {self.session_id!r:.140}")
+            raise UsageError(f"session_id must be 1..128 characters, got {self.session_id!r:.140}")
         if not 0 <= self.segment < self.partition.num_segments:
-            raise ValueError(f"segment must be in 0..{self.partition.num_segments - 1}, got {self.segment}")
+            raise UsageError(f"segment must be in 0..{self.partition.num_segments - 1}, got {self.segment}")
 
     @property
     def spec(self) -> SegmentSpec:
@@ -153,7 +154,7 @@ class LocalExecutor(Executor):
             return decode_tokens(frame.data, frame.shape, self.view.vocab_size, self.view.device)
         x = receive_hidden(frame.data, policy, self.view.dtype, self.view.device, stats)
         if tuple(x.shape) != tuple(frame.shape):
-            raise ValueError(f"frame decodes to shape {tuple(x.shape)}, its header says {tuple(frame.shape)}")
+            raise UsageError(f"frame decodes to shape {tuple(x.shape)}, its header says {tuple(frame.shape)}")
         return x
 
     @torch.inference_mode()
@@ -164,7 +165,7 @@ class LocalExecutor(Executor):
             t0 = time.perf_counter()
             x = self.receive(payload, s.spec.policy, stats.receiver) if isinstance(payload, Frame) else payload
             if x.dim() != 2 + x.is_floating_point():
-                raise ValueError(f"payload must be token ids [1, T] or hidden states [1, T, H], got shape {tuple(x.shape)}")
+                raise UsageError(f"payload must be token ids [1, T] or hidden states [1, T, H], got shape {tuple(x.shape)}")
             out = s.segment.step(x, use_cache=True, logits_last_only=True)
             if s.sampler is not None:
                 out = s.sampler(out[:, -1, :]).view(1, 1)  # [1, 1] next token, sampled where the head is

@@ -14,6 +14,7 @@ from transformers.cache_utils import DynamicCache
 
 from splitrl.models.view import DecoderView
 from splitrl.runtime.partition import SegmentSpec
+from splitrl.errors import UsageError
 
 
 class Segment:
@@ -53,7 +54,7 @@ class Segment:
             if not payload.is_floating_point():
                 raise TypeError(f"segment {spec.index} ({spec.role}) starts at layer {spec.start} and needs hidden states")
             if payload.shape[-1] != self.view.hidden_size:
-                raise ValueError(
+                raise UsageError(
                     f"segment {spec.index} ({spec.role}) got hidden size {payload.shape[-1]}, "
                     f"expected {self.view.hidden_size}"
                 )

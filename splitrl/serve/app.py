@@ -32,6 +32,7 @@ from fastapi import Request  # module level: FastAPI resolves the routes' string
 from splitrl.controller.serving import DecisionRecord, RequestServer
 from splitrl.runtime.sampling import SamplingConfig
 from splitrl.serve.schema import GREEDY_BELOW, MIN_TOP_P, RequestError, validate_request
+from splitrl.errors import UsageError
 
 __all__ = ["APIError", "create_app"]
 
@@ -427,7 +428,7 @@ def create_app(server: RequestServer, *, token: str, model_name: str, max_tokens
     from fastapi import FastAPI
 
     if not token:
-        raise ValueError("token: a non-empty bearer token is required")
+        raise UsageError("token: a non-empty bearer token is required")
     state = _AppState(server, token=token, model_name=model_name, max_tokens_limit=max_tokens_limit,
                       default_max_tokens=default_max_tokens, sinks=sinks, max_body_bytes=max_body_bytes)
     app = FastAPI(title="splitrl", description="OpenAI-compatible endpoint in front of the split controller")

@@ -16,6 +16,7 @@ import math
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from splitrl.errors import UsageError
 
 __all__ = [
     "ChatCompletionRequest", "CompletionRequest", "GREEDY_BELOW", "MAX_SEED", "MIN_TOP_P", "RequestError",
@@ -40,20 +41,20 @@ def _unicode(field: str, text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ValueError(f"{field} must be valid Unicode text; position {e.start} holds a lone surrogate "
+        raise UsageError(f"{field} must be valid Unicode text; position {e.start} holds a lone surrogate "
                          f"{text[e.start]!r}") from None
     return text
 
 
 def _number(field: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{field} must be a number, got {type(v).__name__}")
+        raise UsageError(f"{field} must be a number, got {type(v).__name__}")
     try:
         x = float(v)
     except OverflowError:
         x = math.inf
     if not math.isfinite(x):
-        raise ValueError(f"{field} must be a finite number, got {v!r:.40}")
+        raise UsageError(f"{field} must be a finite number, got {v!r:.40}")
     return x
 
 
@@ -80,7 +81,7 @@ class _Base(BaseModel):
         if v is None:
             return None
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"max_tokens must be an integer >= 1, got {v!r:.40}")
+            raise UsageError(f"max_tokens must be an integer >= 1, got {v!r:.40}")
         return v
 
     @field_validator("temperature")
@@ -90,7 +91,7 @@ class _Base(BaseModel):
             return None
         t = _number("temperature", v)
         if not 0 <= t <= 2:
-            raise ValueError(f"temperature must be in [0, 2] (0 = greedy), got {v!r:.40}")
+            raise UsageError(f"temperature must be in [0, 2] (0 = greedy), got {v!r:.40}")
         return t
 
     @field_validator("top_p")
@@ -100,7 +101,7 @@ class _Base(BaseModel):
             return None
         p = _number("top_p", v)
         if not 0 < p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {v!r:.40}")
+            raise UsageError(f"top_p must be in (0, 1], got {v!r:.40}")
         return p
 
     @field_validator("seed")
@@ -109,7 +110,7 @@ class _Base(BaseModel):
         if v is None:
             return None
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
-            raise ValueError(f"seed must be an integer in 0..{MAX_SEED} (2**63-1), got {str(v)[:40]}")
+            raise UsageError(f"seed must be an integer in 0..{MAX_SEED} (2**63-1), got {str(v)[:40]}")
         return v
 
     @field_validator("stop")
@@ -119,14 +120,14 @@ class _Base(BaseModel):
             return []
         items = [v] if isinstance(v, str) else v
         if not isinstance(items, list) or len(items) > MAX_STOP or not all(isinstance(s, str) for s in items):
-            raise ValueError(f"stop must be a string or a list of up to {MAX_STOP} strings, got {v!r:.60}")
+            raise UsageError(f"stop must be a string or a list of up to {MAX_STOP} strings, got {v!r:.60}")
         return [_unicode("stop", s) for s in items]
 
     @field_validator("stream", "echo")
     @classmethod
     def _bool(cls, v: Any, info) -> Optional[bool]:
         if v is not None and not isinstance(v, bool):
-            raise ValueError(f"{info.field_name} must be true or false, got {v!r:.40}")
+            raise UsageError(f"{info.field_name} must be true or false, got {v!r:.40}")
         return v
 
     @field_validator("stream_options")
@@ -135,27 +136,27 @@ class _Base(BaseModel):
         if v is None:
             return {}
         if not isinstance(v, dict) or not isinstance(v.get("include_usage", False), bool):
-            raise ValueError("stream_options must be an object like {\"include_usage\": true}")
+            raise UsageError("stream_options must be an object like {\"include_usage\": true}")
         return v
 
     @field_validator("n", "best_of")
     @classmethod
     def _one(cls, v: Any, info) -> Optional[int]:
         if v is not None and v != 1:
-            raise ValueError(f"{info.field_name}: only 1 choice per request is supported, got {v!r:.40}")
+            raise UsageError(f"{info.field_name}: only 1 choice per request is supported, got {v!r:.40}")
         return v
 
     @field_validator("logprobs")
     @classmethod
     def _logprobs(cls, v: Any) -> Any:
         if v not in (None, False):
-            raise ValueError("logprobs is not supported")
+            raise UsageError("logprobs is not supported")
         return v
 
     @model_validator(mode="after")
     def _no_echo(self) -> "_Base":
         if self.echo:
-            raise ValueError("echo is not supported")
+            raise UsageError("echo is not supported")
         return self
 
     # -- what the app uses ----------------------------------------------------------------
@@ -183,14 +184,14 @@ class CompletionRequest(_Base):
         if isinstance(v, list) and len(v) == 1 and isinstance(v[0], str):
             v = v[0]
         if not isinstance(v, str) or not v:
-            raise ValueError("prompt: a non-empty string is required (one prompt per request)")
+            raise UsageError("prompt: a non-empty string is required (one prompt per request)")
         return _unicode("prompt", v)
 
     @model_validator(mode="before")
     @classmethod
     def _needs_prompt(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("prompt") is None:
-            raise ValueError("prompt: a non-empty string is required (one prompt per request)")
+            raise UsageError("prompt: a non-empty string is required (one prompt per request)")
         return data
 
 
@@ -204,7 +205,7 @@ class ChatMessage(BaseModel):
     @classmethod
     def _role(cls, v: Any) -> str:
         if not isinstance(v, str) or not v:
-            raise ValueError("an object with a role is required")
+            raise UsageError("an object with a role is required")
         return _unicode("role", v)
 
     @field_validator("content")
@@ -215,17 +216,17 @@ class ChatMessage(BaseModel):
         if isinstance(v, list):  # content parts: only text is supported
             if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text", ""), str)
                        for p in v):
-                raise ValueError("content: only text parts are supported")
+                raise UsageError("content: only text parts are supported")
             v = "".join(p.get("text", "") for p in v)
         if not isinstance(v, str):
-            raise ValueError("content must be a string or text parts")
+            raise UsageError("content must be a string or text parts")
         return _unicode("content", v)
 
     @model_validator(mode="before")
     @classmethod
     def _object(cls, data: Any) -> Any:
         if not isinstance(data, dict) or "role" not in data:
-            raise ValueError("an object with a role is required")
+            raise UsageError("an object with a role is required")
         return data
 
 
@@ -240,7 +241,7 @@ class ChatCompletionRequest(_Base):
         if isinstance(data, dict):
             m = data.get("messages")
             if not isinstance(m, list) or not m:
-                raise ValueError("messages: a non-empty list of {role, content} objects is required")
+                raise UsageError("messages: a non-empty list of {role, content} objects is required")
         return data
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from splitrl.surrogate.base import Surrogate
 from splitrl.surrogate.features import as_cells
+from splitrl.errors import UsageError
 
 if TYPE_CHECKING:  # a type only: the decision core imports torch, and `splitrl surrogate-report --help` reads this package
     from splitrl.decision.problem import SplitProblem
@@ -46,7 +47,7 @@ class RewardModel:
 
     def __init__(self, problems: Mapping[str, SplitProblem]) -> None:
         if not problems:
-            raise ValueError("RewardModel needs at least one problem")
+            raise UsageError("RewardModel needs at least one problem")
         self.problems = dict(problems)
         self._cache: dict[tuple[str, float], np.ndarray] = {}
 
@@ -54,7 +55,7 @@ class RewardModel:
         try:
             return self.problems[transport]
         except KeyError:
-            raise ValueError(f"no problem for transport {transport!r}; have {sorted(self.problems)}") from None
+            raise UsageError(f"no problem for transport {transport!r}; have {sorted(self.problems)}") from None
 
     def w_quality(self, transport: str) -> float:
         return float(self._problem(transport).config.reward.w_quality)
@@ -117,7 +118,7 @@ def propose(
     n = len(s)
     k = int(k)
     if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+        raise UsageError(f"k must be >= 0, got {k}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     relevant = np.zeros(n, dtype=bool)
     score = np.zeros(n)
@@ -191,17 +192,17 @@ def run_acquisition(
     the curve after every batch whose size reaches a number in ``eval_at`` (default: every batch).
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        raise UsageError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if budget < 2:
-        raise ValueError(f"budget must be >= 2, got {budget}")
+        raise UsageError(f"budget must be >= 2, got {budget}")
     if batch < 1 or initial < 2:
-        raise ValueError("batch must be >= 1 and initial >= 2")
+        raise UsageError("batch must be >= 1 and initial >= 2")
     if strategy == "active" and costs_fn is None:
-        raise ValueError("the active strategy needs costs_fn")
+        raise UsageError("the active strategy needs costs_fn")
     t, s, q = as_cells(candidates)
     pool = list(range(len(s)))
     if len(pool) < 2:
-        raise ValueError("need at least 2 candidate cells")
+        raise UsageError("need at least 2 candidate cells")
     rng = np.random.default_rng(seed)
     tie_rng = np.random.default_rng([seed, 1])
     result = AcquisitionResult(strategy=strategy)

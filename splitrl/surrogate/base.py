@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from splitrl.errors import UsageError
+from splitrl.integrity import read_json_object
 from splitrl.surrogate.features import FeatureSpec, as_cells
 
 __all__ = [
@@ -121,7 +122,7 @@ class Surrogate(abc.ABC):
             raise TypeError(f"spec must be a FeatureSpec, got {type(spec).__name__}")
         unknown = set(params) - set(self.DEFAULTS) - {"zero_at_full_split"}
         if unknown:
-            raise ValueError(f"{self.kind}: unknown parameters {sorted(unknown)}; allowed {sorted(self.DEFAULTS)}")
+            raise UsageError(f"{self.kind}: unknown parameters {sorted(unknown)}; allowed {sorted(self.DEFAULTS)}")
         self.spec = spec
         self.seed = int(seed)
         self.params: dict[str, Any] = {"zero_at_full_split": True, **self.DEFAULTS, **params}
@@ -138,7 +139,7 @@ class Surrogate(abc.ABC):
         """Encoded feature matrix of ``X`` (cells, or an already-encoded numeric matrix)."""
         if isinstance(X, np.ndarray) and X.dtype.kind in "fiu" and X.ndim == 2:
             if X.shape[1] != self.spec.n_features:
-                raise ValueError(f"feature matrix has {X.shape[1]} columns, the spec has {self.spec.n_features}")
+                raise UsageError(f"feature matrix has {X.shape[1]} columns, the spec has {self.spec.n_features}")
             return X.astype(float)
         return self.spec.encode(X)
 
@@ -166,7 +167,7 @@ class Surrogate(abc.ABC):
         """Fit on cells ``X`` with measured log(ppl/ppl_clean) ``y`` (replaces any previous data)."""
         F, y = self._check_xy(X, y)
         if len(y) < 2:
-            raise ValueError(f"need at least 2 measurements to fit, got {len(y)}")
+            raise UsageError(f"need at least 2 measurements to fit, got {len(y)}")
         self.X_train, self.y_train = F, y
         self.scaler_mean = F.mean(axis=0)
         sd = F.std(axis=0)
@@ -226,9 +227,9 @@ class Surrogate(abc.ABC):
         F = self.features(X)
         y = np.asarray(y, dtype=float).reshape(-1)
         if len(y) != len(F):
-            raise ValueError(f"X has {len(F)} rows but y has {len(y)} values")
+            raise UsageError(f"X has {len(F)} rows but y has {len(y)} values")
         if not np.isfinite(y).all():
-            raise ValueError("y (log ppl ratios) must be finite")
+            raise UsageError("y (log ppl ratios) must be finite")
         return F, y
 
     @abc.abstractmethod
@@ -281,14 +282,10 @@ class Surrogate(abc.ABC):
         differ from those recorded at save time (another scikit-learn version).
         """
         js = surrogate_path(path)
-        if not js.is_file():
-            raise SurrogateLoadError(f"no surrogate file at {js}")
-        try:
-            meta = json.loads(js.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise SurrogateLoadError(f"unreadable surrogate file {js}: {type(e).__name__}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            got = meta.get("format") if isinstance(meta, dict) else None
+        meta = read_json_object(js, SurrogateLoadError, missing="no surrogate file at this path",
+                                what=f"a {FORMAT} surrogate file")
+        if meta.get("format") != FORMAT:
+            got = meta.get("format")
             hint = " (an older pickle-based surrogate: it is not loaded; refit it)" if got == "splitrl-surrogate/1" else ""
             raise SurrogateLoadError(f"{js} is not a {FORMAT} surrogate file{hint}")
         kind = meta.get("kind")
@@ -477,7 +474,7 @@ def make_surrogate(kind: str, spec: FeatureSpec, *, seed: int = 0, **params: Any
     try:
         cls = SURROGATE_KINDS[kind]
     except KeyError:
-        raise ValueError(f"unknown surrogate kind {kind!r}; choose one of {', '.join(SURROGATE_KINDS)}") from None
+        raise UsageError(f"unknown surrogate kind {kind!r}; choose one of {', '.join(SURROGATE_KINDS)}") from None
     return cls(spec, seed=seed, **params)
 
 

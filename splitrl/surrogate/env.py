@@ -18,6 +18,7 @@ import numpy as np
 from splitrl.envs.split_point import SplitPointBaseEnv, SplitPointConfig
 from splitrl.models import load_model
 from splitrl.surrogate.base import Surrogate
+from splitrl.errors import UsageError
 
 __all__ = ["SurrogateEnv"]
 
@@ -39,19 +40,19 @@ class SurrogateEnv(SplitPointBaseEnv):
         if overrides:
             cfg = SplitPointConfig(**{**asdict(cfg), **overrides})
         if not isinstance(surrogate, Surrogate) or not surrogate.is_fitted:
-            raise ValueError("SurrogateEnv needs a fitted Surrogate")
+            raise UsageError("SurrogateEnv needs a fitted Surrogate")
         spec = surrogate.spec
         if cfg.transport not in spec.transports:
-            raise ValueError(f"the surrogate knows transports {spec.transports}, not {cfg.transport!r}")
+            raise UsageError(f"the surrogate knows transports {spec.transports}, not {cfg.transport!r}")
         if view is None:
             view = load_model(cfg.model).view
         if view.num_layers != spec.num_layers:
-            raise ValueError(f"the surrogate was fitted for {spec.num_layers} layers, the model has {view.num_layers}")
+            raise UsageError(f"the surrogate was fitted for {spec.num_layers} layers, the model has {view.num_layers}")
         super().__init__(cfg, num_layers=view.num_layers, view=view)
         self.surrogate = surrogate
         clean = ppl_clean if ppl_clean is not None else spec.ppl_clean.get(cfg.transport)
         if clean is None or not (math.isfinite(clean) and clean > 0):
-            raise ValueError("clean perplexity unknown: pass ppl_clean= or fit with spec.ppl_clean set")
+            raise UsageError("clean perplexity unknown: pass ppl_clean= or fit with spec.ppl_clean set")
         self._ppl_clean = float(clean)
         self._cache: OrderedDict[float, np.ndarray] = OrderedDict()
         self._cache_size = int(cache_size)
@@ -78,6 +79,6 @@ class SurrogateEnv(SplitPointBaseEnv):
     def quality(self, split: int, snr_db: float, transport: str | None = None) -> tuple[float, float]:
         if transport is not None and transport != self.config.transport:
             # per-request codecs (SplitPointConfig.codecs) need a surrogate per transport
-            raise ValueError(f"this SurrogateEnv predicts transport {self.config.transport!r} only, not {transport!r}")
+            raise UsageError(f"this SurrogateEnv predicts transport {self.config.transport!r} only, not {transport!r}")
         log_ratio = float(self.predicted_quality(snr_db)[int(split)])
         return self._ppl_clean * math.exp(log_ratio), log_ratio

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from splitrl.errors import UsageError
 
 __all__ = ["CUT_STAT_NAMES", "FeatureSpec", "as_cells", "cut_statistics", "is_digital"]
 
@@ -58,13 +59,13 @@ def as_cells(cells: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             and all(isinstance(x, (str, np.str_)) for x in cells[0])):
         t, s, q = cells
         if not len(t) == len(s) == len(q):
-            raise ValueError("cells given as (transports, splits, snrs) must have equal lengths")
+            raise UsageError("cells given as (transports, splits, snrs) must have equal lengths")
         return np.asarray(t, str), np.asarray(s, int), np.asarray(q, float)
     rows = list(cells)
     if not rows:
         return np.array([], str), np.array([], int), np.array([], float)
     if any(len(r) != 3 for r in rows):
-        raise ValueError("each cell must be (transport, split, snr_db)")
+        raise UsageError("each cell must be (transport, split, snr_db)")
     t, s, q = zip(*rows)
     return np.asarray(t, str), np.asarray(s, int), np.asarray(q, float)
 
@@ -97,20 +98,20 @@ class FeatureSpec:
     def __post_init__(self) -> None:
         self.num_layers = int(self.num_layers)
         if self.num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+            raise UsageError(f"num_layers must be >= 1, got {self.num_layers}")
         self.transports = [str(t) for t in self.transports]
         if not self.transports or len(set(self.transports)) != len(self.transports):
-            raise ValueError(f"transports must be a non-empty list of distinct names, got {self.transports}")
+            raise UsageError(f"transports must be a non-empty list of distinct names, got {self.transports}")
         lo, hi = (float(x) for x in self.snr_range)
         if not lo <= hi:
-            raise ValueError(f"snr_range must be (low, high) with low <= high, got {self.snr_range}")
+            raise UsageError(f"snr_range must be (low, high) with low <= high, got {self.snr_range}")
         self.snr_range = (lo, hi)
         self.cut_stats = {str(k): [float(x) for x in v] for k, v in self.cut_stats.items()}
         for k, v in self.cut_stats.items():
             if len(v) != self.num_layers + 1:
-                raise ValueError(f"cut_stats[{k!r}] has {len(v)} values, expected one per cut 0..{self.num_layers}")
+                raise UsageError(f"cut_stats[{k!r}] has {len(v)} values, expected one per cut 0..{self.num_layers}")
             if not all(math.isfinite(x) for x in v):
-                raise ValueError(f"cut_stats[{k!r}] has non-finite values")
+                raise UsageError(f"cut_stats[{k!r}] has non-finite values")
         self.ppl_clean = {str(k): float(v) for k, v in self.ppl_clean.items()}
         # lazy: `splitrl surrogate-report --help` reads this package; channel and eval import torch
         from splitrl.channel.modulation import bits_per_symbol
@@ -128,7 +129,7 @@ class FeatureSpec:
         known = {f for f in cls.__dataclass_fields__}
         extra = set(d) - known
         if extra:
-            raise ValueError(f"unknown FeatureSpec fields {sorted(extra)}")
+            raise UsageError(f"unknown FeatureSpec fields {sorted(extra)}")
         return cls(**{**d, "snr_range": tuple(d.get("snr_range", (0.0, 30.0)))})
 
     def to_json(self) -> str:
@@ -171,11 +172,11 @@ class FeatureSpec:
         n = len(split)
         unknown = sorted(set(transport.tolist()) - set(self.transports))
         if unknown:
-            raise ValueError(f"transports {unknown} unknown to this surrogate (it knows {self.transports})")
+            raise UsageError(f"transports {unknown} unknown to this surrogate (it knows {self.transports})")
         if n and (split.min() < 0 or split.max() > self.num_layers):
-            raise ValueError(f"splits must be in 0..{self.num_layers}, got {split.min()}..{split.max()}")
+            raise UsageError(f"splits must be in 0..{self.num_layers}, got {split.min()}..{split.max()}")
         if n and not np.isfinite(snr).all():
-            raise ValueError("snr_db must be finite")
+            raise UsageError("snr_db must be finite")
         snr_c = np.clip(snr, *self.snr_range)
         cols: list[np.ndarray] = [split.astype(float), snr_c, (self.num_layers - split).astype(float),
                                   (split == 0).astype(float)]

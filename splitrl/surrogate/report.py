@@ -70,6 +70,7 @@ from splitrl.surrogate.base import SURROGATE_KINDS, Surrogate, make_surrogate
 from splitrl.surrogate.env import SurrogateEnv
 from splitrl.surrogate.features import FeatureSpec, cut_statistics
 from splitrl.sweep import read_sweep_table
+from splitrl.errors import UsageError
 
 __all__ = ["REPORT_HELP", "plot_report", "surrogate_report"]
 
@@ -241,16 +242,16 @@ def _log(progress: bool, msg: str) -> None:
 def _check_arguments(kinds: Sequence[str], strategies: Sequence[str], budget: int, initial: int, batch: int,
                      holdout: float) -> None:
     if budget < 1 or initial < 2 or batch < 1:
-        raise ValueError(f"budget must be >= 1, initial >= 2 and batch >= 1, got budget {budget}, initial {initial}, "
+        raise UsageError(f"budget must be >= 1, initial >= 2 and batch >= 1, got budget {budget}, initial {initial}, "
                          f"batch {batch}")
     unknown = [k for k in kinds if k not in SURROGATE_KINDS]
     if unknown or not kinds:
-        raise ValueError(f"unknown surrogate kinds {unknown}; choose from {', '.join(SURROGATE_KINDS)}")
+        raise UsageError(f"unknown surrogate kinds {unknown}; choose from {', '.join(SURROGATE_KINDS)}")
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
-        raise ValueError(f"unknown strategies {bad}; choose from {', '.join(STRATEGIES)}")
+        raise UsageError(f"unknown strategies {bad}; choose from {', '.join(STRATEGIES)}")
     if not 0 < holdout < 1:
-        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+        raise UsageError(f"holdout must be in (0, 1), got {holdout}")
 
 
 @dataclass

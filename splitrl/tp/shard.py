@@ -30,6 +30,7 @@ from torch import nn
 
 from splitrl.models.view import DecoderView
 from splitrl.tp.plan import ModelDims, RankShard, ShardPlan
+from splitrl.errors import UsageError
 
 __all__ = [
     "BLOCK_KINDS", "RankModel", "RowParallelConv1D", "RowParallelLinear", "block_names", "block_path",
@@ -267,15 +268,15 @@ def load_block_file(path: str | Path, pool: BufferPool | None = None) -> dict[st
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) != 8:
-            raise ValueError(f"{path}: not a safetensors file (too short)")
+            raise UsageError(f"{path}: not a safetensors file (too short)")
         (n,) = struct.unpack("<Q", head)
         size = path.stat().st_size
         if n > size - 8:
-            raise ValueError(f"{path}: safetensors header length {n} exceeds the file")
+            raise UsageError(f"{path}: safetensors header length {n} exceeds the file")
         header = json.loads(f.read(n))
         data = pool.take(size - 8 - n) if pool is not None else torch.empty(size - 8 - n, dtype=torch.uint8)
         if f.readinto(memoryview(data.numpy())) != data.numel():
-            raise ValueError(f"{path}: truncated safetensors data")
+            raise UsageError(f"{path}: truncated safetensors data")
     out: dict[str, torch.Tensor] = {}
     for name, info in header.items():
         if name == "__metadata__":
@@ -284,12 +285,12 @@ def load_block_file(path: str | Path, pool: BufferPool | None = None) -> dict[st
         begin, end = (int(x) for x in info["data_offsets"])
         shape = [int(x) for x in info["shape"]]
         if dt is None or not 0 <= begin <= end <= data.numel():
-            raise ValueError(f"{path}: bad entry {name!r} (dtype {info.get('dtype')}, offsets {begin}..{end})")
+            raise UsageError(f"{path}: bad entry {name!r} (dtype {info.get('dtype')}, offsets {begin}..{end})")
         nel = 1
         for d in shape:
             nel *= d
         if end - begin != nel * torch.empty((), dtype=dt).element_size():
-            raise ValueError(f"{path}: entry {name!r} size does not match its shape {shape}")
+            raise UsageError(f"{path}: entry {name!r} size does not match its shape {shape}")
         raw = data[begin:end]
         try:
             out[name] = raw.view(dt).reshape(shape)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from splitrl.channel import Channel
+from splitrl.errors import UsageError
 
 __all__ = ["rng_state", "set_rng_state", "capture_env_state", "restore_env_state"]
 
@@ -131,9 +132,9 @@ def restore_env_state(env: Any, record: dict[str, Any], arrays: dict[str, np.nda
 
     Raises ValueError when the object graph differs (another wrapper stack or env class)."""
     if record.get("format") != 1:
-        raise ValueError(f"unknown env state format {record.get('format')!r}")
+        raise UsageError(f"unknown env state format {record.get('format')!r}")
     if record.get("root") != type(env).__name__:
-        raise ValueError(f"env state was captured from a {record.get('root')}, not a {type(env).__name__}")
+        raise UsageError(f"env state was captured from a {record.get('root')}, not a {type(env).__name__}")
 
     def put(obj: Any, state: dict[str, Any], path: str) -> None:
         if "__custom__" in state:
@@ -144,7 +145,7 @@ def restore_env_state(env: Any, record: dict[str, Any], arrays: dict[str, np.nda
             if isinstance(v, dict) and "__obj__" in v:
                 child = getattr(obj, name, None)
                 if child is None:
-                    raise ValueError(f"env state: {key} is missing in the rebuilt env")
+                    raise UsageError(f"env state: {key} is missing in the rebuilt env")
                 put(child, v["__obj__"], key)
             elif isinstance(v, dict) and "__generator__" in v:
                 st = v["__generator__"]

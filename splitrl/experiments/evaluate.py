@@ -79,9 +79,9 @@ def parse_agent_spec(text: str) -> AgentSpec:
     kind, sep, path = str(text).partition("=")
     kind = kind.strip()
     if kind not in AGENTS:
-        raise ValueError(f"unknown agent {kind!r} in {text!r}; choose from {', '.join(AGENTS)}")
+        raise UsageError(f"unknown agent {kind!r} in {text!r}; choose from {', '.join(AGENTS)}")
     if sep and not path.strip():
-        raise ValueError(f"{text!r}: empty checkpoint path after '='")
+        raise UsageError(f"{text!r}: empty checkpoint path after '='")
     return AgentSpec(kind, Path(path.strip()) if sep else None)
 
 
@@ -112,7 +112,7 @@ def load_agent(kind: str, env: Any, checkpoint: str | Path | None = None, *, see
     or loaded from ``checkpoint`` with the config saved beside it (run ``config.yaml``, else the
     ``config`` in ``agent.json``'s state, else the defaults)."""
     if kind not in AGENTS:
-        raise ValueError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
+        raise UsageError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
     if checkpoint is None:
         return make_agent(kind, env, seed=seed)
     agent_dir, run_cfg = _resolve_checkpoint(Path(checkpoint))
@@ -246,14 +246,14 @@ def evaluate_agents(specs: Sequence[AgentSpec | str], *, env_id: str = "splitrl/
     """
     specs = [parse_agent_spec(s) if isinstance(s, str) else s for s in specs]
     if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+        raise UsageError(f"episodes must be >= 1, got {episodes}")
     trained_env = _trained_envs(specs)
     if env is None:
         env, env_id = _default_eval_env(trained_env, env_id, env_overrides, env_id_default, models)
     spec_steps = getattr(getattr(env, "spec", None), "max_episode_steps", None)
     steps = int(steps or spec_steps or 256)
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise UsageError(f"steps must be >= 1, got {steps}")
     u = env.unwrapped
     seeds = [int(seed) + i for i in range(int(episodes))]
 
