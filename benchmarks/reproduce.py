@@ -42,7 +42,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -53,14 +53,15 @@ from splitrl.provenance import run_record  # noqa: E402
 
 # What `run_record` writes: different on every run by construction.
 RUN_RECORD_KEYS = frozenset({"command", "git_revision", "git_dirty", "date_utc", "machine", "python", "torch",
-                             "threads", "loadavg_1_5_15"})
+                             "packages", "threads", "loadavg_1_5_15"})
 # Keys that hold this run's time, rate, load or memory. Matched on the key name (not the path): a
 # benchmark's timing keys share these names wherever they sit in its tree.
 TIMING_KEY = re.compile(
     r"(^|_)(seconds|wall_s|elapsed_s|runtime_s|median_s|min_s|max_s|all_s|load_s|setup_s|prefill_s|span_s)$"
     r"|^loadavg|_tok_s$|tokens_per_s|steps_per_s|_ms$|_MiB$|^Vm(HWM|RSS)|_latency_s$|latency_per_prediction_s$"
     r"|^(learning|learn|fit_and_evaluate|train_and_eval|cut_statistics|query|single_query)_seconds"
-    r"|seconds_per_1000$|step_seconds$|sweep_cell_(median|min)_seconds$|^load_average")
+    r"|seconds_per_1000$|step_seconds$|sweep_cell_(median|min)_seconds$|^load_average"
+    r"|(^|_)train(_and_eval)?_s(_mean)?$")
 
 
 @dataclass(frozen=True)
@@ -141,34 +142,11 @@ def _is_timing(key: str, spec: Reproduction) -> bool:
     return bool(TIMING_KEY.search(key)) or any(re.fullmatch(p, key) for p in spec.timing)
 
 
-def _leaves(x: Any, path: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(x, dict):
-        for k, v in x.items():
-            yield from _leaves(v, f"{path}/{k}")
-    elif isinstance(x, list):
-        for i, v in enumerate(x):
-            yield from _leaves(v, f"{path}[{i}]")
-    else:
-        yield path, x
-
-
-def _timing_ratios(committed: Any, new: Any, path: str, spec: Reproduction) -> tuple[list[str], list[float]]:
-    mismatches, ratios = [], []
-    for (p, a), (_, b) in zip(_leaves(committed, path), _leaves(new, path)):
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
-            continue
-        if a == 0 or not math.isfinite(a) or not math.isfinite(b):
-            continue
-        ratio = b / a
-        ratios.append(ratio)
-        if abs(ratio - 1) > spec.tolerance:
-            mismatches.append(f"{p}: {a!r} -> {b!r} (x{ratio:.2f}, beyond 1 ± {spec.tolerance:g})")
-    return mismatches, ratios
-
-
-def compare(committed: Any, new: Any, spec: Reproduction, path: str = "") -> tuple[list[str], list[float]]:
+def compare(committed: Any, new: Any, spec: Reproduction, path: str = "", *,
+            timing: bool = False) -> tuple[list[str], list[float]]:
     """Mismatches between two result trees (``path: committed != new`` lines) and, for a timed
-    benchmark, the ratios new/committed of its timing values (seeded benchmarks skip those)."""
+    benchmark, the ratios new/committed of its timing values (seeded benchmarks skip those).
+    ``timing``: this subtree sits under a timing key (its numbers are this run's)."""
     mismatches: list[str] = []
     ratios: list[float] = []
     if isinstance(committed, dict) and isinstance(new, dict):
@@ -179,30 +157,56 @@ def compare(committed: Any, new: Any, spec: Reproduction, path: str = "") -> tup
             if key not in new or key not in committed:
                 mismatches.append(f"{sub}: {'missing in the rerun' if key not in new else 'new in the rerun'}")
                 continue
-            if _is_timing(str(key), spec):
-                if spec.kind == "timed":
-                    m, r = _timing_ratios(committed[key], new[key], sub, spec)
-                    mismatches += m
-                    ratios += r
-                continue
-            m, r = compare(committed[key], new[key], spec, sub)
+            m, r = compare(committed[key], new[key], spec, sub, timing=timing or _is_timing(str(key), spec))
             mismatches += m
             ratios += r
         return mismatches, ratios
     if isinstance(committed, list) and isinstance(new, list):
         if len(committed) != len(new):
+            if timing:  # a timing list (runs of a repeat) may have another length; its summary is compared
+                return mismatches, ratios
             return [f"{path}: {len(committed)} items committed, {len(new)} in the rerun"], ratios
         for i, (a, b) in enumerate(zip(committed, new)):
-            m, r = compare(a, b, spec, f"{path}[{i}]")
+            m, r = compare(a, b, spec, f"{path}[{i}]", timing=timing)
             mismatches += m
             ratios += r
         return mismatches, ratios
+    if timing:
+        return _timing_ratio(committed, new, path, spec)
     both_nan = isinstance(committed, float) and isinstance(new, float) and math.isnan(committed) and math.isnan(new)
     if isinstance(committed, str) and isinstance(new, str):
         committed, new = _normalise(committed), _normalise(new)
     if not both_nan and not (committed == new and type(committed) is type(new)):
         mismatches.append(f"{path or '/'}: {committed!r} != {new!r}")
     return mismatches, ratios
+
+
+def _timing_ratio(a: Any, b: Any, path: str, spec: Reproduction) -> tuple[list[str], list[float]]:
+    """A timing leaf: skipped for a seeded benchmark; for a timed one, the ratio new/committed
+    (numbers only, non-zero and finite) must lie within ``1 ± tolerance``."""
+    if spec.kind != "timed" or isinstance(a, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        return [], []
+    if a == 0 or not math.isfinite(a) or not math.isfinite(b):
+        return [], []
+    ratio = b / a
+    if abs(ratio - 1) > spec.tolerance:
+        return [f"{path}: {a!r} -> {b!r} (x{ratio:.2f}, beyond 1 ± {spec.tolerance:g})"], [ratio]
+    return [], [ratio]
+
+
+def environment_changes(committed: dict, rerun: dict) -> dict[str, Any]:
+    """What differs between the two runs' environments (python, torch, threads, library
+    releases): the first suspects when a seeded result does not reproduce."""
+    out: dict[str, Any] = {}
+    for key in ("python", "torch", "threads", "machine"):
+        if committed.get(key) != rerun.get(key):
+            out[key] = [committed.get(key), rerun.get(key)]
+    old, new = committed.get("packages"), rerun.get("packages") or {}
+    if not isinstance(old, dict):
+        out["packages"] = "the committed result records no package versions"
+    else:
+        out.update({f"packages/{k}": [old.get(k), new.get(k)] for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)})
+    return out
 
 
 # ---------------------------------------------------------------- rerunning
@@ -247,7 +251,9 @@ def reproduce(name: str, spec: Reproduction, workdir: Path, log) -> dict[str, An
                              "committed_revision": committed.get("git_revision"), "seconds": seconds}
     if proc.returncode != 0 or not produced.is_file():
         return {**entry, "status": "failed", "returncode": proc.returncode}
-    mismatches, ratios = compare(committed, json.loads(produced.read_text()), spec)
+    rerun = json.loads(produced.read_text())
+    entry["environment_changes"] = environment_changes(committed, rerun)
+    mismatches, ratios = compare(committed, rerun, spec)
     if ratios:
         entry["timing_ratio_new_over_committed"] = {"min": round(min(ratios), 3), "max": round(max(ratios), 3),
                                                     "n": len(ratios)}
@@ -273,7 +279,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare:
             if args.name not in BENCHMARKS:
                 raise UsageError(f"--name: {args.name!r}; allowed: {', '.join(BENCHMARKS)}")
-            a, b = (json.loads(Path(p).read_text()) for p in args.compare)
+            docs = []
+            for p in args.compare:
+                try:
+                    docs.append(json.loads(Path(p).read_text()))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                    raise UsageError(f"--compare {p}: cannot read a result JSON ({type(e).__name__})") from None
+            a, b = docs
             mismatches, _ = compare(a, b, BENCHMARKS[args.name])
             print("\n".join(mismatches) if mismatches else "reproduced")
             return 1 if mismatches else 0

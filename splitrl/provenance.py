@@ -1,5 +1,11 @@
 """Provenance of a result file: the exact command, the git revision (and whether the tree was dirty),
-when, on what machine and under what load — written into every benchmark result.
+when, on what machine, under what load and with which versions of the numerical libraries —
+written into every benchmark result.
+
+The versions matter as much as the revision: the same commit rerun in a venv rebuilt with newer
+releases inside the pinned ranges gave other PPO-on-surrogate regrets (seeded, bit-exact run to
+run) and cut statistics that differ in the 7th digit; ``packages`` lets
+`benchmarks/reproduce.py` say which release moved when a seeded result no longer reproduces.
 
 The revision is the checkout's the package is imported from (`splitrl.resources.checkout_root`);
 an installed wheel has none, so ``git_revision`` and ``git_dirty`` are ``None`` there, never the
@@ -12,12 +18,28 @@ import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from splitrl.resources import checkout_root
 
-__all__ = ["run_record"]
+__all__ = ["run_record", "package_versions", "RECORDED_PACKAGES"]
+
+# The distributions whose numerics reach a result (model forward, fitting, RL, statistics).
+RECORDED_PACKAGES = ("numpy", "scipy", "scikit-learn", "stable-baselines3", "gymnasium", "transformers",
+                     "numba", "torchao", "pandas")
+
+
+def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution (``None``: not installed)."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -62,6 +84,7 @@ def run_record(argv: list[str] | None = None, *, threads: int | None = None) -> 
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "packages": package_versions(),
         "threads": threads if threads is not None else torch.get_num_threads(),
         "loadavg_1_5_15": list(os.getloadavg()),
     }

@@ -89,6 +89,15 @@ def test_paths_into_a_checkout_compare_from_the_project_folder_on(rp):
     assert len(rp.compare(committed, other_file, spec)[0]) == 1
 
 
+def test_environment_changes_name_what_moved(rp):
+    old = {"python": "3.11.7", "torch": "2.13.0", "threads": 2, "packages": {"numpy": "2.4.5", "scipy": "1.17.1"}}
+    new = {"python": "3.11.7", "torch": "2.13.0", "threads": 1, "packages": {"numpy": "2.4.6", "scipy": "1.17.1"}}
+    assert rp.environment_changes(old, new) == {"threads": [2, 1], "packages/numpy": ["2.4.5", "2.4.6"]}
+    assert rp.environment_changes({}, {"packages": {}})["packages"].startswith("the committed result records no")
+    # the versions are part of the run record: never a mismatch of the result itself
+    assert rp.compare({**old, "v": 1}, {**new, "v": 1}, rp.Reproduction("x.json")) == ([], [])
+
+
 def test_nan_equals_nan(rp):
     assert rp.compare({"v": float("nan")}, {"v": float("nan")}, rp.Reproduction("x.json")) == ([], [])
 
@@ -137,3 +146,5 @@ def test_compare_cli_exit_status(rp, tmp_path, capsys):
     assert "/labels[1]: 'b' != 'c'" in capsys.readouterr().out
     assert rp.main(["--compare", str(a), str(b), "--name", "nope"]) == 2
     assert rp.main(["no-such-benchmark"]) == 2
+    assert rp.main(["--compare", str(a), str(tmp_path / "missing.json"), "--name", "agents"]) == 2
+    assert "cannot read a result JSON" in capsys.readouterr().err

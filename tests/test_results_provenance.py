@@ -208,3 +208,13 @@ def test_plot_beside_a_table_records_itself_in_the_sidecar(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     assert not record_plot(table, tmp_path / "elsewhere" / "s.png")  # not a result beside its table
     assert len(json.loads(meta.read_text())["runs"]) == 2
+
+
+def test_run_record_names_the_numerical_library_releases():
+    import numpy
+
+    from splitrl.provenance import RECORDED_PACKAGES, run_record
+
+    packages = run_record(["x.py"], threads=1)["packages"]
+    assert set(packages) == set(RECORDED_PACKAGES) and packages["numpy"] == numpy.__version__
+    assert all(v is None or isinstance(v, str) for v in packages.values())
