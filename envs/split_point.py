@@ -278,8 +278,8 @@ class SplitPointBaseEnv(gym.Env):
 
     def observation(self) -> Observation:
         """The current state as a `splitrl.decision.observation.Observation`."""
-        ue = self.config.include_ue_state
-        return Observation(snr_db=self._snr, snr_history_db=tuple(self._history), bandwidth_mhz=self.bandwidth_mhz,
+        ue = self.problem.config.include_ue_state
+        return Observation(snr_db=self._snr, snr_history_db=tuple(self._history), bandwidth_mhz=self.problem.costs.bandwidth_mhz,
                            split=self._split, battery=self._battery if ue else None, load=self._load if ue else None,
                            edge_load=self.observed_edge_load, privacy_target=self._privacy_floor)
 
@@ -288,10 +288,10 @@ class SplitPointBaseEnv(gym.Env):
         return self._obs()
 
     def _obs(self) -> np.ndarray:
-        return self.obs_spec.vector(self.observation())
+        return self.problem.spec.vector(self.observation())
 
     def _draw_privacy_floor(self) -> None:
-        targets = self.config.privacy_targets
+        targets = self.problem.config.privacy_targets
         if targets:
             t = targets[int(self.np_random.integers(len(targets)))]
             self._privacy_floor = self.problem.privacy_floor(t)
@@ -299,14 +299,16 @@ class SplitPointBaseEnv(gym.Env):
             self._privacy_floor = None
 
     def _next_snr(self) -> float:
-        return round_snr(float(self.channel.step().snr_db), self.config.snr_resolution_db)
+        return round_snr(float(self.channel.step().snr_db), self.problem.config.snr_resolution_db)
 
     def _advance_channel(self) -> None:
-        self._history = [self._snr, *self._history][: self.config.history]
+        problem = self.problem
+        self._history = [self._snr, *self._history][: problem.config.history]
         self._snr = self._next_snr()
-        if self.edge_process is not None:
-            self._edge_i = self.edge_process.next(self._edge_i, self._edge_rng)
-            self._edge_past = [*self._edge_past[1:], self.edge_process.value(self._edge_i)]
+        edge = problem.edge_process
+        if edge is not None:
+            self._edge_i = edge.next(self._edge_i, self._edge_rng)
+            self._edge_past = [*self._edge_past[1:], edge.value(self._edge_i)]
         self._draw_privacy_floor()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -496,18 +498,19 @@ class SplitPointTableEnv(SplitPointBaseEnv):
         if not self.fast_path:
             return super().step(action)
         a = int(action)
-        spec = self.obs_spec
+        # the problem's parts as locals: this is the env's hot loop (~5 property reads a step otherwise)
+        problem = self.problem
+        spec, c, costs = problem.spec, problem.config, problem.costs
         if not 0 <= a < spec.num_actions:
             raise UsageError(f"action {action!r} outside {self.action_space}")
-        c = self.config
         if c.action_mode == "absolute":
             no = spec.num_options
             requested, ti = c.s_min + a // no, a % no
         else:
-            requested, ti = min(max(self._split + a - c.max_move, c.s_min), self.L), 0
+            requested, ti = min(max(self._split + a - c.max_move, c.s_min), problem.L), 0
         pi = ti % spec.num_precisions
         split = self._nearest[pi][requested]
-        transport, precision = self.options[ti]
+        transport, precision = problem.options[ti]
         snr = self._snr
         b = self.state_tables.get(ti, transport, self.state_tables.index(snr), precision)
         table = self.tables[transport if precision is None else table_key(transport, precision)]
@@ -522,18 +525,18 @@ class SplitPointTableEnv(SplitPointBaseEnv):
         timed_out = not lat <= timeout
         energy = b.energy[e][split]
         if timed_out:
-            energy = min(energy, self.costs.timeout_energy_per_token)
+            energy = min(energy, costs.timeout_energy_per_token)
         latency = min(lat, timeout)
         rc = c.reward
         scale = 1.0 if not (c.include_ue_state and c.battery_aware_energy) else 1.0 / max(self._battery, 0.05)
         prev = self._split
         moved = abs(split - prev)
         terms = {"quality": rc.w_quality * log_ratio,
-                 "latency": rc.w_latency * latency / self.costs.latency_ref_s,
-                 "energy": rc.w_energy * scale * energy / self.costs.energy_ref_j,
+                 "latency": rc.w_latency * latency / costs.latency_ref_s,
+                 "energy": rc.w_energy * scale * energy / costs.energy_ref_j,
                  "switch": rc.w_switch * (rc.switch_fixed + rc.switch_per_layer * moved if moved > 0 else 0.0)}
         total = terms["quality"] + terms["latency"] + terms["energy"] + terms["switch"]
-        rec = self.costs.privacy
+        rec = costs.privacy
         if rec is not None:
             terms["privacy"] = rc.w_privacy * float(rec.recovery[split])
             total = total + terms["privacy"]
@@ -545,12 +548,12 @@ class SplitPointTableEnv(SplitPointBaseEnv):
         }
         if c.codecs:
             info["transport"] = transport
-        if self.precisions:
+        if problem.precisions:
             info["ue_precision"] = precision
         if split != requested:
             info["requested_split"] = requested
-        if self.edge_process is not None:
-            info["edge_load"] = self.edge_process.value(e)
+        if problem.edge_process is not None:
+            info["edge_load"] = problem.edge_process.value(e)
         if self._privacy_floor is not None:
             info["privacy_floor"] = self._privacy_floor
         self._split = split
