@@ -146,8 +146,8 @@ class ChenConfig:
     eval_stride: int | None = None
 
     def __post_init__(self) -> None:
-        def bad(name: str, allowed: str) -> ValueError:
-            return ValueError(f"ChenConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
+        def bad(name: str, allowed: str) -> UsageError:
+            return UsageError(f"ChenConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
 
         if not isinstance(self.model, str) or not self.model:
             raise bad("model", "a non-empty model name or path")

@@ -26,19 +26,22 @@ def _compiled_ranges(tree: ast.AST) -> list[tuple[int, int]]:
 
 
 def _bare_value_errors(path: Path) -> list[int]:
-    """Lines raising a bare ``ValueError`` outside compiled kernels, and lines raising a
-    `UsageError` with no message (the CLI prints the message as the whole error line)."""
+    """Lines raising (or building, in an error factory) a bare ``ValueError`` outside compiled
+    kernels, and lines raising a `UsageError` with no message (the CLI prints the message as the whole error line)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     compiled = _compiled_ranges(tree)
     lines = []
     for n in ast.walk(tree):
+        if any(a <= getattr(n, "lineno", 0) <= b for a, b in compiled):
+            continue
         if isinstance(n, ast.Raise) and n.exc is not None:
             exc = n.exc.func if isinstance(n.exc, ast.Call) else n.exc
-            if isinstance(exc, ast.Name) and exc.id == "ValueError" and not any(a <= n.lineno <= b for a, b in compiled):
-                lines.append(n.lineno)
             no_message = not isinstance(n.exc, ast.Call) or not (n.exc.args or n.exc.keywords)
-            if isinstance(exc, ast.Name) and exc.id == "UsageError" and no_message:
+            if isinstance(exc, ast.Name) and (exc.id == "ValueError" or (exc.id == "UsageError" and no_message)):
                 lines.append(n.lineno)
+        # an error factory (``return ValueError(...)``, raised by its caller) counts the same
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "ValueError":
+            lines.append(n.lineno)
     return lines
 
 
@@ -56,8 +59,9 @@ def test_the_check_sees_a_bare_value_error_and_a_silent_usage_error_and_exempts_
     src = tmp_path / "m.py"
     src.write_text("import numba\n\ndef f(x):\n    if x < 0:\n        raise ValueError('x')\n\n"
                    "@numba.njit(cache=True)\ndef g(x):\n    if x < 0:\n        raise ValueError('x')\n    return x\n\n"
-                   "def h(x):\n    raise UsageError\n")
-    assert sorted(_bare_value_errors(src)) == [5, 14]
+                   "def h(x):\n    raise UsageError\n\n"
+                   "def fail(name):\n    return ValueError(name)\n")
+    assert sorted(set(_bare_value_errors(src))) == [5, 14, 17]
 
 
 def test_usage_error_is_still_a_value_error():

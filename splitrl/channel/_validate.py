@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from splitrl.errors import UsageError
 
-def fail(owner: str, field: str, value: Any, allowed: str) -> ValueError:
-    """Build the ValueError every config raises: names the field, the value and what is allowed."""
-    return ValueError(f"{owner}.{field} = {value!r}: must be {allowed}")
+
+def fail(owner: str, field: str, value: Any, allowed: str) -> UsageError:
+    """Build the `UsageError` every config raises: names the field, the value and what is allowed."""
+    return UsageError(f"{owner}.{field} = {value!r}: must be {allowed}")
 
 
 def finite(owner: str, field: str, value: Any) -> float:

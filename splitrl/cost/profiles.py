@@ -91,8 +91,8 @@ def dbm_to_w(dbm: float) -> float:
 
 
 # ---- validation helpers (one error shape for every profile) ---------------------------------
-def _fail(owner: str, name: str, fld: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{owner} {short(name)}: {fld} = {short(value)}: must be {allowed}")
+def _fail(owner: str, name: str, fld: str, value: Any, allowed: str) -> UsageError:
+    return UsageError(f"{owner} {short(name)}: {fld} = {short(value)}: must be {allowed}")
 
 
 def _num(owner: str, name: str, fld: str, value: Any, lo: float, hi: float, *,
