@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,6 @@ class Reproduction:
     timing: tuple[str, ...] = ()
     tolerance: float = 0.25
     extra_args: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.out not in ("file", "dir"):
@@ -215,7 +214,7 @@ def environment_changes(committed: dict, rerun: dict) -> dict[str, Any]:
 def rerun_command(recorded: str, spec: Reproduction, workdir: Path) -> tuple[list[str], Path]:
     """The recorded command with this interpreter and ``--out`` in ``workdir``; and where its JSON lands."""
     argv = shlex.split(recorded)
-    if not argv or not (argv[0].endswith("python") or Path(argv[0]).name.startswith("python")):
+    if not argv or not Path(argv[0]).name.startswith("python"):
         raise UsageError(f"command {recorded!r}: expected a python command line (python SCRIPT|-m MODULE ...)")
     rest, i = [], 1
     while i < len(argv):
@@ -242,7 +241,7 @@ def reproduce(name: str, spec: Reproduction, workdir: Path, log) -> dict[str, An
     if not isinstance(recorded, str):
         raise UsageError(f"{name}: {spec.result} records no 'command' to rerun")
     argv, produced = rerun_command(recorded, spec, workdir)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **spec.env}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     print(f"[reproduce] {name}: {shlex.join(argv)} (about {spec.minutes:g} min)", file=sys.stderr, flush=True)
     t0 = time.monotonic()
     proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
