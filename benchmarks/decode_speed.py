@@ -7,12 +7,16 @@ stop a run), at 1 and 2 threads:
 
 1. splitrl ``SplitRuntime.generate`` in one process, split 15, at each precision of `PRECISIONS`
    (the same precision for both segments) and at each (UE, edge) pair of `TWO_PROCESS` whose
-   precisions differ;
+   precisions differ; eager (the default) and, for the low-bit ones in `COMPILED`, with
+   ``--compile`` (``view.compile_decode``: decode steps as ``torch.compile`` graphs,
+   `splitrl.quant.compiled`; keys ``splitrl-<p>-compiled-t<n>``; the one-off compilation happens in
+   the engine's warm-up, whose wall time is reported as ``warmup_s``);
 2. splitrl as two processes over the real gRPC deployment: the UE (``UEClient``, its model loaded at
    the UE's precision) in this process (1 thread), a ``splitrl edge --layers 15: --precision P``
    child (1 thread), for each (UE, edge) pair of
    `TWO_PROCESS`; compared with the in-process run of the same precisions at the same total
-   threads (2) and at 1 thread;
+   threads (2) and at 1 thread; a low-bit UE also runs compiled (``-compiled``), compared with the
+   compiled in-process run;
 3. plain transformers fp32: ``AutoModelForCausalLM`` from the same cached model directory, a
    greedy loop with its ``DynamicCache`` (``logits_to_keep=1``, as ``generate`` does);
 4. llama.cpp on the same GGUF file through ``llama_cpp.Llama(model_path=..., n_threads=t)``, run by
@@ -27,7 +31,8 @@ median, IQR and min/max over repeats of each engine, and the ratios the issue se
 each computed within a repeat (the runs of one repeat paired) and summarised the same way:
 
 * ``int4_vs_llama_cpp`` (>= 0.8 at each thread count), ``int8_vs_fp32`` (>= 2.5),
-  ``fp32_vs_transformers`` (>= 0.97), ``two_process_vs_in_process`` (>= 0.9).
+  ``fp32_vs_transformers`` (>= 0.97), ``two_process_vs_in_process`` (>= 0.9), each for the eager
+  runtime and, where it compiles, for the compiled one (``*_compiled*``).
 
 Provenance (command, git revision, dirty flag, machine, load average) as every result file.
 
@@ -70,12 +75,15 @@ PROMPT_OFFSET = 1000  # a WikiText passage: the model keeps writing, no run stop
 NEW_TOKENS = 64
 REPEATS = 5
 TWO_PROCESS: tuple[tuple[str, str], ...] = (("int4", "fp32"), ("fp32", "fp32"))  # (UE, edge) precisions
+COMPILED = ("bf16", "int8", "int4")  # precisions also run with --compile (fp32 keeps the Hugging Face layers)
 TARGETS = {
     "int4_vs_llama_cpp": ">= 0.8 (the goal: 1.0), at each thread count",
     "int8_vs_fp32": ">= 2.5, at each thread count",
     "fp32_vs_transformers": ">= 0.97, at each thread count",
     "two_process_vs_in_process": ">= 0.9 (UE int4 / edge fp32 vs the same precisions in one process, "
                                  "same total threads)",
+    "compiled": "the same targets for the --compile runtime: int4_compiled_vs_llama_cpp, int8_compiled_vs_fp32, "
+                "two_process_compiled_vs_in_process_compiled",
 }
 
 
@@ -115,17 +123,30 @@ def _record(token_ids: list[int], prefill_s: float, decode_s: float) -> dict:
             "decode_s": float(decode_s), "decode_tokens_per_s": (n - 1) / decode_s if decode_s > 0 and n > 1 else 0.0}
 
 
+def _compiled_steps(view, compiled: bool, fn):
+    """``fn()`` with ``view.compile_decode = compiled``; (its result, segment steps that ran compiled)."""
+    before = view.compiled_decode.compiled_steps
+    view.compile_decode = compiled
+    try:
+        return fn(), view.compiled_decode.compiled_steps - before
+    finally:
+        view.compile_decode = False
+
+
 def splitrl_engine(rt, ids: torch.Tensor, threads: int, precision: str | tuple[str, str], split: int = SPLIT,
-                   ) -> Engine:
+                   compiled: bool = False) -> Engine:
     """splitrl in this process, ``split``, one precision for every segment or one per segment."""
-    key = f"splitrl-{_label(precision)}-t{threads}"
+    key = f"splitrl-{_label(precision)}{'-compiled' if compiled else ''}-t{threads}"
 
     def run(n: int) -> dict:
         torch.set_num_threads(threads)
-        r = rt.generate(ids, split, max_new_tokens=n, stop_at_eos=False, precision=precision)
+        r, steps = _compiled_steps(rt.view, compiled, lambda: rt.generate(
+            ids, split, max_new_tokens=n, stop_at_eos=False, precision=precision))
+        if compiled and not steps:
+            raise RuntimeError(f"{key}: no decode step ran compiled ({rt.view.compiled_decode.failed})")
         return _record(r.token_ids, r.report.prefill_seconds, r.report.decode_seconds)
 
-    return Engine(key, "splitrl", threads, _label(precision), run, info={"split": split})
+    return Engine(key, "splitrl", threads, _label(precision), run, info={"split": split, "compiled": compiled})
 
 
 def transformers_engine(model, ids: torch.Tensor, threads: int) -> Engine:
@@ -202,21 +223,25 @@ def llama_cpp_engine(python: str | None, gguf: Path | None, ids: torch.Tensor, t
 
 
 def two_process_engine(loaded, ids: torch.Tensor, ue_precision: str, edge_precision: str, tmp: Path,
-                       split: int = SPLIT) -> Engine:
+                       split: int = SPLIT, compiled: bool = False, ue_loaded=None) -> Engine:
     """The real deployment: a ``splitrl edge --layers s: --precision P`` child (1 thread) and the UE
     (`splitrl.deploy.client.UEClient`, what ``splitrl ue --precision`` runs) in this process (1 thread),
-    its model loaded at the UE's precision; gRPC on loopback, lossless link, no emulated air time."""
+    its model loaded at the UE's precision; gRPC on loopback, lossless link, no emulated air time.
+    ``compiled``: the UE (and a low-bit edge, with ``--compile``) run their decode steps compiled."""
     from splitrl.proc import spawn_splitrl, wait_for_port_file
 
-    key = f"two-process-{ue_precision}+{edge_precision}"
+    key = f"two-process-{ue_precision}+{edge_precision}{'-compiled' if compiled else ''}"
     from splitrl.deploy.client import UEClient
     from splitrl.models import load_model
 
-    ue_loaded = loaded if ue_precision == "fp32" else load_model(loaded.name, precision=ue_precision)
-    name = f"edge-{ue_precision}-{edge_precision}"
+    if ue_loaded is None:
+        ue_loaded = loaded if ue_precision == "fp32" else load_model(loaded.name, precision=ue_precision)
+    name = f"edge-{ue_precision}-{edge_precision}{'-compiled' if compiled else ''}"
     port_file = tmp / f"{name}.port"
     argv = ["edge", "--listen", "127.0.0.1:0", "--token-file", tmp / "token", "--port-file", port_file,
             "--model", loaded.name, "--layers", f"{split}:", "--threads", "1", "--precision", edge_precision]
+    if compiled and edge_precision != "fp32":
+        argv.append("--compile")
     child = spawn_splitrl(argv, threads=1, log_path=tmp / f"{name}.log")
     try:
         port = wait_for_port_file(port_file, child, timeout_s=600)
@@ -231,7 +256,10 @@ def two_process_engine(loaded, ids: torch.Tensor, ue_precision: str, edge_precis
 
     def run(n: int) -> dict:
         torch.set_num_threads(1)
-        r = ue.generate(ids, split, max_new_tokens=n, stop_at_eos=False)
+        r, steps = _compiled_steps(ue_loaded.view, compiled, lambda: ue.generate(
+            ids, split, max_new_tokens=n, stop_at_eos=False))
+        if compiled and ue_precision != "fp32" and not steps:
+            raise RuntimeError(f"{key}: no UE decode step ran compiled ({ue_loaded.view.compiled_decode.failed})")
         if r.report.fallback_segments:
             raise RuntimeError(f"{key}: the request fell back to the UE (edge log: {child.log_path})")
         return _record(r.token_ids, r.report.prefill_seconds, r.report.decode_seconds)
@@ -244,9 +272,9 @@ def two_process_engine(loaded, ids: torch.Tensor, ue_precision: str, edge_precis
 
     return Engine(key, "splitrl-two-process", 1, f"{ue_precision}+{edge_precision}", run, close=close,
                   info={"split": split, "ue_precision": ue_precision, "edge_precision": edge_precision,
-                        "threads_per_process": 1, "ue": "UEClient in the benchmark process, model loaded at "
+                        "threads_per_process": 1, "compiled": compiled, "ue": "UEClient in the benchmark process, model loaded at "
                         "the UE's precision", "edge": "splitrl edge child",
-                        "transport": "gRPC on loopback, lossless link, no air time"})
+                        "transport": "gRPC on loopback, lossless link, no air time", "_ue_loaded": ue_loaded})
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -276,7 +304,7 @@ def transformers_model(loaded):
 
 def build_engines(loaded, ids: torch.Tensor, *, precisions=PRECISIONS, threads=THREADS, two_process=TWO_PROCESS,
                   llama_python: str | None = None, gguf: Path | None = None, tmp: Path | None = None,
-                  split: int = SPLIT, include_two_process: bool = True) -> list[Engine]:
+                  split: int = SPLIT, include_two_process: bool = True, compiled=COMPILED) -> list[Engine]:
     """Every engine of the run, in their first-repeat order."""
     from splitrl.runtime import SplitRuntime
 
@@ -288,14 +316,21 @@ def build_engines(loaded, ids: torch.Tensor, *, precisions=PRECISIONS, threads=T
     for t in threads:
         engines += [splitrl_engine(rt, ids, t, p, split) for p in precisions]
         engines += [splitrl_engine(rt, ids, t, tuple(p), split) for p in mixed]
+        engines += [splitrl_engine(rt, ids, t, p, split, compiled=True) for p in precisions if p in compiled]
+        engines += [splitrl_engine(rt, ids, t, tuple(p), split, compiled=True) for p in mixed if p[0] in compiled]
         engines.append(transformers_engine(hf, ids, t))
         engines[-1].info["model_source"] = hf_source
         engines.append(llama_cpp_engine(llama_python, gguf, ids, t, probe))
     if include_two_process:
         if tmp is None:
             raise ValueError("two-process engines need a tmp folder")
+        ue_models: dict[str, object] = {}
         for ue_p, edge_p in two_process:
-            engines.append(two_process_engine(loaded, ids, ue_p, edge_p, tmp, split))
+            for comp in (False, True) if ue_p in compiled else (False,):
+                e = two_process_engine(loaded, ids, ue_p, edge_p, tmp, split, compiled=comp,
+                                       ue_loaded=ue_models.get(ue_p))
+                ue_models[ue_p] = e.info["_ue_loaded"]
+                engines.append(e)
     return engines
 
 
@@ -306,7 +341,9 @@ def measure(engines: list[Engine], repeats: int, new_tokens: int, *, warmup_toke
 
     live = [e for e in engines if e.available]
     for e in live:
+        t0 = time.perf_counter()
         e.run(warmup_tokens)
+        e.info["warmup_s"] = time.perf_counter() - t0   # compiled engines: includes the one-off compilation
     runs: dict[str, list[dict]] = {e.key: [] for e in live}
     bar = tqdm(total=repeats * len(live), desc="decode_speed", unit="run", disable=not progress)
     for r in range(repeats):
@@ -360,16 +397,22 @@ def summarise(engines: list[Engine], runs: dict[str, list[dict]], *, threads=THR
         out_engines[e.key] = d
 
     ratios: dict[str, dict] = {"int4_vs_llama_cpp": {}, "int8_vs_fp32": {}, "fp32_vs_transformers": {},
-                               "two_process_vs_in_process": {}}
+                               "two_process_vs_in_process": {}, "int4_compiled_vs_llama_cpp": {},
+                               "int8_compiled_vs_fp32": {}, "two_process_compiled_vs_in_process_compiled": {}}
     for t in threads:
         ratios["int4_vs_llama_cpp"][f"t{t}"] = _paired(runs, f"splitrl-int4-t{t}", f"llama.cpp-t{t}")
         ratios["int8_vs_fp32"][f"t{t}"] = _paired(runs, f"splitrl-int8-t{t}", f"splitrl-fp32-t{t}")
         ratios["fp32_vs_transformers"][f"t{t}"] = _paired(runs, f"splitrl-fp32-t{t}", f"transformers-fp32-t{t}")
+        ratios["int4_compiled_vs_llama_cpp"][f"t{t}"] = _paired(runs, f"splitrl-int4-compiled-t{t}", f"llama.cpp-t{t}")
+        ratios["int8_compiled_vs_fp32"][f"t{t}"] = _paired(runs, f"splitrl-int8-compiled-t{t}", f"splitrl-fp32-t{t}")
     for ue_p, edge_p in two_process:
         lab = _label((ue_p, edge_p)) if ue_p != edge_p else ue_p
         for t in threads:
             ratios["two_process_vs_in_process"][f"{ue_p}+{edge_p}_vs_in_process_t{t}"] = _paired(
                 runs, f"two-process-{ue_p}+{edge_p}", f"splitrl-{lab}-t{t}")
+            ratios["two_process_compiled_vs_in_process_compiled"][f"{ue_p}+{edge_p}_vs_in_process_t{t}"] = _paired(
+                runs, f"two-process-{ue_p}+{edge_p}-compiled", f"splitrl-{lab}-compiled-t{t}")
+    ratios = {name: r for name, r in ratios.items() if any(v is not None for v in r.values()) or "compiled" not in name}
 
     # greedy token agreement at the same threads: with transformers fp32 (exact for splitrl fp32 and any
     # fp32/fp32 split; informative for the low-bit ones) and with llama.cpp (informative: other kernels)
@@ -427,7 +470,7 @@ def run_benchmark(model: str = "smollm2-135m", *, repeats: int = REPEATS, new_to
             "model": model, "gguf": str(gguf) if gguf else None, "split": split,
             "prompt": f"WikiText-2 raw test, tokens {prompt_offset}..{prompt_offset + ids.shape[1] - 1}",
             "prompt_tokens": int(ids.shape[1]), "new_tokens": new_tokens, "sampling": "greedy, EOS does not stop",
-            "repeats": repeats, "threads": list(threads), "precisions": list(precisions),
+            "repeats": repeats, "threads": list(threads), "precisions": list(precisions), "compiled": list(COMPILED),
             "two_process": [list(p) for p in two_process],
             "order": "every engine once per repeat after one warm-up each; the order rotated by one each repeat",
             "decode_tokens_per_s": "(new tokens - 1) / wall time after the first token",

@@ -45,9 +45,10 @@ def _check_spread(s: dict, n: int) -> None:
 def test_engines_measure_and_summarise(ds, llama_tiny, keep_threads, tmp_path):
     ids = torch.arange(100, 124).view(1, -1)
     engines = ds.build_engines(llama_tiny, ids, threads=(1,), llama_python=str(tmp_path / "no-python"),
-                               gguf=None, split=3, include_two_process=False)
+                               gguf=None, split=3, include_two_process=False, compiled=("int4",))
     keys = {e.key for e in engines}
     assert {f"splitrl-{p}-t1" for p in ds.PRECISIONS} <= keys
+    assert "splitrl-int4-compiled-t1" in keys and "splitrl-int8-compiled-t1" not in keys
     assert {"transformers-fp32-t1", "llama.cpp-t1"} <= keys
     assert any(p[0] != p[1] for p in ds.TWO_PROCESS) == any("+" in k for k in keys if k.startswith("splitrl-"))
     runs = ds.measure(engines, repeats=2, new_tokens=3, warmup_tokens=2, progress=False)
@@ -70,13 +71,16 @@ def test_engines_measure_and_summarise(ds, llama_tiny, keep_threads, tmp_path):
     _check_spread(r, 2)
     assert r["engines"] == ["splitrl-fp32-t1", "transformers-fp32-t1"] and r["ratio_of_medians"] > 0
     assert res["ratios"]["int4_vs_llama_cpp"]["t1"] is None  # llama.cpp unavailable: no ratio
+    # --compile: the same greedy tokens as eager, the compilation in the warm-up
+    assert eng["splitrl-int4-compiled-t1"]["token_ids"] == eng["splitrl-int4-t1"]["token_ids"]
+    assert eng["splitrl-int4-compiled-t1"]["compiled"] and eng["splitrl-int4-compiled-t1"]["warmup_s"] > 0
     json.dumps(res)  # the whole record is JSON
 
 
-@pytest.mark.parametrize("ue_p,edge_p", [("fp32", "fp32"), ("int4", "fp32")])
-def test_two_process_engine(ds, llama_tiny, keep_threads, tmp_path, ue_p, edge_p):
+@pytest.mark.parametrize("ue_p,edge_p,compiled", [("fp32", "fp32", False), ("int4", "fp32", True)])
+def test_two_process_engine(ds, llama_tiny, keep_threads, tmp_path, ue_p, edge_p, compiled):
     ids = torch.arange(100, 116).view(1, -1)
-    e = ds.two_process_engine(llama_tiny, ids, ue_p, edge_p, tmp_path, split=3)
+    e = ds.two_process_engine(llama_tiny, ids, ue_p, edge_p, tmp_path, split=3, compiled=compiled)
     try:
         assert e.available
         runs = ds.measure([e], repeats=1, new_tokens=3, warmup_tokens=2, progress=False)

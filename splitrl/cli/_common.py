@@ -151,7 +151,7 @@ def load(args):
     from splitrl.models import ModelNotFoundError, UnsupportedModelError, load_model
 
     try:
-        return load_model(args.model, cache_dir=args.cache_dir)
+        return load_model(args.model, cache_dir=args.cache_dir, compile_decode=getattr(args, "compile", False))
     except (ModelNotFoundError, UnsupportedModelError) as e:
         raise UsageError(str(e))
 
@@ -193,6 +193,35 @@ def precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=None,
                    help="weight precision: one of fp32, bf16, int8, int4 for every segment, or one per segment "
                         "(e.g. int4,fp32 = UE int4, edge fp32); int4 runs a GGUF's own Q4_1 codes (default: fp32)")
+
+
+COMPILE_HELP = ("torch.compile the decode step of low-bit (bf16/int8/int4) LLaMA-family segments: faster decode "
+                "after a one-off compile per chunk length (seconds each; needs a C++ compiler; "
+                "benchmarks/results/decode_speed.json)")
+
+
+def compile_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+
+
+def warm_up_compiled(loaded, start: int, stop: int) -> None:
+    """With ``--compile``: compile the decode graphs of layers ``[start, stop)`` now, before serving."""
+    import logging
+    import time
+
+    if not loaded.view.compile_decode:
+        return
+    log = logging.getLogger("splitrl.cli")
+    t0 = time.perf_counter()
+    chunks = loaded.view.warm_up_compiled_decode(start, stop)
+    failed = loaded.view.compiled_decode.failed
+    if failed:
+        log.warning("--compile: compilation failed, decoding eager: %s", failed)
+    elif not chunks:
+        log.warning("--compile: nothing to compile (only low-bit LLaMA-family layers compile; these are %s)",
+                    loaded.view.base_precision)
+    else:
+        log.info("--compile: decode graphs for chunks of %s layers ready in %.1f s", chunks, time.perf_counter() - t0)
 
 
 def link_args(p: argparse.ArgumentParser, costs: bool = True) -> None:

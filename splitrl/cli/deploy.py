@@ -9,6 +9,7 @@ import signal
 import threading
 from pathlib import Path
 
+from splitrl.cli._common import COMPILE_HELP, warm_up_compiled
 from splitrl.errors import UsageError
 from splitrl.log import configure_logging
 from splitrl.quant.precision import PRECISIONS
@@ -53,9 +54,9 @@ def _load_part(args, start: int, stop: int, embed: bool, head: bool):
         L = _model_layers(args.model, args.cache_dir)
         precision = args.precision
         if full == (0, L, True, True):
-            return load_model(args.model, cache_dir=args.cache_dir, precision=precision)
+            return load_model(args.model, cache_dir=args.cache_dir, precision=precision, compile_decode=args.compile)
         return load_model(args.model, cache_dir=args.cache_dir, layers=(start, stop), embed=embed, head=head,
-                          precision=precision)
+                          precision=precision, compile_decode=args.compile)
     except (ModelNotFoundError, UnsupportedModelError) as e:
         raise UsageError(f"--model: {e}") from None
 
@@ -69,6 +70,7 @@ def add_edge_arguments(p) -> None:
     p.add_argument("--layers", default="0:", help="decoder layers this edge holds, START:STOP or START: (default: %(default)s = all)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="weight precision of the layers this edge runs (int4 uses a GGUF's own Q4_1 codes) (default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--tls-cert", default=None, help="PEM certificate (TLS); required off loopback unless --insecure")
     p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without TLS (trusted networks only)")
@@ -109,6 +111,7 @@ def run_edge(args) -> int:
         raise UsageError(f"--layers: the edge runs the last segment, so it must hold layers up to {L} (got {args.layers})")
     loaded = _load_part(args, start, stop, embed=(start == 0), head=True)
     configure_logging()
+    warm_up_compiled(loaded, start, stop)   # before the port file: no request waits on the compiler
     server = EdgeServer(loaded, token, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
                         max_streams_per_client=args.max_streams_per_client)
     try:
@@ -135,6 +138,7 @@ def add_ue_arguments(p) -> None:
     p.add_argument("--ue-layers", default="all", help="layers the UE holds: all (can finish any request on a fallback) or 0:S (default: %(default)s)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="weight precision of the UE's layers; the edge's comes from its handshake (default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--split", default="15", help="split point, or a comma list: one request per split, re-split between requests (default: %(default)s)")
     p.add_argument("--prompt", default="Edge computing lets a phone offload part of a neural network because",
                    help="prompt text")
@@ -175,6 +179,7 @@ def run_ue(args) -> int:
     tls_root = Path(args.tls_root).read_bytes() if args.tls_root else None
     loaded = _load_part(args, 0, stop, embed=True, head=(stop == L))
     configure_logging()  # fallbacks and edge health go to stderr; stdout is the command's output
+    warm_up_compiled(loaded, 0, stop)
     try:
         ue = UEClient(args.edge, token, loaded, tls_root=tls_root, server_name=args.server_name,
                       air_time=args.air_time, link_profile=args.link_profile)

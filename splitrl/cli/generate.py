@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --sample)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and for link noise")
     c.precision_arg(p)
+    c.compile_arg(p)
     c.link_args(p)
 
 
@@ -82,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
             "precision": [s.precision for s in partition.segments()],
             "clean_text": loaded.tokenizer.decode(clean_ids, skip_special_tokens=True), "tokens_matching_clean": same,
             "decoding": "sampled" if args.sample else "greedy", "seed": args.seed, "threads": c.torch_threads(),
-            "new_tokens": len(result.token_ids), "emulation_snr_db": float(args.snr) if len(partition.cuts) == 1 else None}
+            "new_tokens": len(result.token_ids), "emulation_snr_db": float(args.snr) if len(partition.cuts) == 1 else None,
+            "compile": bool(args.compile), "compiled_segment_steps": loaded.view.compiled_decode.compiled_steps,
+            "compile_failed": loaded.view.compiled_decode.failed}
     if args.json:
         print(json.dumps({**what, "text": result.text, "token_ids": result.token_ids, "report": result.report.to_dict()},
                          allow_nan=False, default=c.json_default))
@@ -90,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
         print("\n")
         print(f"{loaded.name}, split {','.join(map(str, partition.cuts))} of {runtime.num_layers} layers "
               f"(weights {'/'.join(what['precision'])}), {c.link_text(link_d)}, {what['decoding']} decoding, {what['new_tokens']} new tokens, "
-              f"{what['threads']} torch thread(s)")
+              f"{what['threads']} torch thread(s)" + (f", {what['compiled_segment_steps']} compiled segment steps"
+                                                      if args.compile else ""))
+        if what["compile_failed"]:
+            print(f"--compile: compilation failed, ran eager: {what['compile_failed']}")
         if link is not None:
             print(f"clean reference (no link): {what['clean_text']!r}; the first {same} of {len(clean_ids)} tokens match it")
         print(result.report.format())

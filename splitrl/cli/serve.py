@@ -13,6 +13,7 @@ import socket
 import time
 from pathlib import Path
 
+from splitrl.cli._common import COMPILE_HELP, warm_up_compiled
 from splitrl.deploy.security import read_token
 from splitrl.errors import UsageError
 from splitrl.log import configure_logging
@@ -44,6 +45,7 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="model for --agent/--split (default: the env config's)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="weight precision of this process's model (with --edge: the UE's layers; the edge reports its own)")
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--channel", default="fading", help="fading | markov | trace:FILE.csv | FILE.csv | spec.yaml")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="env config overrides as in train.py: env.transport=int8-biterr, env.reward.w_energy=2, ...")
@@ -117,10 +119,12 @@ def run(args) -> int:
         raise
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e).splitlines()[0]) from None
+    loaded.view.compile_decode = args.compile
     out = claim_session_dir(args.out or Path("runs") / "serve" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     sinks = [JsonlSink(out / DECISIONS_FILE), TensorBoardSink(out, "serve")]
     app = create_app(server, token=token, model_name=loaded.name, max_tokens_limit=args.max_tokens_limit, sinks=sinks)
     configure_logging()  # the UE client's fallbacks and the policy's warnings, in the project's format
+    warm_up_compiled(loaded, 0, loaded.view.num_layers)
     sock = bind_socket(args.host, args.port)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,

@@ -381,6 +381,7 @@ def load_model(
     embed: bool = True,
     head: bool = True,
     precision: str = "fp32",
+    compile_decode: bool = False,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, in eval mode, and wrap it in a `DecoderView`.
 
@@ -396,6 +397,8 @@ def load_model(
         embed, head: whether to materialise the embeddings / the final norm and LM head.
         precision: the precision of every held part (``splitrl.quant.PRECISIONS``); low-bit layers
             are quantised while loading (see the module docstring).
+        compile_decode: run one-token decode steps of low-bit LLaMA-family segments as
+            ``torch.compile`` graphs (`splitrl.quant.compiled`; ``view.compile_decode`` switches it later).
     """
     check_precision(precision)
     check_transformers_version()
@@ -420,7 +423,9 @@ def load_model(
             f"unknown model {name_or_path!r}: use one of {', '.join(NAMED_MODELS)}, "
             "a local Hugging Face directory, a .gguf file, or a hub id org/name"
         )
-    return _wrap(name_or_path, model, tokenizer, source, fingerprint, attn_implementation, precision, codes, gguf)
+    loaded = _wrap(name_or_path, model, tokenizer, source, fingerprint, attn_implementation, precision, codes, gguf)
+    loaded.view.compile_decode = bool(compile_decode)
+    return loaded
 
 
 def _keep_for(partial: bool, layers: tuple[int, int] | None, embed: bool, head: bool) -> Callable:

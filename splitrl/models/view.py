@@ -6,6 +6,9 @@ pre-norm blocks, rotary position embeddings passed into every layer) and the GPT
 layers, the head (final norm + lm_head), and an analytic cost model per layer (parameters,
 FLOPs per token as a function of context, bytes crossing each cut).
 
+With ``compile_decode`` on, one-token decode steps of low-bit segments run as ``torch.compile``
+graphs (`splitrl.quant.compiled`); everything else is eager.
+
 `embed`, `run_layers` and `head` take a ``precision``: the model's own modules at the precision it
 was loaded at (``base_precision``), else the quantised copies `splitrl.quant.weights.PrecisionWeights`
 builds from the fp32 weights once per layer.
@@ -20,6 +23,7 @@ from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask
 
 from splitrl.link.codec import token_id_bytes
+from splitrl.quant.compiled import CompiledDecode
 from splitrl.quant.decoder import LeanLlamaLayer, lean_mask
 from splitrl.quant.weights import PrecisionWeights, count_params
 from splitrl.errors import UsageError
@@ -95,6 +99,10 @@ class DecoderView:
         # one-precision process), and the quantised copies of an fp32 model (built on first use).
         self.base_precision: str = "fp32"
         self.precision_weights = PrecisionWeights(self)
+        # torch.compile'd decode steps for low-bit (lean) segments; off by default because the first
+        # step of each chunk length compiles (seconds) and needs a C++ compiler (`splitrl.quant.compiled`).
+        self.compile_decode: bool = False
+        self.compiled_decode = CompiledDecode()
 
     def _layers_at(self, start: int, stop: int, precision: str | None) -> list[nn.Module]:
         if precision is None or precision == self.base_precision:
@@ -205,6 +213,10 @@ class DecoderView:
         if isinstance(layers[0], LeanLlamaLayer):
             cos, sin = self.rotary_emb(hidden, position_ids=position_ids)   # [B, T, hd] each
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+            if self.compile_decode:
+                out = self.compiled_decode.run(layers, hidden, cos, sin, cache)
+                if out is not None:
+                    return out
             mask = lean_mask(hidden.shape[1], int(position_ids[0, 0]), hidden.device)
             for layer in layers:
                 hidden = layer(hidden, cos, sin, cache, mask)
@@ -216,6 +228,34 @@ class DecoderView:
             if isinstance(hidden, tuple):  # transformers <5 returned tuples
                 hidden = hidden[0]
         return hidden
+
+    @torch.inference_mode()
+    def warm_up_compiled_decode(self, start: int, stop: int, precision: str | None = None) -> list[int]:
+        """Compile now every decode graph a segment inside layers ``[start, stop)`` can need.
+
+        A segment of ``n`` layers runs as power-of-two chunks (`splitrl.quant.compiled`), so one
+        dummy decode step through the first ``c`` layers for each power of two ``c <= stop - start``
+        compiles them all; a server calls this before it accepts requests, so no request waits on a
+        compiler (a UE would otherwise time the step out and fall back). Returns the chunk lengths
+        compiled (empty when the layers are not low-bit LLaMA-family ones or compilation is off).
+        """
+        from transformers.cache_utils import DynamicCache
+
+        if not self.compile_decode or stop <= start or not isinstance(self._layers_at(start, start + 1, precision)[0],
+                                                                       LeanLlamaLayer):
+            return []
+        done = []
+        n = 1
+        while n <= stop - start and self.compiled_decode.failed is None:
+            cache = DynamicCache(config=self.config)
+            past = torch.zeros(1, 4, self.hidden_size, device=self.device)              # [1, 4, H]
+            self.run_layers(past, start, start + n, torch.arange(4, device=self.device).unsqueeze(0), cache, precision)
+            before = self.compiled_decode.compiled_steps
+            self.run_layers(past[:, :1], start, start + n, torch.tensor([[4]], device=self.device), cache, precision)
+            if self.compiled_decode.compiled_steps > before:
+                done.append(n)
+            n *= 2
+        return done
 
     def head(self, hidden: torch.Tensor, precision: str | None = None) -> torch.Tensor:
         """Final norm + lm_head: hidden ``[..., H]`` -> logits ``[..., V]``."""

@@ -58,6 +58,24 @@ class LeanLlamaLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache, mask: torch.Tensor | None,
                 ) -> torch.Tensor:
+        q, k, v = self._project(x, cos, sin)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)            # [B, nkv, past + T, hd]
+        return self._attend(x, q, k, v, mask)
+
+    def step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past_k: torch.Tensor,
+             past_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward` for new tokens after ``past_k``/``past_v`` ``[B, nkv, past, hd]``, as tensors only.
+
+        Returns (hidden ``[B, T, H]``, keys, values ``[B, nkv, past + T, hd]``): no cache object, so
+        `splitrl.quant.compiled` can trace it. Attention is causal only for one new token (no mask).
+        """
+        q, k, v = self._project(x, cos, sin)
+        k, v = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)
+        return self._attend(x, q, k, v, None), k, v
+
+    def _project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, t, _ = x.shape                                        # x: [B, T, H]
         h = F.rms_norm(x, (self.hidden,), self.input_norm, self.eps)
         qkv = self.qkv(h)                                        # [B, T, (nh + 2 nkv) hd]
@@ -65,8 +83,11 @@ class LeanLlamaLayer(nn.Module):
         q = rotate(q.view(b, t, self.nh, self.hd).transpose(1, 2), cos, sin)    # [B, nh, T, hd]
         k = rotate(k.view(b, t, self.nkv, self.hd).transpose(1, 2), cos, sin)   # [B, nkv, T, hd]
         v = v.view(b, t, self.nkv, self.hd).transpose(1, 2)
-        if cache is not None:
-            k, v = cache.update(k, v, self.layer_idx)            # [B, nkv, past + T, hd]
+        return q, k, v
+
+    def _attend(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, _ = x.shape
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=True)
         x = x + self.o(a.transpose(1, 2).reshape(b, t, self.nh * self.hd))
         h = F.rms_norm(x, (self.hidden,), self.post_norm, self.eps)
