@@ -453,6 +453,8 @@ def run_benchmark(model: str = "smollm2-135m", *, repeats: int = REPEATS, new_to
     if ids is None:
         ids = prompt_ids(loaded.tokenizer, prompt_tokens, prompt_offset)
     with tempfile.TemporaryDirectory(prefix="splitrl-decode-speed-") as d:
+        # a fresh inductor cache (the edge children inherit it): a compiled engine's warmup_s is a cold compile
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(d) / "inductor")
         engines = build_engines(loaded, ids, precisions=precisions, threads=threads, two_process=two_process,
                                 llama_python=llama_python, gguf=gguf, tmp=Path(d), split=split,
                                 include_two_process=include_two_process)
@@ -475,6 +477,8 @@ def run_benchmark(model: str = "smollm2-135m", *, repeats: int = REPEATS, new_to
             "order": "every engine once per repeat after one warm-up each; the order rotated by one each repeat",
             "decode_tokens_per_s": "(new tokens - 1) / wall time after the first token",
             "prefill_s": "wall time to the first generated token",
+            "compile_cache": "a fresh TORCHINDUCTOR_CACHE_DIR per run, so a compiled engine's warmup_s includes a "
+                             "cold compile (graphs are compiled once per process and thread count)",
         },
         "llama_cpp_python": lc["llama_cpp_python"] if lc else None,
         "llama_cpp_available": lc is not None,
@@ -484,6 +488,36 @@ def run_benchmark(model: str = "smollm2-135m", *, repeats: int = REPEATS, new_to
         **res,
         "targets": TARGETS,
     }
+
+
+def _fmt_spread(s: dict | None, scale: float = 1.0, digits: int = 1) -> str:
+    if not s or s.get("median") is None:
+        return "—"
+    lo, hi = s["iqr"]
+    return f"{s['median'] * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+
+
+def report_markdown(result: dict) -> str:
+    """The result as two Markdown tables (engines, target ratios), headed by its command and revision."""
+    lines = [f"`{result.get('command', '?')}` at `{str(result.get('git_revision', '?'))[:7]}`"
+             f"{' (dirty tree)' if result.get('git_dirty') else ''}, {result.get('date_utc', '?')}, "
+             f"load average {float(result.get('loadavg_1_5_15', [float('nan')])[0]):.2f}; medians [IQR] of "
+             f"{result['config']['repeats']} interleaved repeats, {result['config']['new_tokens']} greedy tokens "
+             f"after a {result['config']['prompt_tokens']}-token prompt, split {result['config']['split']}.", "",
+             "| engine | threads | decode tok/s | time to first token, ms | warm-up s |", "|---|---|---|---|---|"]
+    for key, d in result["engines"].items():
+        if not d["available"]:
+            lines.append(f"| {key} | {d['threads']} | not run: {d['reason']} | — | — |")
+            continue
+        lines.append(f"| {key} | {d['threads']} | {_fmt_spread(d['decode_tokens_per_s'])} | "
+                     f"{_fmt_spread(d.get('prefill_s'), 1e3, 0)} | {d.get('warmup_s', float('nan')):.1f} |")
+    lines += ["", "| ratio (paired per repeat) | setting | median [IQR] | target |", "|---|---|---|---|"]
+    for name, per in result["ratios"].items():
+        target = result["targets"].get(name.replace("_compiled", "").replace("_in_process_compiled", "_in_process"), "")
+        for setting, r in per.items():
+            if r is not None:
+                lines.append(f"| {name} | {setting} | {_fmt_spread(r, digits=3)} | {target} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -520,12 +554,13 @@ def main(argv: list[str] | None = None) -> int:
     result["loadavg_after"] = list(os.getloadavg())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(report_markdown(result))
     table = {k: (v["decode_tokens_per_s"] or {}).get("median") if v["available"] else v["reason"]
              for k, v in result["engines"].items()}
     print(json.dumps({"decode_tokens_per_s_median": table,
                       "ratios_median": {name: {k: (v or {}).get("median") for k, v in r.items()}
                                         for name, r in result["ratios"].items()}}, indent=1))
-    print(f"wrote {out}")
+    print(f"wrote {out} and {out.with_suffix('.md').name}")
     return 0
 
 
