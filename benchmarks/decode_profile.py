@@ -10,7 +10,10 @@ SmolLM2-135M loaded at each precision (one load per precision), a 128-token prom
 - each operator's share of the profiled CPU time of decode steps only (the matmul kernels, then
   the rest).
 Compiled rows run ``view.compile_decode`` (`splitrl.quant.compiled`); their graphs are compiled
-before anything is timed. Read against ``decode_speed.json``: the gap to llama.cpp is in
+before anything is timed. Inside a compiled graph the C++ wrapper calls the packed kernels
+directly, so the profiler books them under the graph's ``Call CompiledFxGraph`` entries, not under
+the kernel's name: a compiled row's ``matmul_share`` counts only the head's kernel (eager); its
+``kernel_floor_ms`` is the measure to read. Read against ``decode_speed.json``: the gap to llama.cpp is in
 ``step - floor`` when the floor is small, in the kernel when it is not.
 
     .venv/bin/python benchmarks/decode_profile.py --out benchmarks/results/decode_profile.json
@@ -128,7 +131,10 @@ def main() -> None:
         if p in comp:
             rows.append(profile_precision(p, True))
     result = {**run_record(threads=1), "model": "smollm2-135m", "prompt_tokens": 128,
-              "profiled": "decode steps only (the prefill runs before the profiler starts)", "profiles": rows}
+              "profiled": "decode steps only (the prefill runs before the profiler starts)",
+              "compiled_rows": "kernels inside a compiled graph are booked under its 'Call CompiledFxGraph' entries, "
+                               "so matmul_share counts only the eager head there; read kernel_floor_ms",
+              "profiles": rows}
     out = Path(args.out) if args.out else ROOT / "runs" / "decode_profile.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
