@@ -75,6 +75,7 @@ def prepare_shards(loaded: Any, ratios: Sequence[float], root: str | Path, *, dt
     d = Path(root) / f"{Path(str(loaded.name)).name}-{dtype}-n{plan.world}-{_plan_key(loaded.name, dtype, plan.ratios, seed)}"
     if (d / "manifest.json").is_file():
         return d
+    Path(root).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-shards-"))
     write_shards(loaded.view, plan, tmp, model_name=str(loaded.name), dtype=dtype)
     try:
