@@ -35,6 +35,7 @@ import types
 
 import torch
 from torch import nn
+from transformers.cache_utils import DynamicLayer
 
 from splitrl.errors import UsageError
 from splitrl.quant.decoder import LeanLlamaLayer
@@ -92,8 +93,6 @@ def _module_guards_off(entries) -> list[bool]:
 
 def _cache_layers(cache, start: int, stop: int) -> list | None:
     """The cache's per-layer entries for ``[start, stop)`` when each is a filled plain ``DynamicLayer``."""
-    from transformers.cache_utils import DynamicLayer
-
     entries = getattr(cache, "layers", None)
     if entries is None or len(entries) < stop:
         return None
